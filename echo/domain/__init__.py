@@ -1,0 +1,1 @@
+"""Pure domain: identifiers, quantities, symbol specs, messages, error codes. Stdlib only, no I/O, no clock."""

@@ -1,0 +1,114 @@
+"""Typed identifiers, validated on construction.
+
+Identifiers travel as strings on every wire (JSON lines to the EAs, the transport to Core), so each one
+is a ``NewType`` over ``str`` (or ``int`` for MT4 numbers) plus a ``parse_*`` function that validates.
+UUIDv7 values are built from explicit parts (``uuid7``) so that the domain never reads a clock or a
+random source: callers pass both, which also keeps simulations deterministic.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import NewType
+
+TradeId = NewType("TradeId", str)
+"""UUIDv7 born at the master EA; the dedupe key of a trade on every hop."""
+CommandId = NewType("CommandId", str)
+"""UUIDv7 born at Core; one per command sent to one slave account. Retries reuse it."""
+EventId = NewType("EventId", str)
+"""UUIDv7 of a master close/modify event (a trade has one open and many later events)."""
+TraceId = NewType("TraceId", str)
+"""32 lowercase hex characters (W3C trace id), born at the master, carried on every hop."""
+AccountId = NewType("AccountId", str)
+"""The MetaTrader account (login) as text, e.g. ``"51234567"``."""
+AgentId = NewType("AgentId", str)
+Ticket = NewType("Ticket", int)
+"""An MT4 order ticket (positive)."""
+MagicNumber = NewType("MagicNumber", int)
+
+_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_TRACE_RE = re.compile(r"^[0-9a-f]{32}$")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class InvalidId(ValueError):
+    """An identifier failed validation; the message names the kind and the value."""
+
+
+def uuid7(unix_ms: int, rand: bytes) -> str:
+    """Build an RFC 9562 UUIDv7 string from a Unix time in ms and at least 10 random bytes."""
+    if unix_ms < 0 or unix_ms >= 1 << 48:
+        raise InvalidId(f"uuid7 time out of range: {unix_ms}")
+    if len(rand) < 10:
+        raise InvalidId("uuid7 needs 10 random bytes")
+    r = int.from_bytes(rand[:10], "big")
+    rand_a = (r >> 68) & 0xFFF
+    rand_b = r & ((1 << 62) - 1)
+    value = (unix_ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def uuid7_time_ms(value: str) -> int:
+    """The Unix time in ms embedded in a UUIDv7."""
+    return uuid.UUID(value).int >> 80
+
+
+def _parse_uuid7(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _UUID_RE.match(value):
+        raise InvalidId(f"{kind} must be a lowercase UUID string, got {value!r}")
+    if value[14] != "7":
+        raise InvalidId(f"{kind} must be a UUIDv7, got version {value[14]} in {value!r}")
+    return value
+
+
+def parse_trade_id(value: str) -> TradeId:
+    return TradeId(_parse_uuid7("trade_id", value))
+
+
+def parse_command_id(value: str) -> CommandId:
+    return CommandId(_parse_uuid7("command_id", value))
+
+
+def parse_event_id(value: str) -> EventId:
+    return EventId(_parse_uuid7("event_id", value))
+
+
+def parse_trace_id(value: str) -> TraceId:
+    if not isinstance(value, str) or not _TRACE_RE.match(value):
+        raise InvalidId(f"trace_id must be 32 lowercase hex characters, got {value!r}")
+    if value == "0" * 32:
+        raise InvalidId("trace_id must not be all zeros")
+    return TraceId(value)
+
+
+def parse_account_id(value: str) -> AccountId:
+    if not isinstance(value, str) or not _ACCOUNT_RE.match(value):
+        raise InvalidId(f"account_id must be 1-64 characters of [A-Za-z0-9_.-], got {value!r}")
+    return AccountId(value)
+
+
+def parse_agent_id(value: str) -> AgentId:
+    if not isinstance(value, str) or not _ACCOUNT_RE.match(value):
+        raise InvalidId(f"agent_id must be 1-64 characters of [A-Za-z0-9_.-], got {value!r}")
+    return AgentId(value)
+
+
+def parse_ticket(value: int) -> Ticket:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1 << 63:
+        raise InvalidId(f"ticket must be a positive integer, got {value!r}")
+    return Ticket(value)
+
+
+def parse_magic(value: int) -> MagicNumber:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 63:
+        raise InvalidId(f"magic_number must be a non-negative integer, got {value!r}")
+    return MagicNumber(value)
+
+
+def trace_id_from(rand: bytes) -> TraceId:
+    """A trace id from 16 random bytes (never all zeros)."""
+    if len(rand) < 16:
+        raise InvalidId("trace id needs 16 random bytes")
+    text = rand[:16].hex()
+    return TraceId(text if text != "0" * 32 else "0" * 31 + "1")

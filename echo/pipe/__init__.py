@@ -1,0 +1,1 @@
+"""The EA wire protocol: bytes <-> messages, sans-IO (see conformance/PROTOCOL.md)."""

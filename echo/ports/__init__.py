@@ -1,0 +1,1 @@
+"""Ports: the interfaces services call and adapters implement (typing.Protocol)."""

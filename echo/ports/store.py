@@ -1,0 +1,176 @@
+"""The Store port: trades, slave tickets, commands and their results, copy decisions and the
+append-only event log. Every write goes through ``write(batch)``, one atomic transaction, so a fan-out
+to N slaves costs one commit, not N."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+TradeStatus = Literal["open", "closed"]
+CommandKind = Literal["execute", "close", "modify"]
+CommandStatus = Literal["sent", "ok", "failed"]
+TicketStatus = Literal["open", "closed"]
+Decision = Literal["copy", "omit"]
+
+
+class StoreError(Exception):
+    """A store operation failed (the adapter's own errors are translated into this)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRow:
+    trade_id: str
+    master_account: str
+    master_ticket: int
+    symbol: str
+    """Canonical symbol."""
+    master_symbol: str
+    """The master broker's symbol."""
+    side: str
+    lot_size: float
+    price: float
+    magic_number: int
+    trace_id: str
+    opened_at_ms: int
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    status: TradeStatus = "open"
+    closed_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TradeUpdate:
+    trade_id: str
+    status: TradeStatus
+    closed_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    command_id: str
+    trade_id: str
+    account_id: str
+    kind: CommandKind
+    trace_id: str
+    payload: str
+    """The command as sent (JSON)."""
+    created_at_ms: int
+    status: CommandStatus = "sent"
+    error_code: str | None = None
+    result: str | None = None
+    """The result as received (JSON)."""
+    completed_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandUpdate:
+    command_id: str
+    status: CommandStatus
+    error_code: str
+    result: str
+    completed_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRow:
+    account_id: str
+    ticket: int
+    trade_id: str
+    symbol: str
+    """The slave broker's symbol."""
+    lots: float
+    opened_at_ms: int
+    status: TicketStatus = "open"
+    closed_at_ms: int | None = None
+    parent_ticket: int | None = None
+    """For a remainder after a partial close: the ticket it came from."""
+
+
+@dataclass(frozen=True, slots=True)
+class TicketUpdate:
+    account_id: str
+    ticket: int
+    status: TicketStatus
+    lots: float
+    closed_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """Why a slave got (or did not get) a copy of a trade: the copy receipt."""
+
+    decision_id: str
+    trade_id: str
+    account_id: str
+    decision: Decision
+    reason: str
+    """``copied`` or the omission reason (e.g. ``symbol_not_mapped``, ``slave_offline``)."""
+    lot_size: float | None
+    detail: str
+    """JSON: how the size and symbol were chosen."""
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    event_id: str
+    """UUIDv7: sorts by time."""
+    at_ms: int
+    kind: str
+    trade_id: str | None = None
+    account_id: str | None = None
+    command_id: str | None = None
+    trace_id: str | None = None
+    data: str = "{}"
+
+
+@dataclass(slots=True)
+class Batch:
+    """One unit of work; written atomically by ``Store.write``."""
+
+    trades: list[TradeRow] = field(default_factory=list)
+    trade_updates: list[TradeUpdate] = field(default_factory=list)
+    commands: list[CommandRow] = field(default_factory=list)
+    command_updates: list[CommandUpdate] = field(default_factory=list)
+    tickets: list[TicketRow] = field(default_factory=list)
+    ticket_updates: list[TicketUpdate] = field(default_factory=list)
+    decisions: list[DecisionRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any(
+            (self.trades, self.trade_updates, self.commands, self.command_updates, self.tickets,
+             self.ticket_updates, self.decisions, self.events)
+        )
+
+
+class Store(Protocol):
+    async def write(self, batch: Batch) -> None:
+        """Apply the batch atomically: all of it or none of it (then raise StoreError).
+        Inserting a trade, command, ticket, decision or event whose key exists raises StoreError."""
+        ...
+
+    async def get_trade(self, trade_id: str) -> TradeRow | None: ...
+
+    async def trades(self, status: TradeStatus | None = None, limit: int = 1000) -> list[TradeRow]:
+        """Newest first."""
+        ...
+
+    async def tickets(self, trade_id: str) -> list[TicketRow]:
+        """Ordered by (account_id, opened_at_ms, ticket)."""
+        ...
+
+    async def commands(self, trade_id: str) -> list[CommandRow]:
+        """Ordered by created_at_ms, then command_id."""
+        ...
+
+    async def decisions(self, trade_id: str | None = None, limit: int = 1000) -> list[DecisionRow]:
+        """Ordered by at_ms, then decision_id."""
+        ...
+
+    async def events(self, trade_id: str | None = None, limit: int = 1000) -> list[EventRow]:
+        """Oldest first (event_id order), at most ``limit``."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,45 @@
+"""The Transport port between Core and its Agents. In-process channels now, gRPC later: the same shape."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from echo.domain.messages import AgentToCore, CoreToAgent
+
+
+class LinkClosed(Exception):
+    """The other side of a link is gone."""
+
+
+class AgentUnavailable(Exception):
+    """Core tried to send to an Agent that is not connected."""
+
+
+class AgentLink(Protocol):
+    """An Agent's end of its link to Core."""
+
+    async def send(self, msg: AgentToCore) -> None: ...
+
+    async def receive(self) -> CoreToAgent:
+        """The next message from Core; raises LinkClosed when Core is gone."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class CoreHub(Protocol):
+    """Core's end: one inbox from every Agent, and a way to reach each Agent."""
+
+    async def receive(self) -> tuple[str, AgentToCore]:
+        """(agent_id, message) from any Agent."""
+        ...
+
+    async def send(self, agent_id: str, msg: CoreToAgent) -> None:
+        """Raises AgentUnavailable when that Agent is not connected."""
+        ...
+
+
+class Transport(Protocol):
+    def hub(self) -> CoreHub: ...
+
+    async def connect(self, agent_id: str) -> AgentLink: ...
