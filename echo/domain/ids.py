@@ -8,6 +8,8 @@ random source: callers pass both, which also keeps simulations deterministic.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import uuid
 from typing import NewType
@@ -112,3 +114,29 @@ def trace_id_from(rand: bytes) -> TraceId:
         raise InvalidId("trace id needs 16 random bytes")
     text = rand[:16].hex()
     return TraceId(text if text != "0" * 32 else "0" * 31 + "1")
+
+
+_COMMENT_PREFIX = "echo:"
+
+
+def trade_comment(trade_id: str) -> str:
+    """The order comment that stamps a trade_id on a slave order, within MT4's 31 characters.
+
+    ``echo:`` + the 16 bytes of the UUID in unpadded base64url (22 characters) = 27 characters.
+    """
+    raw = uuid.UUID(trade_id).bytes
+    return _COMMENT_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def trade_id_from_comment(comment: str) -> TradeId | None:
+    """The trade_id stamped by ``trade_comment``, or None. Tolerates text a broker appends (``[sl]``)."""
+    if not comment.startswith(_COMMENT_PREFIX) or len(comment) < len(_COMMENT_PREFIX) + 22:
+        return None
+    token = comment[len(_COMMENT_PREFIX) : len(_COMMENT_PREFIX) + 22]
+    try:
+        raw = base64.urlsafe_b64decode(token + "==")
+    except (ValueError, binascii.Error):
+        return None
+    if len(raw) != 16:
+        return None
+    return TradeId(str(uuid.UUID(bytes=raw)))

@@ -67,7 +67,7 @@ _ENVELOPES: dict[str, type[msgspec.Struct]] = {
     for name, cls in PAYLOADS.items()
 }
 _ENVELOPE_NAME = {env: name for name, env in _ENVELOPES.items()}
-_full_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[tuple(_ENVELOPES.values())])  # type: ignore[valid-type]
+_full_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[tuple(_ENVELOPES.values())])
 _encoder = msgspec.json.Encoder()
 
 
@@ -145,7 +145,7 @@ def decode_line(line: bytes, accept: frozenset[str]) -> Event:
             f"message type {name!r} is not accepted in this direction",
             name,
         )
-    return Decoded(name, env.timestamp_ms, env.payload)  # type: ignore[attr-defined]
+    return Decoded(name, env.timestamp_ms, env.payload)
 
 
 def _ref_type(line: bytes) -> str | None:

@@ -1,0 +1,1 @@
+"""Where EA connections come from."""

@@ -1,0 +1,259 @@
+"""An in-memory Store with the same semantics as the SQLite one: for tests and ``memory://``.
+
+``write(batch)`` first checks the whole batch against the current state (keys that already exist, keys
+that appear twice in the batch, updates of rows that do not exist), in the order the SQLite store runs
+its statements, and only then applies it; so a rejected batch changes nothing and raises the same
+StoreError message as the SQLite store would. Reads return the same orderings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import replace
+from typing import TypeVar
+
+import trio
+
+from echo.ports.store import (
+    Batch,
+    CommandRow,
+    CommandUpdate,
+    DecisionRow,
+    EventRow,
+    StoreError,
+    TicketRow,
+    TicketUpdate,
+    TradeRow,
+    TradeStatus,
+    TradeUpdate,
+)
+
+_R = TypeVar("_R")
+_K = TypeVar("_K", bound=Hashable)
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT_FIELDS: dict[type, tuple[str, ...]] = {
+    TradeRow: ("master_ticket", "magic_number", "opened_at_ms", "closed_at_ms"),
+    TradeUpdate: ("closed_at_ms",),
+    CommandRow: ("created_at_ms", "completed_at_ms"),
+    CommandUpdate: ("completed_at_ms",),
+    TicketRow: ("ticket", "opened_at_ms", "closed_at_ms", "parent_ticket"),
+    TicketUpdate: ("ticket", "closed_at_ms"),
+    DecisionRow: ("at_ms",),
+    EventRow: ("at_ms",),
+}
+
+
+def _check_ints(part: str, row: object) -> None:
+    """Integers are stored as 64-bit (BIGINT); a wider one is rejected, as SQLite rejects it."""
+    for name in _INT_FIELDS[type(row)]:
+        value = getattr(row, name)
+        if value is not None and not _INT64_MIN <= value <= _INT64_MAX:
+            raise StoreError(f"batch rejected: {part}: an integer is outside the 64-bit range")
+
+
+def _describe(names: tuple[str, ...], key: tuple[object, ...]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in zip(names, key, strict=True))
+
+
+def _check_inserts(
+    part: str,
+    rows: Iterable[_R],
+    key: Callable[[_R], _K],
+    names: tuple[str, ...],
+    describe_key: Callable[[_K], tuple[object, ...]],
+    existing: Mapping[_K, object],
+) -> set[_K]:
+    """The keys a list of inserts adds; raise the first conflict, as SQLite meets it."""
+    seen: set[_K] = set()
+    for row in rows:
+        _check_ints(part, row)
+        k = key(row)
+        if k in seen:
+            raise StoreError(f"batch rejected: {part}: {_describe(names, describe_key(k))} appears twice")
+        if k in existing:
+            raise StoreError(f"batch rejected: {part}: {_describe(names, describe_key(k))} already exists")
+        seen.add(k)
+    return seen
+
+
+def _check_updates(
+    part: str,
+    rows: Iterable[_R],
+    key: Callable[[_R], _K],
+    names: tuple[str, ...],
+    describe_key: Callable[[_K], tuple[object, ...]],
+    existing: Mapping[_K, object],
+    inserted: set[_K],
+) -> None:
+    # SQLite binds (and range-checks) every update before it counts the rows they matched
+    rows = list(rows)
+    for row in rows:
+        _check_ints(part, row)
+    for row in rows:
+        k = key(row)
+        if k not in existing and k not in inserted:
+            raise StoreError(f"batch rejected: {part}: no row with {_describe(names, describe_key(k))}")
+
+
+def _one(k: str) -> tuple[object, ...]:
+    return (k,)
+
+
+def _pair(k: tuple[str, int]) -> tuple[object, ...]:
+    return k
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+
+
+class MemoryStore:
+    """The Store port in memory. Rows are immutable, so reads hand out the stored objects themselves."""
+
+    def __init__(self) -> None:
+        self._trades: dict[str, TradeRow] = {}
+        self._commands: dict[str, CommandRow] = {}
+        self._tickets: dict[tuple[str, int], TicketRow] = {}
+        self._decisions: dict[str, DecisionRow] = {}
+        self._events: dict[str, EventRow] = {}
+        self._closed = False
+
+    def _live(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    # --- writes ---------------------------------------------------------------------------------------
+
+    async def write(self, batch: Batch) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._live()
+        if batch:
+            self._validate(batch)
+            self._apply(batch)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _validate(self, batch: Batch) -> None:
+        """Raise the StoreError the SQLite store would raise for this batch, if any."""
+        trade_id = ("trade_id",)
+        command_id = ("command_id",)
+        ticket_key = ("account_id", "ticket")
+        new_trades = _check_inserts(
+            "trades", batch.trades, lambda r: r.trade_id, trade_id, _one, self._trades
+        )
+        _check_updates(
+            "trade_updates",
+            batch.trade_updates,
+            lambda u: u.trade_id,
+            trade_id,
+            _one,
+            self._trades,
+            new_trades,
+        )
+        new_commands = _check_inserts(
+            "commands", batch.commands, lambda r: r.command_id, command_id, _one, self._commands
+        )
+        _check_updates(
+            "command_updates",
+            batch.command_updates,
+            lambda u: u.command_id,
+            command_id,
+            _one,
+            self._commands,
+            new_commands,
+        )
+        new_tickets = _check_inserts(
+            "tickets", batch.tickets, lambda r: (r.account_id, r.ticket), ticket_key, _pair, self._tickets
+        )
+        _check_updates(
+            "ticket_updates",
+            batch.ticket_updates,
+            lambda u: (u.account_id, u.ticket),
+            ticket_key,
+            _pair,
+            self._tickets,
+            new_tickets,
+        )
+        _check_inserts(
+            "decisions", batch.decisions, lambda r: r.decision_id, ("decision_id",), _one, self._decisions
+        )
+        _check_inserts("events", batch.events, lambda r: r.event_id, ("event_id",), _one, self._events)
+
+    def _apply(self, batch: Batch) -> None:
+        for trade in batch.trades:
+            self._trades[trade.trade_id] = trade
+        for tu in batch.trade_updates:
+            self._trades[tu.trade_id] = replace(
+                self._trades[tu.trade_id], status=tu.status, closed_at_ms=tu.closed_at_ms
+            )
+        for command in batch.commands:
+            self._commands[command.command_id] = command
+        for cu in batch.command_updates:
+            self._commands[cu.command_id] = replace(
+                self._commands[cu.command_id],
+                status=cu.status,
+                error_code=cu.error_code,
+                result=cu.result,
+                completed_at_ms=cu.completed_at_ms,
+            )
+        for ticket in batch.tickets:
+            self._tickets[(ticket.account_id, ticket.ticket)] = ticket
+        for ku in batch.ticket_updates:
+            key = (ku.account_id, ku.ticket)
+            self._tickets[key] = replace(
+                self._tickets[key], status=ku.status, lots=ku.lots, closed_at_ms=ku.closed_at_ms
+            )
+        for decision in batch.decisions:
+            self._decisions[decision.decision_id] = decision
+        for event in batch.events:
+            self._events[event.event_id] = event
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    async def get_trade(self, trade_id: str) -> TradeRow | None:
+        await trio.lowlevel.checkpoint()
+        self._live()
+        return self._trades.get(trade_id)
+
+    async def trades(self, status: TradeStatus | None = None, limit: int = 1000) -> list[TradeRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [t for t in self._trades.values() if status is None or t.status == status]
+        rows.sort(key=lambda t: (t.opened_at_ms, t.trade_id), reverse=True)
+        return rows[:limit]
+
+    async def tickets(self, trade_id: str) -> list[TicketRow]:
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [t for t in self._tickets.values() if t.trade_id == trade_id]
+        rows.sort(key=lambda t: (t.account_id, t.opened_at_ms, t.ticket))
+        return rows
+
+    async def commands(self, trade_id: str) -> list[CommandRow]:
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [c for c in self._commands.values() if c.trade_id == trade_id]
+        rows.sort(key=lambda c: (c.created_at_ms, c.command_id))
+        return rows
+
+    async def decisions(self, trade_id: str | None = None, limit: int = 1000) -> list[DecisionRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [d for d in self._decisions.values() if trade_id is None or d.trade_id == trade_id]
+        rows.sort(key=lambda d: (d.at_ms, d.decision_id))
+        return rows[:limit]
+
+    async def events(self, trade_id: str | None = None, limit: int = 1000) -> list[EventRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [e for e in self._events.values() if trade_id is None or e.trade_id == trade_id]
+        rows.sort(key=lambda e: e.event_id)
+        return rows[:limit]
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await trio.lowlevel.checkpoint()

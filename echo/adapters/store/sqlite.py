@@ -1,0 +1,334 @@
+"""The durable Store: one SQLite file in WAL mode.
+
+``write(batch)`` is the copier's hot path: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch, one
+``executemany`` per row type over cached prepared statements. The calls into sqlite3 run directly in the
+async methods, with no hop to a worker thread: a durable WAL commit takes a fraction of a millisecond,
+less than the hop would cost, and it also means no other task can interleave inside a write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from echo.adapters.store.migrations import apply_sqlite
+from echo.ports.store import (
+    Batch,
+    CommandRow,
+    DecisionRow,
+    EventRow,
+    StoreError,
+    TicketRow,
+    TradeRow,
+    TradeStatus,
+)
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_BUSY_TIMEOUT_MS = 5000
+
+
+def _columns(row_type: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(row_type))
+
+
+_TRADE_COLS = _columns(TradeRow)
+_TICKET_COLS = _columns(TicketRow)
+_COMMAND_COLS = _columns(CommandRow)
+_DECISION_COLS = _columns(DecisionRow)
+_EVENT_COLS = _columns(EventRow)
+
+
+def _insert(table: str, cols: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
+def _select(table: str, cols: tuple[str, ...], tail: str) -> str:
+    return f"SELECT {', '.join(cols)} FROM {table} {tail}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One part of a batch: the Batch field it reads, the statement it runs and how to explain a failure."""
+
+    part: str
+    """The Batch field name, also used in error messages."""
+    sql: str
+    params: Callable[[Any], Any]
+    key: Callable[[Any], Any]
+    key_names: tuple[str, ...]
+    update: bool
+    exists_sql: str
+
+
+def _step(part: str, table: str, sql: str, param_names: tuple[str, ...], key_names: tuple[str, ...]) -> _Step:
+    where = " AND ".join(f"{k} = ?" for k in key_names)
+    return _Step(
+        part=part,
+        sql=sql,
+        params=attrgetter(*param_names),
+        key=attrgetter(*key_names) if len(key_names) > 1 else lambda r: (getattr(r, key_names[0]),),
+        key_names=key_names,
+        update=part.endswith("_updates"),
+        exists_sql=f"SELECT 1 FROM {table} WHERE {where}",
+    )
+
+
+# In Batch field order: inserts of a kind come before its updates, so a batch may update what it inserts.
+_STEPS: tuple[_Step, ...] = (
+    _step("trades", "trades", _insert("trades", _TRADE_COLS), _TRADE_COLS, ("trade_id",)),
+    _step(
+        "trade_updates",
+        "trades",
+        "UPDATE trades SET status = ?, closed_at_ms = ? WHERE trade_id = ?",
+        ("status", "closed_at_ms", "trade_id"),
+        ("trade_id",),
+    ),
+    _step("commands", "commands", _insert("commands", _COMMAND_COLS), _COMMAND_COLS, ("command_id",)),
+    _step(
+        "command_updates",
+        "commands",
+        "UPDATE commands SET status = ?, error_code = ?, result = ?, completed_at_ms = ?"
+        " WHERE command_id = ?",
+        ("status", "error_code", "result", "completed_at_ms", "command_id"),
+        ("command_id",),
+    ),
+    _step(
+        "tickets",
+        "slave_tickets",
+        _insert("slave_tickets", _TICKET_COLS),
+        _TICKET_COLS,
+        ("account_id", "ticket"),
+    ),
+    _step(
+        "ticket_updates",
+        "slave_tickets",
+        "UPDATE slave_tickets SET status = ?, lots = ?, closed_at_ms = ? WHERE account_id = ? AND ticket = ?",
+        ("status", "lots", "closed_at_ms", "account_id", "ticket"),
+        ("account_id", "ticket"),
+    ),
+    _step(
+        "decisions",
+        "copy_decisions",
+        _insert("copy_decisions", _DECISION_COLS),
+        _DECISION_COLS,
+        ("decision_id",),
+    ),
+    _step("events", "events", _insert("events", _EVENT_COLS), _EVENT_COLS, ("event_id",)),
+)
+
+_TRADE_BY_ID = _select("trades", _TRADE_COLS, "WHERE trade_id = ?")
+_TRADES_ALL = _select("trades", _TRADE_COLS, "ORDER BY opened_at_ms DESC, trade_id DESC LIMIT ?")
+_TRADES_BY_STATUS = _select(
+    "trades", _TRADE_COLS, "WHERE status = ? ORDER BY opened_at_ms DESC, trade_id DESC LIMIT ?"
+)
+_TICKETS = _select(
+    "slave_tickets", _TICKET_COLS, "WHERE trade_id = ? ORDER BY account_id, opened_at_ms, ticket"
+)
+_COMMANDS = _select("commands", _COMMAND_COLS, "WHERE trade_id = ? ORDER BY created_at_ms, command_id")
+_DECISIONS_ALL = _select("copy_decisions", _DECISION_COLS, "ORDER BY at_ms, decision_id LIMIT ?")
+_DECISIONS_BY_TRADE = _select(
+    "copy_decisions", _DECISION_COLS, "WHERE trade_id = ? ORDER BY at_ms, decision_id LIMIT ?"
+)
+_EVENTS_ALL = _select("events", _EVENT_COLS, "ORDER BY event_id LIMIT ?")
+_EVENTS_BY_TRADE = _select("events", _EVENT_COLS, "WHERE trade_id = ? ORDER BY event_id LIMIT ?")
+
+
+def _describe(key_names: tuple[str, ...], key: tuple[Any, ...]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in zip(key_names, key, strict=True))
+
+
+class _Rejected(Exception):
+    """Raised inside a write to abort it; carries what is needed to explain the failure after rollback."""
+
+    def __init__(self, step: _Step, rows: Sequence[Any], cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.step = step
+        self.rows = rows
+        self.cause = cause
+
+
+class SqliteStore:
+    """The Store port on one SQLite file. Build it with ``SqliteStore.open(path)``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
+        """Wrap a connection that is already configured and migrated (``open`` does both)."""
+        self._conn: sqlite3.Connection | None = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path, *, synchronous: str = "FULL") -> SqliteStore:
+        """Open (creating if needed) the database at ``path``: WAL journal, the given ``synchronous``
+        level (``FULL``: every commit is on disk; ``NORMAL``: a power cut may lose the last commits, never
+        corrupt), foreign keys off, a busy timeout, and every pending migration applied."""
+        level = synchronous.upper()
+        if level not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}")
+        db_path = Path(path)
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(db_path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store at {db_path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot put {db_path} in WAL mode (journal_mode is {mode})")
+            conn.execute(f"PRAGMA synchronous = {level}")
+            conn.execute("PRAGMA foreign_keys = OFF")
+            apply_sqlite(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open the store at {db_path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, db_path)
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is closed")
+        return self._conn
+
+    # --- writes ---------------------------------------------------------------------------------------
+
+    async def write(self, batch: Batch) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._live()
+        if batch:
+            self._write(batch)
+        # once committed, a cancellation must not make the caller believe the write failed
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _write(self, batch: Batch) -> None:
+        conn = self._live()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot begin a transaction: {exc}") from exc
+        try:
+            for step in _STEPS:
+                rows: Sequence[Any] = getattr(batch, step.part)
+                if rows:
+                    self._run(conn, step, rows)
+            conn.execute("COMMIT")
+        except _Rejected as rejected:
+            self._rollback(conn)
+            raise StoreError(self._explain(conn, rejected)) from rejected.cause
+        except (sqlite3.Error, OverflowError) as exc:
+            self._rollback(conn)
+            raise StoreError(f"batch rejected: {exc}") from exc
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, step: _Step, rows: Sequence[Any]) -> None:
+        try:
+            cursor = conn.executemany(step.sql, map(step.params, rows))
+        except (sqlite3.Error, OverflowError) as exc:
+            raise _Rejected(step, rows, exc) from exc
+        # an UPDATE by primary key touches at most one row, so the sum tells whether every key matched
+        if step.update and cursor.rowcount != len(rows):
+            for row in rows:
+                key = step.key(row)
+                if conn.execute(step.exists_sql, key).fetchone() is None:
+                    raise StoreError(
+                        f"batch rejected: {step.part}: no row with {_describe(step.key_names, key)}"
+                    )
+            raise StoreError(f"batch rejected: {step.part}: {cursor.rowcount} of {len(rows)} rows updated")
+
+    @staticmethod
+    def _explain(conn: sqlite3.Connection, rejected: _Rejected) -> str:
+        """Name the offending key of a failed insert, looked up in the state before the batch."""
+        step, cause = rejected.step, rejected.cause
+        if isinstance(cause, OverflowError):
+            return f"batch rejected: {step.part}: an integer is outside the 64-bit range"
+        if isinstance(cause, sqlite3.IntegrityError) and not step.update:
+            seen: set[tuple[Any, ...]] = set()
+            try:
+                for row in rejected.rows:
+                    key = step.key(row)
+                    if key in seen:
+                        return f"batch rejected: {step.part}: {_describe(step.key_names, key)} appears twice"
+                    if conn.execute(step.exists_sql, key).fetchone() is not None:
+                        return f"batch rejected: {step.part}: {_describe(step.key_names, key)} already exists"
+                    seen.add(key)
+            except sqlite3.Error:
+                pass
+        return f"batch rejected: {step.part}: {cause}"
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # if ROLLBACK itself fails, SQLite has already ended the transaction on its own
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        conn = self._live()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except (sqlite3.Error, OverflowError) as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+
+    async def get_trade(self, trade_id: str) -> TradeRow | None:
+        await trio.lowlevel.checkpoint()
+        rows = self._query(_TRADE_BY_ID, (trade_id,))
+        return TradeRow(*rows[0]) if rows else None
+
+    async def trades(self, status: TradeStatus | None = None, limit: int = 1000) -> list[TradeRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        if status is None:
+            rows = self._query(_TRADES_ALL, (limit,))
+        else:
+            rows = self._query(_TRADES_BY_STATUS, (status, limit))
+        return [TradeRow(*r) for r in rows]
+
+    async def tickets(self, trade_id: str) -> list[TicketRow]:
+        await trio.lowlevel.checkpoint()
+        return [TicketRow(*r) for r in self._query(_TICKETS, (trade_id,))]
+
+    async def commands(self, trade_id: str) -> list[CommandRow]:
+        await trio.lowlevel.checkpoint()
+        return [CommandRow(*r) for r in self._query(_COMMANDS, (trade_id,))]
+
+    async def decisions(self, trade_id: str | None = None, limit: int = 1000) -> list[DecisionRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        if trade_id is None:
+            rows = self._query(_DECISIONS_ALL, (limit,))
+        else:
+            rows = self._query(_DECISIONS_BY_TRADE, (trade_id, limit))
+        return [DecisionRow(*r) for r in rows]
+
+    async def events(self, trade_id: str | None = None, limit: int = 1000) -> list[EventRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        if trade_id is None:
+            rows = self._query(_EVENTS_ALL, (limit,))
+        else:
+            rows = self._query(_EVENTS_BY_TRADE, (trade_id, limit))
+        return [EventRow(*r) for r in rows]
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        await trio.lowlevel.checkpoint()
+
+
+def _check_limit(limit: int) -> None:
+    # SQLite reads a negative LIMIT as "no limit"; refuse it rather than differ from other stores
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")

@@ -1,0 +1,1 @@
+"""Transports between Core and Agents."""

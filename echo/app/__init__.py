@@ -1,0 +1,1 @@
+"""The composition root: picks adapters, opens nurseries, starts services in dependency order."""

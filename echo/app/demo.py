@@ -1,0 +1,255 @@
+"""``echo-copier demo``: the all-in-one copier plus simulated terminals on real Unix sockets.
+
+Masters trade a random script (opens, partial closes, modifications, closes); every slave runs its own
+simulated broker with its own symbol names and specs. When every master is flat and Core is idle, the
+demo counts what the slave brokers hold and prints a summary (and one JSON line with ``--json``).
+Latency is measured from the master terminal writing the intent to the slave terminal reading the
+execute_order (both terminals run in this process, so one monotonic clock serves both)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from echo.adapters.pipe.unix import connect_unix
+from echo.app.root import Copier, run_all_in_one
+from echo.domain.config import Config, CoreConfig, StoreConfig
+from echo.domain import messages as m
+from echo.domain.config import AgentConfig as AgentCfg
+from echo.domain.ids import trade_id_from_comment
+from echo.sim.market import SimMarket
+from echo.sim.master import SimMasterEA
+from echo.sim.profiles import master_broker, slave_broker
+from echo.sim.slave import SimSlaveEA
+
+
+@dataclass
+class DemoOptions:
+    masters: int = 1
+    slaves: int = 2
+    trades: int = 50
+    seed: int = 7
+    json: bool = False
+    workdir: Path = Path("var/demo")
+    store_url: str | None = None
+    synchronous: str = "FULL"
+    pace: float = 0.04
+    max_open: int = 3
+    settle_timeout: float = 20.0
+
+
+@dataclass
+class Latency:
+    written_ns: dict[str, int] = field(default_factory=dict)
+    received: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def on_execute_received(self, trade_id: str, account_id: str, t_ns: int) -> None:
+        self.received.append((trade_id, account_id, t_ns))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def master_ids(n: int) -> list[str]:
+    return [f"{9000 + i}" for i in range(1, n + 1)]
+
+
+def slave_ids(n: int) -> list[str]:
+    return [f"{51000 + i}" for i in range(1, n + 1)]
+
+
+async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
+    workdir = opts.workdir / f"seed-{opts.seed}"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    socket_path = workdir / "agent.sock"
+    config = Config(
+        core=CoreConfig(),
+        agent=AgentCfg(socket_path=str(socket_path)),
+        store=StoreConfig(url=opts.store_url or f"sqlite:///{workdir / 'echo.db'}", synchronous=opts.synchronous),  # type: ignore[arg-type]
+    )
+    rng = random.Random(opts.seed)
+    market = SimMarket(random.Random(rng.random()))
+    lat = Latency()
+
+    def now_ms() -> int:
+        return time.time_ns() // 1_000_000
+
+    async def connect() -> trio.abc.Stream:
+        return await connect_unix(socket_path)
+
+    slaves = [
+        SimSlaveEA(acc, slave_broker(i, market, random.Random(rng.random())), connect, now_ms,
+                   on_execute_received=lat.on_execute_received)
+        for i, acc in enumerate(slave_ids(opts.slaves))
+    ]
+    masters = [
+        SimMasterEA(acc, master_broker(market, random.Random(rng.random())), connect, now_ms,
+                    random.Random(rng.random()))
+        for acc in master_ids(opts.masters)
+    ]
+    per_master = [opts.trades // opts.masters + (1 if i < opts.trades % opts.masters else 0)
+                  for i in range(opts.masters)]
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        copier: Copier = await nursery.start(run_all_in_one, config)
+        nursery.start_soon(market.run)
+        for s in slaves:
+            await nursery.start(s.run)
+        for ms in masters:
+            await nursery.start(ms.run)
+        everyone = {*slave_ids(opts.slaves), *master_ids(opts.masters)}
+        with trio.move_on_after(10):
+            await copier.core.wait_for(
+                lambda: all(a in copier.core.accounts and copier.core.accounts[a].online for a in everyone)
+            )
+        progress = _Progress(copier, masters, slaves, opts)
+        with Live(progress.table(), console=console, refresh_per_second=8, transient=False,
+                  redirect_stdout=False) as live:
+            async def refresh() -> None:
+                while True:
+                    live.update(progress.table())
+                    await trio.sleep(0.125)
+
+            nursery.start_soon(refresh)
+            async with trio.open_nursery() as scripts:
+                for ms, n in zip(masters, per_master, strict=True):
+                    scripts.start_soon(_script, ms, n, opts)
+            # every master is flat: wait until Core has nothing in flight and every trade is complete
+            with trio.move_on_after(opts.settle_timeout):
+                await copier.core.wait_for(lambda: not copier.core.trades and copier.core.in_flight == 0)
+            live.update(progress.table())
+        summary = await _summarize(copier, masters, slaves, lat, opts, time.perf_counter() - started)
+        nursery.cancel_scope.cancel()
+    return summary
+
+
+async def _script(master: SimMasterEA, n: int, opts: DemoOptions) -> None:
+    await master.run_script(n, max_open=opts.max_open, pace=opts.pace)
+
+
+class _Progress:
+    def __init__(self, copier: Copier, masters: list[SimMasterEA], slaves: list[SimSlaveEA],
+                 opts: DemoOptions) -> None:
+        self.copier, self.masters, self.slaves, self.opts = copier, masters, slaves, opts
+
+    def table(self) -> Table:
+        st = self.copier.core.stats
+        t = Table(title=f"Echo demo: {self.opts.masters} master(s) -> {self.opts.slaves} slave(s)")
+        for col in ("master trades", "open now", "copies", "omitted", "slave closes", "in flight", "failures"):
+            t.add_column(col, justify="right")
+        opened = sum(ms.trades_opened for ms in self.masters)
+        open_now = sum(len(ms.open_trades()) for ms in self.masters)
+        failures = st.get("execute_failed", 0) + st.get("close_failed", 0) + st.get("modify_failed", 0)
+        t.add_row(f"{opened}/{self.opts.trades}", str(open_now), str(st.get("copied", 0)),
+                  str(st.get("omitted", 0)), str(st.get("slave_closes", 0)), str(self.copier.core.in_flight),
+                  str(failures))
+        return t
+
+
+async def _summarize(copier: Copier, masters: list[SimMasterEA], slaves: list[SimSlaveEA], lat: Latency,
+                     opts: DemoOptions, elapsed: float) -> dict[str, Any]:
+    master_trades = sum(ms.trades_opened for ms in masters)
+    slave_accounts = [s.account_id for s in slaves]
+    expected = sum(
+        len(copier.config.core.followers(ms.account_id, slave_accounts)) * ms.trades_opened for ms in masters
+    )
+    # What the slave terminals actually filled: one fill per (trade, account) is a copy, more is a duplicate.
+    fills: Counter[tuple[str, str]] = Counter()
+    omit_reasons: Counter[str] = Counter()
+    for s in slaves:
+        for res in s.results.values():
+            if isinstance(res, m.ExecutionResult):
+                if res.success:
+                    fills[(res.trade_id, s.account_id)] += 1
+                else:
+                    omit_reasons[f"broker:{res.error_code.value}"] += 1
+    copied = len(fills)
+    duplicates = sum(n - 1 for n in fills.values())
+    decisions = await copier.store.decisions(limit=10_000_000)
+    omit_reasons.update(d.reason for d in decisions if d.decision == "omit")
+    omitted = sum(omit_reasons.values())
+    open_after = sum(len(s.broker.open_orders()) for s in slaves)
+    still_open = {(trade_id_from_comment(o.comment), s.account_id) for s in slaves for o in s.broker.open_orders()}
+    closed = len(set(fills) - still_open)
+    master_open = sum(len(ms.broker.open_orders()) for ms in masters)
+    written = {t: ns for ms in masters for t, ns in ms.intent_written_ns.items()}
+    samples = [(t_ns - written[t]) / 1e6 for t, _a, t_ns in lat.received if t in written]
+    summary: dict[str, Any] = {
+        "master_trades": master_trades,
+        "masters": opts.masters,
+        "slaves": opts.slaves,
+        "seed": opts.seed,
+        "expected_copies": expected,
+        "copied": copied,
+        "omitted": omitted,
+        "omitted_reasons": dict(omit_reasons),
+        "closed": closed,
+        "duplicates": duplicates,
+        "lost": expected - copied - omitted,
+        "open_after": open_after,
+        "master_open_after": master_open,
+        "partial_closes": sum(ms.partials for ms in masters),
+        "modifications": sum(ms.modifies for ms in masters),
+        "protocol_errors": copier.agent.protocol_errors,
+        "copy_latency_ms": {
+            "n": len(samples),
+            "p50": round(_percentile(samples, 0.50), 3),
+            "p99": round(_percentile(samples, 0.99), 3),
+            "max": round(max(samples), 3) if samples else 0.0,
+            "mean": round(statistics.fmean(samples), 3) if samples else 0.0,
+        },
+        "store": copier.config.store.url,
+        "synchronous": copier.config.store.synchronous,
+        "elapsed_s": round(elapsed, 2),
+    }
+    return summary
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    t = Table(title="Summary", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for key in ("master_trades", "expected_copies", "copied", "omitted", "closed", "duplicates", "lost",
+                "open_after", "partial_closes", "modifications", "elapsed_s"):
+        t.add_row(key, str(summary[key]))
+    lat = summary["copy_latency_ms"]
+    t.add_row("copy latency p50 / p99 / max (ms)", f"{lat['p50']} / {lat['p99']} / {lat['max']}")
+    if summary["omitted_reasons"]:
+        t.add_row("omitted because", ", ".join(f"{k}={v}" for k, v in summary["omitted_reasons"].items()))
+    console.print(t)
+    ok = summary["lost"] == 0 and summary["duplicates"] == 0 and summary["open_after"] == 0
+    console.print("[bold green]every trade accounted for[/]" if ok else "[bold red]copy errors: see above[/]")
+
+
+def demo_ok(summary: dict[str, Any]) -> bool:
+    return summary["lost"] == 0 and summary["duplicates"] == 0 and summary["open_after"] == 0
+
+
+def main(opts: DemoOptions) -> int:
+    console = Console(stderr=opts.json)
+    summary = trio.run(run_demo, opts, console)
+    print_summary(summary, console)
+    if opts.json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        sys.stdout.flush()
+    return 0 if demo_ok(summary) else 1

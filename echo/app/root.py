@@ -1,0 +1,67 @@
+"""Builds the all-in-one copier: store, transport, Core, Agent (and its pipe server)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from echo.adapters.clock import SystemClock
+from echo.adapters.pipe.unix import UnixPipeListener
+from echo.adapters.store.memory import MemoryStore
+from echo.adapters.store.sqlite import SqliteStore
+from echo.adapters.transport.inproc import InProcTransport
+from echo.domain.config import Config, ConfigError
+from echo.ports.clock import Clock
+from echo.ports.pipe import PipeListener
+from echo.ports.store import Store
+from echo.services.agent.service import Agent
+from echo.services.core.service import Core
+
+
+def open_store(url: str, synchronous: str = "FULL") -> Store:
+    if url == "memory://":
+        return MemoryStore()
+    if url.startswith("sqlite:///"):
+        return SqliteStore.open(Path(url.removeprefix("sqlite:///")), synchronous=synchronous)
+    raise ConfigError(f"unsupported store url {url!r} (sqlite:///PATH or memory://)")
+
+
+@dataclass
+class Copier:
+    """A running all-in-one copier (what tests and the demo look at)."""
+
+    config: Config
+    store: Store
+    core: Core
+    agent: Agent
+
+
+async def run_all_in_one(
+    config: Config,
+    *,
+    store: Store | None = None,
+    listener: PipeListener | None = None,
+    clock: Clock | None = None,
+    task_status: trio.TaskStatus[Copier] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run Core and one Agent in this process until cancelled. Starts Core first, then the Agent (whose
+    pipe server accepts terminals only once Core is listening)."""
+    clock = clock or SystemClock()
+    own_store = store is None
+    store = store or open_store(config.store.url, config.store.synchronous)
+    listener = listener or UnixPipeListener(config.agent.socket_path)
+    transport = InProcTransport()
+    try:
+        async with trio.open_nursery() as nursery:
+            core = Core(transport.hub(), store, clock, config.core)
+            await nursery.start(core.run)
+            link = await transport.connect(config.agent.agent_id)
+            agent = Agent(link, listener, clock, config.agent)
+            await nursery.start(agent.run)
+            task_status.started(Copier(config, store, core, agent))
+    finally:
+        if own_store:
+            with trio.CancelScope(shield=True):
+                await store.aclose()

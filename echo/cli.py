@@ -1,0 +1,203 @@
+"""``echo-copier`` (also ``python -m echo``): run the copier, a simulated terminal, the demo, or look up
+what happened to a trade."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from echo.domain.config import Config, ConfigError
+
+
+def _load_config(path: str | None) -> Config:
+    from echo.adapters.config.file import load_toml
+
+    return load_toml(path) if path else Config()
+
+
+def _override(config: Config, args: argparse.Namespace) -> Config:
+    from dataclasses import replace
+
+    if getattr(args, "socket", None):
+        config = replace(config, agent=replace(config.agent, socket_path=args.socket))
+    if getattr(args, "store", None):
+        from echo.domain.config import StoreConfig
+
+        config = replace(config, store=StoreConfig(args.store, config.store.synchronous))
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from echo.app.logs import configure
+    from echo.app.root import run_all_in_one
+
+    if args.role != "all":
+        print(f"echo-copier: role {args.role!r} needs split mode, which this build does not have yet; "
+              "use --role all", file=sys.stderr)
+        return 2
+    config = _override(_load_config(args.config), args)
+    configure(args.log_format or config.log.format, config.log.level)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_all_in_one, config)
+            print(f"echo-copier: copying; terminals connect to {config.agent.socket_path}; store "
+                  f"{config.store.url}. Ctrl-C stops.", file=sys.stderr)
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_sim_ea(args: argparse.Namespace) -> int:
+    from echo.adapters.pipe.unix import connect_unix
+    from echo.app.logs import configure
+    from echo.sim.market import SimMarket
+    from echo.sim.master import SimMasterEA
+    from echo.sim.profiles import master_broker, slave_broker
+    from echo.sim.slave import SimSlaveEA
+
+    configure(args.log_format or "console", "info")
+    rng = random.Random(args.seed)
+    market = SimMarket(random.Random(rng.random()))
+
+    def now_ms() -> int:
+        return time.time_ns() // 1_000_000
+
+    async def connect() -> trio.abc.Stream:
+        return await connect_unix(args.socket)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(market.run)
+            if args.role == "slave":
+                slave = SimSlaveEA(args.account, slave_broker(args.profile, market, rng), connect, now_ms)
+                await nursery.start(slave.run)
+                print(f"sim slave {args.account} connected to {args.socket}", file=sys.stderr)
+            else:
+                master = SimMasterEA(args.account, master_broker(market, rng), connect, now_ms, rng)
+                await nursery.start(master.run)
+                print(f"sim master {args.account} connected to {args.socket}", file=sys.stderr)
+                if args.trades:
+                    await master.run_script(args.trades, pace=args.pace)
+                    print(f"sim master {args.account}: {args.trades} trades done", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from echo.app import demo
+    from echo.app.logs import configure
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"echo-seed-{args.seed}.log"
+    log_file = log_path.open("w", encoding="utf-8")
+    configure("json", args.log_level, stream=log_file)
+    opts = demo.DemoOptions(
+        masters=args.masters, slaves=args.slaves, trades=args.trades, seed=args.seed, json=args.json,
+        workdir=workdir, store_url=args.store, synchronous=args.synchronous, pace=args.pace,
+    )
+    try:
+        code = demo.main(opts)
+    finally:
+        log_file.close()
+    print(f"logs: {log_path}", file=sys.stderr)
+    return code
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from echo.app.root import open_store
+
+    async def main() -> dict[str, Any]:
+        store = open_store(args.store)
+        try:
+            if args.trade:
+                trade = await store.get_trade(args.trade)
+                return {
+                    "trade": _row(trade),
+                    "decisions": [_row(d) for d in await store.decisions(args.trade)],
+                    "commands": [_row(c) for c in await store.commands(args.trade)],
+                    "tickets": [_row(t) for t in await store.tickets(args.trade)],
+                    "events": [_row(e) for e in await store.events(args.trade)],
+                }
+            return {"trades": [_row(t) for t in await store.trades(limit=args.limit)]}
+        finally:
+            await store.aclose()
+
+    print(json.dumps(trio.run(main), indent=2, default=str))
+    return 0
+
+
+def _row(row: object) -> Any:
+    if row is None:
+        return None
+    fields = getattr(row, "__dataclass_fields__", {})
+    return {k: getattr(row, k) for k in fields}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="echo-copier", description="Echo: copy MetaTrader trades to many accounts.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the copier")
+    r.add_argument("--role", choices=["all", "core", "agent"], default="all")
+    r.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    r.add_argument("--socket", help="override agent.socket_path")
+    r.add_argument("--store", help="override store.url (sqlite:///PATH or memory://)")
+    r.add_argument("--log-format", choices=["console", "json"])
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("sim-ea", help="a simulated terminal against a running agent")
+    s.add_argument("--role", choices=["master", "slave"], required=True)
+    s.add_argument("--account", required=True)
+    s.add_argument("--socket", default="var/echo.sock")
+    s.add_argument("--profile", type=int, default=0, help="slave broker profile index")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--trades", type=int, default=0, help="master: run a random script of N trades, then exit")
+    s.add_argument("--pace", type=float, default=0.2, help="master: mean seconds between actions")
+    s.add_argument("--log-format", choices=["console", "json"])
+    s.set_defaults(func=cmd_sim_ea)
+
+    d = sub.add_parser("demo", help="copier + simulated terminals on real sockets, with a summary")
+    d.add_argument("--masters", type=int, default=1)
+    d.add_argument("--slaves", type=int, default=2)
+    d.add_argument("--trades", type=int, default=50)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--json", action="store_true", help="last stdout line is the summary as JSON")
+    d.add_argument("--workdir", default="var/demo")
+    d.add_argument("--store", help="store url (default: a fresh SQLite file in the workdir)")
+    d.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    d.add_argument("--pace", type=float, default=0.04, help="mean seconds between a master's actions")
+    d.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("show", help="what the store recorded: trades, or one trade's decisions and events")
+    w.add_argument("--store", default="sqlite:///var/echo.db")
+    w.add_argument("--trade", help="a trade_id")
+    w.add_argument("--limit", type=int, default=50)
+    w.set_defaults(func=cmd_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"echo-copier: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,139 @@
+"""Configuration as frozen dataclasses, built from plain dicts (TOML now, etcd later) with every
+unknown key and every bad value rejected by name."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypeVar
+
+from echo.domain.ids import parse_account_id, parse_agent_id
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    fixed_lot: float = 0.10
+    """Lots opened on every slave (risk-based sizing replaces this later)."""
+    copy_sl_tp: bool = True
+    """Copy the master's SL/TP prices at entry and mirror its modifications."""
+    follow: dict[str, list[str]] = field(default_factory=dict)
+    """master account -> slave accounts that copy it. Empty: every slave follows every master."""
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.fixed_lot) or self.fixed_lot <= 0:
+            raise ConfigError(f"core.fixed_lot must be > 0, got {self.fixed_lot}")
+        for master, slaves in self.follow.items():
+            parse_account_id(master)
+            for s in slaves:
+                parse_account_id(s)
+
+    def followers(self, master: str, slaves: list[str]) -> list[str]:
+        """The slaves (of those known) that copy ``master``, in a stable order."""
+        if not self.follow:
+            return sorted(slaves)
+        return sorted(s for s in self.follow.get(master, []) if s in slaves)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    agent_id: str = "agent-1"
+    socket_path: str = "var/echo.sock"
+    max_line_bytes: int = 1 << 20
+    outbox_lines: int = 4096
+    """Lines queued for one EA before that EA is judged too slow and disconnected."""
+
+    def __post_init__(self) -> None:
+        parse_agent_id(self.agent_id)
+        if self.max_line_bytes < 4096:
+            raise ConfigError("agent.max_line_bytes must be >= 4096")
+        if self.outbox_lines < 16:
+            raise ConfigError("agent.outbox_lines must be >= 16")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    url: str = "sqlite:///var/echo.db"
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    def __post_init__(self) -> None:
+        if not (self.url.startswith("sqlite:///") or self.url == "memory://"):
+            raise ConfigError(f"store.url must be sqlite:///PATH or memory://, got {self.url!r}")
+        if self.synchronous not in ("FULL", "NORMAL"):
+            raise ConfigError(f"store.synchronous must be FULL or NORMAL, got {self.synchronous!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: Literal["console", "json"] = "console"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in ("console", "json"):
+            raise ConfigError(f"log.format must be console or json, got {self.format!r}")
+        if self.level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log.level must be debug|info|warning|error, got {self.level!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    core: CoreConfig = field(default_factory=CoreConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+T = TypeVar("T")
+
+_SECTIONS: dict[str, type[Any]] = {
+    "core": CoreConfig,
+    "agent": AgentConfig,
+    "store": StoreConfig,
+    "log": LogConfig,
+}
+
+
+def _check_type(key: str, value: Any, annotation: str) -> None:
+    simple = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+    base = annotation.split(" ")[0]
+    expected = simple.get(base)
+    if expected is None:
+        return
+    if isinstance(value, bool) and bool not in expected:
+        raise ConfigError(f"{key} must be {base}, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key} must be {base}, got {type(value).__name__} {value!r}")
+
+
+def _section(name: str, cls: type[T], raw: Any) -> T:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown key {name}.{key} (known: {', '.join(sorted(known))})")
+    for key, value in raw.items():
+        _check_type(f"{name}.{key}", value, str(known[key].type))
+    if name == "core" and "follow" in raw:
+        follow = raw["follow"]
+        if not isinstance(follow, dict) or not all(
+            isinstance(v, list) and all(isinstance(s, str) for s in v) for v in follow.values()
+        ):
+            raise ConfigError("core.follow must map master account -> list of slave accounts")
+    try:
+        return cls(**raw)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"[{name}]: {exc}") from exc
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    for key in raw:
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown section [{key}] (known: {', '.join(sorted(_SECTIONS))})")
+    return Config(**{name: _section(name, cls, raw[name]) for name, cls in _SECTIONS.items() if name in raw})

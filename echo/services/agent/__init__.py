@@ -1,0 +1,1 @@
+"""Agent: the bridge between EA connections and Core."""

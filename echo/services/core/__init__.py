@@ -1,0 +1,1 @@
+"""Core: owns every copy decision."""
