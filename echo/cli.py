@@ -4,6 +4,7 @@ what happened to a trade."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -39,8 +40,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from echo.app.root import run_all_in_one
 
     if args.role != "all":
-        print(f"echo-copier: role {args.role!r} needs split mode, which this build does not have yet; "
-              "use --role all", file=sys.stderr)
+        print(
+            f"echo-copier: role {args.role!r} needs split mode, which this build does not have yet; "
+            "use --role all",
+            file=sys.stderr,
+        )
         return 2
     config = _override(_load_config(args.config), args)
     configure(args.log_format or config.log.format, config.log.level)
@@ -48,13 +52,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(run_all_in_one, config)
-            print(f"echo-copier: copying; terminals connect to {config.agent.socket_path}; store "
-                  f"{config.store.url}. Ctrl-C stops.", file=sys.stderr)
+            print(
+                f"echo-copier: copying; terminals connect to {config.agent.socket_path}; store "
+                f"{config.store.url}. Ctrl-C stops.",
+                file=sys.stderr,
+            )
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(main)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -92,10 +97,8 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
                     print(f"sim master {args.account}: {args.trades} trades done", file=sys.stderr)
                     nursery.cancel_scope.cancel()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(main)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -109,8 +112,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log_file = log_path.open("w", encoding="utf-8")
     configure("json", args.log_level, stream=log_file)
     opts = demo.DemoOptions(
-        masters=args.masters, slaves=args.slaves, trades=args.trades, seed=args.seed, json=args.json,
-        workdir=workdir, store_url=args.store, synchronous=args.synchronous, pace=args.pace,
+        masters=args.masters,
+        slaves=args.slaves,
+        trades=args.trades,
+        seed=args.seed,
+        json=args.json,
+        workdir=workdir,
+        store_url=args.store,
+        synchronous=args.synchronous,
+        pace=args.pace,
     )
     try:
         code = demo.main(opts)
@@ -151,7 +161,9 @@ def _row(row: object) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="echo-copier", description="Echo: copy MetaTrader trades to many accounts.")
+    p = argparse.ArgumentParser(
+        prog="echo-copier", description="Echo: copy MetaTrader trades to many accounts."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the copier")

@@ -44,13 +44,16 @@ VOLATILE: dict[str, frozenset[str]] = {
             "symbols[].evaluated_at_ms",
         }
     ),
-    "delivery_config": frozenset({"ack_timeout_ms", "retry_backoff_ms", "max_retries", "heartbeat_interval_ms"}),
+    "delivery_config": frozenset(
+        {"ack_timeout_ms", "retry_backoff_ms", "max_retries", "heartbeat_interval_ms"}
+    ),
     "trade_intent_ack": frozenset({"message"}),
     "error": frozenset({"message"}),
     "heartbeat": frozenset({"seq"}),
 }
 """Payload paths (``[]`` = every element of a list) whose values come from the run (clock, configuration,
-generated ids, free text), so a replay does not compare them. The envelope ``timestamp_ms`` is never compared."""
+generated ids, free text), so a replay does not compare them. The envelope ``timestamp_ms`` is never
+compared."""
 
 _KEYS = frozenset({"from", "note", "line", "raw", "raw_b64", "expect_error", "ref_type"})
 _BODIES = ("line", "raw", "raw_b64", "expect_error")
@@ -71,7 +74,7 @@ class Step:
     line: dict[str, Any] | None = None
     """The protocol object (envelope with type, timestamp_ms, payload) of a valid line."""
     raw: bytes | None = None
-    """The exact bytes of a line sent as-is (``raw`` as UTF-8, or ``raw_b64`` decoded), without its newline."""
+    """The exact bytes of a line sent as-is (``raw`` as UTF-8 or ``raw_b64`` decoded), without its newline."""
     expect_error: str | None = None
     """The ``ERR_PROTOCOL_*`` code of the ``error`` line the Agent must send next."""
     ref_type: str | None = None
@@ -181,7 +184,7 @@ def load_transcript(path: Path | str) -> list[Step]:
     with path.open(encoding="utf-8") as f:
         for lineno, text in enumerate(f, start=1):
             if not text.strip():
-                raise TranscriptError(f"{path.name}:{lineno}: blank line (send a blank line with \"raw\": \"\")")
+                raise TranscriptError(f'{path.name}:{lineno}: blank line (send a blank line with "raw": "")')
             try:
                 obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
             except ValueError as exc:

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from rich.console import Console
@@ -26,9 +26,9 @@ from rich.table import Table
 
 from echo.adapters.pipe.unix import connect_unix
 from echo.app.root import Copier, run_all_in_one
-from echo.domain.config import Config, CoreConfig, StoreConfig
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig as AgentCfg
+from echo.domain.config import Config, CoreConfig, StoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
@@ -45,7 +45,7 @@ class DemoOptions:
     json: bool = False
     workdir: Path = Path("var/demo")
     store_url: str | None = None
-    synchronous: str = "FULL"
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
     pace: float = 0.04
     max_open: int = 3
     settle_timeout: float = 20.0
@@ -85,7 +85,9 @@ async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
     config = Config(
         core=CoreConfig(),
         agent=AgentCfg(socket_path=str(socket_path)),
-        store=StoreConfig(url=opts.store_url or f"sqlite:///{workdir / 'echo.db'}", synchronous=opts.synchronous),  # type: ignore[arg-type]
+        store=StoreConfig(
+            url=opts.store_url or f"sqlite:///{workdir / 'echo.db'}", synchronous=opts.synchronous
+        ),
     )
     rng = random.Random(opts.seed)
     market = SimMarket(random.Random(rng.random()))
@@ -98,17 +100,29 @@ async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         return await connect_unix(socket_path)
 
     slaves = [
-        SimSlaveEA(acc, slave_broker(i, market, random.Random(rng.random())), connect, now_ms,
-                   on_execute_received=lat.on_execute_received)
+        SimSlaveEA(
+            acc,
+            slave_broker(i, market, random.Random(rng.random())),
+            connect,
+            now_ms,
+            on_execute_received=lat.on_execute_received,
+        )
         for i, acc in enumerate(slave_ids(opts.slaves))
     ]
     masters = [
-        SimMasterEA(acc, master_broker(market, random.Random(rng.random())), connect, now_ms,
-                    random.Random(rng.random()))
+        SimMasterEA(
+            acc,
+            master_broker(market, random.Random(rng.random())),
+            connect,
+            now_ms,
+            random.Random(rng.random()),
+        )
         for acc in master_ids(opts.masters)
     ]
-    per_master = [opts.trades // opts.masters + (1 if i < opts.trades % opts.masters else 0)
-                  for i in range(opts.masters)]
+    per_master = [
+        opts.trades // opts.masters + (1 if i < opts.trades % opts.masters else 0)
+        for i in range(opts.masters)
+    ]
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         copier: Copier = await nursery.start(run_all_in_one, config)
@@ -123,8 +137,10 @@ async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
                 lambda: all(a in copier.core.accounts and copier.core.accounts[a].online for a in everyone)
             )
         progress = _Progress(copier, masters, slaves, opts)
-        with Live(progress.table(), console=console, refresh_per_second=8, transient=False,
-                  redirect_stdout=False) as live:
+        with Live(
+            progress.table(), console=console, refresh_per_second=8, transient=False, redirect_stdout=False
+        ) as live:
+
             async def refresh() -> None:
                 while True:
                     live.update(progress.table())
@@ -148,26 +164,47 @@ async def _script(master: SimMasterEA, n: int, opts: DemoOptions) -> None:
 
 
 class _Progress:
-    def __init__(self, copier: Copier, masters: list[SimMasterEA], slaves: list[SimSlaveEA],
-                 opts: DemoOptions) -> None:
+    def __init__(
+        self, copier: Copier, masters: list[SimMasterEA], slaves: list[SimSlaveEA], opts: DemoOptions
+    ) -> None:
         self.copier, self.masters, self.slaves, self.opts = copier, masters, slaves, opts
 
     def table(self) -> Table:
         st = self.copier.core.stats
         t = Table(title=f"Echo demo: {self.opts.masters} master(s) -> {self.opts.slaves} slave(s)")
-        for col in ("master trades", "open now", "copies", "omitted", "slave closes", "in flight", "failures"):
+        for col in (
+            "master trades",
+            "open now",
+            "copies",
+            "omitted",
+            "slave closes",
+            "in flight",
+            "failures",
+        ):
             t.add_column(col, justify="right")
         opened = sum(ms.trades_opened for ms in self.masters)
         open_now = sum(len(ms.open_trades()) for ms in self.masters)
         failures = st.get("execute_failed", 0) + st.get("close_failed", 0) + st.get("modify_failed", 0)
-        t.add_row(f"{opened}/{self.opts.trades}", str(open_now), str(st.get("copied", 0)),
-                  str(st.get("omitted", 0)), str(st.get("slave_closes", 0)), str(self.copier.core.in_flight),
-                  str(failures))
+        t.add_row(
+            f"{opened}/{self.opts.trades}",
+            str(open_now),
+            str(st.get("copied", 0)),
+            str(st.get("omitted", 0)),
+            str(st.get("slave_closes", 0)),
+            str(self.copier.core.in_flight),
+            str(failures),
+        )
         return t
 
 
-async def _summarize(copier: Copier, masters: list[SimMasterEA], slaves: list[SimSlaveEA], lat: Latency,
-                     opts: DemoOptions, elapsed: float) -> dict[str, Any]:
+async def _summarize(
+    copier: Copier,
+    masters: list[SimMasterEA],
+    slaves: list[SimSlaveEA],
+    lat: Latency,
+    opts: DemoOptions,
+    elapsed: float,
+) -> dict[str, Any]:
     master_trades = sum(ms.trades_opened for ms in masters)
     slave_accounts = [s.account_id for s in slaves]
     expected = sum(
@@ -189,7 +226,9 @@ async def _summarize(copier: Copier, masters: list[SimMasterEA], slaves: list[Si
     omit_reasons.update(d.reason for d in decisions if d.decision == "omit")
     omitted = sum(omit_reasons.values())
     open_after = sum(len(s.broker.open_orders()) for s in slaves)
-    still_open = {(trade_id_from_comment(o.comment), s.account_id) for s in slaves for o in s.broker.open_orders()}
+    still_open = {
+        (trade_id_from_comment(o.comment), s.account_id) for s in slaves for o in s.broker.open_orders()
+    }
     closed = len(set(fills) - still_open)
     master_open = sum(len(ms.broker.open_orders()) for ms in masters)
     written = {t: ns for ms in masters for t, ns in ms.intent_written_ns.items()}
@@ -229,20 +268,31 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     t = Table(title="Summary", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
-    for key in ("master_trades", "expected_copies", "copied", "omitted", "closed", "duplicates", "lost",
-                "open_after", "partial_closes", "modifications", "elapsed_s"):
+    for key in (
+        "master_trades",
+        "expected_copies",
+        "copied",
+        "omitted",
+        "closed",
+        "duplicates",
+        "lost",
+        "open_after",
+        "partial_closes",
+        "modifications",
+        "elapsed_s",
+    ):
         t.add_row(key, str(summary[key]))
     lat = summary["copy_latency_ms"]
     t.add_row("copy latency p50 / p99 / max (ms)", f"{lat['p50']} / {lat['p99']} / {lat['max']}")
     if summary["omitted_reasons"]:
         t.add_row("omitted because", ", ".join(f"{k}={v}" for k, v in summary["omitted_reasons"].items()))
     console.print(t)
-    ok = summary["lost"] == 0 and summary["duplicates"] == 0 and summary["open_after"] == 0
+    ok = demo_ok(summary)
     console.print("[bold green]every trade accounted for[/]" if ok else "[bold red]copy errors: see above[/]")
 
 
 def demo_ok(summary: dict[str, Any]) -> bool:
-    return summary["lost"] == 0 and summary["duplicates"] == 0 and summary["open_after"] == 0
+    return bool(summary["lost"] == 0 and summary["duplicates"] == 0 and summary["open_after"] == 0)
 
 
 def main(opts: DemoOptions) -> int:

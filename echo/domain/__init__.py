@@ -1,1 +1,3 @@
-"""Pure domain: identifiers, quantities, symbol specs, messages, error codes. Stdlib only, no I/O, no clock."""
+"""Pure domain: identifiers, quantities, symbol specs, messages, error codes.
+
+Stdlib only: no I/O, no clock reads."""

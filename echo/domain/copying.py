@@ -48,8 +48,10 @@ def canonical_symbol(master_symbol: str, mappings: dict[str, str]) -> str:
 
 
 def symbols_by_canonical(specs: list[SymbolSpec]) -> tuple[dict[str, SymbolSpec], list[str]]:
-    """Index a slave's reported specs by canonical symbol. Returns the index and the broker symbols that
-    collided with an earlier one (the first keeps the slot; an exact canonical match wins over a decorated one)."""
+    """Index a slave's reported specs by canonical symbol.
+
+    Returns the index and the broker symbols that collided with an earlier one: the first keeps the
+    slot, except that an exact canonical match wins over a decorated one."""
     index: dict[str, SymbolSpec] = {}
     collisions: list[str] = []
     for spec in specs:
@@ -77,7 +79,11 @@ def plan_open(
         spec = slave.symbols.get(canonical)
         if spec is None:
             plans.append(
-                Omit(slave.account_id, "symbol_not_mapped", {"canonical": canonical, "known": sorted(slave.symbols)})
+                Omit(
+                    slave.account_id,
+                    "symbol_not_mapped",
+                    {"canonical": canonical, "known": sorted(slave.symbols)},
+                )
             )
             continue
         lots = spec.round_lots_down(fixed_lot)

@@ -47,8 +47,8 @@ def uuid7(unix_ms: int, rand: bytes) -> str:
     r = int.from_bytes(rand[:10], "big")
     rand_a = (r >> 68) & 0xFFF
     rand_b = r & ((1 << 62) - 1)
-    value = (unix_ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
+    h = "%032x" % ((unix_ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7_time_ms(value: str) -> int:

@@ -523,7 +523,17 @@ class ErrorReply:
 # ------------------------------------------------------------------------- Core <-> Agent transport units
 
 
-FromEA = TradeIntent | TradeClose | TradeModify | ExecutionResult | CloseResult | ModifyResult | Quotes | StateSnapshot | PipeDeliveryAck
+FromEA = (
+    TradeIntent
+    | TradeClose
+    | TradeModify
+    | ExecutionResult
+    | CloseResult
+    | ModifyResult
+    | Quotes
+    | StateSnapshot
+    | PipeDeliveryAck
+)
 ToEA = ExecuteOrder | CloseOrder | ModifyOrder | TradeIntentAck | SymbolRegistrationResult | DeliveryConfig
 
 

@@ -28,7 +28,7 @@ class SpecError(ValueError):
 
 
 def _dec(x: float) -> Decimal:
-    # repr() gives the shortest decimal that round-trips, so 0.1 becomes Decimal("0.1"), not 0.1000000000000000055
+    # repr() is the shortest decimal that round-trips: 0.1 gives Decimal("0.1"), not 0.1000000000000000055
     return Decimal(repr(float(x)))
 
 

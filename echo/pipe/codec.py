@@ -45,14 +45,30 @@ TYPE_OF: Final[dict[type, str]] = {cls: name for name, cls in PAYLOADS.items()}
 
 EA_TO_AGENT: Final = frozenset(
     {
-        "handshake", "trade_intent", "trade_close", "trade_modify", "execution_result", "close_result",
-        "modify_result", "pipe_delivery_ack", "quotes", "state_snapshot", "heartbeat", "error",
+        "handshake",
+        "trade_intent",
+        "trade_close",
+        "trade_modify",
+        "execution_result",
+        "close_result",
+        "modify_result",
+        "pipe_delivery_ack",
+        "quotes",
+        "state_snapshot",
+        "heartbeat",
+        "error",
     }
 )
 AGENT_TO_EA: Final = frozenset(
     {
-        "execute_order", "close_order", "modify_order", "trade_intent_ack", "symbol_registration_result",
-        "delivery_config", "heartbeat", "error",
+        "execute_order",
+        "close_order",
+        "modify_order",
+        "trade_intent_ack",
+        "symbol_registration_result",
+        "delivery_config",
+        "heartbeat",
+        "error",
     }
 )
 
@@ -67,7 +83,7 @@ _ENVELOPES: dict[str, type[msgspec.Struct]] = {
     for name, cls in PAYLOADS.items()
 }
 _ENVELOPE_NAME = {env: name for name, env in _ENVELOPES.items()}
-_full_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[tuple(_ENVELOPES.values())])
+_full_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[tuple(_ENVELOPES.values())])  # noqa: UP007
 _encoder = msgspec.json.Encoder()
 
 
@@ -125,7 +141,9 @@ def decode_line(line: bytes, accept: frozenset[str]) -> Event:
     try:
         env = _full_decoder.decode(line)
     except UnicodeDecodeError as exc:
-        return DecodeFailure(ProtocolError.ERR_PROTOCOL_INVALID_UTF8, f"line is not valid UTF-8: {exc.reason}")
+        return DecodeFailure(
+            ProtocolError.ERR_PROTOCOL_INVALID_UTF8, f"line is not valid UTF-8: {exc.reason}"
+        )
     except msgspec.ValidationError as exc:
         ref = _ref_type(line)
         code = _classify(exc)

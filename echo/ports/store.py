@@ -140,8 +140,16 @@ class Batch:
 
     def __bool__(self) -> bool:
         return any(
-            (self.trades, self.trade_updates, self.commands, self.command_updates, self.tickets,
-             self.ticket_updates, self.decisions, self.events)
+            (
+                self.trades,
+                self.trade_updates,
+                self.commands,
+                self.command_updates,
+                self.tickets,
+                self.ticket_updates,
+                self.decisions,
+                self.events,
+            )
         )
 
 

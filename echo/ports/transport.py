@@ -24,6 +24,10 @@ class AgentLink(Protocol):
         """The next message from Core; raises LinkClosed when Core is gone."""
         ...
 
+    async def receive_many(self, limit: int) -> list[CoreToAgent]:
+        """Wait for at least one message from Core, then take whatever else is already waiting."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -32,6 +36,11 @@ class CoreHub(Protocol):
 
     async def receive(self) -> tuple[str, AgentToCore]:
         """(agent_id, message) from any Agent."""
+        ...
+
+    async def receive_many(self, limit: int) -> list[tuple[str, AgentToCore]]:
+        """Wait for at least one message, then take whatever else is already waiting (up to ``limit``).
+        Core handles such a group with one store commit."""
         ...
 
     async def send(self, agent_id: str, msg: CoreToAgent) -> None:

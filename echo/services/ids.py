@@ -11,7 +11,8 @@ from echo.ports.clock import Clock
 class IdFactory:
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
         self._clock = clock
-        self._rng = rng or random.SystemRandom()
+        # ids need uniqueness, not secrecy: a PRNG seeded from the OS is enough and 10x cheaper per id
+        self._rng = rng or random.Random()
 
     def uuid7(self) -> str:
         return ids.uuid7(self._clock.now_ms(), self._rng.randbytes(10))

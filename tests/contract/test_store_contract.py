@@ -268,6 +268,21 @@ async def test_duplicate_insert_raises(store: Store, first: Batch, again: Batch,
         await store.write(again)
 
 
+@pytest.mark.parametrize(
+    "batch",
+    [
+        Batch(trades=[trade("t1", master_ticket=2**63)]),
+        Batch(tickets=[ticket("2001", 7, parent_ticket=-(2**63) - 1)]),
+        Batch(events=[event("e1")], ticket_updates=[TicketUpdate("2001", 2**64, "closed", 0.1)]),
+    ],
+    ids=["insert", "insert-optional", "update"],
+)
+async def test_integer_outside_64_bits_is_refused(store: Store, batch: Batch) -> None:
+    with pytest.raises(StoreError, match="outside the 64-bit range"):
+        await store.write(batch)
+    await assert_empty(store)
+
+
 async def test_same_ticket_number_on_two_accounts_is_two_rows(store: Store) -> None:
     await store.write(Batch(tickets=[ticket("2001", 7), ticket("2002", 7)]))
     assert [(k.account_id, k.ticket) for k in await store.tickets("t1")] == [("2001", 7), ("2002", 7)]
@@ -449,6 +464,8 @@ async def test_closed_store_raises(store: Store) -> None:
     await store.aclose()
     with pytest.raises(StoreError, match="closed"):
         await store.write(Batch(events=[event("e1")]))
+    with pytest.raises(StoreError, match="closed"):
+        await store.write(Batch())
     with pytest.raises(StoreError, match="closed"):
         await store.trades()
     await store.aclose()  # idempotent
@@ -698,7 +715,9 @@ def draw_batch(data: st.DataObject, m: Model) -> tuple[Batch, bool]:
             )
         )
     valid = True
-    spoil = data.draw(st.sampled_from(["none", "none", "none", "dup-stored", "dup-batch", "unknown-update"]))
+    spoil = data.draw(
+        st.sampled_from(["none", "none", "none", "dup-stored", "dup-batch", "unknown-update", "big-int"])
+    )
     if spoil == "dup-stored" and m.events:
         b.events.append(event(data.draw(st.sampled_from(m.events))))
         valid = False
@@ -707,6 +726,9 @@ def draw_batch(data: st.DataObject, m: Model) -> tuple[Batch, bool]:
         valid = False
     elif spoil == "unknown-update":
         b.ticket_updates.append(TicketUpdate("zz", -1, "closed", 0.0))
+        valid = False
+    elif spoil == "big-int" and b.commands:
+        b.commands.append(command(m.fresh(data, "c"), created_at_ms=2**63))
         valid = False
     if valid:
         m.trades += [t.trade_id for t in b.trades]

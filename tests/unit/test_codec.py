@@ -4,6 +4,7 @@ and mutated lines never raise)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import string
 from typing import Any
@@ -65,6 +66,37 @@ DROP = object()
 HEARTBEAT = line("heartbeat", {"seq": 1})
 
 
+SPEC = SymbolSpec("XAUUSD.m", "XAUUSD", 2, 0.01, 0.01, 0.01, 100.0, 0.01, 30, 100.0)
+OK = ErrorCode.NO_ERROR
+EXAMPLES: dict[str, object] = {
+    "handshake": m.Handshake("51234567", Role.SLAVE, 2, symbols=[SPEC]),
+    "trade_intent": m.TradeIntent(TRADE_ID, TRACE_ID, "XAUUSD.r", Side.BUY, 0.1, 2398.45, 1, 7001001),
+    "trade_close": m.TradeClose(
+        EVENT_ID, TRADE_ID, TRACE_ID, 7001001, "XAUUSD.r", 0.04, 0.06, 2405.1, 1, 7001077
+    ),
+    "trade_modify": m.TradeModify(EVENT_ID, TRADE_ID, TRACE_ID, 7001001, "XAUUSD.r", 1, 2390.0, None),
+    "trade_intent_ack": m.TradeIntentAck(TRADE_ID, TRACE_ID, m.AckStatus.OK),
+    "execute_order": m.ExecuteOrder(COMMAND_ID, TRADE_ID, TRACE_ID, "XAUUSD.m", Side.SELL, 0.05, 1, "echo"),
+    "close_order": m.CloseOrder(COMMAND_ID, TRADE_ID, TRACE_ID, 88001234, "XAUUSD.m", 0.05, 1),
+    "modify_order": m.ModifyOrder(COMMAND_ID, TRADE_ID, TRACE_ID, 88001234, "XAUUSD.m", 2390.0, 2420.0),
+    "execution_result": m.ExecutionResult(COMMAND_ID, TRADE_ID, TRACE_ID, True, OK, ticket=88001234),
+    "close_result": m.CloseResult(COMMAND_ID, TRADE_ID, TRACE_ID, True, OK, 88001234, closed_lots=0.05),
+    "modify_result": m.ModifyResult(COMMAND_ID, TRADE_ID, TRACE_ID, True, OK, 88001234),
+    "pipe_delivery_ack": m.PipeDeliveryAck(COMMAND_ID, TRACE_ID, m.DeliveryStatus.OK),
+    "symbol_registration_result": m.SymbolRegistrationResult(
+        "51234567", Role.SLAVE, 2, "agent-1", "0.1.0", m.RegistrationStatus.ACCEPTED, 1, EVENT_ID
+    ),
+    "delivery_config": m.DeliveryConfig(1000, 500, 100, 2000),
+    "quotes": m.Quotes([m.Quote("XAUUSD.m", 2398.4, 2398.6, 1)]),
+    "state_snapshot": m.StateSnapshot(
+        1.0, 1.0, 0.0, 1.0, "USD", 100, [m.Position(1, "X", Side.SELL, 0.1, 1.0, 0)]
+    ),
+    "heartbeat": m.Heartbeat(1),
+    "error": m.ErrorReply("ERR_PROTOCOL_MALFORMED_JSON", "bad"),
+}
+"""A valid instance of every payload type."""
+
+
 def fail(raw: bytes, accept: frozenset[str] = EA_TO_AGENT) -> DecodeFailure:
     event = decode_line(raw, accept)
     assert isinstance(event, DecodeFailure), event
@@ -79,14 +111,27 @@ def fail(raw: bytes, accept: frozenset[str] = EA_TO_AGENT) -> DecodeFailure:
     [
         (b"GET / HTTP/1.1", P.ERR_PROTOCOL_MALFORMED_JSON, None, "malformed"),
         (b'{"type":"heartbeat",', P.ERR_PROTOCOL_MALFORMED_JSON, None, "truncated"),
-        (b'{"type":"heartbeat","timestamp_ms":1,"payload":{"seq":NaN}}', P.ERR_PROTOCOL_MALFORMED_JSON, None, ""),
+        (
+            b'{"type":"heartbeat","timestamp_ms":1,"payload":{"seq":NaN}}',
+            P.ERR_PROTOCOL_MALFORMED_JSON,
+            None,
+            "",
+        ),
         (HEARTBEAT + b" {}", P.ERR_PROTOCOL_MALFORMED_JSON, None, "trailing"),
         (b"\xef\xbb\xbf" + HEARTBEAT, P.ERR_PROTOCOL_MALFORMED_JSON, None, ""),
         (b"\xff\xfe\x00garbage", P.ERR_PROTOCOL_MALFORMED_JSON, None, ""),
-        (line("error", {"code": "x", "message": "caf\xe9"}).replace(b"caf", b"\xff"), P.ERR_PROTOCOL_INVALID_UTF8,
-         None, "UTF-8"),
-        (line("trade_intent", intent(symbol="XAU_USD")).replace(b"_", b"\xc3", 1).replace(b"XAU_", b"XAU\xc3("),
-         P.ERR_PROTOCOL_INVALID_UTF8, None, "UTF-8"),
+        (
+            line("error", {"code": "x", "message": "cafe"}).replace(b"cafe", b"caf\xff"),
+            P.ERR_PROTOCOL_INVALID_UTF8,
+            None,
+            "UTF-8",
+        ),
+        (
+            line("trade_intent", intent(symbol="XAUQUSD")).replace(b"XAUQ", b"XAU\xc3("),
+            P.ERR_PROTOCOL_INVALID_UTF8,
+            None,
+            "UTF-8",
+        ),
         (b"[1, 2]", P.ERR_PROTOCOL_WRONG_TYPE, None, "array"),
         (b"42", P.ERR_PROTOCOL_WRONG_TYPE, None, "int"),
         (b"null", P.ERR_PROTOCOL_WRONG_TYPE, None, "null"),
@@ -95,52 +140,142 @@ def fail(raw: bytes, accept: frozenset[str] = EA_TO_AGENT) -> DecodeFailure:
         (line("trade_open", {}), P.ERR_PROTOCOL_UNKNOWN_TYPE, "trade_open", "trade_open"),
         (b'{"type":"heartbeat","payload":{}}', P.ERR_PROTOCOL_MISSING_FIELD, "heartbeat", "timestamp_ms"),
         (b'{"type":"heartbeat","timestamp_ms":1}', P.ERR_PROTOCOL_MISSING_FIELD, "heartbeat", "payload"),
-        (line("trade_intent", intent(lot_size=DROP)), P.ERR_PROTOCOL_MISSING_FIELD, "trade_intent", "lot_size"),
-        (line("handshake", {"account_id": "1", "role": "slave", "symbols": [{"broker_symbol": "X"}]}),
-         P.ERR_PROTOCOL_MISSING_FIELD, "handshake", "canonical_symbol"),
-        (b'{"type":"heartbeat","timestamp_ms":"1","payload":{}}', P.ERR_PROTOCOL_WRONG_TYPE, "heartbeat",
-         "timestamp_ms"),
-        (b'{"type":"heartbeat","timestamp_ms":1.0,"payload":{}}', P.ERR_PROTOCOL_WRONG_TYPE, "heartbeat",
-         "timestamp_ms"),
-        (b'{"type":"heartbeat","timestamp_ms":1,"payload":[]}', P.ERR_PROTOCOL_WRONG_TYPE, "heartbeat", "payload"),
+        (
+            line("trade_intent", intent(lot_size=DROP)),
+            P.ERR_PROTOCOL_MISSING_FIELD,
+            "trade_intent",
+            "lot_size",
+        ),
+        (
+            line("handshake", {"account_id": "1", "role": "slave", "symbols": [{"broker_symbol": "X"}]}),
+            P.ERR_PROTOCOL_MISSING_FIELD,
+            "handshake",
+            "canonical_symbol",
+        ),
+        (
+            b'{"type":"heartbeat","timestamp_ms":"1","payload":{}}',
+            P.ERR_PROTOCOL_WRONG_TYPE,
+            "heartbeat",
+            "timestamp_ms",
+        ),
+        (
+            b'{"type":"heartbeat","timestamp_ms":1.0,"payload":{}}',
+            P.ERR_PROTOCOL_WRONG_TYPE,
+            "heartbeat",
+            "timestamp_ms",
+        ),
+        (
+            b'{"type":"heartbeat","timestamp_ms":1,"payload":[]}',
+            P.ERR_PROTOCOL_WRONG_TYPE,
+            "heartbeat",
+            "payload",
+        ),
         (line("trade_intent", intent(lot_size="0.1")), P.ERR_PROTOCOL_WRONG_TYPE, "trade_intent", "lot_size"),
         (line("trade_intent", intent(ticket=7001001.0)), P.ERR_PROTOCOL_WRONG_TYPE, "trade_intent", "ticket"),
         (line("trade_intent", intent(ticket=True)), P.ERR_PROTOCOL_WRONG_TYPE, "trade_intent", "ticket"),
         (line("trade_intent", intent(price=None)), P.ERR_PROTOCOL_WRONG_TYPE, "trade_intent", "price"),
         (line("trade_intent", intent(attempt=None)), P.ERR_PROTOCOL_WRONG_TYPE, "trade_intent", "attempt"),
-        (line("trade_intent", intent(trade_id=V4_ID)), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent", "UUIDv7"),
-        (line("trade_intent", intent(trade_id=TRADE_ID.upper())), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent",
-         "trade_id"),
-        (line("trade_intent", intent(trace_id="0" * 32)), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent",
-         "trace_id"),
-        (line("trade_intent", intent(lot_size=-0.1)), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent", "lot_size"),
-        (line("trade_intent", intent(lot_size=1e400)), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent", "lot_size"),
+        (
+            line("trade_intent", intent(trade_id=V4_ID)),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "trade_intent",
+            "UUIDv7",
+        ),
+        (
+            line("trade_intent", intent(trade_id=TRADE_ID.upper())),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "trade_intent",
+            "trade_id",
+        ),
+        (
+            line("trade_intent", intent(trace_id="0" * 32)),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "trade_intent",
+            "trace_id",
+        ),
+        (
+            line("trade_intent", intent(lot_size=-0.1)),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "trade_intent",
+            "lot_size",
+        ),
+        (
+            line("trade_intent", intent(lot_size=12345.5)).replace(b"12345.5", b"1e400"),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "trade_intent",
+            "lot_size",
+        ),
         (line("trade_intent", intent(side="LONG")), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent", "side"),
         (line("trade_intent", intent(symbol="")), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent", "symbol"),
         (line("trade_intent", intent(attempt=0)), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent", "attempt"),
-        (line("trade_intent", intent(stop_loss=-1)), P.ERR_PROTOCOL_INVALID_VALUE, "trade_intent", "stop_loss"),
-        (line("trade_close", {**intent(side=DROP, price=DROP), "event_id": EVENT_ID, "lot_size": 0.05,
-                              "remaining_lots": 0.05, "price": 2401.0}),
-         P.ERR_PROTOCOL_INVALID_VALUE, "trade_close", "new_ticket"),
-        (line("handshake", {"account_id": "a b", "role": "slave"}), P.ERR_PROTOCOL_INVALID_VALUE, "handshake",
-         "account_id"),
-        (line("handshake", {"account_id": "1", "role": "boss"}), P.ERR_PROTOCOL_INVALID_VALUE, "handshake", "role"),
-        (line("quotes", {"quotes": [{"symbol": "X", "bid": 3, "ask": 2, "time_ms": 1}]}),
-         P.ERR_PROTOCOL_INVALID_VALUE, "quotes", "ask"),
-        (line("execute_order", {**intent(price=DROP, ticket=DROP), "command_id": COMMAND_ID, "comment": ""}),
-         P.ERR_PROTOCOL_UNEXPECTED_MESSAGE, "execute_order", "direction"),
-        (line("pipe_delivery_ack", {"command_id": COMMAND_ID, "trace_id": TRACE_ID, "status": "OK"}),
-         P.ERR_PROTOCOL_UNEXPECTED_MESSAGE, "pipe_delivery_ack", "not accepted"),
+        (
+            line("trade_intent", intent(stop_loss=-1)),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "trade_intent",
+            "stop_loss",
+        ),
+        (
+            line(
+                "trade_close",
+                {
+                    **intent(side=DROP, price=DROP),
+                    "event_id": EVENT_ID,
+                    "lot_size": 0.05,
+                    "remaining_lots": 0.05,
+                    "price": 2401.0,
+                },
+            ),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "trade_close",
+            "new_ticket",
+        ),
+        (
+            line("handshake", {"account_id": "a b", "role": "slave"}),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "handshake",
+            "account_id",
+        ),
+        (
+            line("handshake", {"account_id": "1", "role": "boss"}),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "handshake",
+            "role",
+        ),
+        (
+            line("quotes", {"quotes": [{"symbol": "X", "bid": 3, "ask": 2, "time_ms": 1}]}),
+            P.ERR_PROTOCOL_INVALID_VALUE,
+            "quotes",
+            "ask",
+        ),
+        (
+            line(
+                "execute_order", {**intent(price=DROP, ticket=DROP), "command_id": COMMAND_ID, "comment": ""}
+            ),
+            P.ERR_PROTOCOL_UNEXPECTED_MESSAGE,
+            "execute_order",
+            "direction",
+        ),
     ],
 )
 def test_each_bad_line_gets_one_precise_failure(
     raw: bytes, code: ProtocolError, ref_type: str | None, in_message: str
 ) -> None:
-    accept = AGENT_TO_EA if raw.startswith(b'{"type": "pipe_delivery_ack"') else EA_TO_AGENT
-    failure = fail(raw, accept)
+    failure = fail(raw)
     assert failure.code is code, failure
     assert failure.ref_type == ref_type
     assert in_message.lower() in failure.message.lower()
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_each_type_is_accepted_in_its_directions_only(name: str) -> None:
+    raw = encode(EXAMPLES[name], 1)[:-1]
+    for accept in (EA_TO_AGENT, AGENT_TO_EA):
+        event = decode_line(raw, accept)
+        if name in accept:
+            assert isinstance(event, Decoded) and event.type == name
+        else:
+            assert isinstance(event, DecodeFailure)
+            assert event.code is P.ERR_PROTOCOL_UNEXPECTED_MESSAGE and event.ref_type == name
 
 
 def test_a_message_names_the_path_of_the_bad_field() -> None:
@@ -152,7 +287,9 @@ def test_a_message_names_the_path_of_the_bad_field() -> None:
 def test_session_rule_lines_are_not_codec_failures() -> None:
     """NOT_HANDSHAKEN and VERSION_UNSUPPORTED are the Agent's session rules: the codec accepts these lines."""
     assert isinstance(decode_line(line("trade_intent", intent()), EA_TO_AGENT), Decoded)
-    hs = decode_line(line("handshake", {"account_id": "1", "role": "master", "protocol_version": 99}), EA_TO_AGENT)
+    hs = decode_line(
+        line("handshake", {"account_id": "1", "role": "master", "protocol_version": 99}), EA_TO_AGENT
+    )
     assert isinstance(hs, Decoded) and hs.payload.protocol_version == 99
 
 
@@ -226,7 +363,7 @@ def test_any_chunking_yields_the_same_events(cuts: list[int]) -> None:
     dec = LineDecoder(EA_TO_AGENT)
     events = []
     bounds = [0, *sorted(cuts), len(STREAM)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         events += dec.feed(STREAM[a:b])
     assert events == expected
     assert dec.buffered == 0
@@ -289,7 +426,7 @@ def test_long_lines_in_any_chunking(size: int, cuts: list[int]) -> None:
     dec = LineDecoder(EA_TO_AGENT, limit)
     events = []
     bounds = [0, *sorted(c for c in cuts if c < len(data)), len(data)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         events += dec.feed(data[a:b])
         assert dec.buffered <= limit
     assert _too_long(events) == 1
@@ -315,7 +452,9 @@ def test_reply_without_ref_type_and_with_newlines_in_the_message() -> None:
     reply = failure.reply(5)
     assert reply.count(b"\n") == 1
     event = decode_line(reply[:-1], AGENT_TO_EA)
-    assert isinstance(event, Decoded) and event.payload == m.ErrorReply("ERR_PROTOCOL_LINE_TOO_LONG", "two\nlines é")
+    assert isinstance(event, Decoded) and event.payload == m.ErrorReply(
+        "ERR_PROTOCOL_LINE_TOO_LONG", "two\nlines é"
+    )
 
 
 def test_encode_writes_the_envelope() -> None:
@@ -346,6 +485,7 @@ opt_floats = st.none() | floats
 errors = st.sampled_from([c for c in ErrorCode if c is not ErrorCode.NO_ERROR])
 accounts = st.text(string.ascii_letters + string.digits + "_.-", min_size=1, max_size=64)
 sides = st.sampled_from(Side)
+attempts = st.integers(1, 2**31)
 roles = st.sampled_from(Role)
 
 
@@ -378,9 +518,18 @@ def trade_closes(draw: st.DrawFn) -> m.TradeClose:
     remaining = draw(st.just(0.0) | positive)
     new_ticket = draw(tickets) if remaining > 0 else draw(st.none() | tickets)
     return m.TradeClose(
-        draw(ids), draw(ids), draw(traces), draw(tickets), draw(symbols), draw(positive), remaining,
-        draw(positive), draw(non_neg), new_ticket, draw(ints64),
-    )  # fmt: skip
+        draw(ids),
+        draw(ids),
+        draw(traces),
+        draw(tickets),
+        draw(symbols),
+        draw(positive),
+        remaining,
+        draw(positive),
+        draw(non_neg),
+        new_ticket,
+        draw(attempts),
+    )
 
 
 @st.composite
@@ -389,9 +538,19 @@ def close_results(draw: st.DrawFn) -> m.CloseResult:
     remaining = draw(non_negative)
     new_ticket = draw(tickets) if success and remaining > 0 else draw(st.none() | tickets)
     return m.CloseResult(
-        draw(ids), draw(ids), draw(traces), success, ErrorCode.NO_ERROR if success else draw(errors),
-        draw(tickets), draw(non_negative), draw(prices), new_ticket, remaining, draw(ints64), draw(text),
-    )  # fmt: skip
+        draw(ids),
+        draw(ids),
+        draw(traces),
+        success,
+        ErrorCode.NO_ERROR if success else draw(errors),
+        draw(tickets),
+        draw(non_negative),
+        draw(prices),
+        new_ticket,
+        remaining,
+        draw(ints64),
+        draw(text),
+    )
 
 
 issues = st.builds(m.RegistrationIssue, text, text, st.dictionaries(text, text, max_size=2))
@@ -423,17 +582,23 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         ticket=tickets,
         stop_loss=prices,
         take_profit=prices,
-        attempt=st.integers(1, 2**31),
+        attempt=attempts,
         strategy_id=text,
         comment=text,
         opened_at_ms=st.none() | ints64,
     ),
     "trade_close": trade_closes(),
     "trade_modify": st.builds(
-        m.TradeModify, ids, ids, traces, tickets, symbols, non_neg, prices, prices, st.integers(1, 2**31)
+        m.TradeModify, ids, ids, traces, tickets, symbols, non_neg, prices, prices, attempts
     ),
     "trade_intent_ack": st.builds(
-        m.TradeIntentAck, ids, traces, st.sampled_from(m.AckStatus), st.none() | ids, st.sampled_from(ErrorCode), text
+        m.TradeIntentAck,
+        ids,
+        traces,
+        st.sampled_from(m.AckStatus),
+        st.none() | ids,
+        st.sampled_from(ErrorCode),
+        text,
     ),
     "execute_order": st.builds(
         m.ExecuteOrder,
@@ -450,30 +615,59 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         master_price=prices,
         max_slippage_points=prices,
         max_spread_points=prices,
-        attempt=st.integers(1, 2**31),
+        attempt=attempts,
     ),
-    "close_order": st.builds(
-        m.CloseOrder, ids, ids, traces, tickets, symbols, positive, non_neg, st.integers(1, 2**31)
-    ),
-    "modify_order": st.builds(
-        m.ModifyOrder, ids, ids, traces, tickets, symbols, prices, prices, st.integers(1, 2**31)
-    ),
+    "close_order": st.builds(m.CloseOrder, ids, ids, traces, tickets, symbols, positive, non_neg, attempts),
+    "modify_order": st.builds(m.ModifyOrder, ids, ids, traces, tickets, symbols, prices, prices, attempts),
     "execution_result": st.one_of(
         st.builds(
-            m.ExecutionResult, ids, ids, traces, st.just(True), st.just(ErrorCode.NO_ERROR), tickets,
-            prices, st.none() | positive, st.none() | ints64, ints64, text,
+            m.ExecutionResult,
+            ids,
+            ids,
+            traces,
+            st.just(True),
+            st.just(ErrorCode.NO_ERROR),
+            tickets,
+            prices,
+            st.none() | positive,
+            st.none() | ints64,
+            ints64,
+            text,
         ),
         st.builds(
-            m.ExecutionResult, ids, ids, traces, st.just(False), errors, st.none() | tickets,
-            prices, st.none() | positive, st.none() | ints64, ints64, text,
+            m.ExecutionResult,
+            ids,
+            ids,
+            traces,
+            st.just(False),
+            errors,
+            st.none() | tickets,
+            prices,
+            st.none() | positive,
+            st.none() | ints64,
+            ints64,
+            text,
         ),
-    ),  # fmt: skip
+    ),
     "close_result": close_results(),
     "modify_result": st.one_of(
-        st.builds(m.ModifyResult, ids, ids, traces, st.just(True), st.just(ErrorCode.NO_ERROR), tickets, prices,
-                  prices, ints64, text),
-        st.builds(m.ModifyResult, ids, ids, traces, st.just(False), errors, tickets, prices, prices, ints64, text),
-    ),  # fmt: skip
+        st.builds(
+            m.ModifyResult,
+            ids,
+            ids,
+            traces,
+            st.just(True),
+            st.just(ErrorCode.NO_ERROR),
+            tickets,
+            prices,
+            prices,
+            ints64,
+            text,
+        ),
+        st.builds(
+            m.ModifyResult, ids, ids, traces, st.just(False), errors, tickets, prices, prices, ints64, text
+        ),
+    ),
     "pipe_delivery_ack": st.builds(m.PipeDeliveryAck, ids, traces, st.sampled_from(m.DeliveryStatus), text),
     "symbol_registration_result": st.builds(
         m.SymbolRegistrationResult,
@@ -489,28 +683,47 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         warnings=st.lists(issues, max_size=2),
         symbols=st.lists(
             st.builds(
-                m.SymbolRegistrationEntry, symbols, symbols, registration_status, st.lists(issues, max_size=1),
-                st.lists(issues, max_size=1), ints64, ints64,
+                m.SymbolRegistrationEntry,
+                symbols,
+                symbols,
+                registration_status,
+                st.lists(issues, max_size=1),
+                st.lists(issues, max_size=1),
+                ints64,
+                ints64,
             ),
             max_size=3,
         ),
-    ),  # fmt: skip
-    "delivery_config": st.builds(
-        m.DeliveryConfig, *(st.integers(1, 2**63 - 1) for _ in range(4))
     ),
+    "delivery_config": st.builds(m.DeliveryConfig, *(st.integers(1, 2**63 - 1) for _ in range(4))),
     "quotes": st.builds(m.Quotes, st.lists(quotes(), max_size=4)),
     "state_snapshot": st.builds(
         m.StateSnapshot,
-        floats, floats, floats, floats, text, ints64,
+        floats,
+        floats,
+        floats,
+        floats,
+        text,
+        ints64,
         st.lists(
             st.builds(
-                m.Position, tickets, symbols, sides, floats, floats, non_neg, text, opt_floats, opt_floats,
-                st.none() | ints64, floats,
+                m.Position,
+                tickets,
+                symbols,
+                sides,
+                floats,
+                floats,
+                non_neg,
+                text,
+                opt_floats,
+                opt_floats,
+                st.none() | ints64,
+                floats,
             ),
             max_size=3,
         ),
         st.lists(st.builds(m.TickValue, symbols, floats), max_size=3),
-    ),  # fmt: skip
+    ),
     "heartbeat": st.builds(m.Heartbeat, ints64),
     "error": st.builds(m.ErrorReply, text, text, st.none() | text),
 }
@@ -536,11 +749,13 @@ def test_round_trip(name: str, data: st.DataObject, ts: int) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 600), max_size=10), limit=st.integers(8, 200))
+@given(
+    data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 600), max_size=10), limit=st.integers(8, 200)
+)
 def test_garbage_in_random_chunks_never_raises(data: bytes, cuts: list[int], limit: int) -> None:
     dec = LineDecoder(EA_TO_AGENT, limit)
     bounds = [0, *sorted(c for c in cuts if c < len(data)), len(data)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         for event in dec.feed(data[a:b]):
             assert isinstance(event, Decoded | DecodeFailure)
         assert dec.buffered <= limit
@@ -548,22 +763,12 @@ def test_garbage_in_random_chunks_never_raises(data: bytes, cuts: list[int], lim
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | floats | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
-VALID_LINES = [
-    encode(p, 1764063000000)[:-1]
-    for p in (
-        m.TradeIntent(TRADE_ID, TRACE_ID, "XAUUSD.r", Side.BUY, 0.1, 2398.45, 1, 7001001, 2385.5, None),
-        m.TradeClose(EVENT_ID, TRADE_ID, TRACE_ID, 7001001, "XAUUSD.r", 0.04, 0.06, 2405.1, 1, new_ticket=7001077),
-        m.Handshake(
-            "51234567", Role.SLAVE, 2, symbols=[SymbolSpec("XAUUSD.m", "XAUUSD", 2, 0.01, 0.01, 0.01, 100, 0.01, 30)]
-        ),
-        m.ExecutionResult(COMMAND_ID, TRADE_ID, TRACE_ID, True, ErrorCode.NO_ERROR, ticket=88001234),
-        m.Quotes([m.Quote("XAUUSD.m", 2398.4, 2398.6, 1)]),
-        m.StateSnapshot(1.0, 1.0, 0.0, 1.0, "USD", 100, [m.Position(1, "X", Side.SELL, 0.1, 1.0, 0)]),
-    )
-]
+VALID_LINES = [encode(p, 1764063000000)[:-1] for p in EXAMPLES.values()]
 
 
 def _mutate_json(obj: Any, data: st.DataObject) -> Any:
@@ -603,3 +808,25 @@ def test_mutated_valid_lines_never_raise(data: st.DataObject) -> None:
         if isinstance(event, DecodeFailure):
             # every failure can be answered
             assert isinstance(decode_line(event.reply(1)[:-1], AGENT_TO_EA), Decoded)
+
+
+# ----------------------------------------------------------------------------------- known gaps (xfail)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gap: bytes that are not UTF-8 inside a field the decoder skips (an unknown field) are accepted; "
+    "fix: check line.decode('utf-8') in decode_line before msgspec",
+)
+def test_invalid_utf8_anywhere_in_the_line_is_refused() -> None:
+    raw = b'{"type":"heartbeat","timestamp_ms":1,"payload":{"seq":1,"note":"\xff"}}'
+    assert fail(raw).code is P.ERR_PROTOCOL_INVALID_UTF8
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gap: integers beyond 64 bits (timestamps, seq, time_ms...) are accepted as Python ints and would "
+    "overflow an INTEGER column; fix: bound every int field to int64 (msgspec Meta(ge, le)) in the codec",
+)
+def test_integers_beyond_int64_are_refused() -> None:
+    assert fail(line("heartbeat", {"seq": 2**64})).code is P.ERR_PROTOCOL_INVALID_VALUE

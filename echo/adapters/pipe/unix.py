@@ -34,7 +34,8 @@ class UnixPipeListener:
             raise
         try:
             async with listener:
-                await trio.serve_listeners(handler, [listener], task_status=task_status)
+                task_status.started()  # bound and listening: terminals can connect from here on
+                await trio.serve_listeners(handler, [listener])
         finally:
             self.path.unlink(missing_ok=True)
 

@@ -38,6 +38,15 @@ class _AgentLink:
         except (trio.EndOfChannel, trio.ClosedResourceError) as exc:
             raise LinkClosed("core closed the link") from exc
 
+    async def receive_many(self, limit: int) -> list[CoreToAgent]:
+        batch = [await self.receive()]
+        while len(batch) < limit:
+            try:
+                batch.append(self._from_core.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        return batch
+
     async def aclose(self) -> None:
         self._transport._drop(self._agent_id, self._from_core)
         await self._to_core.aclose()
@@ -51,12 +60,28 @@ class _Hub:
     async def receive(self) -> tuple[str, AgentToCore]:
         return await self._t._inbox_recv.receive()
 
+    async def receive_many(self, limit: int) -> list[tuple[str, AgentToCore]]:
+        inbox = self._t._inbox_recv
+        batch = [await inbox.receive()]
+        while len(batch) < limit:
+            try:
+                batch.append(inbox.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch
+
     async def send(self, agent_id: str, msg: CoreToAgent) -> None:
         chan = self._t._outboxes.get(agent_id)
         if chan is None:
             raise AgentUnavailable(f"agent {agent_id!r} is not connected")
         try:
-            await chan.send(msg)
+            # No scheduler turn while there is room: a fan-out's commands reach the Agent as one burst.
+            chan.send_nowait(msg)
+        except trio.WouldBlock:
+            try:
+                await chan.send(msg)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise AgentUnavailable(f"agent {agent_id!r} went away") from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise AgentUnavailable(f"agent {agent_id!r} went away") from exc
 

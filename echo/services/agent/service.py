@@ -66,30 +66,43 @@ class Agent:
     async def _from_core(self) -> None:
         while True:
             try:
-                msg = await self._link.receive()
+                # A fan-out arrives as a burst: queue all of it to the terminals before yielding, so every
+                # slave's writer starts at once instead of one per scheduler turn.
+                batch = await self._link.receive_many(256)
             except LinkClosed:
                 log.error("agent_core_link_closed", agent_id=self.agent_id)
                 return
-            conn = self.connections.get(msg.account_id)
-            inner = msg.message
-            command_id = getattr(inner, "command_id", None)
-            if conn is None:
-                log.warning("agent_account_not_connected", account_id=msg.account_id,
-                            message=type(inner).__name__, command_id=command_id)
-                if command_id is not None:
-                    await self._link.send(m.DeliveryFailed(msg.account_id, command_id, "account not connected"))
-                continue
-            line = encode(inner, self._clock.now_ms())
-            try:
-                conn.outbox.send_nowait(line)
-            except trio.WouldBlock:
-                log.error("agent_ea_too_slow", account_id=msg.account_id, queued=self.config.outbox_lines)
-                conn.cancel.cancel()
-                if command_id is not None:
-                    await self._link.send(m.DeliveryFailed(msg.account_id, command_id, "terminal too slow"))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                if command_id is not None:
-                    await self._link.send(m.DeliveryFailed(msg.account_id, command_id, "connection closing"))
+            failed: list[m.DeliveryFailed] = []
+            now = self._clock.now_ms()
+            for msg in batch:
+                reason = self._deliver(msg, now)
+                command_id = getattr(msg.message, "command_id", None)
+                if reason is not None and command_id is not None:
+                    failed.append(m.DeliveryFailed(msg.account_id, command_id, reason))
+            for f in failed:
+                await self._to_core(f)
+
+    def _deliver(self, msg: m.ToAccount, now_ms: int) -> str | None:
+        """Queue a message for its account's connection; returns why it could not be, or None."""
+        conn = self.connections.get(msg.account_id)
+        inner = msg.message
+        if conn is None:
+            log.warning(
+                "agent_account_not_connected",
+                account_id=msg.account_id,
+                message=type(inner).__name__,
+                command_id=getattr(inner, "command_id", None),
+            )
+            return "account not connected"
+        try:
+            conn.outbox.send_nowait(encode(inner, now_ms))
+        except trio.WouldBlock:
+            log.error("agent_ea_too_slow", account_id=msg.account_id, queued=self.config.outbox_lines)
+            conn.cancel.cancel()
+            return "terminal too slow"
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return "connection closing"
+        return None
 
     # ----------------------------------------------------------------------------------------- from EAs
 
@@ -133,12 +146,14 @@ class Agent:
                 return
             if not data:
                 return
-            for event in decoder.feed(data):
+            for event in decoder.feed(bytes(data)):
                 if isinstance(event, DecodeFailure):
                     consecutive_errors += 1
                     self._protocol_error(conn, event)
                     if consecutive_errors >= _MAX_CONSECUTIVE_ERRORS:
-                        log.error("agent_peer_sends_only_garbage", conn_id=conn.conn_id, account_id=conn.account_id)
+                        log.error(
+                            "agent_peer_sends_only_garbage", conn_id=conn.conn_id, account_id=conn.account_id
+                        )
                         return
                     continue
                 consecutive_errors = 0
@@ -146,8 +161,14 @@ class Agent:
 
     def _protocol_error(self, conn: Connection, failure: DecodeFailure) -> None:
         self.protocol_errors += 1
-        log.warning("agent_protocol_error", conn_id=conn.conn_id, account_id=conn.account_id,
-                    code=failure.code.value, error=failure.message[:300], ref_type=failure.ref_type)
+        log.warning(
+            "agent_protocol_error",
+            conn_id=conn.conn_id,
+            account_id=conn.account_id,
+            code=failure.code.value,
+            error=failure.message[:300],
+            ref_type=failure.ref_type,
+        )
         self._reply(conn, failure.reply(self._clock.now_ms()))
 
     async def _on_message(self, conn: Connection, ev: Decoded) -> None:
@@ -158,25 +179,44 @@ class Agent:
         if isinstance(payload, m.Heartbeat):
             return
         if isinstance(payload, m.ErrorReply):
-            log.warning("agent_ea_reported_error", account_id=conn.account_id, code=payload.code,
-                        error=payload.message[:300], ref_type=payload.ref_type)
+            log.warning(
+                "agent_ea_reported_error",
+                account_id=conn.account_id,
+                code=payload.code,
+                error=payload.message[:300],
+                ref_type=payload.ref_type,
+            )
             return
         if conn.account_id is None:
-            self._protocol_error(conn, DecodeFailure(ProtocolError.ERR_PROTOCOL_NOT_HANDSHAKEN,
-                                                     f"{ev.type} before handshake", ev.type))
+            self._protocol_error(
+                conn,
+                DecodeFailure(
+                    ProtocolError.ERR_PROTOCOL_NOT_HANDSHAKEN, f"{ev.type} before handshake", ev.type
+                ),
+            )
             return
         allowed = _MASTER_TYPES if conn.role is Role.MASTER else _SLAVE_TYPES
         if ev.type not in allowed:
-            self._protocol_error(conn, DecodeFailure(
-                ProtocolError.ERR_PROTOCOL_UNEXPECTED_MESSAGE,
-                f"{ev.type} is not accepted from a {conn.role.value if conn.role else '?'} terminal", ev.type))
+            self._protocol_error(
+                conn,
+                DecodeFailure(
+                    ProtocolError.ERR_PROTOCOL_UNEXPECTED_MESSAGE,
+                    f"{ev.type} is not accepted from a {conn.role.value if conn.role else '?'} terminal",
+                    ev.type,
+                ),
+            )
             return
         if ev.type == "pipe_delivery_ack" or ev.type in ("quotes", "state_snapshot"):
             pass
         else:
-            log.debug("agent_forward", account_id=conn.account_id, type=ev.type,
-                      trade_id=getattr(payload, "trade_id", None), trace_id=getattr(payload, "trace_id", None),
-                      command_id=getattr(payload, "command_id", None))
+            log.debug(
+                "agent_forward",
+                account_id=conn.account_id,
+                type=ev.type,
+                trade_id=getattr(payload, "trade_id", None),
+                trace_id=getattr(payload, "trace_id", None),
+                command_id=getattr(payload, "command_id", None),
+            )
         await self._to_core(m.FromAccount(conn.account_id, payload, self._clock.now_ms()))
 
     async def _to_core(self, msg: m.AgentToCore) -> None:
@@ -187,28 +227,47 @@ class Agent:
 
     async def _on_handshake(self, conn: Connection, hs: m.Handshake) -> None:
         if conn.account_id is not None and conn.account_id != hs.account_id:
-            self._protocol_error(conn, DecodeFailure(
-                ProtocolError.ERR_PROTOCOL_INVALID_VALUE,
-                f"this connection is account {conn.account_id}; a new account needs a new connection",
-                "handshake"))
+            self._protocol_error(
+                conn,
+                DecodeFailure(
+                    ProtocolError.ERR_PROTOCOL_INVALID_VALUE,
+                    f"this connection is account {conn.account_id}; a new account needs a new connection",
+                    "handshake",
+                ),
+            )
             return
         if hs.protocol_version > m.PROTOCOL_VERSION:
-            self._protocol_error(conn, DecodeFailure(
-                ProtocolError.ERR_PROTOCOL_VERSION_UNSUPPORTED,
-                f"protocol_version {hs.protocol_version} is newer than this agent's {m.PROTOCOL_VERSION}",
-                "handshake"))
+            self._protocol_error(
+                conn,
+                DecodeFailure(
+                    ProtocolError.ERR_PROTOCOL_VERSION_UNSUPPORTED,
+                    f"protocol_version {hs.protocol_version} is newer than this agent's {m.PROTOCOL_VERSION}",
+                    "handshake",
+                ),
+            )
             return
         old = self.connections.get(hs.account_id)
         if old is not None and old is not conn:
-            log.warning("agent_connection_replaced", account_id=hs.account_id, old_conn=old.conn_id,
-                        new_conn=conn.conn_id)
+            log.warning(
+                "agent_connection_replaced",
+                account_id=hs.account_id,
+                old_conn=old.conn_id,
+                new_conn=conn.conn_id,
+            )
             old.account_id = None  # the old connection no longer speaks for the account
             old.cancel.cancel()
         conn.account_id, conn.role = hs.account_id, hs.role
         self.connections[hs.account_id] = conn
-        log.info("agent_handshake", conn_id=conn.conn_id, account_id=hs.account_id, role=hs.role.value,
-                 symbols=len(hs.symbols), protocol_version=hs.protocol_version, client_semver=hs.client_semver,
-                 legacy=hs.protocol_version < m.PROTOCOL_VERSION)
+        log.info(
+            "agent_handshake",
+            conn_id=conn.conn_id,
+            account_id=hs.account_id,
+            role=hs.role.value,
+            symbols=len(hs.symbols),
+            protocol_version=hs.protocol_version,
+            client_semver=hs.client_semver,
+            legacy=hs.protocol_version < m.PROTOCOL_VERSION,
+        )
         await self._to_core(m.AccountOnline(self.agent_id, hs, self._clock.now_ms()))
 
     async def _disconnected(self, conn: Connection) -> None:

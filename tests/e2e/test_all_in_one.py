@@ -1,0 +1,229 @@
+"""End-to-end: the all-in-one copier (Core + Agent + pipe server) with simulated terminals.
+
+On trio's MockClock with in-memory pipes (deterministic), and on real Unix sockets with SQLite."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from structlog.testing import capture_logs
+
+from echo.adapters.clock import TrioClock
+from echo.adapters.pipe.memory import MemoryPipeListener
+from echo.adapters.store.memory import MemoryStore
+from echo.app.root import Copier, run_all_in_one
+from echo.domain import messages as m
+from echo.domain.config import AgentConfig, Config, CoreConfig
+from echo.domain.ids import trade_id_from_comment
+from echo.domain.types import Side
+from echo.sim.market import SimMarket
+from echo.sim.master import SimMasterEA
+from echo.sim.profiles import master_broker, slave_broker
+from echo.sim.slave import SimSlaveEA
+
+pytestmark = pytest.mark.e2e
+
+
+class World:
+    """A copier and its terminals in one trio process, on in-memory pipes."""
+
+    def __init__(self, nursery: trio.Nursery, copier: Copier, listener: MemoryPipeListener, seed: int) -> None:
+        self.nursery, self.copier, self.listener = nursery, copier, listener
+        self.rng = random.Random(seed)
+        self.market = SimMarket(random.Random(seed))
+        self.clock = TrioClock()
+        self.slaves: list[SimSlaveEA] = []
+        self.masters: list[SimMasterEA] = []
+
+    async def add_slave(self, account: str, profile: int) -> SimSlaveEA:
+        s = SimSlaveEA(account, slave_broker(profile, self.market, random.Random(self.rng.random())),
+                       self.listener.connect, self.clock.now_ms)
+        await self.nursery.start(s.run)
+        self.slaves.append(s)
+        return s
+
+    async def add_master(self, account: str) -> SimMasterEA:
+        ms = SimMasterEA(account, master_broker(self.market, random.Random(self.rng.random())),
+                         self.listener.connect, self.clock.now_ms, random.Random(self.rng.random()))
+        await self.nursery.start(ms.run)
+        self.masters.append(ms)
+        return ms
+
+    async def online(self, *accounts: str) -> None:
+        core = self.copier.core
+        await core.wait_for(lambda: all(a in core.accounts and core.accounts[a].online for a in accounts))
+
+    async def settled(self) -> None:
+        core = self.copier.core
+        await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+
+
+async def start_world(nursery: trio.Nursery, seed: int = 1, core: CoreConfig | None = None) -> World:
+    listener = MemoryPipeListener()
+    config = Config(core=core or CoreConfig(), agent=AgentConfig(agent_id="agent-e2e"))
+    copier: Copier = await nursery.start(
+        lambda task_status: run_all_in_one(
+            config, store=MemoryStore(), listener=listener, clock=TrioClock(), task_status=task_status
+        )
+    )
+    return World(nursery, copier, listener, seed)
+
+
+def fills(slave: SimSlaveEA) -> Counter[str]:
+    """Successful fills per trade_id on a slave terminal."""
+    return Counter(
+        r.trade_id for r in slave.results.values() if isinstance(r, m.ExecutionResult) and r.success
+    )
+
+
+async def test_every_trade_copied_once_and_closed_on_mock_clock(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery, seed=3)
+            slaves = [await w.add_slave(f"5100{i}", i) for i in range(4)]
+            master = await w.add_master("9001")
+            await w.online("9001", *(s.account_id for s in slaves))
+            await master.run_script(25, max_open=3, pace=0.05)
+            await w.settled()
+
+            trade_ids = set(master.trades)
+            assert len(trade_ids) == 25
+            for s in slaves:
+                f = fills(s)
+                assert set(f) == trade_ids, f"{s.account_id} missed {trade_ids - set(f)}"
+                assert max(f.values()) == 1, "a trade was filled twice"
+                assert s.broker.open_orders() == [], f"{s.account_id} still has positions open"
+                # every slave order carries its trade_id in the comment, remainders included
+                for order in s.broker.history:
+                    assert trade_id_from_comment(order.comment) in trade_ids
+            assert master.partials > 0 and master.modifies > 0
+
+            store = w.copier.store
+            decisions = await store.decisions(limit=10_000)
+            assert Counter(d.decision for d in decisions) == {"copy": 100}
+            trades = await store.trades(limit=100)
+            assert {t.trade_id for t in trades} == trade_ids
+            assert all(t.status == "closed" for t in trades)
+            # partial closes were mapped onto the remainder tickets MT4 issues
+            tickets = [t for trade_id in trade_ids for t in await store.tickets(trade_id)]
+            remainders = [t for t in tickets if t.parent_ticket is not None]
+            evs: Counter[str] = Counter()
+            for t in trade_ids:
+                evs.update(e.kind for e in await store.events(t))
+            assert remainders, f"no partial close reached a slave {evs} {[(t.account_id,t.lots,t.status) for t in tickets][:12]}"
+            assert all(t.status == "closed" for t in tickets)
+            nursery.cancel_scope.cancel()
+
+
+async def test_symbol_not_mapped_is_omitted_with_reason(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery)
+        slave = await w.add_slave("51001", 0)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001")
+        # the slave's broker does not list GBPUSD: the copy is omitted and the receipt says why
+        w.copier.core.accounts["51001"].symbols.pop("XAUUSD")
+        with capture_logs() as logs:
+            trade_id = await master.open("XAUUSD", Side.BUY, 0.5)
+            await master.wait_all_acked()
+            await master.close(trade_id)
+            await master.wait_all_acked()
+            await w.settled()
+        decisions = await w.copier.store.decisions(trade_id)
+        assert [(d.account_id, d.decision, d.reason) for d in decisions] == [
+            ("51001", "omit", "symbol_not_mapped")
+        ]
+        assert fills(slave) == Counter()
+        fanout = [e for e in logs if e["event"] == "core_trade_fanout"]
+        assert fanout and fanout[0]["omitted"][0]["reason"] == "symbol_not_mapped"
+        nursery.cancel_scope.cancel()
+
+
+async def test_close_before_fill_still_closes_the_slave(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery)
+        slave = await w.add_slave("51001", 1)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001")
+        trade_id = await master.open("EURUSD", Side.SELL, 1.0)
+        await master.close(trade_id)  # written right behind the intent, before the slave's fill is back
+        await master.wait_all_acked()
+        await w.settled()
+        assert fills(slave) == Counter({trade_id: 1})
+        assert slave.broker.open_orders() == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_slave_that_reconnects_rehandshakes_and_keeps_copying(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery)
+        slave = await w.add_slave("51001", 2)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001")
+        first = await master.open("GER30", Side.BUY, 0.5)
+        await master.wait_all_acked()
+        await w.copier.core.wait_for(lambda: w.copier.core.in_flight == 0)
+        connections_before = slave.connections
+        # the agent drops the slave's connection (as when a terminal restarts or a pipe breaks)
+        w.copier.agent.connections["51001"].cancel.cancel()
+        await w.copier.core.wait_for(lambda: not w.copier.core.accounts["51001"].online)
+        await w.online("51001")
+        assert slave.connections == connections_before + 1
+        second = await master.open("US100", Side.SELL, 0.5)
+        for t in (first, second):
+            await master.close(t)
+        await master.wait_all_acked()
+        await w.settled()
+        assert fills(slave) == Counter({first: 1, second: 1})
+        assert slave.broker.open_orders() == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_duplicate_intent_is_acked_as_duplicate_and_not_copied_twice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery)
+        slave = await w.add_slave("51001", 0)
+        await w.add_master("9001")
+        await w.online("9001", "51001")
+        from echo.domain.ids import trace_id_from, uuid7
+        from echo.pipe.codec import AGENT_TO_EA, LineDecoder, encode
+
+        stream = await w.listener.connect()
+        await stream.send_all(encode(m.Handshake("9002", m.Role.MASTER, protocol_version=2), 0))
+        await w.online("9002")
+        intent = m.TradeIntent(uuid7(1, b"\x01" * 10), trace_id_from(b"\x02" * 16), "XAUUSD", Side.BUY, 0.2,
+                               2350.0, 7, 123)
+        await stream.send_all(encode(intent, 0) * 2)
+        decoder = LineDecoder(AGENT_TO_EA)
+        acks: list[m.TradeIntentAck] = []
+        while len(acks) < 2:
+            acks += [e.payload for e in decoder.feed(await stream.receive_some()) if hasattr(e, "payload")]
+        assert [a.status for a in acks] == [m.AckStatus.OK, m.AckStatus.DUPLICATE]
+        await w.copier.core.wait_for(lambda: w.copier.core.in_flight == 0)
+        assert fills(slave) == Counter({intent.trade_id: 1})
+        nursery.cancel_scope.cancel()
+
+
+async def test_demo_on_real_sockets_and_sqlite(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from echo.app.demo import DemoOptions, demo_ok, run_demo
+
+    opts = DemoOptions(masters=2, slaves=3, trades=12, seed=5, workdir=tmp_path, pace=0.01)
+    with trio.fail_after(60):
+        summary = await run_demo(opts, Console(quiet=True))
+    assert summary["expected_copies"] == 36
+    assert summary["copied"] == summary["expected_copies"]
+    assert (summary["lost"], summary["duplicates"], summary["open_after"]) == (0, 0, 0)
+    assert demo_ok(summary)
+    assert summary["copy_latency_ms"]["n"] == 36
+    assert (tmp_path / "seed-5" / "echo.db").exists()
