@@ -58,7 +58,7 @@ async def run_all_in_one(
             core = Core(transport.hub(), store, clock, config.core)
             await nursery.start(core.run)
             link = await transport.connect(config.agent.agent_id)
-            agent = Agent(link, listener, clock, config.agent)
+            agent = Agent(link, listener, clock, config.agent, config.delivery)
             await nursery.start(agent.run)
             task_status.started(Copier(config, store, core, agent))
     finally:

@@ -55,6 +55,27 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """Delivery timing, sent to every terminal after its handshake (``delivery_config``)."""
+
+    ack_timeout_ms: int = 1000
+    retry_backoff_ms: int = 500
+    max_retries: int = 100
+    heartbeat_interval_ms: int = 2000
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("ack_timeout_ms", 50, 600_000),
+            ("retry_backoff_ms", 10, 600_000),
+            ("max_retries", 1, 10_000),
+            ("heartbeat_interval_ms", 100, 60_000),
+        ):
+            v = getattr(self, name)
+            if not low <= v <= high:
+                raise ConfigError(f"delivery.{name} must be {low}..{high}, got {v}")
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
     url: str = "sqlite:///var/echo.db"
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -85,6 +106,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
 
 T = TypeVar("T")
@@ -94,6 +116,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "agent": AgentConfig,
     "store": StoreConfig,
     "log": LogConfig,
+    "delivery": DeliverySettings,
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from echo.domain.errors import ErrorCode
 from echo.domain.ids import (
@@ -29,6 +29,30 @@ from echo.domain.types import Role, Side, SymbolSpec
 
 PROTOCOL_VERSION = 2
 """The EA protocol version this build speaks (handshake v2 of RFC-005a)."""
+
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _numbers(obj: object) -> None:
+    """Every float finite, every int within 64 bits: what the store and every peer can represent."""
+    names = _FIELD_NAMES.get(type(obj))
+    if names is None:
+        names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in fields(obj))  # type: ignore[arg-type]
+    for name in names:
+        v = getattr(obj, name)
+        t = type(v)
+        if t is float:
+            if not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v}")
+        elif t is int and not _INT64[0] <= v <= _INT64[1]:
+            raise ValueError(f"{name} is outside the 64-bit integer range")
+
+
+def _attempt(v: int) -> None:
+    if v < 1:
+        raise ValueError(f"attempt must be >= 1, got {v}")
 
 
 def _finite_pos(kind: str, v: float) -> None:
@@ -77,6 +101,7 @@ class Handshake:
     """Master only: broker symbol -> canonical symbol (the EA input ``SymbolMappings``)."""
 
     def __post_init__(self) -> None:
+        _numbers(self)
         parse_account_id(self.account_id)
         if self.protocol_version < 1:
             raise ValueError(f"protocol_version must be >= 1, got {self.protocol_version}")
@@ -110,6 +135,7 @@ class TradeIntent:
     opened_at_ms: int | None = None
 
     def __post_init__(self) -> None:
+        _numbers(self)
         _trade_ids(self.trade_id, self.trace_id)
         _symbol(self.symbol)
         _finite_pos("lot_size", self.lot_size)
@@ -118,8 +144,7 @@ class TradeIntent:
         parse_ticket(self.ticket)
         _opt_price("stop_loss", self.stop_loss)
         _opt_price("take_profit", self.take_profit)
-        if self.attempt < 1:
-            raise ValueError(f"attempt must be >= 1, got {self.attempt}")
+        _attempt(self.attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +167,8 @@ class TradeClose:
     attempt: int = 1
 
     def __post_init__(self) -> None:
+        _numbers(self)
+        _attempt(self.attempt)
         parse_event_id(self.event_id)
         _trade_ids(self.trade_id, self.trace_id)
         parse_ticket(self.ticket)
@@ -181,6 +208,8 @@ class TradeModify:
     attempt: int = 1
 
     def __post_init__(self) -> None:
+        _numbers(self)
+        _attempt(self.attempt)
         parse_event_id(self.event_id)
         _trade_ids(self.trade_id, self.trace_id)
         parse_ticket(self.ticket)
@@ -209,6 +238,7 @@ class TradeIntentAck:
     message: str = ""
 
     def __post_init__(self) -> None:
+        _numbers(self)
         _trade_ids(self.trade_id, self.trace_id)
         if self.event_id is not None:
             parse_event_id(self.event_id)
@@ -237,6 +267,8 @@ class ExecuteOrder:
     attempt: int = 1
 
     def __post_init__(self) -> None:
+        _numbers(self)
+        _attempt(self.attempt)
         parse_command_id(self.command_id)
         _trade_ids(self.trade_id, self.trace_id)
         _symbol(self.symbol)
@@ -262,6 +294,8 @@ class CloseOrder:
     attempt: int = 1
 
     def __post_init__(self) -> None:
+        _numbers(self)
+        _attempt(self.attempt)
         parse_command_id(self.command_id)
         _trade_ids(self.trade_id, self.trace_id)
         parse_ticket(self.ticket)
@@ -282,6 +316,8 @@ class ModifyOrder:
     attempt: int = 1
 
     def __post_init__(self) -> None:
+        _numbers(self)
+        _attempt(self.attempt)
         parse_command_id(self.command_id)
         _trade_ids(self.trade_id, self.trace_id)
         parse_ticket(self.ticket)
@@ -311,6 +347,7 @@ class ExecutionResult:
     error_message: str = ""
 
     def __post_init__(self) -> None:
+        _numbers(self)
         parse_command_id(self.command_id)
         _trade_ids(self.trade_id, self.trace_id)
         if self.success:
@@ -338,6 +375,7 @@ class CloseResult:
     error_message: str = ""
 
     def __post_init__(self) -> None:
+        _numbers(self)
         parse_command_id(self.command_id)
         _trade_ids(self.trade_id, self.trace_id)
         parse_ticket(self.ticket)
@@ -365,6 +403,7 @@ class ModifyResult:
     error_message: str = ""
 
     def __post_init__(self) -> None:
+        _numbers(self)
         parse_command_id(self.command_id)
         _trade_ids(self.trade_id, self.trace_id)
         parse_ticket(self.ticket)
@@ -391,6 +430,7 @@ class PipeDeliveryAck:
     reason: str = ""
 
     def __post_init__(self) -> None:
+        _numbers(self)
         parse_command_id(self.command_id)
         parse_trace_id(self.trace_id)
 
@@ -406,6 +446,7 @@ class Quote:
     time_ms: int
 
     def __post_init__(self) -> None:
+        _numbers(self)
         _symbol(self.symbol)
         _finite_pos("bid", self.bid)
         _finite_pos("ask", self.ask)
@@ -416,6 +457,9 @@ class Quote:
 @dataclass(frozen=True, slots=True)
 class Quotes:
     quotes: list[Quote]
+
+    def __post_init__(self) -> None:
+        _numbers(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,11 +476,17 @@ class Position:
     open_time_ms: int | None = None
     profit: float = 0.0
 
+    def __post_init__(self) -> None:
+        _numbers(self)
+
 
 @dataclass(frozen=True, slots=True)
 class TickValue:
     symbol: str
     tick_value: float
+
+    def __post_init__(self) -> None:
+        _numbers(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,10 +500,16 @@ class StateSnapshot:
     positions: list[Position] = field(default_factory=list)
     tick_values: list[TickValue] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _numbers(self)
+
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     seq: int = 0
+
+    def __post_init__(self) -> None:
+        _numbers(self)
 
 
 # --------------------------------------------------------------------------------------- agent -> EA misc
@@ -464,12 +520,18 @@ class RegistrationStatus(enum.Enum):
     WARNING = "WARNING"
     REJECTED = "REJECTED"
 
+    def __post_init__(self) -> None:
+        _numbers(self)
+
 
 @dataclass(frozen=True, slots=True)
 class RegistrationIssue:
     code: str
     message: str
     metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _numbers(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +543,9 @@ class SymbolRegistrationEntry:
     errors: list[RegistrationIssue] = field(default_factory=list)
     spec_age_ms: int = 0
     evaluated_at_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _numbers(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +562,9 @@ class SymbolRegistrationResult:
     warnings: list[RegistrationIssue] = field(default_factory=list)
     symbols: list[SymbolRegistrationEntry] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _numbers(self)
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
@@ -506,6 +574,7 @@ class DeliveryConfig:
     heartbeat_interval_ms: int
 
     def __post_init__(self) -> None:
+        _numbers(self)
         for name in ("ack_timeout_ms", "retry_backoff_ms", "max_retries", "heartbeat_interval_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
@@ -518,6 +587,9 @@ class ErrorReply:
     code: str
     message: str
     ref_type: str | None = None
+
+    def __post_init__(self) -> None:
+        _numbers(self)
 
 
 # ------------------------------------------------------------------------- Core <-> Agent transport units

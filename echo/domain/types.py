@@ -67,8 +67,10 @@ class SymbolSpec:
                 raise SpecError(f"{self.broker_symbol}: {name} must be > 0, got {v}")
         if self.min_lot > self.max_lot:
             raise SpecError(f"{self.broker_symbol}: min_lot {self.min_lot} > max_lot {self.max_lot}")
-        if self.stop_level < 0:
-            raise SpecError(f"{self.broker_symbol}: stop_level must be >= 0, got {self.stop_level}")
+        if not 0 <= self.stop_level <= 1_000_000:
+            raise SpecError(
+                f"{self.broker_symbol}: stop_level must be 0..1000000 points, got {self.stop_level}"
+            )
         for name in ("contract_size", "tick_value"):
             v = getattr(self, name)
             if v is not None and (not math.isfinite(v) or v < 0):
@@ -109,7 +111,7 @@ def normalize_symbol(symbol: str) -> str:
     ``#US100_cash`` -> ``US100``; ``eurusd`` -> ``EURUSD``; ``EURUSD+`` -> ``EURUSD``.
     """
     s = symbol.strip().lstrip("#").rstrip("+!")
-    s = _SEPARATORS.split(s, maxsplit=1)[0]
+    s = _SEPARATORS.split(s, maxsplit=1)[0].rstrip("+!")
     m = _TRAILING_LOWER.match(s)
     if m:
         s = m.group(1)

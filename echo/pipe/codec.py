@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Final, Union
+from typing import Annotated, Any, Final, Union
 
 import msgspec
 
@@ -72,10 +72,14 @@ AGENT_TO_EA: Final = frozenset(
     }
 )
 
+_Timestamp = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+MAX_ERROR_MESSAGE: Final = 500
+"""Error replies quote at most this many characters of the problem (a bad line may be huge)."""
+
 _ENVELOPES: dict[str, type[msgspec.Struct]] = {
     name: msgspec.defstruct(
         f"Envelope_{name}",
-        [("timestamp_ms", int), ("payload", cls)],
+        [("timestamp_ms", _Timestamp), ("payload", cls)],
         tag_field="type",
         tag=name,
         frozen=True,
@@ -106,6 +110,10 @@ class DecodeFailure:
     code: ProtocolError
     message: str
     ref_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.message) > MAX_ERROR_MESSAGE:
+            object.__setattr__(self, "message", self.message[: MAX_ERROR_MESSAGE - 3] + "...")
 
     def reply(self, timestamp_ms: int) -> bytes:
         """The ``error`` line that answers this failure."""
@@ -139,13 +147,18 @@ def _classify(exc: msgspec.ValidationError) -> ProtocolError:
 def decode_line(line: bytes, accept: frozenset[str]) -> Event:
     """Decode one line (without its newline). ``accept`` is the set of types this side may receive."""
     try:
-        env = _full_decoder.decode(line)
+        line.decode("utf-8")  # the whole line, including fields no decoder looks at
     except UnicodeDecodeError as exc:
         return DecodeFailure(
-            ProtocolError.ERR_PROTOCOL_INVALID_UTF8, f"line is not valid UTF-8: {exc.reason}"
+            ProtocolError.ERR_PROTOCOL_INVALID_UTF8,
+            f"line is not valid UTF-8 at byte {exc.start}: {exc.reason}",
         )
+    try:
+        env = _full_decoder.decode(line)
     except msgspec.ValidationError as exc:
         ref = _ref_type(line)
+        if ref is None and "at `$.type`" in str(exc):
+            return DecodeFailure(ProtocolError.ERR_PROTOCOL_WRONG_TYPE, "`type` must be a string")
         code = _classify(exc)
         if code is ProtocolError.ERR_PROTOCOL_UNKNOWN_TYPE:
             return DecodeFailure(code, f"unknown message type {ref!r}", ref)

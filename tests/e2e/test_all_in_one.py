@@ -32,7 +32,9 @@ pytestmark = pytest.mark.e2e
 class World:
     """A copier and its terminals in one trio process, on in-memory pipes."""
 
-    def __init__(self, nursery: trio.Nursery, copier: Copier, listener: MemoryPipeListener, seed: int) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, copier: Copier, listener: MemoryPipeListener, seed: int
+    ) -> None:
         self.nursery, self.copier, self.listener = nursery, copier, listener
         self.rng = random.Random(seed)
         self.market = SimMarket(random.Random(seed))
@@ -41,15 +43,24 @@ class World:
         self.masters: list[SimMasterEA] = []
 
     async def add_slave(self, account: str, profile: int) -> SimSlaveEA:
-        s = SimSlaveEA(account, slave_broker(profile, self.market, random.Random(self.rng.random())),
-                       self.listener.connect, self.clock.now_ms)
+        s = SimSlaveEA(
+            account,
+            slave_broker(profile, self.market, random.Random(self.rng.random())),
+            self.listener.connect,
+            self.clock.now_ms,
+        )
         await self.nursery.start(s.run)
         self.slaves.append(s)
         return s
 
     async def add_master(self, account: str) -> SimMasterEA:
-        ms = SimMasterEA(account, master_broker(self.market, random.Random(self.rng.random())),
-                         self.listener.connect, self.clock.now_ms, random.Random(self.rng.random()))
+        ms = SimMasterEA(
+            account,
+            master_broker(self.market, random.Random(self.rng.random())),
+            self.listener.connect,
+            self.clock.now_ms,
+            random.Random(self.rng.random()),
+        )
         await self.nursery.start(ms.run)
         self.masters.append(ms)
         return ms
@@ -81,7 +92,9 @@ def fills(slave: SimSlaveEA) -> Counter[str]:
     )
 
 
-async def test_every_trade_copied_once_and_closed_on_mock_clock(autojump_clock: trio.testing.MockClock) -> None:
+async def test_every_trade_copied_once_and_closed_on_mock_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
             w = await start_world(nursery, seed=3)
@@ -112,10 +125,7 @@ async def test_every_trade_copied_once_and_closed_on_mock_clock(autojump_clock: 
             # partial closes were mapped onto the remainder tickets MT4 issues
             tickets = [t for trade_id in trade_ids for t in await store.tickets(trade_id)]
             remainders = [t for t in tickets if t.parent_ticket is not None]
-            evs: Counter[str] = Counter()
-            for t in trade_ids:
-                evs.update(e.kind for e in await store.events(t))
-            assert remainders, f"no partial close reached a slave {evs} {[(t.account_id,t.lots,t.status) for t in tickets][:12]}"
+            assert remainders, "no partial close reached a slave"
             assert all(t.status == "closed" for t in tickets)
             nursery.cancel_scope.cancel()
 
@@ -126,7 +136,7 @@ async def test_symbol_not_mapped_is_omitted_with_reason(autojump_clock: trio.tes
         slave = await w.add_slave("51001", 0)
         master = await w.add_master("9001")
         await w.online("9001", "51001")
-        # the slave's broker does not list GBPUSD: the copy is omitted and the receipt says why
+        # as if the slave's broker did not list gold: the copy is omitted and the receipt says why
         w.copier.core.accounts["51001"].symbols.pop("XAUUSD")
         with capture_logs() as logs:
             trade_id = await master.open("XAUUSD", Side.BUY, 0.5)
@@ -195,18 +205,23 @@ async def test_duplicate_intent_is_acked_as_duplicate_and_not_copied_twice(
         await w.add_master("9001")
         await w.online("9001", "51001")
         from echo.domain.ids import trace_id_from, uuid7
-        from echo.pipe.codec import AGENT_TO_EA, LineDecoder, encode
+        from echo.pipe.codec import AGENT_TO_EA, Decoded, LineDecoder, encode
 
         stream = await w.listener.connect()
         await stream.send_all(encode(m.Handshake("9002", m.Role.MASTER, protocol_version=2), 0))
         await w.online("9002")
-        intent = m.TradeIntent(uuid7(1, b"\x01" * 10), trace_id_from(b"\x02" * 16), "XAUUSD", Side.BUY, 0.2,
-                               2350.0, 7, 123)
+        intent = m.TradeIntent(
+            uuid7(1, b"\x01" * 10), trace_id_from(b"\x02" * 16), "XAUUSD", Side.BUY, 0.2, 2350.0, 7, 123
+        )
         await stream.send_all(encode(intent, 0) * 2)
         decoder = LineDecoder(AGENT_TO_EA)
         acks: list[m.TradeIntentAck] = []
         while len(acks) < 2:
-            acks += [e.payload for e in decoder.feed(await stream.receive_some()) if hasattr(e, "payload")]
+            acks += [
+                e.payload
+                for e in decoder.feed(await stream.receive_some())
+                if isinstance(e, Decoded) and isinstance(e.payload, m.TradeIntentAck)
+            ]
         assert [a.status for a in acks] == [m.AckStatus.OK, m.AckStatus.DUPLICATE]
         await w.copier.core.wait_for(lambda: w.copier.core.in_flight == 0)
         assert fills(slave) == Counter({intent.trade_id: 1})

@@ -341,11 +341,6 @@ def test_normalize_symbol_output_shape(symbol: str) -> None:
     assert not any(c in out for c in ".#_-")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: normalize_symbol is not idempotent: 'EURUSD+.m' -> 'EURUSD+' -> 'EURUSD' "
-    "('+'/'!' are stripped before the separator split, not after it)",
-)
 def test_normalize_symbol_is_idempotent() -> None:
     once = normalize_symbol("EURUSD+.m")
     assert normalize_symbol(once) == once == "EURUSD"
@@ -572,11 +567,6 @@ def test_side_opposite() -> None:
     assert Side.BUY.opposite is Side.SELL and Side.SELL.opposite is Side.BUY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: attempt >= 1 is validated on TradeIntent only, not on TradeClose, TradeModify and the "
-    "three commands",
-)
 def test_every_attempt_is_at_least_one() -> None:
     builds = [
         lambda: m.TradeClose(EVENT_ID, TRADE_ID, TRACE_ID, 1, "X", 1.0, 0.0, 1.0, 1, attempt=0),

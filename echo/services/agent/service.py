@@ -13,7 +13,7 @@ import structlog
 import trio
 
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig
+from echo.domain.config import AgentConfig, DeliverySettings
 from echo.domain.errors import ProtocolError
 from echo.domain.types import Role
 from echo.pipe.codec import EA_TO_AGENT, Decoded, DecodeFailure, LineDecoder, encode
@@ -43,12 +43,23 @@ class Connection:
 
 
 class Agent:
-    def __init__(self, link: AgentLink, listener: PipeListener, clock: Clock, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        link: AgentLink,
+        listener: PipeListener,
+        clock: Clock,
+        config: AgentConfig,
+        delivery: DeliverySettings | None = None,
+    ) -> None:
         self._link = link
         self._listener = listener
         self._clock = clock
         self.config = config
         self.agent_id = config.agent_id
+        d = delivery or DeliverySettings()
+        self.delivery = m.DeliveryConfig(
+            d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries, d.heartbeat_interval_ms
+        )
         self.connections: dict[str, Connection] = {}
         """account_id -> its current (handshaken) connection."""
         self._next_conn = 0
@@ -268,6 +279,8 @@ class Agent:
             client_semver=hs.client_semver,
             legacy=hs.protocol_version < m.PROTOCOL_VERSION,
         )
+        # The terminal learns the delivery timing at once; Core's evaluation of its symbols follows.
+        self._reply(conn, encode(self.delivery, self._clock.now_ms()))
         await self._to_core(m.AccountOnline(self.agent_id, hs, self._clock.now_ms()))
 
     async def _disconnected(self, conn: Connection) -> None:

@@ -17,6 +17,7 @@ import msgspec
 import structlog
 import trio
 
+from echo import __version__
 from echo.domain import messages as m
 from echo.domain.config import CoreConfig
 from echo.domain.copying import (
@@ -29,7 +30,7 @@ from echo.domain.copying import (
 )
 from echo.domain.errors import ErrorCode
 from echo.domain.ids import trade_comment
-from echo.domain.types import Role, SymbolSpec
+from echo.domain.types import Role, SymbolSpec, normalize_symbol
 from echo.ports.clock import Clock
 from echo.ports.store import (
     Batch,
@@ -343,12 +344,71 @@ class Core:
             protocol_version=hs.protocol_version,
             client_semver=hs.client_semver,
         )
+        tx.sends.append(m.ToAccount(hs.account_id, self._registration(acc, collisions)))
         if hs.role is Role.SLAVE:
             # Work that waited for this account (a close that could not be delivered) goes out now.
             for trade in self.trades.values():
                 pos = trade.positions.get(hs.account_id)
                 if pos is not None:
                     self._pump(trade, pos, tx)
+
+    def _registration(self, acc: Account, collisions: list[str]) -> m.SymbolRegistrationResult:
+        """What Core made of a handshake's symbols, sent back to the terminal: each reported symbol with the
+        canonical symbol it copies as, or why it is not used."""
+        now = self._clock.now_ms()
+        hs = acc.handshake
+        used = {spec.broker_symbol: canonical for canonical, spec in acc.symbols.items()}
+        entries: list[m.SymbolRegistrationEntry] = []
+        for spec in hs.symbols:
+            if spec.broker_symbol in used:
+                entries.append(
+                    m.SymbolRegistrationEntry(
+                        used[spec.broker_symbol],
+                        spec.broker_symbol,
+                        m.RegistrationStatus.ACCEPTED,
+                        evaluated_at_ms=now,
+                    )
+                )
+            else:
+                canonical = normalize_symbol(spec.canonical_symbol or spec.broker_symbol)
+                issue = m.RegistrationIssue(
+                    "DUPLICATE_CANONICAL",
+                    f"{spec.broker_symbol} and {acc.symbols[canonical].broker_symbol} both map to "
+                    f"{canonical}; orders for {canonical} use {acc.symbols[canonical].broker_symbol}",
+                    {"canonical_symbol": canonical},
+                )
+                entries.append(
+                    m.SymbolRegistrationEntry(
+                        canonical,
+                        spec.broker_symbol,
+                        m.RegistrationStatus.WARNING,
+                        warnings=[issue],
+                        evaluated_at_ms=now,
+                    )
+                )
+        warnings: list[m.RegistrationIssue] = []
+        if hs.protocol_version < m.PROTOCOL_VERSION:
+            warnings.append(
+                m.RegistrationIssue(
+                    "PROTOCOL_VERSION_LEGACY",
+                    f"protocol_version {hs.protocol_version} is older than {m.PROTOCOL_VERSION}; "
+                    "please update the EA",
+                    {"protocol_version": str(hs.protocol_version)},
+                )
+            )
+        worst = m.RegistrationStatus.WARNING if warnings or collisions else m.RegistrationStatus.ACCEPTED
+        return m.SymbolRegistrationResult(
+            hs.account_id,
+            hs.role,
+            hs.protocol_version,
+            acc.agent_id,
+            __version__,
+            worst,
+            now,
+            self._ids.uuid7(),
+            warnings=warnings,
+            symbols=entries,
+        )
 
     def _slave_views(self, master: str) -> list[SlaveView]:
         slaves = [a.account_id for a in self.accounts.values() if a.role is Role.SLAVE]

@@ -1,0 +1,125 @@
+"""Garbage on the agent's real socket gets error replies (or a clean disconnect of that connection only),
+while copying for every other terminal goes on."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+
+from echo.adapters.clock import SystemClock
+from echo.adapters.pipe.unix import connect_unix
+from echo.adapters.store.sqlite import SqliteStore
+from echo.app.root import Copier, run_all_in_one
+from echo.domain import messages as m
+from echo.domain.config import AgentConfig, Config
+from echo.domain.types import Side
+from echo.pipe.codec import AGENT_TO_EA, Decoded, LineDecoder
+from echo.sim.market import SimMarket
+from echo.sim.master import SimMasterEA
+from echo.sim.profiles import master_broker, slave_broker
+from echo.sim.slave import SimSlaveEA
+
+pytestmark = pytest.mark.e2e
+
+
+async def read_errors(stream: trio.SocketStream, n: int) -> list[m.ErrorReply]:
+    decoder = LineDecoder(AGENT_TO_EA)
+    errors: list[m.ErrorReply] = []
+    while len(errors) < n:
+        data = await stream.receive_some()
+        assert data, f"connection closed after {len(errors)} of {n} error replies"
+        errors += [e.payload for e in decoder.feed(data) if isinstance(e, Decoded) and e.type == "error"]
+    return errors
+
+
+async def test_garbage_gets_errors_and_others_keep_copying(tmp_path: Path) -> None:
+    sock = tmp_path / "agent.sock"
+    config = Config(agent=AgentConfig(socket_path=str(sock)))
+    store = SqliteStore.open(tmp_path / "echo.db")
+    market = SimMarket(random.Random(1))
+    clock = SystemClock()
+
+    async def connect() -> trio.abc.Stream:
+        return await connect_unix(sock)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            copier: Copier = await nursery.start(
+                lambda task_status: run_all_in_one(config, store=store, task_status=task_status)
+            )
+            slave = SimSlaveEA("51001", slave_broker(0, market, random.Random(2)), connect, clock.now_ms)
+            master = SimMasterEA(
+                "9001", master_broker(market, random.Random(3)), connect, clock.now_ms, random.Random(4)
+            )
+            await nursery.start(slave.run)
+            await nursery.start(master.run)
+            core = copier.core
+            await core.wait_for(lambda: all(a in core.accounts for a in ("51001", "9001")))
+
+            # 1. a peer that speaks wrong shapes and garbage gets one precise error per line
+            bad = await connect_unix(sock)
+            lines = [
+                b'{"type": "heartbeat", "timestamp_ms": 1, "payload": {"x": "\xff\xfe"}}\n',
+                b"\x00 not json\n",
+                b"[1, 2, 3]\n",
+                json.dumps({"type": "buy_now", "timestamp_ms": 1, "payload": {}}).encode() + b"\n",
+                json.dumps({"type": "heartbeat", "timestamp_ms": "soon", "payload": {}}).encode() + b"\n",
+                json.dumps({"type": "trade_intent", "timestamp_ms": 1, "payload": {"symbol": "X"}}).encode()
+                + b"\n",
+                json.dumps({"type": "execute_order", "timestamp_ms": 1, "payload": {}}).encode() + b"\n",
+                json.dumps({"type": "heartbeat", "timestamp_ms": 1, "payload": {}}).encode() + b"\n",
+                b'{"type": "quotes", "timestamp_ms": 1, "payload": {"quotes": []}}\n',
+            ]
+            await bad.send_all(b"".join(lines))
+            errors = await read_errors(bad, 8)
+            assert [e.code for e in errors] == [
+                "ERR_PROTOCOL_INVALID_UTF8",
+                "ERR_PROTOCOL_MALFORMED_JSON",
+                "ERR_PROTOCOL_WRONG_TYPE",
+                "ERR_PROTOCOL_UNKNOWN_TYPE",
+                "ERR_PROTOCOL_WRONG_TYPE",
+                "ERR_PROTOCOL_MISSING_FIELD",
+                "ERR_PROTOCOL_MISSING_FIELD",
+                "ERR_PROTOCOL_NOT_HANDSHAKEN",  # the valid quotes line, sent before any handshake
+            ]
+
+            # 2. a 10 MB line: one error, nothing buffered, and the connection still serves
+            big = await connect_unix(sock)
+            async with trio.open_nursery() as writers:
+
+                async def write_big() -> None:
+                    chunk = b"x" * (1 << 20)
+                    for _ in range(10):
+                        await big.send_all(chunk)
+                    await big.send_all(b"\n" + b'{"type":"bogus","timestamp_ms":1,"payload":{}}\n')
+
+                writers.start_soon(write_big)
+                errors = await read_errors(big, 2)
+            assert [e.code for e in errors] == ["ERR_PROTOCOL_LINE_TOO_LONG", "ERR_PROTOCOL_UNKNOWN_TYPE"]
+
+            # 3. random bytes from a fuzzing peer never take the agent down
+            rnd = await connect_unix(sock)
+            rng = random.Random(7)
+            await rnd.send_all(bytes(rng.getrandbits(8) for _ in range(200_000)))
+            await rnd.aclose()
+
+            # meanwhile, and afterwards, copying goes on for the real terminals
+            trade_ids = [await master.open("XAUUSD", Side.BUY, 0.3) for _ in range(3)]
+            for t in trade_ids:
+                await master.close(t)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+            fills = Counter(
+                r.trade_id for r in slave.results.values() if isinstance(r, m.ExecutionResult) and r.success
+            )
+            assert fills == Counter({t: 1 for t in trade_ids})
+            assert slave.broker.open_orders() == []
+            assert copier.agent.protocol_errors >= 10
+            await bad.aclose()
+            await big.aclose()
+            nursery.cancel_scope.cancel()
