@@ -21,6 +21,7 @@ from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.domain.types import Side
+from echo.ports.store import Batch, StoreError
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
@@ -242,3 +243,48 @@ async def test_demo_on_real_sockets_and_sqlite(tmp_path: Path) -> None:
     assert demo_ok(summary)
     assert summary["copy_latency_ms"]["n"] == 36
     assert (tmp_path / "seed-5" / "echo.db").exists()
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose next ``fail_next`` writes fail, as a database that is briefly unavailable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = 0
+
+    async def write(self, batch: Batch) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StoreError("database is unavailable")
+        await super().write(batch)
+
+
+async def test_unrecorded_messages_are_retried_by_the_master_and_copied_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FlakyStore()
+    listener = MemoryPipeListener()
+    config = Config(agent=AgentConfig(agent_id="agent-e2e"))
+    async with trio.open_nursery() as nursery:
+        copier: Copier = await nursery.start(
+            lambda task_status: run_all_in_one(
+                config, store=store, listener=listener, clock=TrioClock(), task_status=task_status
+            )
+        )
+        w = World(nursery, copier, listener, 9)
+        slave = await w.add_slave("51001", 0)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001")
+        store.fail_next = 1  # the intent's fan-out cannot be recorded: nothing may leave, the master retries
+        trade_id = await master.open("XAUUSD", Side.BUY, 0.4)
+        await master.wait_all_acked()
+        await copier.core.wait_for(lambda: copier.core.in_flight == 0)
+        assert fills(slave) == Counter({trade_id: 1})
+        assert copier.core.stats["store_failures"] == 1
+        store.fail_next = 1  # the same for the close
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await w.settled()
+        assert slave.broker.open_orders() == []
+        assert copier.core.stats["store_failures"] == 2
+        nursery.cancel_scope.cancel()

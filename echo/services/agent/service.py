@@ -27,6 +27,8 @@ _MASTER_TYPES = frozenset({"trade_intent", "trade_close", "trade_modify"})
 _SLAVE_TYPES = frozenset(
     {"execution_result", "close_result", "modify_result", "pipe_delivery_ack", "quotes", "state_snapshot"}
 )
+_CHATTY_TYPES = frozenset({"pipe_delivery_ack", "quotes", "state_snapshot"})
+"""Forwarded without a log line each (several per second per terminal)."""
 _MAX_CONSECUTIVE_ERRORS = 1000
 """A peer that sends nothing but garbage this long is disconnected."""
 
@@ -217,9 +219,7 @@ class Agent:
                 ),
             )
             return
-        if ev.type == "pipe_delivery_ack" or ev.type in ("quotes", "state_snapshot"):
-            pass
-        else:
+        if ev.type not in _CHATTY_TYPES:
             log.debug(
                 "agent_forward",
                 account_id=conn.account_id,

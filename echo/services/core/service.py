@@ -216,8 +216,23 @@ class Core:
                 )
 
     def _rollback(self, tx: _Tx) -> None:
-        # Commands that were not recorded must not stay pending; state changes made for them are undone by
-        # dropping the commands (their positions get the ops back so a later message can retry them).
+        """Undo what the unrecorded batch did to master-side state, so the masters' retries are handled as
+        new: intents are forgotten, close/modify events unseen (their queued operations dropped), and the
+        commands they produced are not pending. Results from slaves stay applied in memory (the terminal
+        will not send them again); their rows are missing from the store."""
+        closed_now = {u.trade_id for u in tx.batch.trade_updates if u.status == "closed"}
+        for out in tx.sends:
+            ack = out.message
+            if not isinstance(ack, m.TradeIntentAck) or ack.event_id is None:
+                continue
+            trade = self.trades.get(ack.trade_id)
+            if trade is None:
+                continue
+            trade.events_seen.discard(ack.event_id)
+            for pos in trade.positions.values():
+                pos.queue = deque(op for op in pos.queue if op.event_id != ack.event_id)
+            if ack.trade_id in closed_now:
+                trade.closed = False
         for row in tx.batch.commands:
             pend = self._pending.pop(row.command_id, None)
             if pend is None:
