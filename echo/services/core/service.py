@@ -229,16 +229,16 @@ class Core:
             if trade is None:
                 continue
             trade.events_seen.discard(ack.event_id)
-            for pos in trade.positions.values():
-                pos.queue = deque(op for op in pos.queue if op.event_id != ack.event_id)
+            for position in trade.positions.values():
+                position.queue = deque(op for op in position.queue if op.event_id != ack.event_id)
             if ack.trade_id in closed_now:
                 trade.closed = False
         for row in tx.batch.commands:
             pend = self._pending.pop(row.command_id, None)
             if pend is None:
                 continue
-            trade = self.trades.get(pend.trade_id)
-            pos = trade.positions.get(pend.account_id) if trade else None
+            owner = self.trades.get(pend.trade_id)
+            pos = owner.positions.get(pend.account_id) if owner else None
             if pos is not None:
                 pos.in_flight.discard(row.command_id)
         for trade_row in tx.batch.trades:
