@@ -40,14 +40,18 @@ class InvalidId(ValueError):
 
 def uuid7(unix_ms: int, rand: bytes) -> str:
     """Build an RFC 9562 UUIDv7 string from a Unix time in ms and at least 10 random bytes."""
-    if unix_ms < 0 or unix_ms >= 1 << 48:
-        raise InvalidId(f"uuid7 time out of range: {unix_ms}")
     if len(rand) < 10:
         raise InvalidId("uuid7 needs 10 random bytes")
-    r = int.from_bytes(rand[:10], "big")
-    rand_a = (r >> 68) & 0xFFF
-    rand_b = r & ((1 << 62) - 1)
-    h = "%032x" % ((unix_ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
+    return uuid7_from_int(unix_ms, int.from_bytes(rand[:10], "big") >> 6)
+
+
+def uuid7_from_int(unix_ms: int, rand74: int) -> str:
+    """A UUIDv7 from a Unix time in ms and 74 random bits: 12 in rand_a, 62 in rand_b."""
+    if unix_ms < 0 or unix_ms >= 1 << 48:
+        raise InvalidId(f"uuid7 time out of range: {unix_ms}")
+    rand_a = (rand74 >> 62) & 0xFFF
+    rand_b = rand74 & ((1 << 62) - 1)
+    h = f"{(unix_ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

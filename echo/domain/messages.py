@@ -31,22 +31,33 @@ PROTOCOL_VERSION = 2
 """The EA protocol version this build speaks (handshake v2 of RFC-005a)."""
 
 
-_INT64 = (-(1 << 63), (1 << 63) - 1)
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_NUMERIC_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _numeric_fields(cls: type) -> tuple[str, ...]:
+    names = _NUMERIC_FIELDS.get(cls)
+    if names is None:
+        # annotations are strings here (postponed evaluation): pick the scalar int/float fields
+        names = tuple(
+            f.name
+            for f in fields(cls)
+            if isinstance(f.type, str) and f.type.split(" ")[0] in ("int", "float") and "list" not in f.type
+        )
+        _NUMERIC_FIELDS[cls] = names
+    return names
 
 
 def _numbers(obj: object) -> None:
     """Every float finite, every int within 64 bits: what the store and every peer can represent."""
-    names = _FIELD_NAMES.get(type(obj))
-    if names is None:
-        names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in fields(obj))  # type: ignore[arg-type]
-    for name in names:
+    for name in _numeric_fields(type(obj)):
         v = getattr(obj, name)
-        t = type(v)
-        if t is float:
+        if v is None:
+            continue
+        if type(v) is float:
             if not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v}")
-        elif t is int and not _INT64[0] <= v <= _INT64[1]:
+        elif not _INT64_MIN <= v <= _INT64_MAX:
             raise ValueError(f"{name} is outside the 64-bit integer range")
 
 

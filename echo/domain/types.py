@@ -6,7 +6,7 @@ import enum
 import math
 import re
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, Decimal
 
 
 class Side(enum.Enum):
@@ -25,6 +25,9 @@ class Role(enum.Enum):
 
 class SpecError(ValueError):
     """A symbol spec or a quantity is invalid for its spec."""
+
+
+_POW10 = tuple(10.0**d for d in range(11))
 
 
 def _dec(x: float) -> Decimal:
@@ -77,7 +80,9 @@ class SymbolSpec:
                 raise SpecError(f"{self.broker_symbol}: {name} must be >= 0, got {v}")
 
     def round_lots_down(self, lots: float) -> float:
-        """Round down to a multiple of lot_step (never up: a copier must not exceed the intended size)."""
+        """Round down to a multiple of lot_step (never up: a copier must not exceed the intended size).
+
+        Done on the decimal values the floats stand for, so 0.3 lots on a 0.1 step is 3 steps, not 2."""
         step = _dec(self.lot_step)
         n = (_dec(lots) / step).to_integral_value(rounding=ROUND_DOWN)
         return float(n * step)
@@ -93,8 +98,16 @@ class SymbolSpec:
         return steps == steps.to_integral_value()
 
     def round_price(self, price: float) -> float:
-        q = Decimal(1).scaleb(-self.digits)
-        return float(_dec(price).quantize(q, rounding=ROUND_HALF_EVEN))
+        """The price on the symbol's grid of ``digits`` decimals, half to even on the decimal value the
+        float stands for (2.675 -> 2.68, although ``round(2.675, 2)`` gives 2.67)."""
+        scale = _POW10[self.digits]
+        x = price * scale
+        n = math.floor(x)
+        frac = x - n
+        tie = max(abs(x), 1.0) * 2.0**-46  # a few ulps: a float that stands for an exact half
+        if frac > 0.5 + tie or (abs(frac - 0.5) <= tie and n % 2 == 1):
+            n += 1
+        return round(n / scale, self.digits)
 
     def points_between(self, a: float, b: float) -> float:
         return abs(a - b) / self.point

@@ -15,4 +15,4 @@ class IdFactory:
         self._rng = rng or random.Random()
 
     def uuid7(self) -> str:
-        return ids.uuid7(self._clock.now_ms(), self._rng.randbytes(10))
+        return ids.uuid7_from_int(self._clock.now_ms(), self._rng.getrandbits(74))
