@@ -47,7 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 2
     config = _override(_load_config(args.config), args)
-    configure(args.log_format or config.log.format, config.log.level)
+    log_file = None
+    if config.log.file:
+        Path(config.log.file).parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(config.log.file, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+    configure(args.log_format or config.log.format, config.log.level, stream=log_file)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -4,6 +4,7 @@ close maps onto a slave ticket. Every outcome carries its reason so it can be lo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 from echo.domain.messages import TradeIntent
@@ -126,10 +127,11 @@ def plan_partial_close(ticket_lots: float, fraction: float, spec: SymbolSpec) ->
     """
     if fraction >= 1.0:
         return PartialPlan(ticket_lots, True, "full_close")
-    part = spec.round_lots_down(ticket_lots * fraction)
+    # round(.., 9) first: 0.3 * (0.1 / 0.3) is 0.09999999999999999 in floats and must not lose a whole step
+    part = spec.round_lots_down(round(ticket_lots * fraction, 9))
     if part < spec.min_lot:
         return PartialPlan(0.0, False, "partial_below_min_lot")
-    remainder = spec.round_lots_down(ticket_lots - part)
+    remainder = float(Decimal(repr(ticket_lots)) - Decimal(repr(part)))
     if remainder < spec.min_lot:
         return PartialPlan(ticket_lots, True, "remainder_below_min_lot")
     return PartialPlan(part, False, "proportional")
