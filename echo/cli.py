@@ -62,8 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(main)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            trio.run(main)
+    finally:
+        if log_file is not None:
+            log_file.close()
     return 0
 
 
