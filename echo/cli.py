@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -54,13 +55,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure(args.log_format or config.log.format, config.log.level, stream=log_file)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_all_in_one, config)
-            print(
-                f"echo-copier: copying; terminals connect to {config.agent.socket_path}; store "
-                f"{config.store.url}. Ctrl-C stops.",
-                file=sys.stderr,
-            )
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_all_in_one, config)
+                print(
+                    f"echo-copier: copying; terminals connect to {config.agent.socket_path}; store "
+                    f"{config.store.url}. Ctrl-C or SIGTERM stops.",
+                    file=sys.stderr,
+                )
+                async for signum in signals:
+                    # stop accepting and copying; services close their resources as they are cancelled
+                    print(f"echo-copier: {signal.Signals(signum).name}, stopping", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+                    break
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
