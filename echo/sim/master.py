@@ -21,12 +21,11 @@ import trio
 from echo.domain import ids
 from echo.domain import messages as m
 from echo.domain.types import Role, Side
-from echo.pipe.codec import AGENT_TO_EA, DecodeFailure, LineDecoder, encode
+from echo.pipe.codec import Decoded
 from echo.sim.broker import BrokerError, SimBroker
+from echo.sim.terminal import DISCONNECTS, SimTerminal
 
 log = logging.getLogger(__name__)
-
-_DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 MasterEvent = m.TradeIntent | m.TradeClose | m.TradeModify
 
@@ -52,8 +51,11 @@ class _Pending:
     sends: int = 0
 
 
-class SimMasterEA:
+class SimMasterEA(SimTerminal):
     """One master terminal. ``symbols`` are the broker symbols ``run_script`` trades (default: all)."""
+
+    _role = Role.MASTER
+    _log = log
 
     def __init__(
         self,
@@ -70,52 +72,32 @@ class SimMasterEA:
         heartbeat_interval: float = 2.0,
         client_semver: str = "0.1.0",
     ) -> None:
-        self.account_id = account_id
-        self.broker = broker
-        self._connect = connect
-        self._now_ms = now_ms
+        super().__init__(
+            account_id,
+            broker,
+            connect,
+            now_ms,
+            reconnect_delay=reconnect_delay,
+            heartbeat_interval=heartbeat_interval,
+            client_semver=client_semver,
+        )
         self.rng = rng
         self.symbols = list(symbols) if symbols is not None else list(broker.specs)
         for symbol in self.symbols:
             broker.spec(symbol)
-        self.reconnect_delay = reconnect_delay
         self.symbol_mappings = dict(symbol_mappings or {})
         self.magic_number = magic_number
-        self.heartbeat_interval = heartbeat_interval
-        self.client_semver = client_semver
 
         self.trades: dict[str, MasterTrade] = {}
         self.trades_opened = 0
         self.partials = 0
         self.modifies = 0
         self.closes = 0
-        self.connections = 0
         self.intent_written_ns: dict[str, int] = {}
         self.acked: set[str] = set()
         self.rejected: dict[str, m.TradeIntentAck] = {}
-        self.errors_received: list[m.ErrorReply] = []
         self._pending: dict[str, _Pending] = {}
-        self._stream: trio.abc.Stream | None = None
-        self._lock = trio.Lock()
         self._acks_changed = trio.Event()
-        self._heartbeat_seq = 0
-
-    @property
-    def connected(self) -> bool:
-        """True between a completed handshake write and the loss of that connection."""
-        return self._stream is not None
-
-    def handshake(self) -> m.Handshake:
-        return m.Handshake(
-            account_id=self.account_id,
-            role=Role.MASTER,
-            protocol_version=m.PROTOCOL_VERSION,
-            client_semver=self.client_semver,
-            client_id=f"sim-{self.account_id}",
-            broker=self.broker.name,
-            symbols=list(self.broker.specs.values()),
-            symbol_mappings=dict(self.symbol_mappings),
-        )
 
     def open_trades(self) -> list[MasterTrade]:
         return [t for t in self.trades.values() if t.is_open]
@@ -132,33 +114,13 @@ class SimMasterEA:
 
     # ------------------------------------------------------------------------------------------ connection
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, handshake, flush pending lines and read acks until cancelled; reconnect on any drop."""
-        started = False
-        while True:
-            stream: trio.abc.Stream | None = None
-            try:
-                stream = await self._connect()
-                self.connections += 1
-                async with self._lock:
-                    await stream.send_all(encode(self.handshake(), self._now_ms()))
-                    for pending in list(self._pending.values()):
-                        await self._send(stream, pending)
-                    self._stream = stream
-                if not started:
-                    started = True
-                    task_status.started()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._heartbeats, stream)
-                    await self._read(stream, nursery)
-                    nursery.cancel_scope.cancel()
-            except* _DISCONNECTS as group:
-                log.info("%s: connection lost: %r", self.account_id, group.exceptions)
-            finally:
-                self._stream = None
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-            await trio.sleep(self.reconnect_delay)
+    def _symbol_mappings(self) -> dict[str, str]:
+        return dict(self.symbol_mappings)
+
+    async def _after_handshake(self, stream: trio.abc.Stream) -> None:
+        """Flush the pending lines after every (re)connection's handshake."""
+        for pending in list(self._pending.values()):
+            await self._send(stream, pending)
 
     async def _send(self, stream: trio.abc.Stream, pending: _Pending) -> None:
         """Write one pending line (caller holds the lock); a re-send carries ``attempt + 1``."""
@@ -167,7 +129,7 @@ class SimMasterEA:
         pending.sends += 1
         if isinstance(pending.payload, m.TradeIntent):
             self.intent_written_ns.setdefault(pending.payload.trade_id, time.perf_counter_ns())
-        await stream.send_all(encode(pending.payload, self._now_ms()))
+        await self._send_line(stream, pending.payload)
 
     async def _emit(self, key: str, payload: MasterEvent) -> None:
         async with self._lock:
@@ -178,37 +140,16 @@ class SimMasterEA:
                 return
             try:
                 await self._send(stream, pending)
-            except _DISCONNECTS:
+            except DISCONNECTS:
                 # the reader sees the closed stream and reconnects; the line stays pending
                 self._stream = None
                 await trio.aclose_forcefully(stream)
 
-    async def _heartbeats(self, stream: trio.abc.Stream) -> None:
-        while True:
-            await trio.sleep(self.heartbeat_interval)
-            self._heartbeat_seq += 1
-            async with self._lock:
-                await stream.send_all(encode(m.Heartbeat(self._heartbeat_seq), self._now_ms()))
-
-    async def _read(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
-        decoder = LineDecoder(AGENT_TO_EA)
-        while True:
-            data = await stream.receive_some()
-            if not data:
-                return
-            for event in decoder.feed(bytes(data)):
-                if isinstance(event, DecodeFailure):
-                    log.warning("%s: undecodable line from agent: %s", self.account_id, event.message)
-                    self.errors_received.append(m.ErrorReply(event.code.value, event.message, event.ref_type))
-                elif isinstance(event.payload, m.TradeIntentAck):
-                    self._on_ack(event.payload, stream, nursery)
-                elif isinstance(event.payload, m.ErrorReply):
-                    log.warning(
-                        "%s: agent error %s: %s", self.account_id, event.payload.code, event.payload.message
-                    )
-                    self.errors_received.append(event.payload)
-                else:
-                    log.debug("%s: ignoring %s", self.account_id, event.type)
+    async def _on_message(self, stream: trio.abc.Stream, nursery: trio.Nursery, event: Decoded) -> bool:
+        if not isinstance(event.payload, m.TradeIntentAck):
+            return False
+        self._on_ack(event.payload, stream, nursery)
+        return True
 
     def _on_ack(self, ack: m.TradeIntentAck, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
         key = ack.event_id if ack.event_id is not None else ack.trade_id

@@ -11,27 +11,32 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
 from echo.domain import messages as m
 from echo.domain.errors import ErrorCode
 from echo.domain.types import Role
-from echo.pipe.codec import AGENT_TO_EA, Decoded, DecodeFailure, LineDecoder, encode
+from echo.pipe.codec import Decoded
 from echo.sim.broker import BrokerError, SimBroker
+from echo.sim.terminal import Periodic, SimTerminal
 
 log = logging.getLogger(__name__)
 
 FEATURES = ["spec_report/v1", "quotes/250ms"]
-_DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
-class SimSlaveEA:
+class SimSlaveEA(SimTerminal):
     """One slave terminal.
 
     ``on_execute_received(trade_id, account_id, perf_counter_ns)`` is called when an ``execute_order`` first
     arrives, before anything else happens (latency measurement); a repeated command does not call it.
     """
+
+    _role = Role.SLAVE
+    _features = tuple(FEATURES)
+    _log = log
 
     def __init__(
         self,
@@ -47,88 +52,35 @@ class SimSlaveEA:
         on_execute_received: Callable[[str, str, int], None] | None = None,
         client_semver: str = "0.1.0",
     ) -> None:
-        self.account_id = account_id
-        self.broker = broker
-        self._connect = connect
-        self._now_ms = now_ms
+        super().__init__(
+            account_id,
+            broker,
+            connect,
+            now_ms,
+            reconnect_delay=reconnect_delay,
+            heartbeat_interval=heartbeat_interval,
+            client_semver=client_semver,
+        )
         self.quote_interval = quote_interval
         self.snapshot_interval = snapshot_interval
-        self.heartbeat_interval = heartbeat_interval
-        self.reconnect_delay = reconnect_delay
         self._on_execute_received = on_execute_received
-        self.client_semver = client_semver
 
         self.executed = 0
         self.closed = 0
         self.modified = 0
-        self.connections = 0
         self.heartbeats_received = 0
-        self.errors_received: list[m.ErrorReply] = []
         self.results: dict[str, m.Result] = {}
         self.registration: m.SymbolRegistrationResult | None = None
         self.delivery_config: m.DeliveryConfig | None = None
-        self._stream: trio.abc.Stream | None = None
-        self._write_lock = trio.Lock()
-        self._heartbeat_seq = 0
-
-    @property
-    def connected(self) -> bool:
-        """True between a completed handshake write and the loss of that connection."""
-        return self._stream is not None
-
-    def handshake(self) -> m.Handshake:
-        return m.Handshake(
-            account_id=self.account_id,
-            role=Role.SLAVE,
-            protocol_version=m.PROTOCOL_VERSION,
-            client_semver=self.client_semver,
-            client_id=f"sim-{self.account_id}",
-            broker=self.broker.name,
-            capabilities=m.Capabilities(features=list(FEATURES)),
-            symbols=list(self.broker.specs.values()),
-        )
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, handshake and serve until cancelled; reconnect after ``reconnect_delay`` on any drop."""
-        started = False
-        while True:
-            stream: trio.abc.Stream | None = None
-            try:
-                stream = await self._connect()
-                self.connections += 1
-                await self._write(stream, self.handshake())
-                self._stream = stream
-                if not started:
-                    started = True
-                    task_status.started()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._every, stream, self.quote_interval, self._quotes)
-                    nursery.start_soon(self._every, stream, self.snapshot_interval, self._snapshot)
-                    nursery.start_soon(self._every, stream, self.heartbeat_interval, self._heartbeat)
-                    await self._read(stream)
-                    nursery.cancel_scope.cancel()
-            except* _DISCONNECTS as group:
-                log.info("%s: connection lost: %r", self.account_id, group.exceptions)
-            finally:
-                self._stream = None
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-            await trio.sleep(self.reconnect_delay)
 
     # ------------------------------------------------------------------------------------------ writing
 
-    async def _write(self, stream: trio.abc.Stream, payload: object) -> None:
-        async with self._write_lock:
-            await stream.send_all(encode(payload, self._now_ms()))
-
-    async def _every(
-        self, stream: trio.abc.Stream, interval: float, make: Callable[[], object | None]
-    ) -> None:
-        while True:
-            await trio.sleep(interval)
-            payload = make()
-            if payload is not None:
-                await self._write(stream, payload)
+    def _periodic(self) -> list[Periodic]:
+        return [
+            (self.quote_interval, self._quotes),
+            (self.snapshot_interval, self._snapshot),
+            *super()._periodic(),
+        ]
 
     def _quotes(self) -> m.Quotes | None:
         now = self._now_ms()
@@ -172,33 +124,12 @@ class SimSlaveEA:
             tick_values=[m.TickValue(s, b.tick_value(s)) for s in b.specs],
         )
 
-    def _heartbeat(self) -> m.Heartbeat:
-        self._heartbeat_seq += 1
-        return m.Heartbeat(self._heartbeat_seq)
-
     # ------------------------------------------------------------------------------------------ reading
 
-    async def _read(self, stream: trio.abc.Stream) -> None:
-        """Handle the Agent's lines until EOF."""
-        decoder = LineDecoder(AGENT_TO_EA)
-        while True:
-            data = await stream.receive_some()
-            if not data:
-                return
-            for event in decoder.feed(bytes(data)):
-                if isinstance(event, DecodeFailure):
-                    log.warning("%s: undecodable line from agent: %s", self.account_id, event.message)
-                    self.errors_received.append(m.ErrorReply(event.code.value, event.message, event.ref_type))
-                    continue
-                await self._handle(stream, event)
-
-    async def _handle(self, stream: trio.abc.Stream, event: Decoded) -> None:
+    async def _on_message(self, stream: trio.abc.Stream, nursery: trio.Nursery, event: Decoded) -> bool:
         p = event.payload
         if isinstance(p, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder):
             await self._command(stream, p)
-        elif isinstance(p, m.ErrorReply):
-            log.warning("%s: agent error %s: %s", self.account_id, p.code, p.message)
-            self.errors_received.append(p)
         elif isinstance(p, m.SymbolRegistrationResult):
             self.registration = p
         elif isinstance(p, m.DeliveryConfig):
@@ -206,7 +137,8 @@ class SimSlaveEA:
         elif isinstance(p, m.Heartbeat):
             self.heartbeats_received += 1
         else:
-            log.debug("%s: ignoring %s", self.account_id, event.type)
+            return False
+        return True
 
     async def _command(self, stream: trio.abc.Stream, cmd: m.Command) -> None:
         stored = self.results.get(cmd.command_id)
@@ -227,9 +159,9 @@ class SimSlaveEA:
                 return self._close(cmd, now)
             return self._modify(cmd)
         except BrokerError as exc:
-            return _failure(cmd, exc)
+            return _result(cmd, exc)
 
-    def _open(self, cmd: m.ExecuteOrder, now: int) -> m.ExecutionResult:
+    def _open(self, cmd: m.ExecuteOrder, now: int) -> m.Result:
         order = self.broker.market_order(
             cmd.symbol,
             cmd.side,
@@ -241,70 +173,48 @@ class SimSlaveEA:
             now,
         )
         self.executed += 1
-        return m.ExecutionResult(
-            cmd.command_id,
-            cmd.trade_id,
-            cmd.trace_id,
-            success=True,
-            error_code=ErrorCode.NO_ERROR,
+        return _result(
+            cmd,
             ticket=order.ticket,
             executed_price=order.open_price,
             executed_lots=order.lots,
             executed_at_ms=now,
         )
 
-    def _close(self, cmd: m.CloseOrder, now: int) -> m.CloseResult:
+    def _close(self, cmd: m.CloseOrder, now: int) -> m.Result:
         fill = self.broker.close(cmd.ticket, cmd.lot_size, now)
         self.closed += 1
-        return m.CloseResult(
-            cmd.command_id,
-            cmd.trade_id,
-            cmd.trace_id,
-            success=True,
-            error_code=ErrorCode.NO_ERROR,
-            ticket=cmd.ticket,
+        return _result(
+            cmd,
             closed_lots=fill.closed_lots,
             close_price=fill.price,
             new_ticket=fill.new_ticket,
             remaining_lots=fill.remaining_lots,
         )
 
-    def _modify(self, cmd: m.ModifyOrder) -> m.ModifyResult:
+    def _modify(self, cmd: m.ModifyOrder) -> m.Result:
         order = self.broker.modify(cmd.ticket, cmd.stop_loss, cmd.take_profit)
         self.modified += 1
-        return m.ModifyResult(
-            cmd.command_id,
-            cmd.trade_id,
-            cmd.trace_id,
-            success=True,
-            error_code=ErrorCode.NO_ERROR,
-            ticket=cmd.ticket,
-            stop_loss=order.stop_loss,
-            take_profit=order.take_profit,
-        )
+        return _result(cmd, stop_loss=order.stop_loss, take_profit=order.take_profit)
 
 
-def _failure(cmd: m.Command, exc: BrokerError) -> m.Result:
-    """The failed result of a command the broker refused."""
+def _result(cmd: m.Command, refused: BrokerError | None = None, **fields: Any) -> m.Result:
+    """The result of ``cmd``: a success carrying ``fields`` (the result type's own), or the broker's refusal.
+
+    A close or modify result always names the command's ticket; a successful execution names its new one.
+    """
     ids = (cmd.command_id, cmd.trade_id, cmd.trace_id)
-    if isinstance(cmd, m.ExecuteOrder):
-        return m.ExecutionResult(
-            *ids, success=False, error_code=exc.code, mt4_error=exc.mt4_error, error_message=exc.message
-        )
-    if isinstance(cmd, m.CloseOrder):
-        return m.CloseResult(
-            *ids,
+    if refused is None:
+        fields.update(success=True, error_code=ErrorCode.NO_ERROR)
+    else:
+        fields.update(
             success=False,
-            error_code=exc.code,
-            ticket=cmd.ticket,
-            mt4_error=exc.mt4_error,
-            error_message=exc.message,
+            error_code=refused.code,
+            mt4_error=refused.mt4_error,
+            error_message=refused.message,
         )
-    return m.ModifyResult(
-        *ids,
-        success=False,
-        error_code=exc.code,
-        ticket=cmd.ticket,
-        mt4_error=exc.mt4_error,
-        error_message=exc.message,
-    )
+    if isinstance(cmd, m.ExecuteOrder):
+        return m.ExecutionResult(*ids, **fields)
+    if isinstance(cmd, m.CloseOrder):
+        return m.CloseResult(*ids, ticket=cmd.ticket, **fields)
+    return m.ModifyResult(*ids, ticket=cmd.ticket, **fields)
