@@ -125,6 +125,36 @@ class EventRow:
     data: str = "{}"
 
 
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    """The delivery journal: where each command stands (``echo.delivery.machine.Command``). Written before
+    the command leaves and after every change; a batch *upserts* it by command_id."""
+
+    command_id: str
+    trade_id: str
+    account_id: str
+    kind: CommandKind
+    stage: str
+    """CORE_ACCEPTED, AGENT_BUFFERED, PIPE_DELIVERED or EA_CONFIRMED."""
+    outcome: str
+    """PENDING, OK or FAILED."""
+    attempt: int
+    next_retry_at_ms: int | None
+    last_error: str
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEventRow:
+    """One re-send (or a give-up) of a command: why, and which attempt."""
+
+    event_id: str
+    command_id: str
+    attempt: int
+    reason: str
+    at_ms: int
+
+
 @dataclass(slots=True)
 class Batch:
     """One unit of work; written atomically by ``Store.write``."""
@@ -137,6 +167,9 @@ class Batch:
     ticket_updates: list[TicketUpdate] = field(default_factory=list)
     decisions: list[DecisionRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
+    journal: list[JournalRow] = field(default_factory=list)
+    """Upserts by command_id: the last row for a command_id in the batch wins."""
+    retry_events: list[RetryEventRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -149,6 +182,8 @@ class Batch:
                 self.ticket_updates,
                 self.decisions,
                 self.events,
+                self.journal,
+                self.retry_events,
             )
         )
 
@@ -179,6 +214,14 @@ class Store(Protocol):
 
     async def events(self, trade_id: str | None = None, limit: int = 1000) -> list[EventRow]:
         """Oldest first (event_id order), at most ``limit``."""
+        ...
+
+    async def journal(self, outcome: str | None = "PENDING", limit: int = 100_000) -> list[JournalRow]:
+        """Journal rows (all, or those with this outcome), ordered by updated_at_ms, then command_id."""
+        ...
+
+    async def retry_events(self, command_id: str) -> list[RetryEventRow]:
+        """Ordered by at_ms, then event_id."""
         ...
 
     async def aclose(self) -> None: ...

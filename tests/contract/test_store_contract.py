@@ -7,6 +7,7 @@ import dataclasses
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from echo.ports.store import (
     CommandUpdate,
     DecisionRow,
     EventRow,
+    JournalRow,
+    RetryEventRow,
     Store,
     StoreError,
     TicketRow,
@@ -764,3 +767,57 @@ async def test_random_batches_read_back_identically_from_both_stores(data: st.Da
             assert await snapshot(mem, ids) == await snapshot(lite, ids)
         finally:
             await lite.aclose()
+
+
+# ----------------------------------------------------------------------------------- delivery journal
+
+
+def journal_row(command_id: str, outcome: str = "PENDING", updated: int = 1, **changes: Any) -> JournalRow:
+    row = JournalRow(command_id, "t-1", "51001", "execute", "CORE_ACCEPTED", outcome, 1, 2000, "", updated)
+    return replace(row, **changes)
+
+
+async def test_journal_upserts_last_row_wins(store: Store) -> None:
+    await store.write(Batch(journal=[journal_row("c-1"), journal_row("c-2", updated=2)]))
+    await store.write(
+        Batch(
+            journal=[
+                journal_row("c-1", attempt=2, next_retry_at_ms=5000, updated=3, last_error="no result"),
+                journal_row(
+                    "c-1", stage="EA_CONFIRMED", outcome="OK", attempt=2, next_retry_at_ms=None, updated=4
+                ),
+            ]
+        )
+    )
+    everything = await store.journal(None)
+    assert [(j.command_id, j.outcome, j.attempt, j.updated_at_ms) for j in everything] == [
+        ("c-2", "PENDING", 1, 2),
+        ("c-1", "OK", 2, 4),
+    ]
+    assert [j.command_id for j in await store.journal("PENDING")] == ["c-2"]
+    assert [j.command_id for j in await store.journal("OK")] == ["c-1"]
+    assert (await store.journal(None))[1] == journal_row(
+        "c-1", stage="EA_CONFIRMED", outcome="OK", attempt=2, next_retry_at_ms=None, updated=4
+    )
+    assert len(await store.journal(None, limit=1)) == 1
+
+
+async def test_retry_events_append_in_time_order(store: Store) -> None:
+    first, second = (
+        RetryEventRow("e-2", "c-1", 2, "no result", 10),
+        RetryEventRow("e-1", "c-1", 3, "gone", 20),
+    )
+    other = RetryEventRow("e-3", "c-2", 2, "no result", 5)
+    await store.write(Batch(retry_events=[second, other, first]))
+    assert await store.retry_events("c-1") == [first, second]
+    with pytest.raises(StoreError):
+        await store.write(Batch(retry_events=[first]))
+
+
+async def test_a_failed_batch_leaves_the_journal_unchanged(store: Store) -> None:
+    await store.write(Batch(journal=[journal_row("c-1")]))
+    dup = RetryEventRow("e-1", "c-1", 2, "x", 1)
+    await store.write(Batch(retry_events=[dup]))
+    with pytest.raises(StoreError):
+        await store.write(Batch(journal=[journal_row("c-1", outcome="OK", updated=9)], retry_events=[dup]))
+    assert (await store.journal(None))[0].outcome == "PENDING"

@@ -20,6 +20,8 @@ from echo.ports.store import (
     CommandUpdate,
     DecisionRow,
     EventRow,
+    JournalRow,
+    RetryEventRow,
     StoreError,
     TicketRow,
     TicketUpdate,
@@ -41,6 +43,8 @@ _INT_FIELDS: dict[type, tuple[str, ...]] = {
     TicketUpdate: ("ticket", "closed_at_ms"),
     DecisionRow: ("at_ms",),
     EventRow: ("at_ms",),
+    JournalRow: ("attempt", "next_retry_at_ms", "updated_at_ms"),
+    RetryEventRow: ("attempt", "at_ms"),
 }
 
 
@@ -118,6 +122,8 @@ class MemoryStore:
         self._tickets: dict[tuple[str, int], TicketRow] = {}
         self._decisions: dict[str, DecisionRow] = {}
         self._events: dict[str, EventRow] = {}
+        self._journal: dict[str, JournalRow] = {}
+        self._retry_events: dict[str, RetryEventRow] = {}
         self._closed = False
 
     def _live(self) -> None:
@@ -179,6 +185,11 @@ class MemoryStore:
             "decisions", batch.decisions, lambda r: r.decision_id, ("decision_id",), _one, self._decisions
         )
         _check_inserts("events", batch.events, lambda r: r.event_id, ("event_id",), _one, self._events)
+        for row in batch.journal:  # upserts: only the range of their integers can be wrong
+            _check_ints("journal", row)
+        _check_inserts(
+            "retry_events", batch.retry_events, lambda r: r.event_id, ("event_id",), _one, self._retry_events
+        )
 
     def _apply(self, batch: Batch) -> None:
         for trade in batch.trades:
@@ -208,6 +219,10 @@ class MemoryStore:
             self._decisions[decision.decision_id] = decision
         for event in batch.events:
             self._events[event.event_id] = event
+        for row in batch.journal:
+            self._journal[row.command_id] = row
+        for retry in batch.retry_events:
+            self._retry_events[retry.event_id] = retry
 
     # --- reads ----------------------------------------------------------------------------------------
 
@@ -253,6 +268,21 @@ class MemoryStore:
         rows = [e for e in self._events.values() if trade_id is None or e.trade_id == trade_id]
         rows.sort(key=lambda e: e.event_id)
         return rows[:limit]
+
+    async def journal(self, outcome: str | None = "PENDING", limit: int = 100_000) -> list[JournalRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [j for j in self._journal.values() if outcome is None or j.outcome == outcome]
+        rows.sort(key=lambda j: (j.updated_at_ms, j.command_id))
+        return rows[:limit]
+
+    async def retry_events(self, command_id: str) -> list[RetryEventRow]:
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [r for r in self._retry_events.values() if r.command_id == command_id]
+        rows.sort(key=lambda r: (r.at_ms, r.event_id))
+        return rows
 
     async def aclose(self) -> None:
         self._closed = True
