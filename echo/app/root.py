@@ -12,6 +12,7 @@ from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.adapters.transport.inproc import InProcTransport
+from echo.delivery import machine as delivery
 from echo.domain.config import Config, ConfigError
 from echo.ports.clock import Clock
 from echo.ports.pipe import PipeListener
@@ -55,7 +56,9 @@ async def run_all_in_one(
     transport = InProcTransport()
     try:
         async with trio.open_nursery() as nursery:
-            core = Core(transport.hub(), store, clock, config.core)
+            d = config.delivery
+            settings = delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries)
+            core = Core(transport.hub(), store, clock, config.core, delivery_settings=settings)
             await nursery.start(core.run)
             link = await transport.connect(config.agent.agent_id)
             agent = Agent(link, listener, clock, config.agent, config.delivery)

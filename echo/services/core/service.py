@@ -8,9 +8,10 @@ that only the result tells us."""
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -18,6 +19,7 @@ import structlog
 import trio
 
 from echo import __version__
+from echo.delivery import machine as delivery
 from echo.domain import messages as m
 from echo.domain.config import CoreConfig
 from echo.domain.copying import (
@@ -40,6 +42,8 @@ from echo.ports.store import (
     CommandUpdate,
     DecisionRow,
     EventRow,
+    JournalRow,
+    RetryEventRow,
     Store,
     StoreError,
     TicketRow,
@@ -114,7 +118,7 @@ class Pending:
     kind: CommandKind
     account_id: str
     trade_id: str
-    op: Op | None = None
+    state: delivery.Command = field(default_factory=delivery.Command)
 
 
 class _Tx:
@@ -133,9 +137,16 @@ class Core:
         clock: Clock,
         config: CoreConfig,
         *,
+        delivery_settings: delivery.Settings | None = None,
         ids: IdFactory | None = None,
     ) -> None:
         self._hub = hub
+        self.delivery = delivery_settings or delivery.Settings()
+        self._timers: list[tuple[int, str]] = []
+        """(due at ms, command_id): when the reconciler looks at a command again."""
+        self._timer_added = trio.Event()
+        self._lock = trio.Lock()
+        """One message group (or one round of timeouts) at a time: state changes, commit, sends."""
         self._store = store
         self._clock = clock
         self.config = config
@@ -145,6 +156,8 @@ class Core:
         self._seen_trade_ids: set[str] = set()
         self._pending: dict[str, Pending] = {}
         self._done_commands: set[str] = set()
+        self._given_up: dict[str, Pending] = {}
+        """Commands that got no result after every send: a late result is still applied."""
         self.stats: dict[str, int] = {}
         self._changed = trio.Event()
 
@@ -154,9 +167,11 @@ class Core:
         for row in await self._store.trades(limit=1_000_000):
             self._seen_trade_ids.add(row.trade_id)
         log.info("core_started", known_trades=len(self._seen_trade_ids), fixed_lot=self.config.fixed_lot)
-        task_status.started()
-        while True:
-            await self.handle_many(await self._hub.receive_many(self.GROUP_LIMIT))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reconciler)
+            task_status.started()
+            while True:
+                await self.handle_many(await self._hub.receive_many(self.GROUP_LIMIT))
 
     GROUP_LIMIT = 256
     """Messages already waiting are handled together and recorded with one commit (group commit): under
@@ -167,12 +182,39 @@ class Core:
 
     async def handle_many(self, msgs: list[tuple[str, m.AgentToCore]]) -> None:
         """Handle messages from Agents. Bad input is logged and dropped; nothing here raises."""
-        tx = _Tx()
-        for agent_id, msg in msgs:
-            try:
-                self._dispatch(agent_id, msg, tx)
-            except Exception:
-                log.exception("core_message_failed", agent_id=agent_id, message=type(msg).__name__)
+        async with self._lock:
+            tx = _Tx()
+            for agent_id, msg in msgs:
+                try:
+                    self._dispatch(agent_id, msg, tx)
+                except Exception:
+                    log.exception("core_message_failed", agent_id=agent_id, message=type(msg).__name__)
+            await self._commit(tx)
+
+    async def _reconciler(self) -> None:
+        """Re-sends commands whose result did not come back in time (same command_id), and gives up after
+        ``max_retries`` sends; the rules are the delivery machine's, this task only keeps the clock."""
+        while True:
+            now = self._clock.now_ms()
+            due: list[str] = []
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[1])
+            if due:
+                async with self._lock:
+                    tx = _Tx()
+                    for command_id in due:
+                        pend = self._pending.get(command_id)
+                        if pend is not None:
+                            self._drive(pend, delivery.Timeout(), tx)
+                    await self._commit(tx)
+                continue
+            wait = (self._timers[0][0] - now) / 1000 if self._timers else float("inf")
+            with trio.move_on_after(wait):
+                await self._timer_added.wait()
+            self._timer_added = trio.Event()
+
+    async def _commit(self, tx: _Tx) -> None:
+        """Record the batch, then send (never the other way round), then wake whoever waits for a change."""
         if tx.batch:
             try:
                 await self._store.write(tx.batch)
@@ -307,14 +349,8 @@ class Core:
                     acc.quotes[q.symbol] = q
             elif isinstance(inner, m.StateSnapshot):
                 acc.snapshot = inner
-            elif isinstance(inner, m.PipeDeliveryAck) and inner.status is not m.DeliveryStatus.OK:
-                log.warning(
-                    "core_pipe_delivery_not_ok",
-                    account_id=acc.account_id,
-                    command_id=inner.command_id,
-                    status=inner.status.value,
-                    reason=inner.reason,
-                )
+            elif isinstance(inner, m.PipeDeliveryAck):
+                self._on_pipe_ack(acc, inner, tx)
         elif isinstance(msg, m.AccountOnline):
             self._on_online(agent_id, msg, tx)
         elif isinstance(msg, m.AccountOffline):
@@ -361,7 +397,28 @@ class Core:
         )
         tx.sends.append(m.ToAccount(hs.account_id, self._registration(acc, collisions)))
         if hs.role is Role.SLAVE:
-            # Work that waited for this account (a close that could not be delivered) goes out now.
+            # Commands it has not answered go out again now, with the same command_ids (the terminal answers
+            # a repeated one with its stored result); then work that waited for the account.
+            for pend in list(self._pending.values()):
+                if pend.account_id == hs.account_id:
+                    self._drive(pend, delivery.Reconnected(), tx)
+            # A close or modify is never abandoned: one that got no answer after every send is revived.
+            for command_id, pend in list(self._given_up.items()):
+                if pend.account_id == hs.account_id and pend.kind != "execute":
+                    del self._given_up[command_id]
+                    pend.state = replace(pend.state, outcome=delivery.Outcome.PENDING)
+                    self._pending[command_id] = pend
+                    trade = self.trades.get(pend.trade_id)
+                    if trade is not None and hs.account_id in trade.positions:
+                        trade.positions[hs.account_id].in_flight.add(command_id)
+                    log.warning(
+                        "core_command_revived",
+                        command_id=command_id,
+                        slave=hs.account_id,
+                        kind=pend.kind,
+                        attempt=pend.state.attempt,
+                    )
+                    self._drive(pend, delivery.Reconnected(), tx)
             for trade in self.trades.values():
                 pos = trade.positions.get(hs.account_id)
                 if pos is not None:
@@ -591,16 +648,141 @@ class Core:
         cmd: m.Command,
         kind: CommandKind,
         tx: _Tx,
-        op: Op | None = None,
     ) -> None:
         now = self._clock.now_ms()
         tx.batch.commands.append(
             CommandRow(cmd.command_id, cmd.trade_id, pos.account_id, kind, cmd.trace_id, _json(cmd), now)
         )
-        self._pending[cmd.command_id] = Pending(cmd, kind, pos.account_id, cmd.trade_id, op)
+        pend = Pending(cmd, kind, pos.account_id, cmd.trade_id)
+        self._pending[cmd.command_id] = pend
         pos.in_flight.add(cmd.command_id)
-        tx.sends.append(m.ToAccount(pos.account_id, cmd))
+        self._drive(pend, delivery.Journaled(), tx)
         self._count(f"{kind}_sent")
+
+    def _drive(self, pend: Pending, event: delivery.CommandInput, tx: _Tx) -> list[delivery.Effect]:
+        """Feed the command's delivery machine and carry out its effects into this transaction."""
+        now = self._clock.now_ms()
+        state, effects = delivery.command_transition(pend.state, event, now, self.delivery)
+        pend.state = state
+        cmd = pend.command
+        for effect in effects:
+            if isinstance(effect, delivery.Persist):
+                tx.batch.journal.append(
+                    JournalRow(
+                        cmd.command_id,
+                        cmd.trade_id,
+                        pend.account_id,
+                        pend.kind,
+                        state.stage.name,
+                        state.outcome.value,
+                        state.attempt,
+                        state.next_retry_at_ms,
+                        state.last_error,
+                        now,
+                    )
+                )
+            elif isinstance(effect, delivery.Send):
+                out = cmd if effect.attempt == 1 else replace(cmd, attempt=effect.attempt)
+                tx.sends.append(m.ToAccount(pend.account_id, out))
+                if effect.attempt > 1:
+                    self._count("resends")
+                    tx.batch.retry_events.append(
+                        RetryEventRow(
+                            self._ids.uuid7(), cmd.command_id, effect.attempt, state.last_error, now
+                        )
+                    )
+                    log.warning(
+                        "core_command_resent",
+                        command_id=cmd.command_id,
+                        trade_id=cmd.trade_id,
+                        trace_id=cmd.trace_id,
+                        slave=pend.account_id,
+                        kind=pend.kind,
+                        attempt=effect.attempt,
+                        reason=state.last_error,
+                    )
+            elif isinstance(effect, delivery.RetryAt):
+                heapq.heappush(self._timers, (effect.at_ms, cmd.command_id))
+                self._timer_added.set()
+            elif (
+                isinstance(effect, delivery.Done)
+                and not effect.ok
+                and event.__class__ is not delivery.Confirmed
+            ):
+                self._gave_up(pend, effect.reason, tx)
+            elif isinstance(effect, delivery.Alert):
+                log.error(
+                    "core_delivery_alert",
+                    command_id=cmd.command_id,
+                    trade_id=cmd.trade_id,
+                    slave=pend.account_id,
+                    kind=pend.kind,
+                    reason=effect.reason,
+                )
+            elif isinstance(effect, delivery.Invalid):
+                log.warning(
+                    "core_delivery_invalid_input",
+                    command_id=cmd.command_id,
+                    state=effect.state,
+                    input=effect.input,
+                    reason=effect.reason,
+                )
+        return effects
+
+    def _gave_up(self, pend: Pending, reason: str, tx: _Tx) -> None:
+        """No result after every send: the command failed. An unconfirmed open is an omission with its
+        reason; an unconfirmed close or modify leaves a slave position that needs a person (alerted), and
+        is sent again when the terminal reconnects."""
+        cmd = pend.command
+        now = self._clock.now_ms()
+        self._pending.pop(cmd.command_id, None)
+        self._given_up[cmd.command_id] = pend
+        tx.batch.command_updates.append(
+            CommandUpdate(
+                cmd.command_id, "failed", ErrorCode.ERR_TIMEOUT.value, _json({"reason": reason}), now
+            )
+        )
+        tx.batch.retry_events.append(
+            RetryEventRow(self._ids.uuid7(), cmd.command_id, pend.state.attempt, f"gave up: {reason}", now)
+        )
+        self._event(
+            tx,
+            "command_gave_up",
+            trade_id=cmd.trade_id,
+            account_id=pend.account_id,
+            command_id=cmd.command_id,
+            trace_id=cmd.trace_id,
+            command_kind=pend.kind,
+            reason=reason,
+        )
+        self._count(f"{pend.kind}_failed")
+        self._count("gave_up")
+        trade = self.trades.get(pend.trade_id)
+        pos = trade.positions.get(pend.account_id) if trade else None
+        if pend.kind == "execute":
+            log.error(
+                "core_copy_failed",
+                trade_id=cmd.trade_id,
+                slave=pend.account_id,
+                reason=reason,
+                command_id=cmd.command_id,
+            )
+        else:
+            log.critical(
+                "core_slave_position_needs_attention",
+                trade_id=cmd.trade_id,
+                slave=pend.account_id,
+                command_kind=pend.kind,
+                reason=reason,
+                command_id=cmd.command_id,
+                ticket=getattr(cmd, "ticket", None),
+            )
+        if trade is not None and pos is not None:
+            pos.in_flight.discard(cmd.command_id)
+            if pend.kind == "execute":
+                pos.failed = True
+            self._pump(trade, pos, tx)
+            self._maybe_forget(trade)
 
     def _master_trade(
         self, acc: Account, trade_id: str, event_id: str, trace_id: str, kind: str, tx: _Tx
@@ -782,16 +964,20 @@ class Core:
                     )
                 else:  # pragma: no cover - opens are issued by _decide_copy only
                     continue
-                self._issue(trade, pos, cmd, op.kind, tx, op)
+                self._issue(trade, pos, cmd, op.kind, tx)
 
     def _on_result(self, acc: Account, res: m.Result, tx: _Tx) -> None:
-        pend = self._pending.pop(res.command_id, None)
+        pend = self._pending.get(res.command_id)
+        late = pend is None and res.command_id in self._given_up
+        if late:
+            pend = self._given_up.pop(res.command_id)
         blog = log.bind(
             trade_id=res.trade_id, trace_id=res.trace_id, command_id=res.command_id, slave=acc.account_id
         )
         if pend is None:
+            # A re-sent command is answered again with the same result: expected, nothing to do.
             dup = res.command_id in self._done_commands
-            blog.warning(
+            (blog.info if dup else blog.warning)(
                 "core_result_duplicate" if dup else "core_result_unknown_command", result=type(res).__name__
             )
             self._event(
@@ -805,8 +991,15 @@ class Core:
             return
         if pend.account_id != acc.account_id:
             blog.error("core_result_from_wrong_account", expected=pend.account_id)
-            self._pending[res.command_id] = pend
+            if late:
+                self._given_up[res.command_id] = pend
             return
+        if late:
+            # The command was given up, yet it executed: what the slave did is the truth and is recorded.
+            blog.warning("core_result_after_give_up", result=type(res).__name__, success=res.success)
+        else:
+            del self._pending[res.command_id]
+        self._drive(pend, delivery.Confirmed(res.success, res.error_code.value), tx)
         self._done_commands.add(res.command_id)
         now = self._clock.now_ms()
         trade = self.trades.get(pend.trade_id)
@@ -840,6 +1033,9 @@ class Core:
                 lots = res.executed_lots or pend.command.lot_size  # type: ignore[union-attr]
                 pos.tickets[res.ticket] = lots
                 pos.opened = True
+                pos.failed = False
+                if late and trade is not None and trade.closed:
+                    pos.queue.append(Op("close"))  # the master closed meanwhile: so does this slave
                 tx.batch.tickets.append(
                     TicketRow(acc.account_id, res.ticket, res.trade_id, pos.spec.broker_symbol, lots, now)
                 )
@@ -885,7 +1081,7 @@ class Core:
         acc = self.accounts.get(msg.account_id)
         if acc is not None:
             acc.online = False  # the agent had no connection for it; AccountOnline will say when it is back
-        pend = self._pending.pop(msg.command_id, None)
+        pend = self._pending.get(msg.command_id)
         if pend is None:
             return
         log.warning(
@@ -894,16 +1090,7 @@ class Core:
             slave=msg.account_id,
             kind=pend.kind,
             reason=msg.reason,
-        )
-        now = self._clock.now_ms()
-        tx.batch.command_updates.append(
-            CommandUpdate(
-                msg.command_id,
-                "failed",
-                ErrorCode.ERR_ACCOUNT_OFFLINE.value,
-                _json({"reason": msg.reason}),
-                now,
-            )
+            attempt=pend.state.attempt,
         )
         self._event(
             tx,
@@ -914,20 +1101,26 @@ class Core:
             command_kind=pend.kind,
             reason=msg.reason,
         )
-        trade = self.trades.get(pend.trade_id)
-        pos = trade.positions.get(msg.account_id) if trade else None
-        if trade is None or pos is None:
+        # The same command goes out again when the terminal is back (or after the backoff).
+        self._drive(pend, delivery.NotDelivered(msg.reason), tx)
+
+    def _on_pipe_ack(self, acc: Account, ack: m.PipeDeliveryAck, tx: _Tx) -> None:
+        pend = self._pending.get(ack.command_id)
+        if pend is None or pend.account_id != acc.account_id:
             return
-        pos.in_flight.discard(msg.command_id)
-        if pend.kind == "execute":
-            # A late open could be stale; the copy is recorded as failed with its reason.
-            pos.failed = True
-            self._count("execute_failed")
+        if ack.status is m.DeliveryStatus.OK:
+            self._drive(pend, delivery.PipeDelivered(), tx)
         else:
-            # A close or modify must happen: it waits, first in line, for the account to come back.
-            if pend.op is not None and (not pos.queue or pos.queue[0] is not pend.op):
-                pos.queue.appendleft(pend.op)
-        self._pump(trade, pos, tx)
+            log.warning(
+                "core_pipe_delivery_not_ok",
+                account_id=acc.account_id,
+                command_id=ack.command_id,
+                status=ack.status.value,
+                reason=ack.reason,
+            )
+            self._drive(
+                pend, delivery.NotDelivered(f"terminal answered {ack.status.value}: {ack.reason}"), tx
+            )
 
     def _maybe_forget(self, trade: Trade) -> None:
         """A closed trade leaves memory once every slave position is flat and idle.
