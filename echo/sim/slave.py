@@ -4,6 +4,12 @@ It behaves like the MQL4 slave EA on the wire: a handshake with its broker's sym
 (re)connection, a ``pipe_delivery_ack`` for each command before executing it, one result per command
 (a repeated ``command_id`` is answered with the stored result, never executed twice), periodic
 ``quotes``, ``state_snapshot`` and ``heartbeat`` lines.
+
+With ``state_path`` every result is also appended to a JSON-lines file (command_id -> the result line) and
+read back at start, so a restarted terminal still answers a repeated command_id with its original result.
+Without that memory, an ``execute_order`` for a trade whose trade_id is already stamped in the comment of an
+open order with the same magic number is answered with that order instead of opening a second position
+(``recognised``): a command whose outcome was unknown stays exactly-once across a restart.
 """
 
 from __future__ import annotations
@@ -11,15 +17,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from echo.domain import messages as m
 from echo.domain.errors import ErrorCode
+from echo.domain.ids import trade_id_from_comment
 from echo.domain.types import Role
-from echo.pipe.codec import Decoded
-from echo.sim.broker import BrokerError, SimBroker
+from echo.pipe.codec import EA_TO_AGENT, Decoded
+from echo.sim import jsonl
+from echo.sim.broker import BrokerError, SimBroker, SimOrder
 from echo.sim.terminal import Periodic, SimTerminal
 
 log = logging.getLogger(__name__)
@@ -31,7 +40,8 @@ class SimSlaveEA(SimTerminal):
     """One slave terminal.
 
     ``on_execute_received(trade_id, account_id, perf_counter_ns)`` is called when an ``execute_order`` first
-    arrives, before anything else happens (latency measurement); a repeated command does not call it.
+    arrives, before anything else happens (latency measurement); a repeated command (or one recognised by
+    its order comment) does not call it.
     """
 
     _role = Role.SLAVE
@@ -51,6 +61,7 @@ class SimSlaveEA(SimTerminal):
         reconnect_delay: float = 0.2,
         on_execute_received: Callable[[str, str, int], None] | None = None,
         client_semver: str = "0.1.0",
+        state_path: str | Path | None = None,
     ) -> None:
         super().__init__(
             account_id,
@@ -69,9 +80,14 @@ class SimSlaveEA(SimTerminal):
         self.closed = 0
         self.modified = 0
         self.heartbeats_received = 0
+        self.recognised = 0
+        """Executions answered with an open order already stamped with the trade_id."""
         self.results: dict[str, m.Result] = {}
         self.registration: m.SymbolRegistrationResult | None = None
         self.delivery_config: m.DeliveryConfig | None = None
+        self.state_path = Path(state_path) if state_path is not None else None
+        if self.state_path is not None:
+            self._load_results(self.state_path)
 
     # ------------------------------------------------------------------------------------------ writing
 
@@ -142,13 +158,70 @@ class SimSlaveEA(SimTerminal):
 
     async def _command(self, stream: trio.abc.Stream, cmd: m.Command) -> None:
         stored = self.results.get(cmd.command_id)
-        if stored is None and isinstance(cmd, m.ExecuteOrder) and self._on_execute_received is not None:
-            self._on_execute_received(cmd.trade_id, self.account_id, time.perf_counter_ns())
+        if stored is None and isinstance(cmd, m.ExecuteOrder):
+            order = self._stamped(cmd)
+            if order is not None:
+                stored = self._recognise(cmd, order)
+                self._store(cmd.command_id, stored)
+            elif self._on_execute_received is not None:
+                self._on_execute_received(cmd.trade_id, self.account_id, time.perf_counter_ns())
         await self._write(stream, m.PipeDeliveryAck(cmd.command_id, cmd.trace_id, m.DeliveryStatus.OK))
         if stored is None:
             stored = self._execute(cmd)
-            self.results[cmd.command_id] = stored
+            self._store(cmd.command_id, stored)
         await self._write(stream, stored)
+
+    def _stamped(self, cmd: m.ExecuteOrder) -> SimOrder | None:
+        """An open order of this trade: its comment carries the trade_id, its magic number the command's."""
+        for order in self.broker.open_orders():
+            if (
+                order.magic_number == cmd.magic_number
+                and trade_id_from_comment(order.comment) == cmd.trade_id
+            ):
+                return order
+        return None
+
+    def _recognise(self, cmd: m.ExecuteOrder, order: SimOrder) -> m.Result:
+        log.info(
+            "%s: %s already open as ticket %d; answering without a second fill",
+            self.account_id,
+            cmd.trade_id,
+            order.ticket,
+        )
+        self.recognised += 1
+        return _result(
+            cmd,
+            ticket=order.ticket,
+            executed_price=order.open_price,
+            executed_lots=order.lots,
+            executed_at_ms=order.open_time_ms,
+        )
+
+    # ------------------------------------------------------------------------------------------ memory
+
+    def _store(self, command_id: str, result: m.Result) -> None:
+        self.results[command_id] = result
+        if self.state_path is not None:
+            jsonl.append(
+                self.state_path,
+                {"command_id": command_id, "line": jsonl.line_of(result, self._now_ms())},
+            )
+
+    def _load_results(self, path: Path) -> None:
+        """The results a previous run of this terminal sent, from ``path``."""
+        for record in jsonl.read(path):
+            command_id = record.get("command_id")
+            result = jsonl.payload_of(record.get("line"), EA_TO_AGENT)
+            if isinstance(command_id, str) and isinstance(
+                result, m.ExecutionResult | m.CloseResult | m.ModifyResult
+            ):
+                self.results[command_id] = result
+            else:
+                log.warning("%s: skipping a bad record in %s", self.account_id, path)
+        if self.results:
+            log.info("%s: %d stored result(s) from %s", self.account_id, len(self.results), path)
+
+    # ------------------------------------------------------------------------------------------ executing
 
     def _execute(self, cmd: m.Command) -> m.Result:
         now = self._now_ms()

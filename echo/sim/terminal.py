@@ -2,10 +2,10 @@
 
 ``SimTerminal.run`` connects, writes the handshake (built from the subclass's role, features and symbol
 mappings), lets the subclass write what must follow it, then runs the periodic writers (``heartbeat`` and
-whatever the subclass adds) while it reads the Agent's lines; on any drop it reconnects after
-``reconnect_delay``. Every line goes out under one write lock, so lines from concurrent tasks never
-interleave. Undecodable lines and ``error`` replies land in ``errors_received``; every other message goes
-to the subclass's ``_on_message``.
+whatever the subclass adds) and the subclass's own connection tasks while it reads the Agent's lines; on
+any drop it reconnects after ``reconnect_delay``. Every line goes out under one write lock, so lines from
+concurrent tasks never interleave. Undecodable lines and ``error`` replies land in ``errors_received``;
+every other message goes to the subclass's ``_on_message``.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class SimTerminal:
                 async with trio.open_nursery() as nursery:
                     for interval, make in self._periodic():
                         nursery.start_soon(self._every, stream, interval, make)
+                    self._start_tasks(stream, nursery)
                     await self._read(stream, nursery)
                     nursery.cancel_scope.cancel()
             except* DISCONNECTS as group:
@@ -118,6 +119,9 @@ class SimTerminal:
     def _periodic(self) -> list[Periodic]:
         """The lines written at intervals while connected."""
         return [(self.heartbeat_interval, self._heartbeat)]
+
+    def _start_tasks(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
+        """Start the role's own tasks for this connection; they are cancelled when it drops."""
 
     async def _on_message(self, stream: trio.abc.Stream, nursery: trio.Nursery, event: Decoded) -> bool:
         """Handle one decoded line from the Agent (other than ``error``); False if the role ignores it."""

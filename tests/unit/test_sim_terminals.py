@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import trio
 import trio.testing
@@ -451,3 +453,266 @@ async def test_master_outbox_survives_disconnects(autojump_clock: trio.testing.M
         assert set(master.rejected) == {close.event_id}
         assert master.connections == 2
         nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------------------------- delivery
+
+
+async def no_more(agent: FakeAgent, *types: str, seconds: float = 120.0) -> None:
+    """Nothing of ``types`` arrives for ``seconds`` (other lines are read and skipped)."""
+    with trio.move_on_after(seconds):
+        line = await agent.next(*types)
+        raise AssertionError(f"unexpected {line.type}: {line.payload}")
+
+
+async def test_master_resends_an_unacked_intent_after_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(600):  # a regression fails instead of hanging
+        master, accept = master_setup()
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(master.run)
+            await agent.next("handshake")
+            trade_id = await master.open("XAUUSD", Side.BUY, 0.2)
+            sent_at = trio.current_time()
+            first = (await agent.next("trade_intent")).payload
+            assert (first.trade_id, first.attempt) == (trade_id, 1)
+
+            # the agent "loses" the line: no ack. After ack_timeout + backoff (defaults: 1000 + 500 ms) it
+            # comes again under the same ids with attempt 2.
+            again = (await agent.next("trade_intent")).payload
+            assert round(trio.current_time() - sent_at, 3) == 1.5
+            assert again == dataclasses.replace(first, attempt=2)
+            assert master.resends == 1 and master.pending == 1
+
+            await agent.send(m.TradeIntentAck(trade_id, first.trace_id, m.AckStatus.OK))
+            await master.wait_all_acked()
+            assert master.acked == {trade_id} and master.pending == 0
+            await no_more(agent, "trade_intent")
+            assert master.resends == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_master_retry_ack_resends_and_rejected_ends(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(600):  # a regression fails instead of hanging
+        master, accept = master_setup()
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(master.run)
+            await agent.next("handshake")
+            trade_id = await master.open("EURUSD", Side.SELL, 0.5)
+            first = (await agent.next("trade_intent")).payload
+            await agent.send(m.TradeIntentAck(trade_id, first.trace_id, m.AckStatus.RETRY))
+            acked_at = trio.current_time()
+            retried = (await agent.next("trade_intent")).payload
+            assert (retried.trade_id, retried.attempt) == (trade_id, 2)
+            assert (
+                round(trio.current_time() - acked_at, 3) == 1.5
+            )  # the RETRY ack re-armed the timer: 1000 + 500 ms
+
+            await agent.send(
+                m.TradeIntentAck(
+                    trade_id, first.trace_id, m.AckStatus.REJECTED, None, ErrorCode.ERR_UNKNOWN, "no"
+                )
+            )
+            await master.wait_all_acked()
+            assert set(master.rejected) == {trade_id} and master.acked == set()
+            assert master.pending == 0
+            await no_more(agent, "trade_intent")
+            assert master.resends == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_master_follows_delivery_config_and_pauses_after_max_retries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(600):  # a regression fails instead of hanging
+        master, accept = master_setup(reconnect_delay=0.2)
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(master.run)
+            await agent.next("handshake")
+            await agent.send(m.DeliveryConfig(200, 100, 3, 2000))
+            await trio.testing.wait_all_tasks_blocked()
+            assert master.delivery_config == m.DeliveryConfig(200, 100, 3, 2000)
+            assert (master.settings.ack_timeout_ms, master.settings.max_retries) == (200, 3)
+
+            trade_id = await master.open("XAUUSD", Side.BUY, 0.1)
+            times = []
+            for attempt in (1, 2, 3):
+                line = (await agent.next("trade_intent")).payload
+                assert (line.trade_id, line.attempt) == (trade_id, attempt)
+                times.append(trio.current_time())
+            # waits of ack_timeout + backoff * 2**(attempt-1): 300 ms, then 400 ms
+            assert [round(times[1] - times[0], 3), round(times[2] - times[1], 3)] == [0.3, 0.4]
+            # three sends went unanswered: paused (still pending, never dropped) until the next connection
+            await no_more(agent, "trade_intent")
+            assert master.pending == 1
+
+            await agent.stream.aclose()
+            second = accept()
+            await second.next("handshake")
+            line = (await second.next("trade_intent")).payload
+            assert (line.trade_id, line.attempt) == (trade_id, 4)
+            await second.send(m.TradeIntentAck(trade_id, line.trace_id, m.AckStatus.DUPLICATE))
+            await master.wait_all_acked()
+            assert master.acked == {trade_id} and master.resends == 3
+            nursery.cancel_scope.cancel()
+
+
+async def test_master_queue_file_survives_a_restart(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    with trio.fail_after(600):  # a regression fails instead of hanging
+        queue = tmp_path / "echo_master_intents_7001.jsonl"
+        master, accept = master_setup(queue_path=queue, reconnect_delay=0.2)
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(master.run)
+            await agent.next("handshake")
+            trade_id = await master.open("XAUUSD", Side.BUY, 0.3)
+            intent = (await agent.next("trade_intent")).payload
+            assert intent.attempt == 1
+            # the connection drops before the ack; the master closes the trade offline, then the terminal dies
+            await agent.stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            assert not master.connected
+            await master.close(trade_id)
+            nursery.cancel_scope.cancel()
+        records = [json.loads(line) for line in queue.read_text().splitlines()]
+        keys = {r["key"] for r in records}
+        assert trade_id in keys and len(keys) == 2  # the intent and the close event, both unacked
+        assert master.pending == 2
+
+        connect, accept = connector()
+        restarted = SimMasterEA("7001", master.broker, connect, now_ms, random.Random(99), queue_path=queue)
+        assert restarted.pending == 2
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(restarted.run)
+            await agent.next("handshake")
+            again = (await agent.next("trade_intent", "trade_close")).payload
+            close = (await agent.next("trade_intent", "trade_close")).payload
+            assert again == dataclasses.replace(intent, attempt=2)
+            assert isinstance(close, m.TradeClose)
+            assert (close.trade_id, close.attempt, close.lot_size, close.remaining_lots) == (
+                trade_id,
+                1,
+                0.3,
+                0.0,
+            )
+            assert restarted.resends == 1
+
+            await agent.send(m.TradeIntentAck(trade_id, intent.trace_id, m.AckStatus.OK))
+            await agent.send(
+                m.TradeIntentAck(trade_id, intent.trace_id, m.AckStatus.OK, event_id=close.event_id)
+            )
+            await restarted.wait_all_acked()
+            assert restarted.acked == {trade_id, close.event_id}
+            nursery.cancel_scope.cancel()
+        assert queue.read_text() == ""  # acked lines are gone from the file
+        assert (
+            SimMasterEA("7001", master.broker, connect, now_ms, random.Random(7), queue_path=queue).pending
+            == 0
+        )
+
+
+def restarted_slave(
+    broker: SimBroker, **kw: object
+) -> tuple[SimSlaveEA, Callable[[], FakeAgent], list[tuple[str, str, int]]]:
+    """A new terminal process on the same broker account (its memory is only what ``kw`` gives it)."""
+    received: list[tuple[str, str, int]] = []
+    connect, accept = connector()
+    slave = SimSlaveEA(
+        ACCOUNT,
+        broker,
+        connect,
+        now_ms,
+        on_execute_received=lambda *a: received.append(a),
+        **kw,  # type: ignore[arg-type]
+    )
+    return slave, accept, received
+
+
+async def test_restarted_slave_answers_a_repeated_command_from_its_state_file(tmp_path: Path) -> None:
+    with trio.fail_after(10):  # a regression fails instead of hanging
+        state = tmp_path / "slave_results.jsonl"
+        slave, accept, _ = slave_setup(state_path=state)
+        rng = random.Random(12)
+        cmd = execute(rng, stop_loss=2300.0)
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(slave.run)
+            await agent.send(cmd)
+            result = (await agent.next("execution_result")).payload
+            assert result.success
+            nursery.cancel_scope.cancel()
+        assert [json.loads(line)["command_id"] for line in state.read_text().splitlines()] == [cmd.command_id]
+
+        again, accept, received = restarted_slave(slave.broker, state_path=state)
+        assert again.results == {cmd.command_id: result}
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(again.run)
+            await agent.next("handshake")
+            await agent.send(dataclasses.replace(cmd, attempt=2))
+            ack = (await agent.next("pipe_delivery_ack", "execution_result")).payload
+            assert ack == m.PipeDeliveryAck(cmd.command_id, cmd.trace_id, m.DeliveryStatus.OK)
+            assert (await agent.next("pipe_delivery_ack", "execution_result")).payload == result
+            assert len(again.broker.open_orders()) == 1
+            assert (again.executed, again.recognised, received) == (0, 0, [])
+            nursery.cancel_scope.cancel()
+
+
+async def test_restarted_slave_without_memory_recognises_its_position_by_comment() -> None:
+    with trio.fail_after(10):  # a regression fails instead of hanging
+        slave, accept, _ = slave_setup()
+        rng = random.Random(13)
+        plain = execute(rng)
+        cmd = dataclasses.replace(plain, comment=ids.trade_comment(plain.trade_id))
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(slave.run)
+            await agent.send(cmd)
+            result = (await agent.next("execution_result")).payload
+            assert result.success
+            nursery.cancel_scope.cancel()
+        [order] = slave.broker.open_orders()
+
+        # the terminal restarts and forgot its results; the agent never saw the result and sends the command
+        # again: the open order stamped with the trade_id answers it, no second position is opened
+        again, accept, received = restarted_slave(slave.broker)
+        assert again.results == {}
+        async with trio.open_nursery() as nursery:
+            agent = accept()
+            await nursery.start(again.run)
+            await agent.send(dataclasses.replace(cmd, attempt=2))
+            assert (await agent.next("pipe_delivery_ack", "execution_result")).type == "pipe_delivery_ack"
+            known = (await agent.next("execution_result")).payload
+            assert isinstance(known, m.ExecutionResult) and known.success
+            assert (
+                known.command_id,
+                known.trade_id,
+                known.ticket,
+                known.executed_price,
+                known.executed_lots,
+            ) == (
+                cmd.command_id,
+                cmd.trade_id,
+                result.ticket,
+                result.executed_price,
+                result.executed_lots,
+            )
+            assert again.broker.open_orders() == [order]
+            assert (again.executed, again.recognised, received) == (0, 1, [])
+
+            # a repeat is now answered from memory; another magic number is another EA's trade: a new order
+            await agent.send(dataclasses.replace(cmd, attempt=3))
+            assert (await agent.next("execution_result")).payload == known
+            other = dataclasses.replace(cmd, command_id=new_id(rng), magic_number=10)
+            await agent.send(other)
+            fresh = (await agent.next("execution_result")).payload
+            assert fresh.success and fresh.ticket != order.ticket
+            assert (again.executed, again.recognised, len(again.broker.open_orders())) == (1, 1, 2)
+            nursery.cancel_scope.cancel()
