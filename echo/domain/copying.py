@@ -74,7 +74,9 @@ def plan_open(
     """One decision per slave, in the order given."""
     plans: list[Copy | Omit] = []
     for slave in slaves:
-        if not slave.online:
+        # A slave that is known but offline still gets its copy: the command is journaled and delivered when
+        # its terminal is back. Only a slave that never said which symbols it has cannot be planned for.
+        if not slave.online and not slave.symbols:
             plans.append(Omit(slave.account_id, "slave_offline"))
             continue
         spec = slave.symbols.get(canonical)

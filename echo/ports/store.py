@@ -155,6 +155,19 @@ class RetryEventRow:
     at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """The last handshake of an account (its role, agent and symbol specs), upserted by account_id, so a
+    restarted Core still copies to a slave that has not reconnected yet."""
+
+    account_id: str
+    role: str
+    agent_id: str
+    handshake: str
+    """The handshake payload as JSON."""
+    updated_at_ms: int
+
+
 @dataclass(slots=True)
 class Batch:
     """One unit of work; written atomically by ``Store.write``."""
@@ -170,6 +183,8 @@ class Batch:
     journal: list[JournalRow] = field(default_factory=list)
     """Upserts by command_id: the last row for a command_id in the batch wins."""
     retry_events: list[RetryEventRow] = field(default_factory=list)
+    accounts: list[AccountRow] = field(default_factory=list)
+    """Upserts by account_id."""
 
     def __bool__(self) -> bool:
         return any(
@@ -184,6 +199,7 @@ class Batch:
                 self.events,
                 self.journal,
                 self.retry_events,
+                self.accounts,
             )
         )
 
@@ -222,6 +238,10 @@ class Store(Protocol):
 
     async def retry_events(self, command_id: str) -> list[RetryEventRow]:
         """Ordered by at_ms, then event_id."""
+        ...
+
+    async def accounts(self) -> list[AccountRow]:
+        """Every account that ever completed a handshake, ordered by account_id."""
         ...
 
     async def aclose(self) -> None: ...

@@ -20,6 +20,7 @@ from echo.adapters.store.migrations import apply_sqlite, discover, split_stateme
 from echo.adapters.store.sqlite import SqliteStore
 from echo.domain.ids import uuid7
 from echo.ports.store import (
+    AccountRow,
     Batch,
     CommandRow,
     CommandUpdate,
@@ -821,3 +822,12 @@ async def test_a_failed_batch_leaves_the_journal_unchanged(store: Store) -> None
     with pytest.raises(StoreError):
         await store.write(Batch(journal=[journal_row("c-1", outcome="OK", updated=9)], retry_events=[dup]))
     assert (await store.journal(None))[0].outcome == "PENDING"
+
+
+async def test_accounts_upsert_by_account_id(store: Store) -> None:
+    first = AccountRow("51002", "slave", "agent-1", '{"account_id":"51002"}', 1)
+    await store.write(Batch(accounts=[first, AccountRow("51001", "slave", "agent-1", "{}", 1)]))
+    moved = AccountRow("51002", "slave", "agent-2", '{"account_id":"51002","v":2}', 2)
+    await store.write(Batch(accounts=[moved]))
+    assert [a.account_id for a in await store.accounts()] == ["51001", "51002"]
+    assert (await store.accounts())[1] == moved

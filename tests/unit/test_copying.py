@@ -154,7 +154,7 @@ def test_symbols_by_canonical_exact_broker_name_beats_a_mapped_alias() -> None:
 def test_plan_open_one_decision_per_slave_in_order() -> None:
     slaves = [
         slave("51003", spec("EURUSD.m")),
-        slave("51001", spec("EURUSD"), online=False),
+        SlaveView("51001", False, {}),
         SlaveView("51002", True, {"XAUUSD": spec("XAUUSD")}),
         slave("51000", spec("EURUSDpro", lot_step=0.1, min_lot=0.1)),
     ]
@@ -165,8 +165,14 @@ def test_plan_open_one_decision_per_slave_in_order() -> None:
     assert plan_open(intent(), "EURUSD", [], 0.10, True) == []
 
 
-def test_plan_open_offline_slave_is_omitted() -> None:
+def test_plan_open_offline_slave_with_known_symbols_still_gets_its_copy() -> None:
+    # the command is journaled and delivered when the terminal is back
     plan = one(plan_open(intent(), "EURUSD", [slave("51001", spec(), online=False)], 0.10, True))
+    assert isinstance(plan, Copy) and plan.account_id == "51001"
+
+
+def test_plan_open_slave_never_seen_is_omitted() -> None:
+    plan = one(plan_open(intent(), "EURUSD", [SlaveView("51001", False, {})], 0.10, True))
     assert plan == Omit("51001", "slave_offline")
 
 

@@ -15,6 +15,7 @@ from typing import TypeVar
 import trio
 
 from echo.ports.store import (
+    AccountRow,
     Batch,
     CommandRow,
     CommandUpdate,
@@ -45,6 +46,7 @@ _INT_FIELDS: dict[type, tuple[str, ...]] = {
     EventRow: ("at_ms",),
     JournalRow: ("attempt", "next_retry_at_ms", "updated_at_ms"),
     RetryEventRow: ("attempt", "at_ms"),
+    AccountRow: ("updated_at_ms",),
 }
 
 
@@ -124,6 +126,7 @@ class MemoryStore:
         self._events: dict[str, EventRow] = {}
         self._journal: dict[str, JournalRow] = {}
         self._retry_events: dict[str, RetryEventRow] = {}
+        self._accounts: dict[str, AccountRow] = {}
         self._closed = False
 
     def _live(self) -> None:
@@ -187,6 +190,8 @@ class MemoryStore:
         _check_inserts("events", batch.events, lambda r: r.event_id, ("event_id",), _one, self._events)
         for row in batch.journal:  # upserts: only the range of their integers can be wrong
             _check_ints("journal", row)
+        for account in batch.accounts:
+            _check_ints("accounts", account)
         _check_inserts(
             "retry_events", batch.retry_events, lambda r: r.event_id, ("event_id",), _one, self._retry_events
         )
@@ -223,6 +228,8 @@ class MemoryStore:
             self._journal[row.command_id] = row
         for retry in batch.retry_events:
             self._retry_events[retry.event_id] = retry
+        for account in batch.accounts:
+            self._accounts[account.account_id] = account
 
     # --- reads ----------------------------------------------------------------------------------------
 
@@ -283,6 +290,11 @@ class MemoryStore:
         rows = [r for r in self._retry_events.values() if r.command_id == command_id]
         rows.sort(key=lambda r: (r.at_ms, r.event_id))
         return rows
+
+    async def accounts(self) -> list[AccountRow]:
+        await trio.lowlevel.checkpoint()
+        self._live()
+        return sorted(self._accounts.values(), key=lambda a: a.account_id)
 
     async def aclose(self) -> None:
         self._closed = True

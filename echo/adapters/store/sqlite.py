@@ -23,6 +23,7 @@ import trio
 
 from echo.adapters.store.migrations import apply_sqlite
 from echo.ports.store import (
+    AccountRow,
     Batch,
     CommandRow,
     DecisionRow,
@@ -70,6 +71,13 @@ _JOURNAL_UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in _JOURNAL_COLS if c != "command_id")
 )
 _JOURNAL_PARAMS = attrgetter(*_JOURNAL_COLS)
+_ACCOUNT_COLS = _columns(AccountRow)
+_ACCOUNT_UPSERT = (
+    f"INSERT INTO accounts ({', '.join(_ACCOUNT_COLS)}) VALUES ({', '.join('?' * len(_ACCOUNT_COLS))})"
+    " ON CONFLICT (account_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ACCOUNT_COLS if c != "account_id")
+)
+_ACCOUNT_PARAMS = attrgetter(*_ACCOUNT_COLS)
 
 
 def _insert(table: str, cols: tuple[str, ...], rows: int = 1) -> str:
@@ -187,6 +195,7 @@ _JOURNAL_ALL = _select("delivery_journal", _JOURNAL_COLS, "ORDER BY updated_at_m
 _JOURNAL_BY_OUTCOME = _select(
     "delivery_journal", _JOURNAL_COLS, "WHERE outcome = ? ORDER BY updated_at_ms, command_id LIMIT ?"
 )
+_ACCOUNTS = _select("accounts", _ACCOUNT_COLS, "ORDER BY account_id")
 _RETRIES = _select("delivery_retry_event", _RETRY_COLS, "WHERE command_id = ? ORDER BY at_ms, event_id")
 
 
@@ -291,6 +300,8 @@ class SqliteStore:
             if batch.journal:
                 # upserts in batch order: the last row for a command_id wins
                 conn.executemany(_JOURNAL_UPSERT, map(_JOURNAL_PARAMS, batch.journal))
+            if batch.accounts:
+                conn.executemany(_ACCOUNT_UPSERT, map(_ACCOUNT_PARAMS, batch.accounts))
             conn.execute("COMMIT")
         except _Rejected as rejected:
             self._rollback(conn)
@@ -446,6 +457,10 @@ class SqliteStore:
     async def retry_events(self, command_id: str) -> list[RetryEventRow]:
         await trio.lowlevel.checkpoint()
         return [RetryEventRow(*r) for r in self._query(_RETRIES, (command_id,))]
+
+    async def accounts(self) -> list[AccountRow]:
+        await trio.lowlevel.checkpoint()
+        return [AccountRow(*r) for r in self._query(_ACCOUNTS, ())]
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

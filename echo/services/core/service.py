@@ -32,9 +32,10 @@ from echo.domain.copying import (
 )
 from echo.domain.errors import ErrorCode
 from echo.domain.ids import trade_comment
-from echo.domain.types import Role, SymbolSpec, normalize_symbol
+from echo.domain.types import Role, Side, SymbolSpec, normalize_symbol
 from echo.ports.clock import Clock
 from echo.ports.store import (
+    AccountRow,
     Batch,
     CommandKind,
     CommandRow,
@@ -90,7 +91,9 @@ class Op:
 @dataclass
 class SlavePosition:
     account_id: str
-    spec: SymbolSpec
+    broker_symbol: str
+    spec: SymbolSpec | None
+    """None after a restart until the slave's handshake says what its broker's symbol looks like."""
     tickets: dict[int, float] = field(default_factory=dict)
     """open slave tickets -> lots."""
     in_flight: set[str] = field(default_factory=set)
@@ -166,12 +169,110 @@ class Core:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         for row in await self._store.trades(limit=1_000_000):
             self._seen_trade_ids.add(row.trade_id)
-        log.info("core_started", known_trades=len(self._seen_trade_ids), fixed_lot=self.config.fixed_lot)
+        for a in await self._store.accounts():
+            hs = msgspec.json.decode(a.handshake, type=m.Handshake)
+            symbols, _ = symbols_by_canonical(hs.symbols)
+            self.accounts[a.account_id] = Account(a.account_id, hs.role, a.agent_id, False, hs, symbols)
+        recovered = await self._recover()
+        log.info(
+            "core_started",
+            known_trades=len(self._seen_trade_ids),
+            fixed_lot=self.config.fixed_lot,
+            recovered_trades=recovered,
+            pending_commands=len(self._pending),
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconciler)
             task_status.started()
             while True:
                 await self.handle_many(await self._hub.receive_many(self.GROUP_LIMIT))
+
+    _COMMAND_TYPES: dict[str, type[m.ExecuteOrder] | type[m.CloseOrder] | type[m.ModifyOrder]] = {
+        "execute": m.ExecuteOrder,
+        "close": m.CloseOrder,
+        "modify": m.ModifyOrder,
+    }
+    _MASTER_EVENTS = frozenset({"master_close", "master_partial_close", "master_modify"})
+
+    async def _recover(self) -> int:
+        """Rebuild, from the store, what a restart must not forget: every trade that is open at the master
+        or still has unanswered commands, its slave positions and tickets, the master events already
+        handled (for dedupe), and each pending command with its delivery state and retry time. Closed
+        trades whose slave tickets are still open get a close queued."""
+        pending = await self._store.journal("PENDING")
+        trade_ids = {t.trade_id for t in await self._store.trades(status="open", limit=1_000_000)}
+        trade_ids |= {j.trade_id for j in pending}
+        by_trade: dict[str, list[JournalRow]] = {}
+        for j in pending:
+            by_trade.setdefault(j.trade_id, []).append(j)
+        now = self._clock.now_ms()
+        for trade_id in sorted(trade_ids):
+            row = await self._store.get_trade(trade_id)
+            if row is None:
+                log.error("core_recover_missing_trade", trade_id=trade_id)
+                continue
+            intent = m.TradeIntent(
+                row.trade_id,
+                row.trace_id,
+                row.master_symbol,
+                Side(row.side),
+                row.lot_size,
+                row.price,
+                row.magic_number,
+                row.master_ticket,
+                row.stop_loss,
+                row.take_profit,
+                opened_at_ms=row.opened_at_ms,
+            )
+            trade = Trade(
+                row,
+                intent,
+                row.symbol,
+                row.lot_size,
+                comment=trade_comment(row.trade_id),
+                closed=row.status == "closed",
+            )
+            for d in await self._store.decisions(trade_id):
+                if d.decision == "copy":
+                    detail = msgspec.json.decode(d.detail)
+                    trade.positions[d.account_id] = SlavePosition(
+                        d.account_id, str(detail.get("broker_symbol", "")), None
+                    )
+            for t in await self._store.tickets(trade_id):
+                pos = trade.positions.get(t.account_id)
+                if pos is not None:
+                    pos.opened = True
+                    if t.status == "open":
+                        pos.tickets[t.ticket] = t.lots
+            for e in await self._store.events(trade_id, limit=1_000_000):
+                if e.kind in self._MASTER_EVENTS:
+                    event_id = msgspec.json.decode(e.data).get("event_id")
+                    if isinstance(event_id, str):
+                        trade.events_seen.add(event_id)
+            commands = {c.command_id: c for c in await self._store.commands(trade_id)}
+            for j in by_trade.get(trade_id, []):
+                c = commands.get(j.command_id)
+                pos = trade.positions.get(j.account_id)
+                if c is None or pos is None:
+                    log.error("core_recover_orphan_command", command_id=j.command_id, trade_id=trade_id)
+                    continue
+                cmd = msgspec.json.decode(c.payload, type=self._COMMAND_TYPES[c.kind])
+                state = delivery.Command(
+                    delivery.Stage[j.stage],
+                    delivery.Outcome.PENDING,
+                    j.attempt,
+                    j.next_retry_at_ms,
+                    j.last_error,
+                )
+                self._pending[j.command_id] = Pending(cmd, c.kind, j.account_id, trade_id, state)
+                pos.in_flight.add(j.command_id)
+                heapq.heappush(self._timers, (j.next_retry_at_ms or now, j.command_id))
+            if trade.closed:
+                for pos in trade.positions.values():
+                    if pos.tickets:
+                        pos.queue.append(Op("close"))
+            self.trades[trade_id] = trade
+        return len(trade_ids)
 
     GROUP_LIMIT = 256
     """Messages already waiting are handled together and recorded with one commit (group commit): under
@@ -372,6 +473,9 @@ class Core:
         if prev is not None:
             acc.quotes, acc.snapshot = prev.quotes, prev.snapshot
         self.accounts[hs.account_id] = acc
+        tx.batch.accounts.append(
+            AccountRow(hs.account_id, hs.role.value, agent_id, _json(hs), self._clock.now_ms())
+        )
         log.info(
             "core_account_online",
             account_id=hs.account_id,
@@ -616,7 +720,7 @@ class Core:
             plan.take_profit,
             master_price=intent.price,
         )
-        pos = SlavePosition(plan.account_id, plan.spec)
+        pos = SlavePosition(plan.account_id, plan.broker_symbol, plan.spec)
         trade.positions[plan.account_id] = pos
         tx.batch.decisions.append(
             DecisionRow(
@@ -890,8 +994,13 @@ class Core:
 
     def _pump(self, trade: Trade, pos: SlavePosition, tx: _Tx) -> None:
         """Issue the next queued operation of a position once nothing is in flight on it."""
-        acc = self.accounts.get(pos.account_id)
-        while not pos.in_flight and pos.queue and acc is not None and acc.online:
+        # Commands are issued whether the terminal is online or not: once journaled they survive a restart
+        # and go out when it is back. Only a position recovered from the store waits for its symbol spec.
+        if pos.spec is None:
+            acc = self.accounts.get(pos.account_id)
+            pos.spec = acc.symbols.get(trade.canonical) if acc is not None else None
+        spec = pos.spec
+        while spec is not None and not pos.in_flight and pos.queue:
             op = pos.queue.popleft()
             if not pos.tickets:
                 if pos.failed or pos.opened:
@@ -907,7 +1016,7 @@ class Core:
             for ticket, lots in sorted(pos.tickets.items()):
                 cmd: m.Command
                 if op.kind == "close":
-                    plan = plan_partial_close(lots, op.fraction, pos.spec)
+                    plan = plan_partial_close(lots, op.fraction, spec)
                     if plan.lots <= 0:
                         self._event(
                             tx,
@@ -935,7 +1044,7 @@ class Core:
                         intent.trade_id,
                         intent.trace_id,
                         ticket,
-                        pos.spec.broker_symbol,
+                        pos.broker_symbol,
                         plan.lots,
                         intent.magic_number,
                     )
@@ -951,14 +1060,14 @@ class Core:
                         command_id=cmd.command_id,
                     )
                 elif op.kind == "modify":
-                    sl = pos.spec.round_price(op.stop_loss) if op.stop_loss else None
-                    tp = pos.spec.round_price(op.take_profit) if op.take_profit else None
+                    sl = spec.round_price(op.stop_loss) if op.stop_loss else None
+                    tp = spec.round_price(op.take_profit) if op.take_profit else None
                     cmd = m.ModifyOrder(
                         self._ids.uuid7(),
                         intent.trade_id,
                         intent.trace_id,
                         ticket,
-                        pos.spec.broker_symbol,
+                        pos.broker_symbol,
                         sl,
                         tp,
                     )
@@ -1037,7 +1146,7 @@ class Core:
                 if late and trade is not None and trade.closed:
                     pos.queue.append(Op("close"))  # the master closed meanwhile: so does this slave
                 tx.batch.tickets.append(
-                    TicketRow(acc.account_id, res.ticket, res.trade_id, pos.spec.broker_symbol, lots, now)
+                    TicketRow(acc.account_id, res.ticket, res.trade_id, pos.broker_symbol, lots, now)
                 )
                 self._count("copied")
                 blog.info("core_copied", ticket=res.ticket, lots=lots, price=res.executed_price)
@@ -1055,7 +1164,7 @@ class Core:
                         acc.account_id,
                         res.new_ticket,
                         res.trade_id,
-                        pos.spec.broker_symbol,
+                        pos.broker_symbol,
                         res.remaining_lots,
                         now,
                         parent_ticket=res.ticket,
