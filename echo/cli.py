@@ -100,15 +100,24 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(market.run)
             if args.role == "slave":
-                slave = SimSlaveEA(args.account, slave_broker(args.profile, market, rng), connect, now_ms)
+                slave = SimSlaveEA(
+                    args.account,
+                    slave_broker(args.profile, market, rng),
+                    connect,
+                    now_ms,
+                    state_path=args.state,
+                )
                 await nursery.start(slave.run)
                 print(f"sim slave {args.account} connected to {args.socket}", file=sys.stderr)
             else:
-                master = SimMasterEA(args.account, master_broker(market, rng), connect, now_ms, rng)
+                master = SimMasterEA(
+                    args.account, master_broker(market, rng), connect, now_ms, rng, queue_path=args.state
+                )
                 await nursery.start(master.run)
                 print(f"sim master {args.account} connected to {args.socket}", file=sys.stderr)
                 if args.trades:
                     await master.run_script(args.trades, pace=args.pace)
+                    await master.wait_all_acked()  # every event is safe with Core before the terminal quits
                     print(f"sim master {args.account}: {args.trades} trades done", file=sys.stderr)
                     nursery.cancel_scope.cancel()
 
@@ -197,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--trades", type=int, default=0, help="master: run a random script of N trades, then exit")
     s.add_argument("--pace", type=float, default=0.2, help="master: mean seconds between actions")
+    s.add_argument(
+        "--state",
+        help="a JSON-lines file that survives restarts: the slave's results, or the master's unacked queue",
+    )
     s.add_argument("--log-format", choices=["console", "json"])
     s.set_defaults(func=cmd_sim_ea)
 

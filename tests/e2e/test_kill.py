@@ -1,0 +1,142 @@
+"""SIGKILL the all-in-one copier process in the middle of traffic and start it again: no trade is lost or
+duplicated. Real processes, a real socket, SQLite with every commit durable; the terminals keep their
+state in files, as the EAs do."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+
+from echo.adapters.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.e2e
+
+CLI = [sys.executable, "-m", "echo"]
+
+
+async def read_until(proc: trio.Process, marker: bytes) -> None:
+    assert proc.stderr is not None
+    seen = b""
+    while marker not in seen:
+        chunk = await proc.stderr.receive_some()
+        assert chunk, f"process ended before saying {marker!r}: {seen.decode(errors='replace')}"
+        seen += chunk
+
+
+async def start_copier(config: Path) -> trio.Process:
+    proc = await trio.lowlevel.open_process(
+        [*CLI, "run", "--role", "all", "--config", str(config)], stderr=subprocess.PIPE
+    )
+    await read_until(proc, b"copying")
+    return proc
+
+
+async def settled(db: Path) -> bool:
+    store = SqliteStore.open(db)
+    try:
+        trades = await store.trades(limit=1000)
+        tickets = [t for tr in trades for t in await store.tickets(tr.trade_id)]
+        return (
+            bool(trades)
+            and not await store.journal("PENDING")
+            and all(t.status == "closed" for t in trades)
+            and all(t.status == "closed" for t in tickets)
+        )
+    finally:
+        await store.aclose()
+
+
+async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "echo.toml"
+    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
+    config.write_text(
+        f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
+        f'[log]\nformat = "json"\nfile = "{tmp_path / "echo.log"}"\n'
+        "[delivery]\nack_timeout_ms = 300\nretry_backoff_ms = 100\n"
+    )
+    slave_state = [tmp_path / f"slave-{i}.jsonl" for i in range(2)]
+    with trio.fail_after(120):
+        copier = await start_copier(config)
+        slaves = []
+        for i, state in enumerate(slave_state):
+            proc = await trio.lowlevel.open_process(
+                [
+                    *CLI,
+                    "sim-ea",
+                    "--role",
+                    "slave",
+                    "--account",
+                    f"5100{i}",
+                    "--socket",
+                    str(sock),
+                    "--profile",
+                    str(i),
+                    "--state",
+                    str(state),
+                    "--log-format",
+                    "json",
+                ],
+                stderr=subprocess.PIPE,
+            )
+            await read_until(proc, b"connected")
+            slaves.append(proc)
+        master = await trio.lowlevel.open_process(
+            [
+                *CLI,
+                "sim-ea",
+                "--role",
+                "master",
+                "--account",
+                "9001",
+                "--socket",
+                str(sock),
+                "--trades",
+                "12",
+                "--pace",
+                "0.15",
+                "--state",
+                str(tmp_path / "master.jsonl"),
+                "--log-format",
+                "json",
+            ],
+            stderr=subprocess.PIPE,
+        )
+        try:
+            await read_until(master, b"connected")
+            await trio.sleep(1.0)  # the fault lands in the middle of the script, wherever that is
+            copier.kill()  # SIGKILL: no cleanup, no flush, a socket file left behind
+            await copier.wait()
+            copier = await start_copier(config)
+            assert await master.wait() == 0
+            for _ in range(200):  # the other process's durable state is the only thing to watch
+                if await settled(db):
+                    break
+                await trio.sleep(0.1)
+            assert await settled(db), "the copier did not finish the master's trades"
+        finally:
+            for proc in (master, *slaves, copier):
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                    await proc.wait()
+    store = SqliteStore.open(db)
+    try:
+        trades = await store.trades(limit=1000)
+        assert len(trades) == 12
+        trade_ids = {t.trade_id for t in trades}
+    finally:
+        await store.aclose()
+    for state in slave_state:
+        fills: Counter[str] = Counter()
+        for line in state.read_text().splitlines():
+            msg = json.loads(json.loads(line)["line"])
+            if msg["type"] == "execution_result" and msg["payload"]["success"]:
+                fills[msg["payload"]["trade_id"]] += 1
+        assert set(fills) == trade_ids, f"{state.name}: missing {trade_ids - set(fills)}"
+        assert max(fills.values()) == 1, f"{state.name}: duplicated {fills.most_common(2)}"
