@@ -10,12 +10,16 @@ import random
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from echo.domain.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from echo.app.root import Copier
 
 
 def _load_config(path: str | None) -> Config:
@@ -55,15 +59,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure(args.log_format or config.log.format, config.log.level, stream=log_file)
 
     async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(run_all_in_one, config)
+                copier = await nursery.start(run_all_in_one, config)
                 print(
                     f"echo-copier: copying; terminals connect to {config.agent.socket_path}; store "
-                    f"{config.store.url}. Ctrl-C or SIGTERM stops.",
+                    f"{config.store.url}. Ctrl-C or SIGTERM stops; SIGHUP reloads.",
                     file=sys.stderr,
                 )
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        await _reload(args, copier)
+                        continue
                     # stop accepting and copying; services close their resources as they are cancelled
                     print(f"echo-copier: {signal.Signals(signum).name}, stopping", file=sys.stderr)
                     nursery.cancel_scope.cancel()
@@ -76,6 +83,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         if log_file is not None:
             log_file.close()
     return 0
+
+
+async def _reload(args: argparse.Namespace, copier: Copier) -> None:
+    """SIGHUP: read the configuration again. Delivery settings apply at once (Core, Agent, terminals);
+    a change anywhere else is reported as needing a restart. A bad file changes nothing."""
+    from echo.delivery.machine import Settings
+
+    try:
+        new = _override(_load_config(args.config), args)
+    except ConfigError as exc:
+        print(f"echo-copier: reload refused, the running configuration stays: {exc}", file=sys.stderr)
+        return
+    old = copier.config
+    d = new.delivery
+    await copier.core.set_delivery(
+        Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), d.heartbeat_interval_ms
+    )
+    for section in ("core", "agent", "store", "log"):
+        if getattr(new, section) != getattr(old, section):
+            print(f"echo-copier: [{section}] changed; it takes effect after a restart", file=sys.stderr)
+    copier.config = replace(old, delivery=new.delivery)
+    print("echo-copier: configuration reloaded; delivery settings applied", file=sys.stderr)
 
 
 def cmd_sim_ea(args: argparse.Namespace) -> int:

@@ -662,5 +662,13 @@ class ToAccount:
     message: ToEA
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryHeartbeat:
+    """Core -> Agent: the delivery settings now in force (sent when they change, and to every Agent that
+    connects); the Agent passes them to its terminals as ``delivery_config``."""
+
+    config: DeliveryConfig
+
+
 AgentToCore = AccountOnline | AccountOffline | FromAccount | DeliveryFailed
-CoreToAgent = ToAccount
+CoreToAgent = ToAccount | DeliveryHeartbeat

@@ -288,3 +288,26 @@ async def test_unrecorded_messages_are_retried_by_the_master_and_copied_once(
         assert slave.broker.open_orders() == []
         assert copier.core.stats["store_failures"] == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_delivery_settings_change_without_restart(autojump_clock: trio.testing.MockClock) -> None:
+    from echo.delivery.machine import Settings
+
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery)
+        slave = await w.add_slave("51001", 0)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001")
+        assert master.settings.ack_timeout_ms == 1000
+        new = Settings(ack_timeout_ms=250, retry_backoff_ms=50, max_retries=7)
+        await w.copier.core.set_delivery(new, 1500)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (master.settings.ack_timeout_ms, master.settings.max_retries) == (250, 7)
+        assert slave.delivery_config is not None and slave.delivery_config.heartbeat_interval_ms == 1500
+        assert w.copier.core.delivery.ack_timeout_ms == 250
+        # and a terminal that connects later hears the new settings too
+        late = await w.add_slave("51002", 1)
+        await w.online("51002")
+        await trio.testing.wait_all_tasks_blocked()
+        assert late.delivery_config is not None and late.delivery_config.ack_timeout_ms == 250
+        nursery.cancel_scope.cancel()

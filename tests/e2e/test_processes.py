@@ -79,6 +79,15 @@ async def test_run_and_sim_terminals_as_processes(tmp_path: Path) -> None:
                 capture_stderr=True,
             )
             assert b"4 trades done" in master.stderr
+            # SIGHUP: delivery settings apply at once; other sections are reported as needing a restart
+            changed = "[delivery]\nack_timeout_ms = 400\n[core]\nfixed_lot = 0.2\n"
+            config.write_text(config.read_text() + changed)
+            copier.send_signal(signal.SIGHUP)
+            said = await read_until(copier, b"reloaded")
+            assert b"[core] changed; it takes effect after a restart" in said
+            config.write_text("[core]\nfixed_lot = -1\n")
+            copier.send_signal(signal.SIGHUP)
+            assert b"core.fixed_lot must be > 0" in await read_until(copier, b"reload refused")
         finally:
             for proc in (slave, copier):
                 if proc is not None:

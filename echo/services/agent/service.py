@@ -88,12 +88,32 @@ class Agent:
             failed: list[m.DeliveryFailed] = []
             now = self._clock.now_ms()
             for msg in batch:
+                if isinstance(msg, m.DeliveryHeartbeat):
+                    self._apply_delivery(msg.config, now)
+                    continue
                 reason = self._deliver(msg, now)
                 command_id = getattr(msg.message, "command_id", None)
                 if reason is not None and command_id is not None:
                     failed.append(m.DeliveryFailed(msg.account_id, command_id, reason))
             for f in failed:
                 await self._to_core(f)
+
+    def _apply_delivery(self, config: m.DeliveryConfig, now_ms: int) -> None:
+        """New delivery settings from Core: every connected terminal hears them at once."""
+        if config == self.delivery:
+            return
+        self.delivery = config
+        log.info(
+            "agent_delivery_config",
+            ack_timeout_ms=config.ack_timeout_ms,
+            retry_backoff_ms=config.retry_backoff_ms,
+            max_retries=config.max_retries,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            terminals=len(self.connections),
+        )
+        line = encode(config, now_ms)
+        for conn in self.connections.values():
+            self._reply(conn, line)
 
     def _deliver(self, msg: m.ToAccount, now_ms: int) -> str | None:
         """Queue a message for its account's connection; returns why it could not be, or None."""

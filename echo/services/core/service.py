@@ -329,6 +329,26 @@ class Core:
         self._changed.set()
         self._changed = trio.Event()
 
+    async def set_delivery(self, settings: delivery.Settings, heartbeat_interval_ms: int) -> None:
+        """New delivery settings, applied without a restart: the next timers use them, and every Agent
+        (hence every terminal) is told."""
+        async with self._lock:
+            old, self.delivery = self.delivery, settings
+            log.info("core_delivery_settings", old=str(old), new=str(settings))
+            beat = m.DeliveryHeartbeat(
+                m.DeliveryConfig(
+                    settings.ack_timeout_ms,
+                    settings.retry_backoff_ms,
+                    settings.max_retries,
+                    heartbeat_interval_ms,
+                )
+            )
+            for agent_id in sorted({a.agent_id for a in self.accounts.values() if a.online}):
+                try:
+                    await self._hub.send(agent_id, beat)
+                except AgentUnavailable as exc:
+                    log.warning("core_agent_unavailable", agent_id=agent_id, error=str(exc))
+
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait (without polling) until ``predicate()`` holds after some message was handled."""
         while not predicate():
