@@ -275,13 +275,15 @@ async def test_unrecorded_messages_are_retried_by_the_master_and_copied_once(
         slave = await w.add_slave("51001", 0)
         master = await w.add_master("9001")
         await w.online("9001", "51001")
-        store.fail_next = 1  # the intent's fan-out cannot be recorded: nothing may leave, the master retries
+        # the intent's fan-out cannot be recorded, even after Core's retries: nothing may leave, the master
+        # retries
+        store.fail_next = 4
         trade_id = await master.open("XAUUSD", Side.BUY, 0.4)
         await master.wait_all_acked()
         await copier.core.wait_for(lambda: copier.core.in_flight == 0)
         assert fills(slave) == Counter({trade_id: 1})
         assert copier.core.stats["store_failures"] == 1
-        store.fail_next = 1  # the same for the close
+        store.fail_next = 4  # the same for the close
         await master.close(trade_id)
         await master.wait_all_acked()
         await w.settled()
@@ -310,4 +312,29 @@ async def test_delivery_settings_change_without_restart(autojump_clock: trio.tes
         await w.online("51002")
         await trio.testing.wait_all_tasks_blocked()
         assert late.delivery_config is not None and late.delivery_config.ack_timeout_ms == 250
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_brief_store_outage_is_absorbed_by_core_retrying_the_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FlakyStore()
+    listener = MemoryPipeListener()
+    async with trio.open_nursery() as nursery:
+        copier: Copier = await nursery.start(
+            lambda task_status: run_all_in_one(
+                Config(), store=store, listener=listener, clock=TrioClock(), task_status=task_status
+            )
+        )
+        w = World(nursery, copier, listener, 5)
+        slave = await w.add_slave("51001", 0)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001")
+        store.fail_next = 2
+        trade_id = await master.open("EURUSD", Side.SELL, 0.2)
+        await master.wait_all_acked()
+        await copier.core.wait_for(lambda: copier.core.in_flight == 0)
+        assert fills(slave) == Counter({trade_id: 1})
+        assert copier.core.stats["journal_retries"] == 2 and "store_failures" not in copier.core.stats
+        assert master.resends == 0
         nursery.cancel_scope.cancel()

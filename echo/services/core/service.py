@@ -316,18 +316,34 @@ class Core:
 
     async def _commit(self, tx: _Tx) -> None:
         """Record the batch, then send (never the other way round), then wake whoever waits for a change."""
-        if tx.batch:
-            try:
-                await self._store.write(tx.batch)
-            except StoreError as exc:
-                # Never send what was not recorded. The masters are told to retry their messages.
-                log.error("core_delivery_failed", error=str(exc), commands=len(tx.batch.commands))
-                self._count("store_failures")
-                self._rollback(tx)
+        if tx.batch and not await self._write_with_retries(tx.batch):
+            # Never send what was not recorded. The masters are told to retry their messages.
+            self._count("store_failures")
+            self._rollback(tx)
         for out in tx.sends:
             await self._send(out)
         self._changed.set()
         self._changed = trio.Event()
+
+    JOURNAL_BACKOFF_S = (0.02, 0.1, 0.5)
+    """Waits between attempts to write a batch. Everything else waits meanwhile: the fan-out stops rather
+    than send what is not journaled."""
+
+    async def _write_with_retries(self, batch: Batch) -> bool:
+        for attempt, wait in enumerate((*self.JOURNAL_BACKOFF_S, None), start=1):
+            try:
+                await self._store.write(batch)
+                return True
+            except StoreError as exc:
+                if wait is None:
+                    log.error(
+                        "core_delivery_failed", error=str(exc), commands=len(batch.commands), attempts=attempt
+                    )
+                    return False
+                log.warning("core_journal_retry", error=str(exc), attempt=attempt, wait_s=wait)
+                self._count("journal_retries")
+                await trio.sleep(wait)
+        return False  # pragma: no cover - the loop returns
 
     async def set_delivery(self, settings: delivery.Settings, heartbeat_interval_ms: int) -> None:
         """New delivery settings, applied without a restart: the next timers use them, and every Agent
