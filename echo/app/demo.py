@@ -138,12 +138,13 @@ async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             )
         progress = _Progress(copier, masters, slaves, opts)
         with Live(
-            progress.table(), console=console, refresh_per_second=8, transient=False, redirect_stdout=False
+            progress.table(), console=console, auto_refresh=False, transient=False, redirect_stdout=False
         ) as live:
+            # refreshed from this loop, not by rich's own thread, which would compete with the copier
 
             async def refresh() -> None:
                 while True:
-                    live.update(progress.table())
+                    live.update(progress.table(), refresh=True)
                     await trio.sleep(0.125)
 
             nursery.start_soon(refresh)
@@ -153,7 +154,8 @@ async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             # every master is flat: wait until Core has nothing in flight and every trade is complete
             with trio.move_on_after(opts.settle_timeout):
                 await copier.core.wait_for(lambda: not copier.core.trades and copier.core.in_flight == 0)
-            live.update(progress.table())
+            live.update(progress.table(), refresh=True)
+        console.print()
         summary = await _summarize(copier, masters, slaves, lat, opts, time.perf_counter() - started)
         nursery.cancel_scope.cancel()
     return summary
