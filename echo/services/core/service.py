@@ -107,7 +107,6 @@ class Trade:
     row: TradeRow
     intent: m.TradeIntent
     canonical: str
-    master_lots: float
     positions: dict[str, SlavePosition] = field(default_factory=dict)
     events_seen: set[str] = field(default_factory=set)
     closed: bool = False
@@ -228,7 +227,6 @@ class Core:
                 row,
                 intent,
                 row.symbol,
-                row.lot_size,
                 comment=trade_comment(row.trade_id),
                 closed=row.status == "closed",
             )
@@ -672,7 +670,7 @@ class Core:
             intent.stop_loss,
             intent.take_profit,
         )
-        trade = Trade(row, intent, canonical, intent.lot_size, comment=trade_comment(intent.trade_id))
+        trade = Trade(row, intent, canonical, comment=trade_comment(intent.trade_id))
         self.trades[intent.trade_id] = trade
         self._seen_trade_ids.add(intent.trade_id)
         tx.batch.trades.append(row)
@@ -961,7 +959,6 @@ class Core:
             return
         now = self._clock.now_ms()
         fraction = 1.0 if not close.is_partial else close.fraction
-        trade.master_lots = close.remaining_lots
         self._event(
             tx,
             "master_partial_close" if close.is_partial else "master_close",
