@@ -1,5 +1,5 @@
-"""``echo-copier`` (also ``python -m echo``): run the copier, a simulated terminal, the demo, or look up
-what happened to a trade."""
+"""``echo-copier`` (also ``python -m echo``): run the copier, a simulated terminal, the demo, the
+simulation, or look up what happened to a trade."""
 
 from __future__ import annotations
 
@@ -183,6 +183,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from echo.app import simulate
+
+    try:
+        seeds = simulate.parse_seeds(args.seeds) if args.seeds else None
+        opts = simulate.SimOptions(
+            seed=args.seed,
+            masters=args.masters,
+            slaves=args.slaves,
+            trades=args.trades,
+            faults=simulate.Faults.parse(args.faults),
+            pace=args.pace,
+            max_virtual_seconds=args.max_virtual_seconds,
+        )
+    except ValueError as exc:
+        print(f"echo-copier simulate: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        log_file = None
+        if args.log_file:
+            Path(args.log_file).parent.mkdir(parents=True, exist_ok=True)
+            log_file = stack.enter_context(open(args.log_file, "w", encoding="utf-8"))
+        simulate.configure_logs(log_file, args.log_level)
+        return simulate.main(opts, seeds=seeds, json_out=args.json)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from echo.app.root import open_store
 
@@ -254,6 +280,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pace", type=float, default=0.04, help="mean seconds between a master's actions")
     d.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     d.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser(
+        "simulate", help="the whole system on a virtual clock with injected faults; deterministic per seed"
+    )
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--seeds", help="a sweep, A..B: one line per seed and a final JSON with the counts")
+    sim.add_argument("--masters", type=int, default=1)
+    sim.add_argument("--slaves", type=int, default=3)
+    sim.add_argument("--trades", type=int, default=15)
+    sim.add_argument(
+        "--faults",
+        default="",
+        help="e.g. drop=0.05,dup=0.05,reorder=0.05,disconnect=0.01,crash=5 (per-line probabilities; "
+        "crash = number of crash-restarts)",
+    )
+    sim.add_argument(
+        "--pace", type=float, default=0.1, help="mean virtual seconds between a master's actions"
+    )
+    sim.add_argument("--max-virtual-seconds", type=float, default=3600.0, help="fail if not settled by then")
+    sim.add_argument("--json", action="store_true", help="the summary as one JSON line")
+    sim.add_argument("--log-file", help="structured log (virtual timestamps); default: no log")
+    sim.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    sim.set_defaults(func=cmd_simulate)
 
     w = sub.add_parser("show", help="what the store recorded: trades, or one trade's decisions and events")
     w.add_argument("--store", default="sqlite:///var/echo.db")

@@ -267,7 +267,7 @@ class Core:
                 heapq.heappush(self._timers, (j.next_retry_at_ms or now, j.command_id))
             if trade.closed:
                 for pos in trade.positions.values():
-                    if pos.tickets:
+                    if pos.tickets or pos.in_flight:  # an open still in flight is closed once it fills
                         pos.queue.append(Op("close"))
             self.trades[trade_id] = trade
         return len(trade_ids)
@@ -935,7 +935,9 @@ class Core:
                 master=acc.account_id,
                 already_closed=known,
             )
-            status = m.AckStatus.DUPLICATE if known else m.AckStatus.REJECTED
+            # An event for a trade whose open has not arrived yet (a lost or reordered line): the master must
+            # keep it and send it again, or the open, when it comes, would be copied and never closed.
+            status = m.AckStatus.DUPLICATE if known else m.AckStatus.RETRY
             self._ack(
                 tx,
                 acc.account_id,
@@ -943,7 +945,7 @@ class Core:
                 trace_id,
                 status,
                 event_id,
-                "trade already closed" if known else "unknown trade_id",
+                "trade already closed" if known else "unknown trade_id: its open has not arrived yet",
             )
             return None
         if event_id in trade.events_seen:
