@@ -108,6 +108,9 @@ class SimBroker:
         self.currency = currency
         self.leverage = leverage
         self.history: list[SimOrder] = []
+        self._closed: dict[int, SimOrder] = {}
+        self._remainders: dict[int, tuple[int, float]] = {}
+        """closed ticket -> (the remainder's ticket, its lots) after a partial close."""
         self._open: dict[int, SimOrder] = {}
         self._next_ticket = ticket_base
 
@@ -230,13 +233,24 @@ class SimBroker:
             )
             self._open[remainder.ticket] = remainder
             new_ticket = remainder.ticket
+            self._remainders[ticket] = (remainder.ticket, remaining)
         order.lots = closed_lots
         order.close_price = price
         order.close_time_ms = now_ms
         order.profit = profit
         self.history.append(order)
+        self._closed[ticket] = order
         self.balance = round(self.balance + profit, 2)
         return CloseFill(ticket, closed_lots, price, new_ticket, remaining, profit)
+
+    def closed_fill(self, ticket: int) -> CloseFill | None:
+        """How an already closed ticket was closed (as the terminal's account history shows it, where MT4
+        also names the remainder of a partial close), or None if it was never closed."""
+        order = self._closed.get(ticket)
+        if order is None or order.close_price is None:
+            return None
+        new_ticket, remaining = self._remainders.get(ticket, (None, 0.0))
+        return CloseFill(ticket, order.lots, order.close_price, new_ticket, remaining, order.profit)
 
     def modify(self, ticket: int, stop_loss: float | None, take_profit: float | None) -> SimOrder:
         """Set the SL/TP of an open position (None or 0 = no level)."""

@@ -255,8 +255,15 @@ class SimSlaveEA(SimTerminal):
         )
 
     def _close(self, cmd: m.CloseOrder, now: int) -> m.Result:
-        fill = self.broker.close(cmd.ticket, cmd.lot_size, now)
-        self.closed += 1
+        done = self.broker.closed_fill(cmd.ticket)
+        if done is not None:
+            # Already closed (this terminal lost its memory of the command, or the close was decided twice):
+            # the account history answers, including the remainder ticket of a partial close.
+            self.recognised += 1
+            fill = done
+        else:
+            fill = self.broker.close(cmd.ticket, cmd.lot_size, now)
+            self.closed += 1
         return _result(
             cmd,
             closed_lots=fill.closed_lots,

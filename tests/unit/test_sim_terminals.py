@@ -234,9 +234,17 @@ async def test_slave_partial_close_and_modify() -> None:
             ErrorCode.ERR_INVALID_STOPS,
         )
 
-        await agent.send(close(ticket, 0.3))  # the old ticket is gone
+        # the old ticket is already closed: the account history answers (with its remainder), no new fill
+        await agent.send(close(ticket, 0.3))
         gone = (await agent.next("close_result")).payload
-        assert (gone.success, gone.mt4_error, gone.error_code) == (False, 4108, ErrorCode.ERR_INVALID_TICKET)
+        assert (gone.success, gone.new_ticket) == (True, rest.ticket)
+        await agent.send(close(987654, 0.3))  # a ticket this account never had
+        unknown = (await agent.next("close_result")).payload
+        assert (unknown.success, unknown.mt4_error, unknown.error_code) == (
+            False,
+            4108,
+            ErrorCode.ERR_INVALID_TICKET,
+        )
 
         await agent.send(close(rest.ticket, 0.3))
         final = (await agent.next("close_result")).payload
