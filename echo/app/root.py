@@ -19,6 +19,7 @@ from echo.ports.pipe import PipeListener
 from echo.ports.store import Store
 from echo.services.agent.service import Agent
 from echo.services.core.service import Core
+from echo.services.ids import IdFactory
 
 
 def open_store(url: str, synchronous: str = "FULL") -> Store:
@@ -45,6 +46,7 @@ async def run_all_in_one(
     store: Store | None = None,
     listener: PipeListener | None = None,
     clock: Clock | None = None,
+    ids: IdFactory | None = None,
     task_status: trio.TaskStatus[Copier] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run Core and one Agent in this process until cancelled. Starts Core first, then the Agent (whose
@@ -58,7 +60,7 @@ async def run_all_in_one(
         async with trio.open_nursery() as nursery:
             d = config.delivery
             settings = delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries)
-            core = Core(transport.hub(), store, clock, config.core, delivery_settings=settings)
+            core = Core(transport.hub(), store, clock, config.core, delivery_settings=settings, ids=ids)
             await nursery.start(core.run)
             link = await transport.connect(config.agent.agent_id)
             agent = Agent(link, listener, clock, config.agent, config.delivery)

@@ -61,18 +61,14 @@ import trio.testing
 from echo.adapters.clock import TrioClock
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
-from echo.adapters.transport.inproc import InProcTransport
 from echo.app.demo import master_ids, slave_ids
-from echo.app.root import Copier
-from echo.delivery import machine as delivery
+from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.ports.clock import Clock
 from echo.ports.pipe import PipeListener
 from echo.ports.store import Store
-from echo.services.agent.service import Agent
-from echo.services.core.service import Core
 from echo.services.ids import IdFactory
 from echo.sim.broker import SimBroker
 from echo.sim.market import SimMarket
@@ -323,20 +319,11 @@ async def run_copier(
     *,
     task_status: trio.TaskStatus[Copier] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``root.run_all_in_one(config, store=store, listener=listener, clock=clock)``, the same wiring, except
-    that Core draws its ids from ``ids``: the order of Core's retry timers breaks ties by command_id, so ids
-    from an unseeded random source would make a seed's run differ from one process to the next.
-    (``run_all_in_one`` takes no IdFactory yet; once it does, this is a plain call to it.)"""
-    transport = InProcTransport()
-    async with trio.open_nursery() as nursery:
-        d = config.delivery
-        settings = delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries)
-        core = Core(transport.hub(), store, clock, config.core, delivery_settings=settings, ids=ids)
-        await nursery.start(core.run)
-        link = await transport.connect(config.agent.agent_id)
-        agent = Agent(link, listener, clock, config.agent, config.delivery)
-        await nursery.start(agent.run)
-        task_status.started(Copier(config, store, core, agent))
+    """The all-in-one copier, with Core drawing its ids from ``ids``: the order of Core's retry timers breaks
+    ties by command_id, so ids from an unseeded random source would make a seed's run differ."""
+    await run_all_in_one(
+        config, store=store, listener=listener, clock=clock, ids=ids, task_status=task_status
+    )
 
 
 # ------------------------------------------------------------------------------------------------ world
