@@ -8,6 +8,8 @@ from pathlib import Path
 import trio
 
 from echo.adapters.clock import SystemClock
+from echo.adapters.ledger.memory import MemoryLedger
+from echo.adapters.ledger.sqlite import SqliteLedger
 from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.sqlite import SqliteStore
@@ -15,6 +17,7 @@ from echo.adapters.transport.inproc import InProcTransport
 from echo.delivery import machine as delivery
 from echo.domain.config import Config, ConfigError
 from echo.ports.clock import Clock
+from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.store import Store
 from echo.services.agent.service import Agent
@@ -28,6 +31,26 @@ def open_store(url: str, synchronous: str = "FULL") -> Store:
     if url.startswith("sqlite:///"):
         return SqliteStore.open(Path(url.removeprefix("sqlite:///")), synchronous=synchronous)
     raise ConfigError(f"unsupported store url {url!r} (sqlite:///PATH or memory://)")
+
+
+def ledger_url(config: Config) -> str:
+    """The Agent's ack ledger: as configured, else next to the store (in memory when the store is)."""
+    if config.agent.ledger_url:
+        return config.agent.ledger_url
+    store = config.store.url
+    if store.startswith("sqlite:///"):
+        base = store.removeprefix("sqlite:///")
+        stem = base[:-3] if base.endswith(".db") else base
+        return f"sqlite:///{stem}-{config.agent.agent_id}-ledger.db"
+    return "memory://"
+
+
+def open_ledger(url: str) -> AckLedger:
+    if url == "memory://":
+        return MemoryLedger()
+    if url.startswith("sqlite:///"):
+        return SqliteLedger.open(Path(url.removeprefix("sqlite:///")))
+    raise ConfigError(f"unsupported ledger url {url!r} (sqlite:///PATH or memory://)")
 
 
 @dataclass
@@ -47,6 +70,7 @@ async def run_all_in_one(
     listener: PipeListener | None = None,
     clock: Clock | None = None,
     ids: IdFactory | None = None,
+    ledger: AckLedger | None = None,
     task_status: trio.TaskStatus[Copier] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run Core and one Agent in this process until cancelled. Starts Core first, then the Agent (whose
@@ -55,6 +79,13 @@ async def run_all_in_one(
     own_store = store is None
     store = store or open_store(config.store.url, config.store.synchronous)
     listener = listener or UnixPipeListener(config.agent.socket_path)
+    own_ledger = ledger is None
+    try:
+        ledger = ledger or open_ledger(ledger_url(config))
+    except BaseException:
+        if own_store:
+            await store.aclose()
+        raise
     transport = InProcTransport()
     try:
         async with trio.open_nursery() as nursery:
@@ -63,10 +94,12 @@ async def run_all_in_one(
             core = Core(transport.hub(), store, clock, config.core, delivery_settings=settings, ids=ids)
             await nursery.start(core.run)
             link = await transport.connect(config.agent.agent_id)
-            agent = Agent(link, listener, clock, config.agent, config.delivery)
+            agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
             await nursery.start(agent.run)
             task_status.started(Copier(config, store, core, agent))
     finally:
+        if own_ledger:
+            ledger.close()
         if own_store:
             with trio.CancelScope(shield=True):
                 await store.aclose()

@@ -59,6 +59,7 @@ import trio
 import trio.testing
 
 from echo.adapters.clock import TrioClock
+from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.demo import master_ids, slave_ids
@@ -67,6 +68,7 @@ from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.ports.clock import Clock
+from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.store import Store
 from echo.services.ids import IdFactory
@@ -316,13 +318,14 @@ async def run_copier(
     listener: PipeListener,
     clock: Clock,
     ids: IdFactory,
+    ledger: AckLedger,
     *,
     task_status: trio.TaskStatus[Copier] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The all-in-one copier, with Core drawing its ids from ``ids``: the order of Core's retry timers breaks
     ties by command_id, so ids from an unseeded random source would make a seed's run differ."""
     await run_all_in_one(
-        config, store=store, listener=listener, clock=clock, ids=ids, task_status=task_status
+        config, store=store, listener=listener, clock=clock, ids=ids, ledger=ledger, task_status=task_status
     )
 
 
@@ -368,6 +371,7 @@ class _World:
         self.market = SimMarket(random.Random(self.rng.getrandbits(64)))
         self.clock = TrioClock()
         self.store = MemoryStore()  # the copier's disk: it outlives every copier process
+        self.ledger = MemoryLedger()  # the Agent's ack ledger file, likewise
         self.listener = MemoryPipeListener()
         self.config = Config(agent=AgentConfig(agent_id="agent-sim"), store=StoreConfig(url="memory://"))
         self.counts = FaultCounts()
@@ -415,7 +419,15 @@ class _World:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 self.copiers.append(
-                    await nursery.start(run_copier, self.config, self.store, self.listener, self.clock, ids)
+                    await nursery.start(
+                        run_copier,
+                        self.config,
+                        self.store,
+                        self.listener,
+                        self.clock,
+                        ids,
+                        self.ledger,
+                    )
                 )
                 task_status.started(scope)
 
@@ -680,6 +692,11 @@ class _World:
             "recognised": sum(ea.recognised for s in self.slaves for ea in s.incarnations),
             "master_resends": sum(ea.resends for ms in self.masters for ea in ms.incarnations),
             "core": {k: stats[k] for k in sorted(stats)},
+            "agent": {
+                k: sum(c.agent.stats.get(k, 0) for c in self.copiers)
+                for k in sorted({k for c in self.copiers for k in c.agent.stats})
+            },
+            "agent_held_after": len(self.copiers[-1].agent.held) if self.copiers else 0,
             "protocol_errors": sum(c.agent.protocol_errors for c in self.copiers),
             "virtual_seconds": round(trio.current_time(), 3),
             "problems": problems[:20],

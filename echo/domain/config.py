@@ -45,6 +45,12 @@ class AgentConfig:
     max_line_bytes: int = 1 << 20
     outbox_lines: int = 4096
     """Lines queued for one EA before that EA is judged too slow and disconnected."""
+    ledger_url: str = ""
+    """Where the ack ledger lives (``sqlite:///PATH`` or ``memory://``); empty: next to the store
+    (``<store>-<agent_id>-ledger.db``, or in memory when the store is)."""
+    ledger_hold_ms: int = 15 * 60_000
+    """How long the ledger keeps a command Core has not sent again (at load and at each retry): a stale
+    ledger never opens positions its Core no longer asks for."""
 
     def __post_init__(self) -> None:
         parse_agent_id(self.agent_id)
@@ -52,6 +58,12 @@ class AgentConfig:
             raise ConfigError("agent.max_line_bytes must be >= 4096")
         if self.outbox_lines < 16:
             raise ConfigError("agent.outbox_lines must be >= 16")
+        if self.ledger_url and not self.ledger_url.startswith(("sqlite:///", "memory://")):
+            raise ConfigError(
+                f"agent.ledger_url must be sqlite:///PATH or memory://, got {self.ledger_url!r}"
+            )
+        if not 1000 <= self.ledger_hold_ms <= 7 * 86_400_000:
+            raise ConfigError(f"agent.ledger_hold_ms must be 1000..604800000, got {self.ledger_hold_ms}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -645,9 +645,37 @@ class FromAccount:
     received_ms: int
 
 
+class AckStage(enum.Enum):
+    """How far the Agent got a command (seed 000 section 7; CORE_ACCEPTED and EA_CONFIRMED are Core's)."""
+
+    AGENT_BUFFERED = "AGENT_BUFFERED"
+    PIPE_DELIVERED = "PIPE_DELIVERED"
+
+
+class AckResult(enum.Enum):
+    PENDING = "PENDING"
+    OK = "OK"
+    FAILED = "FAILED"
+
+
 @dataclass(frozen=True, slots=True)
-class DeliveryFailed:
-    """Agent -> Core: a command could not be written to its account's connection."""
+class CommandAck:
+    """Agent -> Core: a command reached a stage on the Agent's hop.
+
+    ``AGENT_BUFFERED/PENDING``: the terminal is offline, the command waits in the Agent's ledger.
+    ``AGENT_BUFFERED/FAILED``: the Agent could not get it acknowledged by the terminal and let go.
+    ``PIPE_DELIVERED/OK``: the terminal acknowledged the line. ``PIPE_DELIVERED/FAILED``: it refused it."""
+
+    account_id: str
+    command_id: str
+    stage: AckStage
+    result: AckResult
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DropCommand:
+    """Core -> Agent: Core gave up on this command; the Agent stops trying to deliver it."""
 
     account_id: str
     command_id: str
@@ -670,5 +698,5 @@ class DeliveryHeartbeat:
     config: DeliveryConfig
 
 
-AgentToCore = AccountOnline | AccountOffline | FromAccount | DeliveryFailed
-CoreToAgent = ToAccount | DeliveryHeartbeat
+AgentToCore = AccountOnline | AccountOffline | FromAccount | CommandAck
+CoreToAgent = ToAccount | DeliveryHeartbeat | DropCommand

@@ -338,3 +338,34 @@ async def test_a_brief_store_outage_is_absorbed_by_core_retrying_the_write(
         assert copier.core.stats["journal_retries"] == 2 and "store_failures" not in copier.core.stats
         assert master.resends == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_trade_for_an_offline_slave_waits_in_the_agent_ledger_until_it_returns(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery)
+        core, agent = w.copier.core, w.copier.agent
+        broker = slave_broker(2, w.market, random.Random(5))
+        async with trio.open_nursery() as terminal:
+            await terminal.start(SimSlaveEA("51001", broker, w.listener.connect, w.clock.now_ms).run)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001")
+            terminal.cancel_scope.cancel()  # the slave's terminal is closed
+        await core.wait_for(lambda: not core.accounts["51001"].online)
+        trade_id = await master.open("GER30", Side.BUY, 0.5)
+        await master.wait_all_acked()
+        await core.wait_for(lambda: bool(agent.held))
+        await trio.testing.wait_all_tasks_blocked()
+        (row,) = await w.copier.store.journal()
+        assert (row.trade_id, row.account_id, row.stage) == (trade_id, "51001", "AGENT_BUFFERED")
+        # the terminal starts again: the Agent writes the held command at its handshake
+        again = SimSlaveEA("51001", broker, w.listener.connect, w.clock.now_ms)
+        await nursery.start(again.run)
+        await core.wait_for(lambda: core.in_flight == 0)
+        assert fills(again) == Counter({trade_id: 1})
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await w.settled()
+        assert broker.open_orders() == [] and agent.held == {}
+        nursery.cancel_scope.cancel()

@@ -3,21 +3,30 @@ writes Core's commands to the connection of the account they are for.
 
 Each connection has a reader (this task) and a writer task fed by a bounded channel, so one slow terminal
 never delays the others: when its queue is full it is disconnected (it reconnects and re-handshakes).
-Bad lines get an ``error`` reply on that connection only; the connection stays open."""
+Bad lines get an ``error`` reply on that connection only; the connection stays open.
+
+Commands (execute/close/modify) go through the ack ledger: held until the terminal's
+``pipe_delivery_ack``, written again on its timeout, kept while the terminal is offline and written when
+it is back, across an Agent restart too. The rules are ``echo.delivery.relay``; this module only carries
+out its effects and keeps the clock."""
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import structlog
 import trio
 
+from echo.delivery import relay
+from echo.delivery.machine import Settings
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, DeliverySettings
 from echo.domain.errors import ProtocolError
 from echo.domain.types import Role
-from echo.pipe.codec import EA_TO_AGENT, Decoded, DecodeFailure, LineDecoder, encode
+from echo.pipe.codec import AGENT_TO_EA, EA_TO_AGENT, Decoded, DecodeFailure, LineDecoder, decode_line, encode
 from echo.ports.clock import Clock
+from echo.ports.ledger import AckLedger, LedgerEntry, LedgerError
 from echo.ports.pipe import PipeListener
 from echo.ports.transport import AgentLink, LinkClosed
 
@@ -27,7 +36,7 @@ _MASTER_TYPES = frozenset({"trade_intent", "trade_close", "trade_modify"})
 _SLAVE_TYPES = frozenset(
     {"execution_result", "close_result", "modify_result", "pipe_delivery_ack", "quotes", "state_snapshot"}
 )
-_CHATTY_TYPES = frozenset({"pipe_delivery_ack", "quotes", "state_snapshot"})
+_CHATTY_TYPES = frozenset({"quotes", "state_snapshot"})
 """Forwarded without a log line each (several per second per terminal)."""
 _MAX_CONSECUTIVE_ERRORS = 1000
 """A peer that sends nothing but garbage this long is disconnected."""
@@ -44,6 +53,19 @@ class Connection:
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
+Command = m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
+
+
+@dataclass(eq=False)
+class Held:
+    """A command in the ack ledger."""
+
+    account_id: str
+    command: Command
+    line: bytes
+    state: relay.Relay
+
+
 class Agent:
     def __init__(
         self,
@@ -51,7 +73,8 @@ class Agent:
         listener: PipeListener,
         clock: Clock,
         config: AgentConfig,
-        delivery: DeliverySettings | None = None,
+        delivery: DeliverySettings | None,
+        ledger: AckLedger,
     ) -> None:
         self._link = link
         self._listener = listener
@@ -66,13 +89,157 @@ class Agent:
         """account_id -> its current (handshaken) connection."""
         self._next_conn = 0
         self.protocol_errors = 0
+        self._ledger = ledger
+        self.held: dict[str, Held] = {}
+        """command_id -> the command the Agent is getting into its terminal (arrival order)."""
+        self._puts: dict[str, LedgerEntry] = {}
+        self._deletes: set[str] = set()
+        self._acks: list[m.CommandAck] = []
+        self._timers: list[tuple[int, str]] = []
+        self._timer_added = trio.Event()
+        self.stats: dict[str, int] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._load_ledger()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._from_core)
+            nursery.start_soon(self._retry_loop)
             await nursery.start(self._listener.serve, self._serve_connection)
-            log.info("agent_started", agent_id=self.agent_id, listen=self._listener.description)
+            log.info(
+                "agent_started",
+                agent_id=self.agent_id,
+                listen=self._listener.description,
+                held=len(self.held),
+            )
             task_status.started()
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.stats[key] = self.stats.get(key, 0) + n
+
+    # ------------------------------------------------------------------------------------------- ledger
+
+    def _relay_settings(self) -> relay.RelaySettings:
+        d = self.delivery
+        return relay.RelaySettings(
+            Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), self.config.ledger_hold_ms
+        )
+
+    def _load_ledger(self) -> None:
+        """Commands held when the Agent last stopped wait for their terminals again (written when each
+        reconnects, unless they are older than ``ledger_hold_ms`` by then)."""
+        try:
+            entries = self._ledger.load()
+        except LedgerError as exc:
+            log.error("agent_ledger_unreadable", error=str(exc))
+            return
+        for e in entries:
+            event = decode_line(e.line.rstrip(b"\n"), AGENT_TO_EA)
+            command = getattr(event, "payload", None)
+            if not isinstance(command, Command) or command.command_id != e.command_id:
+                log.error("agent_ledger_entry_unreadable", command_id=e.command_id, account_id=e.account_id)
+                self._deletes.add(e.command_id)
+                continue
+            state = relay.Relay(e.affirmed_ms, relay.RelayStatus.BUFFERED, e.attempts)
+            self.held[e.command_id] = Held(e.account_id, command, e.line, state)
+        self._flush_ledger()
+        if self.held:
+            log.info("agent_ledger_loaded", held=len(self.held))
+
+    def _relay(self, command_id: str, event: relay.RelayInput, now_ms: int) -> None:
+        """Feed one input to a held command's rules and carry out the effects (ledger writes and acks to
+        Core are collected; ``_flush`` sends them)."""
+        held = self.held.get(command_id)
+        state, effects = relay.relay_transition(
+            held.state if held else None, event, now_ms, self._relay_settings()
+        )
+        if held is None:
+            return  # only Arrived creates an entry, and _arrived_command builds it first
+        held.state = state if state is not None else held.state
+        for effect in effects:
+            if isinstance(effect, relay.Store):
+                self._puts[command_id] = LedgerEntry(
+                    command_id, held.account_id, held.line, held.state.affirmed_ms, held.state.attempts
+                )
+                self._deletes.discard(command_id)
+            elif isinstance(effect, relay.Forget):
+                self.held.pop(command_id, None)
+                self._puts.pop(command_id, None)
+                self._deletes.add(command_id)
+            elif isinstance(effect, relay.AckCore):
+                self._acks.append(
+                    m.CommandAck(
+                        held.account_id,
+                        command_id,
+                        m.AckStage(effect.stage),
+                        m.AckResult(effect.result),
+                        effect.reason,
+                    )
+                )
+                if effect.result != "PENDING" or effect.stage != "AGENT_BUFFERED":
+                    self._count(f"ack_{effect.stage.lower()}_{effect.result.lower()}")
+                if effect.result == "FAILED":
+                    log.warning(
+                        "agent_command_not_delivered",
+                        command_id=command_id,
+                        account_id=held.account_id,
+                        stage=effect.stage,
+                        reason=effect.reason,
+                    )
+            elif isinstance(effect, relay.WakeAt):
+                heapq.heappush(self._timers, (effect.at_ms, command_id))
+                self._timer_added.set()
+            elif isinstance(effect, relay.Write):
+                if effect.attempt > 1:
+                    self._count("rewrites")
+                    log.info(
+                        "agent_command_rewritten",
+                        command_id=command_id,
+                        account_id=held.account_id,
+                        attempt=effect.attempt,
+                    )
+                reason = self._write(held.account_id, held.command, now_ms)
+                if reason is not None:
+                    self._relay(command_id, relay.WriteFailed(reason), now_ms)
+                    return
+
+    async def _flush(self) -> None:
+        """Ledger changes in one transaction, then the acks to Core."""
+        self._flush_ledger()
+        acks, self._acks = self._acks, []
+        for ack in acks:
+            await self._to_core(ack)
+
+    def _flush_ledger(self) -> None:
+        if not self._puts and not self._deletes:
+            return
+        puts, deletes = list(self._puts.values()), list(self._deletes)
+        self._puts, self._deletes = {}, set()
+        try:
+            self._ledger.apply(puts, deletes)
+        except LedgerError as exc:
+            # The ledger is a buffer: Core's journal re-sends whatever has no result. Delivery goes on.
+            self._count("ledger_errors")
+            log.error("agent_ledger_write_failed", error=str(exc), puts=len(puts), deletes=len(deletes))
+
+    async def _retry_loop(self) -> None:
+        """Keeps the clock for held commands whose pipe ack is overdue."""
+        while True:
+            now = self._clock.now_ms()
+            due: list[str] = []
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[1])
+            if due:
+                for command_id in due:
+                    held = self.held.get(command_id)
+                    if held is not None:
+                        connected = held.account_id in self.connections
+                        self._relay(command_id, relay.Due(connected), now)
+                await self._flush()
+                continue
+            wait = (self._timers[0][0] - now) / 1000 if self._timers else float("inf")
+            with trio.move_on_after(wait):
+                await self._timer_added.wait()
+            self._timer_added = trio.Event()
 
     # ---------------------------------------------------------------------------------------- from core
 
@@ -85,18 +252,41 @@ class Agent:
             except LinkClosed:
                 log.error("agent_core_link_closed", agent_id=self.agent_id)
                 return
-            failed: list[m.DeliveryFailed] = []
             now = self._clock.now_ms()
             for msg in batch:
                 if isinstance(msg, m.DeliveryHeartbeat):
                     self._apply_delivery(msg.config, now)
-                    continue
-                reason = self._deliver(msg, now)
-                command_id = getattr(msg.message, "command_id", None)
-                if reason is not None and command_id is not None:
-                    failed.append(m.DeliveryFailed(msg.account_id, command_id, reason))
-            for f in failed:
-                await self._to_core(f)
+                elif isinstance(msg, m.DropCommand):
+                    if msg.command_id in self.held:
+                        log.info("agent_command_dropped", command_id=msg.command_id, reason=msg.reason)
+                        self._relay(msg.command_id, relay.Dropped(), now)
+                elif isinstance(msg.message, Command):
+                    self._arrived(msg.account_id, msg.message, now)
+                elif self._write(msg.account_id, msg.message, now) is not None:
+                    # Replies to masters and registration results are not ledgered: a master re-sends an
+                    # unacknowledged intent, and a terminal gets its registration at every handshake.
+                    log.info(
+                        "agent_reply_not_delivered",
+                        account_id=msg.account_id,
+                        message=type(msg.message).__name__,
+                    )
+            await self._flush()
+
+    def _arrived(self, account_id: str, command: Command, now_ms: int) -> None:
+        held = self.held.get(command.command_id)
+        if held is None:
+            held = Held(account_id, command, encode(command, now_ms), relay.Relay(now_ms))
+            self.held[command.command_id] = held
+        elif held.account_id != account_id:
+            log.error(
+                "agent_command_account_mismatch",
+                command_id=command.command_id,
+                held_for=held.account_id,
+                sent_for=account_id,
+            )
+            return
+        held.command = command  # a re-send carries its attempt number
+        self._relay(command.command_id, relay.Arrived(account_id in self.connections), now_ms)
 
     def _apply_delivery(self, config: m.DeliveryConfig, now_ms: int) -> None:
         """New delivery settings from Core: every connected terminal hears them at once."""
@@ -115,22 +305,15 @@ class Agent:
         for conn in self.connections.values():
             self._reply(conn, line)
 
-    def _deliver(self, msg: m.ToAccount, now_ms: int) -> str | None:
-        """Queue a message for its account's connection; returns why it could not be, or None."""
-        conn = self.connections.get(msg.account_id)
-        inner = msg.message
+    def _write(self, account_id: str, message: m.ToEA, now_ms: int) -> str | None:
+        """Queue a message on its account's connection; returns why it could not be, or None."""
+        conn = self.connections.get(account_id)
         if conn is None:
-            log.warning(
-                "agent_account_not_connected",
-                account_id=msg.account_id,
-                message=type(inner).__name__,
-                command_id=getattr(inner, "command_id", None),
-            )
             return "account not connected"
         try:
-            conn.outbox.send_nowait(encode(inner, now_ms))
+            conn.outbox.send_nowait(encode(message, now_ms))
         except trio.WouldBlock:
-            log.error("agent_ea_too_slow", account_id=msg.account_id, queued=self.config.outbox_lines)
+            log.error("agent_ea_too_slow", account_id=account_id, queued=self.config.outbox_lines)
             conn.cancel.cancel()
             return "terminal too slow"
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -239,6 +422,15 @@ class Agent:
                 ),
             )
             return
+        if isinstance(payload, m.PipeDeliveryAck):
+            self._on_pipe_ack(conn, payload)
+            await self._flush()
+            return
+        if isinstance(payload, m.ExecutionResult | m.CloseResult | m.ModifyResult):
+            held = self.held.get(payload.command_id)
+            if held is not None and held.account_id == conn.account_id:
+                self._relay(payload.command_id, relay.ResultSeen(), self._clock.now_ms())
+                self._flush_ledger()
         if ev.type not in _CHATTY_TYPES:
             log.debug(
                 "agent_forward",
@@ -249,6 +441,21 @@ class Agent:
                 command_id=getattr(payload, "command_id", None),
             )
         await self._to_core(m.FromAccount(conn.account_id, payload, self._clock.now_ms()))
+
+    def _on_pipe_ack(self, conn: Connection, ack: m.PipeDeliveryAck) -> None:
+        held = self.held.get(ack.command_id)
+        if held is None or held.account_id != conn.account_id:
+            log.debug("agent_pipe_ack_stale", account_id=conn.account_id, command_id=ack.command_id)
+            return
+        if ack.status is not m.DeliveryStatus.OK:
+            log.warning(
+                "agent_pipe_ack_not_ok",
+                account_id=conn.account_id,
+                command_id=ack.command_id,
+                status=ack.status.value,
+                reason=ack.reason,
+            )
+        self._relay(ack.command_id, relay.PipeAck(ack.status.value, ack.reason), self._clock.now_ms())
 
     async def _to_core(self, msg: m.AgentToCore) -> None:
         try:
@@ -299,9 +506,17 @@ class Agent:
             client_semver=hs.client_semver,
             legacy=hs.protocol_version < m.PROTOCOL_VERSION,
         )
-        # The terminal learns the delivery timing at once; Core's evaluation of its symbols follows.
-        self._reply(conn, encode(self.delivery, self._clock.now_ms()))
-        await self._to_core(m.AccountOnline(self.agent_id, hs, self._clock.now_ms()))
+        # The terminal learns the delivery timing at once, then gets what the ledger holds for it (in the
+        # order Core sent it); Core's evaluation of its symbols follows.
+        now = self._clock.now_ms()
+        self._reply(conn, encode(self.delivery, now))
+        waiting = [cid for cid, held in self.held.items() if held.account_id == hs.account_id]
+        for command_id in waiting:
+            self._relay(command_id, relay.TerminalConnected(), now)
+        if waiting:
+            log.info("agent_ledger_flushed_to_terminal", account_id=hs.account_id, commands=len(waiting))
+        await self._flush()
+        await self._to_core(m.AccountOnline(self.agent_id, hs, now))
 
     async def _disconnected(self, conn: Connection) -> None:
         account = conn.account_id

@@ -129,6 +129,8 @@ class _Tx:
     def __init__(self) -> None:
         self.batch = Batch()
         self.sends: list[m.ToAccount] = []
+        self.drops: list[m.DropCommand] = []
+        """Commands given up: their Agents stop delivering them (sent after the commit, like ``sends``)."""
 
 
 class Core:
@@ -320,6 +322,8 @@ class Core:
             self._rollback(tx)
         for out in tx.sends:
             await self._send(out)
+        for drop in tx.drops:
+            await self._send(drop)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -375,7 +379,7 @@ class Core:
     def _count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
 
-    async def _send(self, out: m.ToAccount) -> None:
+    async def _send(self, out: m.ToAccount | m.DropCommand) -> None:
         acc = self.accounts.get(out.account_id)
         if acc is None:
             log.error("core_send_unknown_account", account_id=out.account_id)
@@ -386,10 +390,18 @@ class Core:
             log.warning(
                 "core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=str(exc)
             )
-            if isinstance(out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder):
+            if isinstance(out, m.ToAccount) and isinstance(
+                out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
+            ):
                 await self.handle(
                     acc.agent_id,
-                    m.DeliveryFailed(out.account_id, out.message.command_id, "agent unavailable"),
+                    m.CommandAck(
+                        out.account_id,
+                        out.message.command_id,
+                        m.AckStage.AGENT_BUFFERED,
+                        m.AckResult.FAILED,
+                        "agent unavailable",
+                    ),
                 )
 
     def _rollback(self, tx: _Tx) -> None:
@@ -439,6 +451,7 @@ class Core:
                     )
                 )
         tx.sends = retry
+        tx.drops = []
 
     def _event(
         self,
@@ -484,8 +497,6 @@ class Core:
                     acc.quotes[q.symbol] = q
             elif isinstance(inner, m.StateSnapshot):
                 acc.snapshot = inner
-            elif isinstance(inner, m.PipeDeliveryAck):
-                self._on_pipe_ack(acc, inner, tx)
         elif isinstance(msg, m.AccountOnline):
             self._on_online(agent_id, msg, tx)
         elif isinstance(msg, m.AccountOffline):
@@ -494,8 +505,8 @@ class Core:
                 acc.online = False
                 self._event(tx, "account_offline", account_id=msg.account_id, agent_id=msg.agent_id)
                 log.info("core_account_offline", account_id=msg.account_id, agent_id=msg.agent_id)
-        elif isinstance(msg, m.DeliveryFailed):
-            self._on_delivery_failed(msg, tx)
+        elif isinstance(msg, m.CommandAck):
+            self._on_command_ack(agent_id, msg, tx)
 
     # --------------------------------------------------------------------------------------- accounts
 
@@ -875,6 +886,7 @@ class Core:
         now = self._clock.now_ms()
         self._pending.pop(cmd.command_id, None)
         self._given_up[cmd.command_id] = pend
+        tx.drops.append(m.DropCommand(pend.account_id, cmd.command_id, reason))
         tx.batch.command_updates.append(
             CommandUpdate(
                 cmd.command_id, "failed", ErrorCode.ERR_TIMEOUT.value, _json({"reason": reason}), now
@@ -1221,50 +1233,39 @@ class Core:
             self._pump(trade, pos, tx)
             self._maybe_forget(trade)
 
-    def _on_delivery_failed(self, msg: m.DeliveryFailed, tx: _Tx) -> None:
-        acc = self.accounts.get(msg.account_id)
-        if acc is not None:
-            acc.online = False  # the agent had no connection for it; AccountOnline will say when it is back
-        pend = self._pending.get(msg.command_id)
-        if pend is None:
+    def _on_command_ack(self, agent_id: str, ack: m.CommandAck, tx: _Tx) -> None:
+        """The Agent's hop: buffered for an offline terminal, delivered into the terminal, or not."""
+        pend = self._pending.get(ack.command_id)
+        if pend is None or pend.account_id != ack.account_id:
+            return
+        if ack.result is m.AckResult.PENDING:
+            self._drive(pend, delivery.AgentBuffered(), tx)
+            return
+        if ack.result is m.AckResult.OK:
+            self._drive(pend, delivery.PipeDelivered(), tx)
             return
         log.warning(
             "core_command_not_delivered",
-            command_id=msg.command_id,
-            slave=msg.account_id,
+            command_id=ack.command_id,
+            slave=ack.account_id,
+            agent_id=agent_id,
             kind=pend.kind,
-            reason=msg.reason,
+            stage=ack.stage.value,
+            reason=ack.reason,
             attempt=pend.state.attempt,
         )
         self._event(
             tx,
             "command_not_delivered",
             trade_id=pend.trade_id,
-            account_id=msg.account_id,
-            command_id=msg.command_id,
+            account_id=ack.account_id,
+            command_id=ack.command_id,
             command_kind=pend.kind,
-            reason=msg.reason,
+            stage=ack.stage.value,
+            reason=ack.reason,
         )
-        # The same command goes out again when the terminal is back (or after the backoff).
-        self._drive(pend, delivery.NotDelivered(msg.reason), tx)
-
-    def _on_pipe_ack(self, acc: Account, ack: m.PipeDeliveryAck, tx: _Tx) -> None:
-        pend = self._pending.get(ack.command_id)
-        if pend is None or pend.account_id != acc.account_id:
-            return
-        if ack.status is m.DeliveryStatus.OK:
-            self._drive(pend, delivery.PipeDelivered(), tx)
-        else:
-            log.warning(
-                "core_pipe_delivery_not_ok",
-                account_id=acc.account_id,
-                command_id=ack.command_id,
-                status=ack.status.value,
-                reason=ack.reason,
-            )
-            self._drive(
-                pend, delivery.NotDelivered(f"terminal answered {ack.status.value}: {ack.reason}"), tx
-            )
+        # The same command goes out again after the backoff, or when the terminal reconnects.
+        self._drive(pend, delivery.NotDelivered(f"{ack.stage.value}: {ack.reason}"), tx)
 
     def _maybe_forget(self, trade: Trade) -> None:
         """A closed trade leaves memory once every slave position is flat and idle.
