@@ -18,7 +18,8 @@ from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config
+from echo.domain.config import AgentConfig, Config, CoreConfig
+from echo.domain.types import Side
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
@@ -103,3 +104,72 @@ async def test_copier_restarts_mid_traffic(seed: int, autojump_clock: trio.testi
                 assert s.broker.open_orders() == [], s.account_id
             assert all(t.status == "closed" for t in await store.trades(limit=100))
             nursery.cancel_scope.cancel()
+
+
+async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A partial close goes out to an offline slave and waits; the master's SL change that follows queues
+    behind it. The copier dies, starts again, the slave returns: the close is applied once and the SL
+    change too (it was recorded as a master event not yet applied to that slave)."""
+    store, listener, clock = MemoryStore(), MemoryPipeListener(), TrioClock()
+    config = Config(core=CoreConfig(fixed_lot=1.0), agent=AgentConfig(agent_id="agent-1"))
+    market = SimMarket(random.Random(9))
+    copiers: list[Copier] = []
+
+    async def copier_process(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as n:
+                copiers.append(
+                    await n.start(
+                        lambda task_status: run_all_in_one(
+                            config, store=store, listener=listener, clock=clock, task_status=task_status
+                        )
+                    )
+                )
+                task_status.started(scope)
+
+    broker = slave_broker(1, market, random.Random(1))
+    async with trio.open_nursery() as nursery:
+        process: trio.CancelScope = await nursery.start(copier_process)
+        master = SimMasterEA(
+            "9001", master_broker(market, random.Random(2)), listener.connect, clock.now_ms, random.Random(3)
+        )
+        await nursery.start(master.run)
+        async with trio.open_nursery() as terminal:
+            await terminal.start(SimSlaveEA("51001", broker, listener.connect, clock.now_ms).run)
+            core = copiers[-1].core
+            await core.wait_for(
+                lambda: {"9001", "51001"} <= {a for a, x in core.accounts.items() if x.online}
+            )
+            trade_id = await master.open("GER30", Side.BUY, 1.0)
+            await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 1)
+            terminal.cancel_scope.cancel()
+        await core.wait_for(lambda: not core.accounts["51001"].online)
+        await master.partial_close(trade_id, 0.4)
+        sl, tp = master._random_stops("GER30", Side.BUY)
+        await master.modify(trade_id, sl, tp)
+        await master.wait_all_acked()
+        position = core.trades[trade_id].positions["51001"]
+        assert len(position.in_flight) == 1 and [op.kind for op in position.queue] == ["modify"]
+
+        process.cancel()
+        await trio.sleep(1)
+        process = await nursery.start(copier_process)
+        slave = SimSlaveEA("51001", broker, listener.connect, clock.now_ms)
+        await nursery.start(slave.run)
+        core = copiers[-1].core
+        await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("slave_closes") == 1)
+        await core.wait_for(
+            lambda: core.in_flight == 0 and not core.trades[trade_id].positions["51001"].queue
+        )
+        (order,) = broker.open_orders()
+        assert order.lots == pytest.approx(0.6)
+        assert (order.stop_loss, order.take_profit) != (None, None)
+        closes = [r for r in slave.results.values() if isinstance(r, m.CloseResult)]
+        assert len(closes) == 1
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+        assert broker.open_orders() == []
+        nursery.cancel_scope.cancel()

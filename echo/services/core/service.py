@@ -244,11 +244,26 @@ class Core:
                     pos.opened = True
                     if t.status == "open":
                         pos.tickets[t.ticket] = t.lots
+            master_ops: list[Op] = []
+            applied: dict[str, set[str]] = {}
             for e in await self._store.events(trade_id, limit=1_000_000):
                 if e.kind in self._MASTER_EVENTS:
-                    event_id = msgspec.json.decode(e.data).get("event_id")
+                    data = msgspec.json.decode(e.data)
+                    event_id = data.get("event_id")
                     if isinstance(event_id, str):
                         trade.events_seen.add(event_id)
+                        op = self._op_from_event(e.kind, data, event_id)
+                        if op is not None:
+                            master_ops.append(op)
+                elif e.kind == "op_applied" and e.account_id is not None:
+                    event_id = msgspec.json.decode(e.data).get("event_id")
+                    if isinstance(event_id, str):
+                        applied.setdefault(e.account_id, set()).add(event_id)
+            # A master close/modify that was acknowledged but not yet applied to a slave (it waited behind
+            # a command in flight) is queued again, in the master's order.
+            for pos in trade.positions.values():
+                done = applied.get(pos.account_id, set())
+                pos.queue.extend(op for op in master_ops if op.event_id not in done)
             commands = {c.command_id: c for c in await self._store.commands(trade_id)}
             for j in by_trade.get(trade_id, []):
                 c = commands.get(j.command_id)
@@ -269,10 +284,27 @@ class Core:
                 heapq.heappush(self._timers, (j.next_retry_at_ms or now, j.command_id))
             if trade.closed:
                 for pos in trade.positions.values():
-                    if pos.tickets or pos.in_flight:  # an open still in flight is closed once it fills
+                    full_close_queued = any(op.kind == "close" and op.fraction >= 1.0 for op in pos.queue)
+                    if (pos.tickets or pos.in_flight) and not full_close_queued:
+                        # an open still in flight is closed once it fills
                         pos.queue.append(Op("close"))
             self.trades[trade_id] = trade
         return len(trade_ids)
+
+    def _op_from_event(self, kind: str, data: dict[str, Any], event_id: str) -> Op | None:
+        """The slave operation a recorded master event asks for (see ``_on_close`` / ``_on_modify``)."""
+        if kind == "master_modify":
+            if not data.get("mirrored", False):
+                return None
+            sl, tp = data.get("stop_loss"), data.get("take_profit")
+            return Op(
+                "modify",
+                stop_loss=float(sl) if isinstance(sl, int | float) else None,
+                take_profit=float(tp) if isinstance(tp, int | float) else None,
+                event_id=event_id,
+            )
+        fraction = data.get("fraction", 1.0) if kind == "master_partial_close" else 1.0
+        return Op("close", fraction=float(fraction), event_id=event_id)
 
     GROUP_LIMIT = 256
     """Messages already waiting are handled together and recorded with one commit (group commit): under
@@ -1049,6 +1081,17 @@ class Core:
         spec = pos.spec
         while spec is not None and not pos.in_flight and pos.queue:
             op = pos.queue.popleft()
+            if op.event_id is not None:
+                # Recorded with what the operation produces (or with nothing, when there is nothing to
+                # apply): a restart re-queues exactly the master events without this mark.
+                self._event(
+                    tx,
+                    "op_applied",
+                    trade_id=trade.row.trade_id,
+                    account_id=pos.account_id,
+                    event_id=op.event_id,
+                    op=op.kind,
+                )
             if not pos.tickets:
                 if pos.failed or pos.opened:
                     log.info(
