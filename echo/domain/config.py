@@ -22,10 +22,15 @@ class CoreConfig:
     """Copy the master's SL/TP prices at entry and mirror its modifications."""
     follow: dict[str, list[str]] = field(default_factory=dict)
     """master account -> slave accounts that copy it. Empty: every slave follows every master."""
+    dedupe_window_ms: int = 7 * 86_400_000
+    """How long a trade_id (by the time in its UUIDv7) is remembered for dedupe. An intent, close or modify
+    for an unknown trade older than this is refused: it cannot be told from a duplicate."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.fixed_lot) or self.fixed_lot <= 0:
             raise ConfigError(f"core.fixed_lot must be > 0, got {self.fixed_lot}")
+        if not 3_600_000 <= self.dedupe_window_ms <= 366 * 86_400_000:
+            raise ConfigError(f"core.dedupe_window_ms must be 1 hour..366 days, got {self.dedupe_window_ms}")
         for master, slaves in self.follow.items():
             parse_account_id(master)
             for s in slaves:

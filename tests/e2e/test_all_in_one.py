@@ -212,7 +212,14 @@ async def test_duplicate_intent_is_acked_as_duplicate_and_not_copied_twice(
         await stream.send_all(encode(m.Handshake("9002", m.Role.MASTER, protocol_version=2), 0))
         await w.online("9002")
         intent = m.TradeIntent(
-            uuid7(1, b"\x01" * 10), trace_id_from(b"\x02" * 16), "XAUUSD", Side.BUY, 0.2, 2350.0, 7, 123
+            uuid7(w.clock.now_ms(), b"\x01" * 10),
+            trace_id_from(b"\x02" * 16),
+            "XAUUSD",
+            Side.BUY,
+            0.2,
+            2350.0,
+            7,
+            123,
         )
         await stream.send_all(encode(intent, 0) * 2)
         decoder = LineDecoder(AGENT_TO_EA)

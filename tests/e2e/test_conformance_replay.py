@@ -69,11 +69,13 @@ async def test_transcript_replays_against_the_agent(
     steps = load_transcript(path)
     listener = MemoryPipeListener()
     config = Config(agent=AgentConfig(agent_id="agent-host1"))
+    # the copier's clock starts when the session was recorded: its trade ids are recent to it
+    clock = TrioClock(epoch_ms=min(int(s.line["timestamp_ms"]) for s in steps if s.line is not None))
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             copier: Copier = await nursery.start(
                 lambda task_status: run_all_in_one(
-                    config, store=MemoryStore(), listener=listener, clock=TrioClock(), task_status=task_status
+                    config, store=MemoryStore(), listener=listener, clock=clock, task_status=task_status
                 )
             )
             player = Player(await listener.connect())

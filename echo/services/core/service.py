@@ -31,7 +31,7 @@ from echo.domain.copying import (
     symbols_by_canonical,
 )
 from echo.domain.errors import ErrorCode
-from echo.domain.ids import trade_comment
+from echo.domain.ids import trade_comment, uuid7_time_ms
 from echo.domain.types import Role, Side, SymbolSpec, normalize_symbol
 from echo.ports.clock import Clock
 from echo.ports.store import (
@@ -158,8 +158,11 @@ class Core:
         self.accounts: dict[str, Account] = {}
         self.trades: dict[str, Trade] = {}
         self._seen_trade_ids: set[str] = set()
+        """Trades handled within the dedupe window (pruned by ``_prune``)."""
         self._pending: dict[str, Pending] = {}
         self._done_commands: set[str] = set()
+        """Commands answered within the dedupe window: a repeated answer is expected, not an anomaly."""
+        self._pruned_at_ms = 0
         self._given_up: dict[str, Pending] = {}
         """Commands that got no result after every send: a late result is still applied."""
         self.stats: dict[str, int] = {}
@@ -168,8 +171,11 @@ class Core:
     # ------------------------------------------------------------------------------------------ running
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        horizon = self._clock.now_ms() - self.config.dedupe_window_ms
         for row in await self._store.trades(limit=1_000_000):
-            self._seen_trade_ids.add(row.trade_id)
+            if uuid7_time_ms(row.trade_id) >= horizon:
+                self._seen_trade_ids.add(row.trade_id)
+        self._pruned_at_ms = self._clock.now_ms()
         for a in await self._store.accounts():
             hs = msgspec.json.decode(a.handshake, type=m.Handshake)
             symbols, _ = symbols_by_canonical(hs.symbols)
@@ -407,6 +413,11 @@ class Core:
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    @property
+    def remembered(self) -> tuple[int, int]:
+        """(trade ids, answered command ids) held for dedupe: bounded by the dedupe window."""
+        return len(self._seen_trade_ids), len(self._done_commands)
 
     def _count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
@@ -692,10 +703,26 @@ class Core:
         if acc.role is not Role.MASTER:
             blog.warning("core_intent_from_slave_ignored")
             return
-        if intent.trade_id in self._seen_trade_ids:
+        if intent.trade_id in self._seen_trade_ids or intent.trade_id in self.trades:
             blog.info("core_intent_duplicate", attempt=intent.attempt)
             self._count("duplicate_intents")
             self._ack(tx, acc.account_id, intent.trade_id, intent.trace_id, m.AckStatus.DUPLICATE)
+            return
+        self._prune(now)
+        if self._too_old(intent.trade_id, now):
+            blog.warning("core_intent_too_old", window_ms=self.config.dedupe_window_ms)
+            self._event(
+                tx, "intent_refused", trade_id=intent.trade_id, account_id=acc.account_id, reason="too old"
+            )
+            self._ack(
+                tx,
+                acc.account_id,
+                intent.trade_id,
+                intent.trace_id,
+                m.AckStatus.REJECTED,
+                None,
+                "trade_id is older than core.dedupe_window_ms: it cannot be told from a duplicate",
+            )
             return
         canonical = canonical_symbol(intent.symbol, acc.handshake.symbol_mappings)
         row = TradeRow(
@@ -966,10 +993,37 @@ class Core:
             self._pump(trade, pos, tx)
             self._maybe_forget(trade)
 
+    def _too_old(self, trade_id: str, now_ms: int) -> bool:
+        return uuid7_time_ms(trade_id) < now_ms - self.config.dedupe_window_ms
+
+    PRUNE_EVERY_MS = 60_000
+
+    def _prune(self, now_ms: int) -> None:
+        """Forget, about once a minute, trade and command ids older than the dedupe window (by their UUIDv7
+        time): memory stays bounded however long Core runs. Open trades stay in ``trades``."""
+        if now_ms - self._pruned_at_ms < self.PRUNE_EVERY_MS:
+            return
+        self._pruned_at_ms = now_ms
+        horizon = now_ms - self.config.dedupe_window_ms
+        self._seen_trade_ids = {t for t in self._seen_trade_ids if uuid7_time_ms(t) >= horizon}
+        self._done_commands = {c for c in self._done_commands if uuid7_time_ms(c) >= horizon}
+
     def _master_trade(
         self, acc: Account, trade_id: str, event_id: str, trace_id: str, kind: str, tx: _Tx
     ) -> Trade | None:
         trade = self.trades.get(trade_id)
+        if trade is None and self._too_old(trade_id, self._clock.now_ms()):
+            log.warning(f"core_{kind}_too_old", trade_id=trade_id, event_id=event_id, master=acc.account_id)
+            self._ack(
+                tx,
+                acc.account_id,
+                trade_id,
+                trace_id,
+                m.AckStatus.REJECTED,
+                event_id,
+                "trade_id is older than core.dedupe_window_ms and not open here",
+            )
+            return None
         if trade is None or trade.row.master_account != acc.account_id:
             known = trade_id in self._seen_trade_ids
             log.warning(
