@@ -91,7 +91,15 @@ async def run_all_in_one(
         async with trio.open_nursery() as nursery:
             d = config.delivery
             settings = delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries)
-            core = Core(transport.hub(), store, clock, config.core, delivery_settings=settings, ids=ids)
+            core = Core(
+                transport.hub(),
+                store,
+                clock,
+                config.core,
+                delivery_settings=settings,
+                ids=ids,
+                policies=config.policies(),
+            )
             await nursery.start(core.run)
             link = await transport.connect(config.agent.agent_id)
             agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)

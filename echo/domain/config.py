@@ -7,11 +7,9 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
+from echo.domain.errors import ConfigError as ConfigError
 from echo.domain.ids import parse_account_id, parse_agent_id
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key."""
+from echo.domain.policy import Policies, Policy, policies_from_dict
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +122,13 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    policy: Policies | None = None
+    """Per-account copy policies; None: every account uses ``core.fixed_lot`` and ``core.copy_sl_tp``."""
+
+    def policies(self) -> Policies:
+        if self.policy is not None:
+            return self.policy
+        return Policies(Policy(fixed_lot=self.core.fixed_lot, copy_sl_tp=self.core.copy_sl_tp))
 
 
 T = TypeVar("T")
@@ -173,7 +178,14 @@ def _section(name: str, cls: type[T], raw: Any) -> T:
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
+    known = [*_SECTIONS, "policy"]
     for key in raw:
-        if key not in _SECTIONS:
-            raise ConfigError(f"unknown section [{key}] (known: {', '.join(sorted(_SECTIONS))})")
-    return Config(**{name: _section(name, cls, raw[name]) for name, cls in _SECTIONS.items() if name in raw})
+        if key not in known:
+            raise ConfigError(f"unknown section [{key}] (known: {', '.join(sorted(known))})")
+    sections = {name: _section(name, cls, raw[name]) for name, cls in _SECTIONS.items() if name in raw}
+    config = Config(**sections)
+    if "policy" in raw:
+        # [core] fixed_lot / copy_sl_tp are the defaults [policy.default] starts from
+        base = Policy(fixed_lot=config.core.fixed_lot, copy_sl_tp=config.core.copy_sl_tp)
+        config = Config(**sections, policy=policies_from_dict(raw["policy"], base))
+    return config

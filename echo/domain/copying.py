@@ -1,5 +1,6 @@
-"""Copy rules as pure functions: which slave gets what for a master trade, and how a master's partial
-close maps onto a slave ticket. Every outcome carries its reason so it can be logged and stored."""
+"""Copy rules as pure functions: which slave gets what for a master trade (policies, filters, windows,
+sizing, stops), and how a master's partial close maps onto a slave ticket. Every outcome carries its
+reason and its inputs, so it can be logged, stored as the copy receipt and explained afterwards."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from decimal import Decimal
 from typing import Literal
 
 from echo.domain.messages import TradeIntent
-from echo.domain.types import SymbolSpec, normalize_symbol
+from echo.domain.policy import Policy
+from echo.domain.types import Side, SymbolSpec, normalize_symbol
+
+
+@dataclass(frozen=True, slots=True)
+class SlaveQuote:
+    bid: float
+    ask: float
+    received_ms: int
+    """When Core received it (Core's clock, so its age is comparable with ``now``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +29,12 @@ class SlaveView:
     online: bool
     symbols: dict[str, SymbolSpec]
     """canonical symbol -> the broker's spec, from the slave's handshake."""
+    policy: Policy = field(default_factory=Policy)
+    quotes: dict[str, SlaveQuote] = field(default_factory=dict)
+    """broker symbol -> the latest quote."""
+    tick_values: dict[str, float] = field(default_factory=dict)
+    """broker symbol -> money per tick per lot, from the latest state snapshot."""
+    currency: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +44,27 @@ class Copy:
     spec: SymbolSpec
     lot_size: float
     stop_loss: float | None
+    """Sent with the order (None when the broker's StopLevel forbids it at entry: see ``after_fill``)."""
     take_profit: float | None
     detail: dict[str, object] = field(default_factory=dict)
+    after_fill: tuple[float | None, float | None] | None = None
+    """(SL, TP) to set by a modify right after the fill, when they could not go with the order."""
+    max_slippage_points: float | None = None
+    max_spread_points: float | None = None
 
 
-OmitReason = Literal["slave_offline", "symbol_not_mapped", "lot_below_min_lot"]
+OmitReason = Literal[
+    "slave_offline",
+    "symbol_not_mapped",
+    "no_trade_window",
+    "max_delay_exceeded",
+    "quote_missing",
+    "spread_too_wide",
+    "slippage_too_high",
+    "no_stop_loss",
+    "tick_value_missing",
+    "lot_below_min_lot",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,46 +100,233 @@ def symbols_by_canonical(specs: list[SymbolSpec]) -> tuple[dict[str, SymbolSpec]
     return index, collisions
 
 
+# ------------------------------------------------------------------------------------------------ sizing
+
+
+@dataclass(frozen=True, slots=True)
+class Sized:
+    lots: float
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class NotSized:
+    reason: OmitReason
+    detail: dict[str, object]
+
+
+def size_entry(
+    policy: Policy, intent: TradeIntent, spec: SymbolSpec, tick_value: float | None
+) -> Sized | NotSized:
+    """Lots for one slave: by fixed money risk from the stop distance (``lots = risk / (distance in ticks x
+    tick value per lot)``), a fixed lot, or a multiple of the master's lots; then rounded *down* to the
+    lot step and clamped to ``max_lot``. Below ``min_lot`` the entry is omitted rather than rounded up:
+    a copier never risks more than the budget. Missing inputs omit the entry (fail-safe)."""
+    detail: dict[str, object] = {
+        "sizing": policy.sizing,
+        "lot_step": spec.lot_step,
+        "min_lot": spec.min_lot,
+        "max_lot": spec.max_lot,
+    }
+    money_per_lot: float | None = None
+    if policy.sizing == "fixed_lot":
+        raw = policy.fixed_lot
+        detail["fixed_lot"] = raw
+    elif policy.sizing == "multiplier":
+        raw = intent.lot_size * policy.lot_multiplier
+        detail.update(master_lots=intent.lot_size, lot_multiplier=policy.lot_multiplier)
+    else:
+        risk = policy.risk_for(intent.strategy_id, intent.magic_number)
+        detail["risk"] = risk
+        if intent.stop_loss is None or intent.stop_loss == intent.price:
+            return NotSized("no_stop_loss", {**detail, "master_stop_loss": intent.stop_loss})
+        if tick_value is None or tick_value <= 0:
+            return NotSized("tick_value_missing", {**detail, "tick_value": tick_value})
+        assert risk is not None  # Policy validation: sizing = "risk" has a risk amount
+        distance = abs(intent.price - intent.stop_loss)
+        if policy.copy_sl_tp:
+            distance += policy.sl_offset * spec.point  # the stop actually placed
+        if distance <= 0:
+            return NotSized("no_stop_loss", {**detail, "sl_distance": distance})
+        ticks = distance / spec.tick_size
+        money_per_lot = ticks * tick_value
+        raw = risk / money_per_lot
+        detail.update(
+            sl_distance=round(distance, 10),
+            sl_distance_ticks=round(ticks, 6),
+            tick_value=tick_value,
+            money_per_lot=round(money_per_lot, 6),
+        )
+    if policy.sizing != "fixed_lot":
+        # a computed size: 0.1 * 3 is 0.30000000000000004 in floats and must not gain or lose a whole step
+        raw = round(raw, 9)
+    lots = spec.round_lots_down(raw)
+    detail["raw_lots"] = raw
+    if lots < spec.min_lot:
+        return NotSized("lot_below_min_lot", {**detail, "rounded": lots})
+    if lots > spec.max_lot:
+        detail["clamped_from"] = lots
+        lots = spec.max_lot
+    detail["lots"] = lots
+    if money_per_lot is not None:
+        detail["effective_risk"] = round(lots * money_per_lot, 2)
+    return Sized(lots, detail)
+
+
+# ------------------------------------------------------------------------------------------------- stops
+
+
+@dataclass(frozen=True, slots=True)
+class StopsPlan:
+    stop_loss: float | None
+    take_profit: float | None
+    after_fill: bool
+    """The broker's StopLevel forbids these stops at entry: open without them, modify after the fill."""
+    detail: dict[str, object]
+
+
+def mirror_stops(
+    policy: Policy, side: Side, spec: SymbolSpec, stop_loss: float | None, take_profit: float | None
+) -> tuple[float | None, float | None]:
+    """The master's SL/TP as the slave's: moved outward by the policy's offsets (points) and put on the
+    slave symbol's price grid. A master modification is mirrored with the same offsets as the entry."""
+    sign = 1 if side is Side.BUY else -1
+    sl = stop_loss - sign * policy.sl_offset * spec.point if stop_loss is not None else None
+    tp = take_profit + sign * policy.tp_offset * spec.point if take_profit is not None else None
+    return (
+        spec.round_price(sl) if sl is not None and sl > 0 else None,
+        spec.round_price(tp) if tp is not None and tp > 0 else None,
+    )
+
+
+def plan_stops(
+    policy: Policy, intent: TradeIntent, spec: SymbolSpec, bid: float | None, ask: float | None
+) -> StopsPlan:
+    """The slave's SL/TP: the master's moved outward by the offsets (points), or a catastrophic stop when
+    no SL is copied; then checked against StopLevel from the price the slave would close at (bid for a
+    buy, ask for a sell; the master's price when the slave has no quote)."""
+    buy = intent.side is Side.BUY
+    sl: float | None = None
+    tp: float | None = None
+    if policy.copy_sl_tp:
+        sl, tp = mirror_stops(policy, intent.side, spec, intent.stop_loss, intent.take_profit)
+    entry = (ask if buy else bid) or intent.price
+    catastrophic = False
+    if sl is None and policy.catastrophic_sl is not None:
+        hard = entry - (1 if buy else -1) * policy.catastrophic_sl * spec.point
+        sl = spec.round_price(hard) if hard > 0 else None
+        catastrophic = sl is not None
+    detail: dict[str, object] = {
+        "master_stop_loss": intent.stop_loss,
+        "master_take_profit": intent.take_profit,
+        "sl_offset": policy.sl_offset,
+        "tp_offset": policy.tp_offset,
+        "stop_loss": sl,
+        "take_profit": tp,
+    }
+    if catastrophic:
+        detail["catastrophic_sl_points"] = policy.catastrophic_sl
+    close_side = (bid if buy else ask) or intent.price
+    min_distance = spec.stop_level * spec.point
+    too_close = [
+        name
+        for name, price, below in (("stop_loss", sl, buy), ("take_profit", tp, not buy))
+        if price is not None and not _clear_of(price, close_side, min_distance, below, spec)
+    ]
+    if too_close:
+        detail.update(stop_level=spec.stop_level, reference_price=close_side, too_close=too_close)
+    return StopsPlan(sl, tp, bool(too_close), detail)
+
+
+def _clear_of(price: float, reference: float, min_distance: float, below: bool, spec: SymbolSpec) -> bool:
+    """``price`` is on the required side of ``reference`` by at least ``min_distance`` (half a point of
+    tolerance for float noise)."""
+    gap = reference - price if below else price - reference
+    return gap + spec.point / 2 >= max(min_distance, spec.point / 2)
+
+
+# ------------------------------------------------------------------------------------------------- entry
+
+
 def plan_open(
-    intent: TradeIntent, canonical: str, slaves: list[SlaveView], fixed_lot: float, copy_sl_tp: bool
+    intent: TradeIntent, canonical: str, slaves: list[SlaveView], now_ms: int, received_ms: int
 ) -> list[Copy | Omit]:
-    """One decision per slave, in the order given."""
+    """One decision per slave, in the order given. Checks, in order: known symbols, symbol, window, the
+    intent's age, spread, slippage, sizing; then the stops."""
     plans: list[Copy | Omit] = []
     for slave in slaves:
-        # A slave that is known but offline still gets its copy: the command is journaled and delivered when
-        # its terminal is back. Only a slave that never said which symbols it has cannot be planned for.
-        if not slave.online and not slave.symbols:
-            plans.append(Omit(slave.account_id, "slave_offline"))
-            continue
-        spec = slave.symbols.get(canonical)
-        if spec is None:
-            plans.append(
-                Omit(
-                    slave.account_id,
-                    "symbol_not_mapped",
-                    {"canonical": canonical, "known": sorted(slave.symbols)},
-                )
-            )
-            continue
-        lots = spec.round_lots_down(fixed_lot)
-        detail: dict[str, object] = {
-            "sizing": "fixed_lot",
-            "fixed_lot": fixed_lot,
-            "lot_step": spec.lot_step,
-            "min_lot": spec.min_lot,
-            "max_lot": spec.max_lot,
-            "canonical": canonical,
-        }
-        if lots < spec.min_lot:
-            plans.append(Omit(slave.account_id, "lot_below_min_lot", {**detail, "rounded": lots}))
-            continue
-        if lots > spec.max_lot:
-            detail["clamped_from"] = lots
-            lots = spec.max_lot
-        sl = spec.round_price(intent.stop_loss) if copy_sl_tp and intent.stop_loss else None
-        tp = spec.round_price(intent.take_profit) if copy_sl_tp and intent.take_profit else None
-        plans.append(Copy(slave.account_id, spec.broker_symbol, spec, lots, sl, tp, detail))
+        plans.append(_plan_one(intent, canonical, slave, now_ms, received_ms))
     return plans
+
+
+def _plan_one(
+    intent: TradeIntent, canonical: str, slave: SlaveView, now_ms: int, received_ms: int
+) -> Copy | Omit:
+    account, policy = slave.account_id, slave.policy
+    # A slave that is known but offline still gets its copy: the command is journaled and delivered when
+    # its terminal is back. Only a slave that never said which symbols it has cannot be planned for.
+    if not slave.online and not slave.symbols:
+        return Omit(account, "slave_offline")
+    spec = slave.symbols.get(canonical)
+    if spec is None:
+        return Omit(account, "symbol_not_mapped", {"canonical": canonical, "known": sorted(slave.symbols)})
+    base: dict[str, object] = {"canonical": canonical, "broker_symbol": spec.broker_symbol}
+    window = policy.window_at(canonical, now_ms)
+    if window is not None:
+        return Omit(account, "no_trade_window", {**base, "window": window.describe()})
+    opened = intent.opened_at_ms if intent.opened_at_ms is not None else received_ms
+    age = now_ms - opened
+    base["intent_age_ms"] = age
+    if policy.max_delay_ms is not None and age > policy.max_delay_ms:
+        return Omit(account, "max_delay_exceeded", {**base, "max_delay_ms": policy.max_delay_ms})
+    quote = slave.quotes.get(spec.broker_symbol)
+    if quote is not None and now_ms - quote.received_ms > policy.quote_max_age_ms:
+        quote = None
+    if quote is not None:
+        base.update(bid=quote.bid, ask=quote.ask, quote_age_ms=now_ms - quote.received_ms)
+    needs_quote = policy.max_spread is not None or policy.max_slippage is not None
+    if needs_quote and quote is None:
+        return Omit(account, "quote_missing", {**base, "quote_max_age_ms": policy.quote_max_age_ms})
+    if quote is not None:
+        spread = (quote.ask - quote.bid) / spec.point
+        slippage = abs((quote.ask if intent.side is Side.BUY else quote.bid) - intent.price) / spec.point
+        base.update(spread_points=round(spread, 2), slippage_points=round(slippage, 2))
+        if policy.max_spread is not None and spread > policy.max_spread + 1e-9:
+            return Omit(account, "spread_too_wide", {**base, "max_spread": policy.max_spread})
+        if policy.max_slippage is not None and slippage > policy.max_slippage + 1e-9:
+            return Omit(account, "slippage_too_high", {**base, "max_slippage": policy.max_slippage})
+    tick_value = slave.tick_values.get(spec.broker_symbol, spec.tick_value)
+    sized = size_entry(policy, intent, spec, tick_value)
+    if isinstance(sized, NotSized):
+        return Omit(account, sized.reason, {**base, **sized.detail})
+    stops = plan_stops(policy, intent, spec, quote.bid if quote else None, quote.ask if quote else None)
+    detail = {**base, **sized.detail, "stops": stops.detail, "master_price": intent.price}
+    if slave.currency:
+        detail["currency"] = slave.currency
+    if stops.after_fill:
+        return Copy(
+            account,
+            spec.broker_symbol,
+            spec,
+            sized.lots,
+            None,
+            None,
+            detail,
+            after_fill=(stops.stop_loss, stops.take_profit),
+            max_slippage_points=policy.max_slippage,
+            max_spread_points=policy.max_spread,
+        )
+    return Copy(
+        account,
+        spec.broker_symbol,
+        spec,
+        sized.lots,
+        stops.stop_loss,
+        stops.take_profit,
+        detail,
+        max_slippage_points=policy.max_slippage,
+        max_spread_points=policy.max_spread,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,3 +70,7 @@ class ProtocolError(enum.Enum):
     ERR_PROTOCOL_UNEXPECTED_MESSAGE = "ERR_PROTOCOL_UNEXPECTED_MESSAGE"
     ERR_PROTOCOL_NOT_HANDSHAKEN = "ERR_PROTOCOL_NOT_HANDSHAKEN"
     ERR_PROTOCOL_VERSION_UNSUPPORTED = "ERR_PROTOCOL_VERSION_UNSUPPORTED"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""

@@ -3,6 +3,7 @@ the code, and every unknown key or bad value rejected by name."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import fields
@@ -62,8 +63,17 @@ def test_example_file_loads() -> None:
     assert raw, "the example documents at least one section"
     config = config_from_dict(raw)
     for section, keys in raw.items():
+        if section == "policy":
+            continue
         for key, value in keys.items():
             assert getattr(getattr(config, section), key) == value, f"{section}.{key}"
+    policies = config.policies()
+    for account, keys in raw["policy"].items():
+        policy = policies.default if account == "default" else policies.for_account(account)
+        for key, value in keys.items():
+            if key != "windows":
+                assert getattr(policy, key) == value, f"policy.{account}.{key}"
+        assert len(policy.windows) == len(keys.get("windows", []))
 
 
 def test_example_file_loads_through_load_toml() -> None:
@@ -72,7 +82,10 @@ def test_example_file_loads_through_load_toml() -> None:
 
 def test_example_file_shows_the_defaults() -> None:
     """The example documents the defaults; a value changed in one place only would mislead."""
-    assert config_from_dict(tomllib.loads(_example_text())) == Config()
+    config = config_from_dict(tomllib.loads(_example_text()))
+    assert dataclasses.replace(config, policy=None) == Config()
+    # [policy.default] shows the defaults too; the account table after it is an example
+    assert config.policies().default == Config().policies().default
 
 
 def test_example_file_commented_keys_load_too() -> None:
@@ -88,7 +101,13 @@ def test_example_file_commented_keys_load_too() -> None:
 
 def test_example_file_keys_are_all_known() -> None:
     raw = tomllib.loads(_example_text())
-    known = {f.name: {g.name for g in fields(getattr(Config(), f.name))} for f in fields(Config)}
+    known = {
+        f.name: {g.name for g in fields(getattr(Config(), f.name))}
+        for f in fields(Config)
+        if f.name != "policy"
+    }
+    known["policy"] = set(raw.get("policy", {}))  # account tables: checked by config_from_dict below
+    assert config_from_dict(raw).policy is not None, "the example shows policies"
     for section, keys in raw.items():
         assert section in known
         assert set(keys) <= known[section], section

@@ -4,6 +4,7 @@ plus hypothesis properties over lot steps 0.01 / 0.05 / 0.1."""
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 import pytest
@@ -22,6 +23,7 @@ from echo.domain.copying import (
 )
 from echo.domain.ids import uuid7
 from echo.domain.messages import TradeIntent
+from echo.domain.policy import Policy
 from echo.domain.types import Side, SymbolSpec
 
 TRADE_ID = uuid7(1764063000000, bytes(range(10)))
@@ -53,7 +55,10 @@ def spec(
 
 
 def intent(
-    symbol: str = "EURUSD", stop_loss: float | None = None, take_profit: float | None = None
+    symbol: str = "EURUSD",
+    stop_loss: float | None = None,
+    take_profit: float | None = None,
+    price: float = 1.08512,
 ) -> TradeIntent:
     return TradeIntent(
         trade_id=TRADE_ID,
@@ -61,7 +66,7 @@ def intent(
         symbol=symbol,
         side=Side.BUY,
         lot_size=1.0,
-        price=1.08512,
+        price=price,
         magic_number=0,
         ticket=1001,
         stop_loss=stop_loss,
@@ -150,6 +155,20 @@ def test_symbols_by_canonical_exact_broker_name_beats_a_mapped_alias() -> None:
 
 # --------------------------------------------------------------------------------------------- plan_open
 
+NOW = 1_764_000_000_000
+
+
+def decide(
+    intent: TradeIntent,
+    canonical: str,
+    slaves: list[SlaveView],
+    fixed_lot: float = 0.10,
+    copy_sl_tp: bool = True,
+) -> list[Copy | Omit]:
+    """plan_open with every slave on a fixed-lot policy (no filters, no windows)."""
+    policy = Policy(fixed_lot=fixed_lot, copy_sl_tp=copy_sl_tp)
+    return plan_open(intent, canonical, [dataclasses.replace(v, policy=policy) for v in slaves], NOW, NOW)
+
 
 def test_plan_open_one_decision_per_slave_in_order() -> None:
     slaves = [
@@ -158,27 +177,27 @@ def test_plan_open_one_decision_per_slave_in_order() -> None:
         SlaveView("51002", True, {"XAUUSD": spec("XAUUSD")}),
         slave("51000", spec("EURUSDpro", lot_step=0.1, min_lot=0.1)),
     ]
-    plans = plan_open(intent(), "EURUSD", slaves, 0.10, True)
+    plans = decide(intent(), "EURUSD", slaves, 0.10, True)
     assert [p.account_id for p in plans] == ["51003", "51001", "51002", "51000"]
     assert [type(p) for p in plans] == [Copy, Omit, Omit, Copy]
     assert [p.broker_symbol for p in plans if isinstance(p, Copy)] == ["EURUSD.m", "EURUSDpro"]
-    assert plan_open(intent(), "EURUSD", [], 0.10, True) == []
+    assert decide(intent(), "EURUSD", [], 0.10, True) == []
 
 
 def test_plan_open_offline_slave_with_known_symbols_still_gets_its_copy() -> None:
     # the command is journaled and delivered when the terminal is back
-    plan = one(plan_open(intent(), "EURUSD", [slave("51001", spec(), online=False)], 0.10, True))
+    plan = one(decide(intent(), "EURUSD", [slave("51001", spec(), online=False)], 0.10, True))
     assert isinstance(plan, Copy) and plan.account_id == "51001"
 
 
 def test_plan_open_slave_never_seen_is_omitted() -> None:
-    plan = one(plan_open(intent(), "EURUSD", [SlaveView("51001", False, {})], 0.10, True))
+    plan = one(decide(intent(), "EURUSD", [SlaveView("51001", False, {})], 0.10, True))
     assert plan == Omit("51001", "slave_offline")
 
 
 def test_plan_open_unmapped_symbol_is_omitted_with_the_known_symbols() -> None:
     view = SlaveView("51001", True, {"XAUUSD": spec("XAUUSD.m"), "EURUSD": spec("EURUSD.m")})
-    plan = one(plan_open(intent("GBPUSD"), "GBPUSD", [view], 0.10, True))
+    plan = one(decide(intent("GBPUSD"), "GBPUSD", [view], 0.10, True))
     assert isinstance(plan, Omit)
     assert plan.account_id == "51001"
     assert plan.reason == "symbol_not_mapped"
@@ -186,7 +205,7 @@ def test_plan_open_unmapped_symbol_is_omitted_with_the_known_symbols() -> None:
 
 
 def test_plan_open_slave_with_no_symbols_is_unmapped() -> None:
-    plan = one(plan_open(intent(), "EURUSD", [SlaveView("51001", True, {})], 0.10, True))
+    plan = one(decide(intent(), "EURUSD", [SlaveView("51001", True, {})], 0.10, True))
     assert isinstance(plan, Omit) and plan.reason == "symbol_not_mapped"
     assert plan.detail["known"] == []
 
@@ -211,19 +230,22 @@ def test_plan_open_fixed_lot_rounded_down_to_lot_step(
     fixed_lot: float, lot_step: float, min_lot: float, expected: float
 ) -> None:
     s = spec(lot_step=lot_step, min_lot=min_lot)
-    plan = one(plan_open(intent(), "EURUSD", [slave("51001", s)], fixed_lot, True))
+    plan = one(decide(intent(), "EURUSD", [slave("51001", s)], fixed_lot, True))
     assert isinstance(plan, Copy)
     assert plan.lot_size == expected
     assert s.lots_valid(plan.lot_size)
     assert plan.account_id == "51001" and plan.broker_symbol == "EURUSD" and plan.spec is s
-    assert plan.detail == {
-        "sizing": "fixed_lot",
-        "fixed_lot": fixed_lot,
-        "lot_step": lot_step,
-        "min_lot": min_lot,
-        "max_lot": 100.0,
-        "canonical": "EURUSD",
-    }
+    assert (
+        plan.detail.items()
+        >= {
+            "sizing": "fixed_lot",
+            "fixed_lot": fixed_lot,
+            "lot_step": lot_step,
+            "min_lot": min_lot,
+            "max_lot": 100.0,
+            "canonical": "EURUSD",
+        }.items()
+    )
 
 
 @pytest.mark.parametrize(
@@ -239,7 +261,7 @@ def test_plan_open_lot_below_min_lot_is_omitted(
     fixed_lot: float, lot_step: float, min_lot: float, rounded: float
 ) -> None:
     s = spec(lot_step=lot_step, min_lot=min_lot)
-    plan = one(plan_open(intent(), "EURUSD", [slave("51001", s)], fixed_lot, True))
+    plan = one(decide(intent(), "EURUSD", [slave("51001", s)], fixed_lot, True))
     assert isinstance(plan, Omit)
     assert plan.reason == "lot_below_min_lot"
     assert plan.detail["rounded"] == rounded
@@ -251,7 +273,7 @@ def test_plan_open_lot_below_min_lot_is_omitted(
 
 def test_plan_open_lot_above_max_lot_is_clamped() -> None:
     s = spec(lot_step=0.01, min_lot=0.01, max_lot=2.0)
-    plan = one(plan_open(intent(), "EURUSD", [slave("51001", s)], 5.007, True))
+    plan = one(decide(intent(), "EURUSD", [slave("51001", s)], 5.007, True))
     assert isinstance(plan, Copy)
     assert plan.lot_size == 2.0
     assert plan.detail["clamped_from"] == 5.0
@@ -260,7 +282,7 @@ def test_plan_open_lot_above_max_lot_is_clamped() -> None:
 
 def test_plan_open_lot_at_max_lot_is_not_clamped() -> None:
     s = spec(lot_step=0.01, min_lot=0.01, max_lot=2.0)
-    plan = one(plan_open(intent(), "EURUSD", [slave("51001", s)], 2.0, True))
+    plan = one(decide(intent(), "EURUSD", [slave("51001", s)], 2.0, True))
     assert isinstance(plan, Copy)
     assert plan.lot_size == 2.0
     assert "clamped_from" not in plan.detail
@@ -287,16 +309,16 @@ def test_plan_open_sl_tp_copied_rounded_to_the_slave_digits(
     expected_tp: float | None,
 ) -> None:
     s = spec(digits=digits)
-    plan = one(plan_open(intent(stop_loss=sl, take_profit=tp), "EURUSD", [slave("51001", s)], 0.1, True))
+    # the master's price between its stops, so that no stop is on the wrong side of the market
+    price = (sl + tp) / 2 if sl and tp else 1.085
+    plan = one(decide(intent(stop_loss=sl, take_profit=tp, price=price), "EURUSD", [slave("51001", s)]))
     assert isinstance(plan, Copy)
     assert plan.stop_loss == expected_sl
     assert plan.take_profit == expected_tp
 
 
 def test_plan_open_sl_tp_not_copied_when_disabled() -> None:
-    plan = one(
-        plan_open(intent(stop_loss=1.08, take_profit=1.09), "EURUSD", [slave("1", spec())], 0.1, False)
-    )
+    plan = one(decide(intent(stop_loss=1.08, take_profit=1.09), "EURUSD", [slave("1", spec())], 0.1, False))
     assert isinstance(plan, Copy)
     assert plan.stop_loss is None and plan.take_profit is None
 
@@ -305,7 +327,7 @@ def test_plan_open_each_slave_uses_its_own_spec() -> None:
     a = spec("EURUSD.m", digits=5, lot_step=0.01, min_lot=0.01)
     b = spec("EURUSDpro", digits=4, lot_step=0.05, min_lot=0.05)
     c = spec("EURUSD", digits=5, lot_step=0.1, min_lot=0.2)
-    plans = plan_open(
+    plans = decide(
         intent(stop_loss=1.080155), "EURUSD", [slave("1", a), slave("2", b), slave("3", c)], 0.17, True
     )
     assert isinstance(plans[0], Copy) and (plans[0].lot_size, plans[0].stop_loss) == (0.17, 1.08016)
@@ -329,7 +351,7 @@ def _lots(step: float, n: int) -> float:
 )
 def test_plan_open_lot_properties(step: float, min_steps: int, max_steps: int, fixed_lot: float) -> None:
     s = spec(lot_step=step, min_lot=_lots(step, min_steps), max_lot=_lots(step, max_steps))
-    plan = one(plan_open(intent(), "EURUSD", [slave("51001", s)], fixed_lot, True))
+    plan = one(decide(intent(), "EURUSD", [slave("51001", s)], fixed_lot, True))
     rounded = s.round_lots_down(fixed_lot)
     if isinstance(plan, Omit):
         assert plan.reason == "lot_below_min_lot"

@@ -24,14 +24,17 @@ from echo.domain import messages as m
 from echo.domain.config import CoreConfig
 from echo.domain.copying import (
     Copy,
+    SlaveQuote,
     SlaveView,
     canonical_symbol,
+    mirror_stops,
     plan_open,
     plan_partial_close,
     symbols_by_canonical,
 )
 from echo.domain.errors import ErrorCode
 from echo.domain.ids import trade_comment, uuid7_time_ms
+from echo.domain.policy import Policies, Policy
 from echo.domain.types import Role, Side, SymbolSpec, normalize_symbol
 from echo.ports.clock import Clock
 from echo.ports.store import (
@@ -74,8 +77,11 @@ class Account:
     online: bool
     handshake: m.Handshake
     symbols: dict[str, SymbolSpec] = field(default_factory=dict)
-    quotes: dict[str, m.Quote] = field(default_factory=dict)
+    quotes: dict[str, SlaveQuote] = field(default_factory=dict)
+    """broker symbol -> latest quote, stamped with Core's receive time."""
     snapshot: m.StateSnapshot | None = None
+    tick_values: dict[str, float] = field(default_factory=dict)
+    """broker symbol -> money per tick per lot, from the latest state snapshot that reported it."""
 
 
 @dataclass
@@ -86,6 +92,8 @@ class Op:
     stop_loss: float | None = None
     take_profit: float | None = None
     event_id: str | None = None
+    exact: bool = False
+    """modify: the prices are the slave's already (stops set after the fill), not the master's."""
 
 
 @dataclass
@@ -100,6 +108,8 @@ class SlavePosition:
     queue: deque[Op] = field(default_factory=deque)
     opened: bool = False
     failed: bool = False
+    after_fill: tuple[float | None, float | None] | None = None
+    """Stops the broker's StopLevel kept off the order: set by a modify once it fills."""
 
 
 @dataclass
@@ -143,6 +153,7 @@ class Core:
         *,
         delivery_settings: delivery.Settings | None = None,
         ids: IdFactory | None = None,
+        policies: Policies | None = None,
     ) -> None:
         self._hub = hub
         self.delivery = delivery_settings or delivery.Settings()
@@ -154,6 +165,7 @@ class Core:
         self._store = store
         self._clock = clock
         self.config = config
+        self.policies = policies or Policies(Policy(fixed_lot=config.fixed_lot, copy_sl_tp=config.copy_sl_tp))
         self._ids = ids or IdFactory(clock)
         self.accounts: dict[str, Account] = {}
         self.trades: dict[str, Trade] = {}
@@ -241,13 +253,18 @@ class Core:
             for d in await self._store.decisions(trade_id):
                 if d.decision == "copy":
                     detail = msgspec.json.decode(d.detail)
+                    after_fill = detail.get("after_fill")
                     trade.positions[d.account_id] = SlavePosition(
-                        d.account_id, str(detail.get("broker_symbol", "")), None
+                        d.account_id,
+                        str(detail.get("broker_symbol", "")),
+                        None,
+                        after_fill=(after_fill[0], after_fill[1]) if isinstance(after_fill, list) else None,
                     )
             for t in await self._store.tickets(trade_id):
                 pos = trade.positions.get(t.account_id)
                 if pos is not None:
                     pos.opened = True
+                    pos.after_fill = None  # set in the commit that recorded the fill
                     if t.status == "open":
                         pos.tickets[t.ticket] = t.lots
             master_ops: list[Op] = []
@@ -537,9 +554,12 @@ class Core:
                 self._on_result(acc, inner, tx)
             elif isinstance(inner, m.Quotes):
                 for q in inner.quotes:
-                    acc.quotes[q.symbol] = q
+                    acc.quotes[q.symbol] = SlaveQuote(q.bid, q.ask, msg.received_ms)
             elif isinstance(inner, m.StateSnapshot):
                 acc.snapshot = inner
+                for tv in inner.tick_values:
+                    if tv.tick_value > 0:
+                        acc.tick_values[tv.symbol] = tv.tick_value
         elif isinstance(msg, m.AccountOnline):
             self._on_online(agent_id, msg, tx)
         elif isinstance(msg, m.AccountOffline):
@@ -559,7 +579,7 @@ class Core:
         prev = self.accounts.get(hs.account_id)
         acc = Account(hs.account_id, hs.role, agent_id, True, hs, symbols)
         if prev is not None:
-            acc.quotes, acc.snapshot = prev.quotes, prev.snapshot
+            acc.quotes, acc.snapshot, acc.tick_values = prev.quotes, prev.snapshot, prev.tick_values
         self.accounts[hs.account_id] = acc
         tx.batch.accounts.append(
             AccountRow(hs.account_id, hs.role.value, agent_id, _json(hs), self._clock.now_ms())
@@ -676,10 +696,21 @@ class Core:
 
     def _slave_views(self, master: str) -> list[SlaveView]:
         slaves = [a.account_id for a in self.accounts.values() if a.role is Role.SLAVE]
-        return [
-            SlaveView(a, self.accounts[a].online, self.accounts[a].symbols)
-            for a in self.config.followers(master, slaves)
-        ]
+        views = []
+        for a in self.config.followers(master, slaves):
+            acc = self.accounts[a]
+            views.append(
+                SlaveView(
+                    a,
+                    acc.online,
+                    acc.symbols,
+                    self.policies.for_account(a),
+                    acc.quotes,
+                    acc.tick_values,
+                    acc.snapshot.currency if acc.snapshot else "",
+                )
+            )
+        return views
 
     # ----------------------------------------------------------------------------------------- master
 
@@ -761,13 +792,7 @@ class Core:
         self._count("trades")
         copies: list[dict[str, object]] = []
         omitted: list[dict[str, object]] = []
-        for plan in plan_open(
-            intent,
-            canonical,
-            self._slave_views(acc.account_id),
-            self.config.fixed_lot,
-            self.config.copy_sl_tp,
-        ):
+        for plan in plan_open(intent, canonical, self._slave_views(acc.account_id), now, received_ms):
             if isinstance(plan, Copy):
                 cmd = self._decide_copy(trade, plan, now, tx)
                 copies.append(
@@ -775,7 +800,10 @@ class Core:
                         "slave": plan.account_id,
                         "symbol": plan.broker_symbol,
                         "lots": plan.lot_size,
-                        "sizing": "fixed_lot",
+                        "sizing": plan.detail.get("sizing"),
+                        "risk": plan.detail.get("effective_risk"),
+                        "stop_loss": plan.stop_loss,
+                        "stops_after_fill": plan.after_fill is not None,
                         "command_id": cmd.command_id,
                     }
                 )
@@ -823,8 +851,10 @@ class Core:
             plan.stop_loss,
             plan.take_profit,
             master_price=intent.price,
+            max_slippage_points=plan.max_slippage_points,
+            max_spread_points=plan.max_spread_points,
         )
-        pos = SlavePosition(plan.account_id, plan.broker_symbol, plan.spec)
+        pos = SlavePosition(plan.account_id, plan.broker_symbol, plan.spec, after_fill=plan.after_fill)
         trade.positions[plan.account_id] = pos
         tx.batch.decisions.append(
             DecisionRow(
@@ -841,6 +871,7 @@ class Core:
                         "command_id": cmd.command_id,
                         "stop_loss": plan.stop_loss,
                         "take_profit": plan.take_profit,
+                        "after_fill": list(plan.after_fill) if plan.after_fill else None,
                     }
                 ),
                 now,
@@ -1204,8 +1235,11 @@ class Core:
                         command_id=cmd.command_id,
                     )
                 elif op.kind == "modify":
-                    sl = spec.round_price(op.stop_loss) if op.stop_loss else None
-                    tp = spec.round_price(op.take_profit) if op.take_profit else None
+                    if op.exact:
+                        sl, tp = op.stop_loss, op.take_profit
+                    else:
+                        policy = self.policies.for_account(pos.account_id)
+                        sl, tp = mirror_stops(policy, intent.side, spec, op.stop_loss, op.take_profit)
                     cmd = m.ModifyOrder(
                         self._ids.uuid7(),
                         intent.trade_id,
@@ -1287,6 +1321,12 @@ class Core:
                 pos.tickets[res.ticket] = lots
                 pos.opened = True
                 pos.failed = False
+                if pos.after_fill is not None:
+                    sl, tp = pos.after_fill
+                    pos.after_fill = None
+                    # before anything else queued: the position must not stay without its stops
+                    pos.queue.appendleft(Op("modify", stop_loss=sl, take_profit=tp, exact=True))
+                    blog.info("core_stops_after_fill", ticket=res.ticket, stop_loss=sl, take_profit=tp)
                 if late and trade is not None and trade.closed:
                     pos.queue.append(Op("close"))  # the master closed meanwhile: so does this slave
                 tx.batch.tickets.append(
