@@ -12,7 +12,6 @@ out its effects and keeps the clock."""
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
 import structlog
@@ -29,6 +28,7 @@ from echo.ports.clock import Clock
 from echo.ports.ledger import AckLedger, LedgerEntry, LedgerError
 from echo.ports.pipe import PipeListener
 from echo.ports.transport import AgentLink, LinkClosed
+from echo.services.timers import DueTimers
 
 log = structlog.get_logger("echo.agent")
 
@@ -95,8 +95,7 @@ class Agent:
         self._puts: dict[str, LedgerEntry] = {}
         self._deletes: set[str] = set()
         self._acks: list[m.CommandAck] = []
-        self._timers: list[tuple[int, str]] = []
-        self._timer_added = trio.Event()
+        self._timers = DueTimers(clock)
         self.stats: dict[str, int] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -186,8 +185,7 @@ class Agent:
                         reason=effect.reason,
                     )
             elif isinstance(effect, relay.WakeAt):
-                heapq.heappush(self._timers, (effect.at_ms, command_id))
-                self._timer_added.set()
+                self._timers.at(effect.at_ms, command_id)
             elif isinstance(effect, relay.Write):
                 if effect.attempt > 1:
                     self._count("rewrites")
@@ -224,22 +222,12 @@ class Agent:
     async def _retry_loop(self) -> None:
         """Keeps the clock for held commands whose pipe ack is overdue."""
         while True:
-            now = self._clock.now_ms()
-            due: list[str] = []
-            while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers)[1])
-            if due:
-                for command_id in due:
-                    held = self.held.get(command_id)
-                    if held is not None:
-                        connected = held.account_id in self.connections
-                        self._relay(command_id, relay.Due(connected), now)
-                await self._flush()
-                continue
-            wait = (self._timers[0][0] - now) / 1000 if self._timers else float("inf")
-            with trio.move_on_after(wait):
-                await self._timer_added.wait()
-            self._timer_added = trio.Event()
+            now, due = await self._timers.next_due()
+            for command_id in due:
+                held = self.held.get(command_id)
+                if held is not None:
+                    self._relay(command_id, relay.Due(held.account_id in self.connections), now)
+            await self._flush()
 
     # ---------------------------------------------------------------------------------------- from core
 

@@ -8,7 +8,6 @@ that only the result tells us."""
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -57,6 +56,7 @@ from echo.ports.store import (
 )
 from echo.ports.transport import AgentUnavailable, CoreHub
 from echo.services.ids import IdFactory
+from echo.services.timers import DueTimers
 
 log = structlog.get_logger("echo.core")
 
@@ -157,9 +157,8 @@ class Core:
     ) -> None:
         self._hub = hub
         self.delivery = delivery_settings or delivery.Settings()
-        self._timers: list[tuple[int, str]] = []
-        """(due at ms, command_id): when the reconciler looks at a command again."""
-        self._timer_added = trio.Event()
+        self._timers = DueTimers(clock)
+        """When the reconciler looks at a command again."""
         self._lock = trio.Lock()
         """One message group (or one round of timeouts) at a time: state changes, commit, sends."""
         self._store = store
@@ -304,7 +303,7 @@ class Core:
                 )
                 self._pending[j.command_id] = Pending(cmd, c.kind, j.account_id, trade_id, state)
                 pos.in_flight.add(j.command_id)
-                heapq.heappush(self._timers, (j.next_retry_at_ms or now, j.command_id))
+                self._timers.at(j.next_retry_at_ms or now, j.command_id)
             if trade.closed:
                 for pos in trade.positions.values():
                     full_close_queued = any(op.kind == "close" and op.fraction >= 1.0 for op in pos.queue)
@@ -351,23 +350,14 @@ class Core:
         """Re-sends commands whose result did not come back in time (same command_id), and gives up after
         ``max_retries`` sends; the rules are the delivery machine's, this task only keeps the clock."""
         while True:
-            now = self._clock.now_ms()
-            due: list[str] = []
-            while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers)[1])
-            if due:
-                async with self._lock:
-                    tx = _Tx()
-                    for command_id in due:
-                        pend = self._pending.get(command_id)
-                        if pend is not None:
-                            self._drive(pend, delivery.Timeout(), tx)
-                    await self._commit(tx)
-                continue
-            wait = (self._timers[0][0] - now) / 1000 if self._timers else float("inf")
-            with trio.move_on_after(wait):
-                await self._timer_added.wait()
-            self._timer_added = trio.Event()
+            _, due = await self._timers.next_due()
+            async with self._lock:
+                tx = _Tx()
+                for command_id in due:
+                    pend = self._pending.get(command_id)
+                    if pend is not None:
+                        self._drive(pend, delivery.Timeout(), tx)
+                await self._commit(tx)
 
     async def _commit(self, tx: _Tx) -> None:
         """Record the batch, then send (never the other way round), then wake whoever waits for a change."""
@@ -941,8 +931,7 @@ class Core:
                         reason=state.last_error,
                     )
             elif isinstance(effect, delivery.RetryAt):
-                heapq.heappush(self._timers, (effect.at_ms, cmd.command_id))
-                self._timer_added.set()
+                self._timers.at(effect.at_ms, cmd.command_id)
             elif (
                 isinstance(effect, delivery.Done)
                 and not effect.ok
