@@ -4,6 +4,7 @@ On trio's MockClock with in-memory pipes (deterministic), and on real Unix socke
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -375,4 +376,51 @@ async def test_a_trade_for_an_offline_slave_waits_in_the_agent_ledger_until_it_r
         await master.wait_all_acked()
         await w.settled()
         assert broker.open_orders() == [] and agent.held == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_policies_size_by_risk_and_windows_omit_with_a_receipt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One slave sizes gold by a fixed money risk from the master's stop; another is inside a no-trade
+    window. The receipts in the store say what each got and why."""
+    from echo.domain.policy import Policies, Policy, Window
+
+    listener, store = MemoryPipeListener(), MemoryStore()
+    policies = Policies(
+        Policy(),
+        {
+            "51001": Policy(sizing="risk", risk_fixed=300.0),
+            "51002": Policy(windows=(Window("*", "00:00", "23:59"),)),
+        },
+    )
+    config = Config(agent=AgentConfig(agent_id="agent-e2e"), policy=policies)
+    async with trio.open_nursery() as nursery:
+        copier: Copier = await nursery.start(
+            lambda task_status: run_all_in_one(
+                config, store=store, listener=listener, clock=TrioClock(), task_status=task_status
+            )
+        )
+        w = World(nursery, copier, listener, 3)
+        risk_slave = await w.add_slave("51001", 1)
+        await w.add_slave("51002", 2)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001", "51002")
+        bid, _ = master.broker.quote("XAUUSD")
+        trade_id = await master.open("XAUUSD", Side.BUY, 1.0, stop_loss=round(bid - 10.0, 2))
+        await master.wait_all_acked()
+        await copier.core.wait_for(lambda: copier.core.in_flight == 0)
+        receipts = {d.account_id: d for d in await store.decisions(trade_id)}
+        assert receipts["51002"].decision == "omit" and receipts["51002"].reason == "no_trade_window"
+        copied = receipts["51001"]
+        assert copied.decision == "copy" and copied.lot_size is not None, (copied.reason, copied.detail)
+        detail = json.loads(copied.detail)
+        assert detail["sizing"] == "risk" and detail["effective_risk"] <= 300.0
+        assert copied.lot_size == 0.2  # 300 / 1025 per lot = 0.29, rounded down to the 0.1 step
+        (order,) = risk_slave.broker.open_orders()
+        assert order.lots == copied.lot_size
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await w.settled()
+        assert risk_slave.broker.open_orders() == []
         nursery.cancel_scope.cancel()
