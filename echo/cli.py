@@ -174,6 +174,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         store_url=args.store,
         synchronous=args.synchronous,
         pace=args.pace,
+        config=_load_config(args.config) if args.config else None,
     )
     try:
         code = demo.main(opts)
@@ -232,6 +233,31 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from echo.app import explain
+    from echo.app.root import open_store
+
+    async def main() -> dict[str, Any]:
+        store = open_store(args.store)
+        try:
+            return await explain.receipt(store, args.trade_id)
+        finally:
+            await store.aclose()
+
+    try:
+        r = trio.run(main)
+    except explain.UnknownTrade as exc:
+        print(f"echo-copier explain: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(r, default=str))
+    else:
+        explain.render(r, Console())
+    return 0
+
+
 def _row(row: object) -> Any:
     if row is None:
         return None
@@ -279,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     d.add_argument("--pace", type=float, default=0.04, help="mean seconds between a master's actions")
     d.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    d.add_argument(
+        "--config",
+        help="TOML config (policies, follow, delivery...); the demo still picks its own socket and store",
+    )
     d.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser(
@@ -309,7 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--trade", help="a trade_id")
     w.add_argument("--limit", type=int, default=50)
     w.set_defaults(func=cmd_show)
+    _add_explain(sub)
     return p
+
+
+def _add_explain(sub: Any) -> None:
+    e = sub.add_parser("explain", help="the copy receipt of one master trade: per slave, what and why")
+    e.add_argument("trade_id")
+    e.add_argument("--store", default="sqlite:///var/echo.db")
+    e.add_argument("--json", action="store_true", help="the receipt as JSON")
+    e.set_defaults(func=cmd_explain)
 
 
 def main(argv: list[str] | None = None) -> int:

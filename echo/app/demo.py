@@ -8,6 +8,7 @@ execute_order (both terminals run in this process, so one monotonic clock serves
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -27,8 +28,7 @@ from rich.table import Table
 from echo.adapters.pipe.unix import connect_unix
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig as AgentCfg
-from echo.domain.config import Config, CoreConfig, StoreConfig
+from echo.domain.config import Config, StoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
@@ -49,6 +49,8 @@ class DemoOptions:
     pace: float = 0.04
     max_open: int = 3
     settle_timeout: float = 20.0
+    config: Config | None = None
+    """Policies, follow rules, delivery settings... from a file; socket and store stay the demo's own."""
 
 
 @dataclass
@@ -82,9 +84,10 @@ async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     socket_path = workdir / "agent.sock"
-    config = Config(
-        core=CoreConfig(),
-        agent=AgentCfg(socket_path=str(socket_path)),
+    base = opts.config or Config()
+    config = dataclasses.replace(
+        base,
+        agent=dataclasses.replace(base.agent, socket_path=str(socket_path), ledger_url=""),
         store=StoreConfig(
             url=opts.store_url or f"sqlite:///{workdir / 'echo.db'}", synchronous=opts.synchronous
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -103,3 +105,71 @@ async def test_run_and_sim_terminals_as_processes(tmp_path: Path) -> None:
         assert [(d.account_id, d.decision) for d in decisions] == [("51001", "copy")] * 4
     finally:
         await store.aclose()
+
+
+def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> None:
+    """`demo --config FILE` copies under the file's policies and counts omissions by reason; `explain`
+    shows the receipt of a trade of that demo, as JSON and as a table."""
+    config = tmp_path / "policies.toml"
+    config.write_text(
+        '[policy."51001"]\nwindows = [{ symbol = "*", start_utc = "00:00", end_utc = "23:59" }]\n'
+        '[policy."51002"]\nmax_spread = 0\n',
+        encoding="utf-8",
+    )
+    cli = [sys.executable, "-m", "echo"]
+    demo = subprocess.run(
+        [
+            *cli,
+            *("demo", "--config", str(config), "--slaves", "3", "--trades", "6", "--pace", "0.01"),
+            *("--workdir", str(tmp_path), "--seed", "4", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    summary = json.loads(demo.stdout.strip().splitlines()[-1])
+    assert summary["omitted_reasons"], (summary, demo.stderr[-2000:])
+    assert summary["omitted_reasons"]["no_trade_window"] == 6
+    assert (
+        summary["omitted_reasons"].get("spread_too_wide", 0)
+        + summary["omitted_reasons"].get("quote_missing", 0)
+        == 6
+    )
+    assert summary["copied"] == 6 and summary["lost"] == summary["duplicates"] == summary["open_after"] == 0
+
+    store = f"sqlite:///{tmp_path / 'seed-4' / 'echo.db'}"
+    shown = subprocess.run(
+        [*cli, "show", "--store", store], capture_output=True, text=True, timeout=60, check=True
+    )
+    trade_id = json.loads(shown.stdout)["trades"][0]["trade_id"]
+    explained = subprocess.run(
+        [*cli, "explain", trade_id, "--store", store, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    receipt = json.loads(explained.stdout)
+    by_slave = {s["account_id"]: s for s in receipt["slaves"]}
+    assert by_slave["51001"]["reason"] == "no_trade_window"
+    assert by_slave["51002"]["reason"] in ("spread_too_wide", "quote_missing")
+    copied = by_slave["51003"]
+    assert copied["decision"] == "copy" and copied["execution"]["status"] == "ok"
+    assert copied["latency_ms"]["master_to_slave_result"] >= 0
+    table = subprocess.run(
+        [*cli, "explain", trade_id, "--store", store],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert "no_trade_window" in table.stdout and "copied 1, omitted 2" in table.stdout
+    missing = subprocess.run(
+        [*cli, "explain", "01a211cf-4e14-7b8d-bcd4-96b5a82e8751", "--store", store],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1 and "no trade" in missing.stderr
