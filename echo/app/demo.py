@@ -29,6 +29,7 @@ from echo.adapters.pipe.unix import connect_unix
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import Config, StoreConfig
+from echo.domain.errors import OMITTED_AT_SLAVE
 from echo.domain.ids import trade_id_from_comment
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
@@ -223,6 +224,8 @@ async def _summarize(
             if isinstance(res, m.ExecutionResult):
                 if res.success:
                     fills[(res.trade_id, s.account_id)] += 1
+                elif res.error_code in OMITTED_AT_SLAVE:
+                    omit_reasons[f"slave:{res.error_code.value}"] += 1
                 else:
                     omit_reasons[f"broker:{res.error_code.value}"] += 1
     copied = len(fills)

@@ -24,11 +24,18 @@ class ErrorCode(enum.Enum):
     ERR_TRADE_CONTEXT_BUSY = "ERR_TRADE_CONTEXT_BUSY"
     ERR_COMMON = "ERR_COMMON"
     # copier errors
+    ERR_SPREAD_TOO_WIDE = "ERR_SPREAD_TOO_WIDE"
+    """The slave's live spread broke the order's ``max_spread_points``: not sent to the broker."""
+    ERR_SLIPPAGE_TOO_HIGH = "ERR_SLIPPAGE_TOO_HIGH"
+    """The slave's live price is further from ``master_price`` than ``max_slippage_points``: not sent."""
     ERR_SPEC_MISSING = "ERR_SPEC_MISSING"
     ERR_ACCOUNT_OFFLINE = "ERR_ACCOUNT_OFFLINE"
     ERR_DUPLICATE = "ERR_DUPLICATE"
     ERR_UNKNOWN = "ERR_UNKNOWN"
 
+
+OMITTED_AT_SLAVE = frozenset({ErrorCode.ERR_SPREAD_TOO_WIDE, ErrorCode.ERR_SLIPPAGE_TOO_HIGH})
+"""Execution results that are the slave applying the order's limits (an omission), not errors."""
 
 MT4_ERRORS: dict[int, ErrorCode] = {
     0: ErrorCode.NO_ERROR,

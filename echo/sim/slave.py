@@ -25,7 +25,7 @@ import trio
 from echo.domain import messages as m
 from echo.domain.errors import ErrorCode
 from echo.domain.ids import trade_id_from_comment
-from echo.domain.types import Role
+from echo.domain.types import Role, Side
 from echo.pipe.codec import EA_TO_AGENT, Decoded
 from echo.sim import jsonl
 from echo.sim.broker import BrokerError, SimBroker, SimOrder
@@ -77,6 +77,8 @@ class SimSlaveEA(SimTerminal):
         self._on_execute_received = on_execute_received
 
         self.executed = 0
+        self.refused_by_limits = 0
+        """Orders the live-price re-check kept from the broker."""
         self.closed = 0
         self.modified = 0
         self.heartbeats_received = 0
@@ -235,6 +237,9 @@ class SimSlaveEA(SimTerminal):
             return _result(cmd, exc)
 
     def _open(self, cmd: m.ExecuteOrder, now: int) -> m.Result:
+        refused = self._limits_refuse(cmd)
+        if refused is not None:
+            return refused
         order = self.broker.market_order(
             cmd.symbol,
             cmd.side,
@@ -252,6 +257,30 @@ class SimSlaveEA(SimTerminal):
             executed_price=order.open_price,
             executed_lots=order.lots,
             executed_at_ms=now,
+        )
+
+    def _limits_refuse(self, cmd: m.ExecuteOrder) -> m.Result | None:
+        """The order's limits checked against the live price, before the broker sees it (PROTOCOL.md
+        6.8): Core decided on a quote that may be a few hundred ms old."""
+        if cmd.max_spread_points is None and cmd.max_slippage_points is None:
+            return None
+        spec = self.broker.spec(cmd.symbol)
+        bid, ask = self.broker.quote(cmd.symbol)
+        spread = (ask - bid) / spec.point
+        code: ErrorCode | None = None
+        if cmd.max_spread_points is not None and spread > cmd.max_spread_points + 1e-9:
+            code, why = ErrorCode.ERR_SPREAD_TOO_WIDE, f"spread {spread:.1f} > {cmd.max_spread_points} points"
+        elif cmd.max_slippage_points is not None and cmd.master_price is not None:
+            price = ask if cmd.side is Side.BUY else bid
+            slippage = abs(price - cmd.master_price) / spec.point
+            if slippage > cmd.max_slippage_points + 1e-9:
+                code = ErrorCode.ERR_SLIPPAGE_TOO_HIGH
+                why = f"price {price} is {slippage:.1f} points from {cmd.master_price}"
+        if code is None:
+            return None
+        self.refused_by_limits += 1
+        return m.ExecutionResult(
+            cmd.command_id, cmd.trade_id, cmd.trace_id, False, code, error_message=f"not sent: {why}"
         )
 
     def _close(self, cmd: m.CloseOrder, now: int) -> m.Result:

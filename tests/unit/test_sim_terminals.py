@@ -724,3 +724,37 @@ async def test_restarted_slave_without_memory_recognises_its_position_by_comment
             assert fresh.success and fresh.ticket != order.ticket
             assert (again.executed, again.recognised, len(again.broker.open_orders())) == (1, 1, 2)
             nursery.cancel_scope.cancel()
+
+
+async def test_slave_rechecks_spread_and_slippage_with_its_live_price() -> None:
+    slave, accept, _ = slave_setup()
+    rng = random.Random(6)
+    async with trio.open_nursery() as nursery:
+        agent = accept()
+        await nursery.start(slave.run)
+        await agent.next("handshake")
+        bid, ask = slave.broker.quote("XAUUSD.m")
+        point = slave.broker.spec("XAUUSD.m").point
+        spread = (ask - bid) / point
+        cases = [
+            (execute(rng, max_spread_points=spread - 1), ErrorCode.ERR_SPREAD_TOO_WIDE),
+            (
+                execute(rng, master_price=ask - 10 * point, max_slippage_points=9),
+                ErrorCode.ERR_SLIPPAGE_TOO_HIGH,
+            ),
+            (
+                execute(rng, master_price=ask - 10 * point, max_slippage_points=10, max_spread_points=spread),
+                None,
+            ),
+        ]
+        for cmd, code in cases:
+            await agent.send(cmd)
+            result = (await agent.next("execution_result")).payload
+            assert isinstance(result, m.ExecutionResult)
+            if code is None:
+                assert result.success
+            else:
+                assert (result.success, result.error_code) == (False, code)
+                assert result.error_message.startswith("not sent:")
+        assert len(slave.broker.open_orders()) == 1 and slave.refused_by_limits == 2
+        nursery.cancel_scope.cancel()

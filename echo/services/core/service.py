@@ -31,7 +31,7 @@ from echo.domain.copying import (
     plan_partial_close,
     symbols_by_canonical,
 )
-from echo.domain.errors import ErrorCode
+from echo.domain.errors import OMITTED_AT_SLAVE, ErrorCode
 from echo.domain.ids import trade_comment, uuid7_time_ms
 from echo.domain.policy import Policies, Policy
 from echo.domain.types import Role, Side, SymbolSpec, normalize_symbol
@@ -1296,7 +1296,11 @@ class Core:
             success=res.success,
             error_code=res.error_code.value,
         )
-        if not res.success:
+        if not res.success and res.error_code in OMITTED_AT_SLAVE:
+            # The slave's live-price re-check kept the order from the broker: an omission, not a failure.
+            self._count("omitted_at_slave")
+            blog.warning("core_copy_omitted_at_slave", reason=res.error_code.value, message=res.error_message)
+        elif not res.success:
             self._count(f"{pend.kind}_failed")
             blog.error(
                 f"core_{pend.kind}_failed",
