@@ -500,6 +500,33 @@ class TickValue:
         _numbers(self)
 
 
+class CloseReason(enum.Enum):
+    """Why the broker closed a position that no Echo command closed."""
+
+    SL = "SL"
+    TP = "TP"
+    STOP_OUT = "STOP_OUT"
+    OTHER = "OTHER"
+    """Closed by hand or by another EA."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedPosition:
+    """A position of this EA's magic number that was closed without an Echo command (from the account
+    history: MT4 marks SL/TP closes with ``[sl]`` / ``[tp]`` and stop-outs with ``so:`` in the comment)."""
+
+    ticket: int
+    symbol: str
+    lots: float
+    close_price: float
+    closed_at_ms: int
+    reason: CloseReason
+
+    def __post_init__(self) -> None:
+        _numbers(self)
+        parse_ticket(self.ticket)
+
+
 @dataclass(frozen=True, slots=True)
 class StateSnapshot:
     balance: float
@@ -510,6 +537,9 @@ class StateSnapshot:
     leverage: int
     positions: list[Position] = field(default_factory=list)
     tick_values: list[TickValue] = field(default_factory=list)
+    recent_closes: list[ClosedPosition] = field(default_factory=list)
+    """Positions the broker closed in the last 24 hours without an Echo command (at most 50, newest
+    first); repeated in every snapshot, so a lost line loses nothing."""
 
     def __post_init__(self) -> None:
         _numbers(self)

@@ -52,6 +52,8 @@ class SimOrder:
     close_price: float | None = None
     close_time_ms: int | None = None
     profit: float = 0.0
+    close_reason: str | None = None
+    """Closed by the broker itself: ``SL``, ``TP`` or ``STOP_OUT`` (None: closed by a terminal request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,8 @@ class SimBroker:
         """closed ticket -> (the remainder's ticket, its lots) after a partial close."""
         self._open: dict[int, SimOrder] = {}
         self._next_ticket = ticket_base
+        self.auto_stops = False
+        """Whether stop-losses and take-profits trigger as the market moves (``trigger_stops``)."""
 
     # ------------------------------------------------------------------------------------------ market data
 
@@ -242,6 +246,55 @@ class SimBroker:
         self._closed[ticket] = order
         self.balance = round(self.balance + profit, 2)
         return CloseFill(ticket, closed_lots, price, new_ticket, remaining, profit)
+
+    def _close_by_broker(self, order: SimOrder, price: float, reason: str, now_ms: int) -> None:
+        del self._open[order.ticket]
+        order.close_price = price
+        order.close_time_ms = now_ms
+        order.profit = self._profit(order, order.lots, price)
+        order.close_reason = reason
+        self.history.append(order)
+        self._closed[order.ticket] = order
+        self.balance = round(self.balance + order.profit, 2)
+
+    def trigger_stops(self, now_ms: int) -> list[SimOrder]:
+        """Close, at their level, the positions whose SL or TP the current price has reached (bid for a
+        buy, ask for a sell), as the trade server does."""
+        hit: list[SimOrder] = []
+        for order in list(self._open.values()):
+            try:
+                bid, ask = self.quote(order.symbol)
+            except BrokerError:
+                continue
+            ref = bid if order.side is Side.BUY else ask
+            buy = order.side is Side.BUY
+            if order.stop_loss is not None and (ref <= order.stop_loss if buy else ref >= order.stop_loss):
+                self._close_by_broker(order, order.stop_loss, "SL", now_ms)
+                hit.append(order)
+            elif order.take_profit is not None and (
+                ref >= order.take_profit if buy else ref <= order.take_profit
+            ):
+                self._close_by_broker(order, order.take_profit, "TP", now_ms)
+                hit.append(order)
+        return hit
+
+    def stop_out(self, now_ms: int) -> list[SimOrder]:
+        """A margin call: every open position is closed at the market."""
+        closed: list[SimOrder] = []
+        for order in list(self._open.values()):
+            bid, ask = self.quote(order.symbol)
+            self._close_by_broker(order, bid if order.side is Side.BUY else ask, "STOP_OUT", now_ms)
+            closed.append(order)
+        return closed
+
+    def closed_by_broker(self, since_ms: int, limit: int = 50) -> list[SimOrder]:
+        """Positions the broker closed on its own since ``since_ms``, newest first."""
+        found = [
+            o
+            for o in reversed(self.history)
+            if o.close_reason is not None and (o.close_time_ms or 0) >= since_ms
+        ]
+        return found[:limit]
 
     def closed_fill(self, ticket: int) -> CloseFill | None:
         """How an already closed ticket was closed (as the terminal's account history shows it, where MT4

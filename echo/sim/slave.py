@@ -113,6 +113,9 @@ class SimSlaveEA(SimTerminal):
 
     def _snapshot(self) -> m.StateSnapshot:
         b = self.broker
+        now = self._now_ms()
+        if b.auto_stops:
+            b.trigger_stops(now)
         positions = [
             m.Position(
                 ticket=o.ticket,
@@ -140,6 +143,18 @@ class SimSlaveEA(SimTerminal):
             leverage=b.leverage,
             positions=positions,
             tick_values=[m.TickValue(s, b.tick_value(s)) for s in b.specs],
+            recent_closes=[
+                m.ClosedPosition(
+                    o.ticket,
+                    o.symbol,
+                    o.lots,
+                    o.close_price or 0.0,
+                    o.close_time_ms or now,
+                    m.CloseReason(o.close_reason),
+                )
+                for o in b.closed_by_broker(now - 86_400_000)
+                if trade_id_from_comment(o.comment) is not None  # positions Echo opened
+            ],
         )
 
     # ------------------------------------------------------------------------------------------ reading

@@ -424,3 +424,48 @@ async def test_policies_size_by_risk_and_windows_omit_with_a_receipt(
         await w.settled()
         assert risk_slave.broker.open_orders() == []
         nursery.cancel_scope.cancel()
+
+
+async def test_slave_positions_closed_by_the_broker_are_recorded_and_never_reopened(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One slave is stopped out, another's stop-loss is hit. Core closes those tickets with the reason,
+    alerts, and does not reopen; the master's close later is a no-op there and closes the third slave."""
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery)
+        core = w.copier.core
+        stopped, stop_hit, normal = [await w.add_slave(f"5100{i}", i) for i in (1, 2, 3)]
+        master = await w.add_master("9001")
+        await w.online("9001", "51001", "51002", "51003")
+        trade_id = await master.open("XAUUSD", Side.BUY, 0.5)
+        await master.wait_all_acked()
+        await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 3)
+
+        with capture_logs() as logs:
+            stopped.broker.stop_out(w.clock.now_ms())
+            (order,) = stop_hit.broker.open_orders()
+            order.stop_loss = stop_hit.broker.quote(order.symbol)[0] + 1.0  # the price is through it
+            stop_hit.broker.auto_stops = True
+            await core.wait_for(
+                lambda: core.stats.get("slave_stop_out") == 1 and core.stats.get("slave_sl") == 1
+            )
+        alerts = [e for e in logs if e["event"] == "core_slave_closed_by_broker"]
+        assert {(e["slave"], e["reason"], e["log_level"]) for e in alerts} == {
+            ("51001", "STOP_OUT", "error"),
+            ("51002", "SL", "warning"),
+        }
+        events = [e for e in await w.copier.store.events(trade_id) if e.kind == "slave_closed_by_broker"]
+        assert {e.account_id for e in events} == {"51001", "51002"}
+
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await w.settled()
+        for slave in (stopped, stop_hit, normal):
+            assert fills(slave) == Counter({trade_id: 1}), slave.account_id  # never reopened
+            assert slave.broker.open_orders() == []
+        closes = [r for r in normal.results.values() if isinstance(r, m.CloseResult)]
+        assert len(closes) == 1
+        assert not any(isinstance(r, m.CloseResult) for s in (stopped, stop_hit) for r in s.results.values())
+        tickets = {(t.account_id, t.status) for t in await w.copier.store.tickets(trade_id)}
+        assert tickets == {("51001", "closed"), ("51002", "closed"), ("51003", "closed")}
+        nursery.cancel_scope.cancel()

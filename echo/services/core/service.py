@@ -82,6 +82,8 @@ class Account:
     snapshot: m.StateSnapshot | None = None
     tick_values: dict[str, float] = field(default_factory=dict)
     """broker symbol -> money per tick per lot, from the latest state snapshot that reported it."""
+    broker_closes_handled: set[int] = field(default_factory=set)
+    """Tickets of ``recent_closes`` already applied (the snapshot repeats them for 24 hours)."""
 
 
 @dataclass
@@ -110,6 +112,8 @@ class SlavePosition:
     failed: bool = False
     after_fill: tuple[float | None, float | None] | None = None
     """Stops the broker's StopLevel kept off the order: set by a modify once it fills."""
+    closed_by_broker: str | None = None
+    """SL, TP or STOP_OUT: the slave's broker closed the position on its own; it is never reopened."""
 
 
 @dataclass
@@ -550,6 +554,8 @@ class Core:
                 for tv in inner.tick_values:
                     if tv.tick_value > 0:
                         acc.tick_values[tv.symbol] = tv.tick_value
+                if acc.role is Role.SLAVE and (inner.recent_closes or acc.broker_closes_handled):
+                    self._on_broker_closes(acc, inner.recent_closes, tx)
         elif isinstance(msg, m.AccountOnline):
             self._on_online(agent_id, msg, tx)
         elif isinstance(msg, m.AccountOffline):
@@ -1173,7 +1179,11 @@ class Core:
                         trade_id=trade.row.trade_id,
                         slave=pos.account_id,
                         op=op.kind,
-                        reason="open failed" if pos.failed else "no open tickets",
+                        reason="open failed"
+                        if pos.failed
+                        else f"closed by the broker ({pos.closed_by_broker})"
+                        if pos.closed_by_broker
+                        else "no open tickets",
                     )
                 continue
             intent = trade.intent
@@ -1396,6 +1406,61 @@ class Core:
         )
         # The same command goes out again after the backoff, or when the terminal reconnects.
         self._drive(pend, delivery.NotDelivered(f"{ack.stage.value}: {ack.reason}"), tx)
+
+    def _ticket_owner(self, account_id: str, ticket: int) -> tuple[Trade, SlavePosition] | None:
+        for trade in self.trades.values():
+            pos = trade.positions.get(account_id)
+            if pos is not None and ticket in pos.tickets:
+                return trade, pos
+        return None
+
+    def _on_broker_closes(self, acc: Account, closes: list[m.ClosedPosition], tx: _Tx) -> None:
+        """Slave positions the broker closed on its own (SL, TP, stop-out): the ticket is closed here too,
+        the event recorded and alerted, and the position is never reopened; the master's later close of
+        the trade has nothing left to do on this account."""
+        acc.broker_closes_handled &= {c.ticket for c in closes}
+        for close in closes:
+            if close.ticket in acc.broker_closes_handled:
+                continue
+            owner = self._ticket_owner(acc.account_id, close.ticket)
+            if owner is None:
+                continue  # not (yet) known as ours: the fill may still be on its way; the snapshot repeats it
+            trade, pos = owner
+            if pos.in_flight:
+                continue  # a command of ours may be what closed it: its result will say
+            acc.broker_closes_handled.add(close.ticket)
+            lots = pos.tickets.pop(close.ticket)
+            pos.closed_by_broker = close.reason.value
+            tx.batch.ticket_updates.append(
+                TicketUpdate(acc.account_id, close.ticket, "closed", lots, close.closed_at_ms)
+            )
+            self._event(
+                tx,
+                "slave_closed_by_broker",
+                trade_id=trade.row.trade_id,
+                account_id=acc.account_id,
+                trace_id=trade.row.trace_id,
+                ticket=close.ticket,
+                reason=close.reason.value,
+                lots=lots,
+                close_price=close.close_price,
+                closed_at_ms=close.closed_at_ms,
+            )
+            self._count(f"slave_{close.reason.value.lower()}")
+            (log.error if close.reason is m.CloseReason.STOP_OUT else log.warning)(
+                "core_slave_closed_by_broker",
+                trade_id=trade.row.trade_id,
+                trace_id=trade.row.trace_id,
+                slave=acc.account_id,
+                ticket=close.ticket,
+                reason=close.reason.value,
+                lots=lots,
+                close_price=close.close_price,
+                alert=close.reason is m.CloseReason.STOP_OUT,
+                reopened=False,
+            )
+            self._pump(trade, pos, tx)
+            self._maybe_forget(trade)
 
     def _maybe_forget(self, trade: Trade) -> None:
         """A closed trade leaves memory once every slave position is flat and idle.
