@@ -226,16 +226,40 @@ def plan_stops(
     }
     if catastrophic:
         detail["catastrophic_sl_points"] = policy.catastrophic_sl
-    close_side = (bid if buy else ask) or intent.price
-    min_distance = spec.stop_level * spec.point
-    too_close = [
-        name
-        for name, price, below in (("stop_loss", sl, buy), ("take_profit", tp, not buy))
-        if price is not None and not _clear_of(price, close_side, min_distance, below, spec)
-    ]
+    known = bid if buy else ask
+    close_side = known or intent.price
+    # Without the slave's own price, the master's stands in; the two brokers' prices and the spread
+    # differ, so twice the StopLevel is asked for before trusting a stop at entry.
+    margin = 1 if known else 2
+    too_close = stops_too_close(spec, intent.side, close_side, sl, tp, margin)
     if too_close:
-        detail.update(stop_level=spec.stop_level, reference_price=close_side, too_close=too_close)
+        detail.update(
+            stop_level=spec.stop_level,
+            reference_price=close_side,
+            reference="slave quote" if known else "master price",
+            too_close=too_close,
+        )
     return StopsPlan(sl, tp, bool(too_close), detail)
+
+
+def stops_too_close(
+    spec: SymbolSpec,
+    side: Side,
+    close_price: float,
+    stop_loss: float | None,
+    take_profit: float | None,
+    margin: float = 1.0,
+) -> list[str]:
+    """Which of the stops the broker's StopLevel forbids now: each must sit on its side of the price the
+    position would close at (bid for a buy, ask for a sell), at least ``stop_level`` points (times
+    ``margin``) away."""
+    buy = side is Side.BUY
+    min_distance = spec.stop_level * spec.point * margin
+    return [
+        name
+        for name, price, below in (("stop_loss", stop_loss, buy), ("take_profit", take_profit, not buy))
+        if price is not None and not _clear_of(price, close_price, min_distance, below, spec)
+    ]
 
 
 def _clear_of(price: float, reference: float, min_distance: float, below: bool, spec: SymbolSpec) -> bool:

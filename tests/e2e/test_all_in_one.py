@@ -469,3 +469,43 @@ async def test_slave_positions_closed_by_the_broker_are_recorded_and_never_reope
         tickets = {(t.account_id, t.status) for t in await w.copier.store.tickets(trade_id)}
         assert tickets == {("51001", "closed"), ("51002", "closed"), ("51003", "closed")}
         nursery.cancel_scope.cancel()
+
+
+async def test_stops_inside_the_stop_level_are_set_after_the_fill_once_the_price_allows(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(600):
+        await _stops_after_fill()
+
+
+async def _stops_after_fill() -> None:
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery)
+        core = w.copier.core
+        slave = await w.add_slave("51001", 1)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001")
+        spec = next(s for s in slave.broker.specs.values() if s.canonical_symbol == "XAUUSD")
+        assert spec.stop_level > 0
+        bid, _ = slave.broker.quote(spec.broker_symbol)
+        stop_loss = spec.round_price(bid - spec.stop_level * spec.point / 2)  # inside the slave's StopLevel
+        with capture_logs() as logs:
+            trade_id = await master.open("XAUUSD", Side.BUY, 0.5, stop_loss=stop_loss)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 1)
+            await core.wait_for(lambda: bool(core.accounts["51001"].stops_waiting))
+        (order,) = slave.broker.open_orders()
+        assert order.stop_loss is None  # opened without it: the broker would have refused the order
+        receipt = next(d for d in await w.copier.store.decisions(trade_id) if d.account_id == "51001")
+        assert json.loads(receipt.detail)["after_fill"] == [stop_loss, None]
+        assert any(e["event"] == "core_stops_wait_for_price" for e in logs)
+
+        w.market.set_mid("XAUUSD", w.market.mid("XAUUSD") + 50 * spec.stop_level * spec.point)
+        await core.wait_for(lambda: not core.accounts["51001"].stops_waiting and core.in_flight == 0)
+        (order,) = slave.broker.open_orders()
+        assert order.stop_loss == stop_loss
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await w.settled()
+        assert slave.broker.open_orders() == []
+        nursery.cancel_scope.cancel()

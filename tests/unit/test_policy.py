@@ -267,3 +267,12 @@ def test_bad_policy_values_name_the_key_and_range(table: dict[str, object], mess
 def test_policy_tables_must_be_accounts() -> None:
     with pytest.raises(ConfigError, match=r"policy\.not an account"):
         config_from_dict({"policy": {"not an account": {}}})
+
+
+def test_without_a_slave_quote_stops_need_twice_the_stop_level_from_the_masters_price() -> None:
+    # StopLevel 30 points = 0.30 from the master's 2400.00: 0.45 passes with a quote, not without one
+    with_quote = plan_stops(Policy(), gold_intent(sl=2399.55), GOLD, 2400.0, 2400.2)
+    without = plan_stops(Policy(), gold_intent(sl=2399.55), GOLD, None, None)
+    assert (with_quote.after_fill, without.after_fill) == (False, True)
+    assert without.detail["reference"] == "master price"
+    assert not plan_stops(Policy(), gold_intent(sl=2399.4), GOLD, None, None).after_fill

@@ -29,6 +29,7 @@ from echo.domain.copying import (
     mirror_stops,
     plan_open,
     plan_partial_close,
+    stops_too_close,
     symbols_by_canonical,
 )
 from echo.domain.errors import OMITTED_AT_SLAVE, ErrorCode
@@ -83,6 +84,8 @@ class Account:
     tick_values: dict[str, float] = field(default_factory=dict)
     """broker symbol -> money per tick per lot, from the latest state snapshot that reported it."""
     broker_closes_handled: set[int] = field(default_factory=set)
+    stops_waiting: set[str] = field(default_factory=set)
+    """Trades whose stops this broker refused after the fill: tried again once a quote allows them."""
     """Tickets of ``recent_closes`` already applied (the snapshot repeats them for 24 hours)."""
 
 
@@ -112,6 +115,8 @@ class SlavePosition:
     failed: bool = False
     after_fill: tuple[float | None, float | None] | None = None
     """Stops the broker's StopLevel kept off the order: set by a modify once it fills."""
+    after_fill_command: str | None = None
+    """The modify that sets ``after_fill`` stops, while it is out."""
     closed_by_broker: str | None = None
     """SL, TP or STOP_OUT: the slave's broker closed the position on its own; it is never reopened."""
 
@@ -549,6 +554,8 @@ class Core:
             elif isinstance(inner, m.Quotes):
                 for q in inner.quotes:
                     acc.quotes[q.symbol] = SlaveQuote(q.bid, q.ask, msg.received_ms)
+                if acc.stops_waiting:
+                    self._retry_stops(acc, tx)
             elif isinstance(inner, m.StateSnapshot):
                 acc.snapshot = inner
                 for tv in inner.tick_values:
@@ -1236,9 +1243,11 @@ class Core:
                 elif op.kind == "modify":
                     if op.exact:
                         sl, tp = op.stop_loss, op.take_profit
+                        pos.after_fill = (sl, tp)
                     else:
                         policy = self.policies.for_account(pos.account_id)
                         sl, tp = mirror_stops(policy, intent.side, spec, op.stop_loss, op.take_profit)
+                        pos.after_fill = None  # the master's new levels supersede stops still waiting
                     cmd = m.ModifyOrder(
                         self._ids.uuid7(),
                         intent.trade_id,
@@ -1251,6 +1260,8 @@ class Core:
                 else:  # pragma: no cover - opens are issued by _decide_copy only
                     continue
                 self._issue(trade, pos, cmd, op.kind, tx)
+                if op.exact:
+                    pos.after_fill_command = cmd.command_id
 
     def _on_result(self, acc: Account, res: m.Result, tx: _Tx) -> None:
         pend = self._pending.get(res.command_id)
@@ -1310,6 +1321,8 @@ class Core:
             # The slave's live-price re-check kept the order from the broker: an omission, not a failure.
             self._count("omitted_at_slave")
             blog.warning("core_copy_omitted_at_slave", reason=res.error_code.value, message=res.error_message)
+        elif not res.success and pos is not None and res.command_id == pos.after_fill_command:
+            pass  # stops refused after the fill: _after_fill_result decides (usually: wait for the price)
         elif not res.success:
             self._count(f"{pend.kind}_failed")
             blog.error(
@@ -1365,6 +1378,8 @@ class Core:
                 new_ticket=res.new_ticket,
                 remaining=res.remaining_lots,
             )
+        elif isinstance(res, m.ModifyResult) and pos is not None and res.command_id == pos.after_fill_command:
+            self._after_fill_result(acc, trade, pos, res, blog)
         elif isinstance(res, m.ModifyResult) and res.success:
             blog.info(
                 "core_slave_modified", ticket=res.ticket, stop_loss=res.stop_loss, take_profit=res.take_profit
@@ -1406,6 +1421,39 @@ class Core:
         )
         # The same command goes out again after the backoff, or when the terminal reconnects.
         self._drive(pend, delivery.NotDelivered(f"{ack.stage.value}: {ack.reason}"), tx)
+
+    def _after_fill_result(
+        self, acc: Account, trade: Trade | None, pos: SlavePosition, res: m.ModifyResult, blog: Any
+    ) -> None:
+        """The modify that puts on the stops StopLevel kept off the order: done, or (the price is still too
+        close) retried as soon as a quote allows it."""
+        pos.after_fill_command = None
+        if res.success:
+            pos.after_fill = None
+            blog.info("core_stops_set_after_fill", ticket=res.ticket, stop_loss=res.stop_loss)
+        elif res.error_code is ErrorCode.ERR_INVALID_STOPS and trade is not None:
+            acc.stops_waiting.add(trade.row.trade_id)
+            blog.warning("core_stops_wait_for_price", ticket=res.ticket, intended=pos.after_fill)
+        else:
+            pos.after_fill = None
+
+    def _retry_stops(self, acc: Account, tx: _Tx) -> None:
+        for trade_id in list(acc.stops_waiting):
+            trade = self.trades.get(trade_id)
+            pos = trade.positions.get(acc.account_id) if trade else None
+            if trade is None or pos is None or pos.after_fill is None or not pos.tickets:
+                acc.stops_waiting.discard(trade_id)
+                continue
+            quote = acc.quotes.get(pos.broker_symbol)
+            if pos.in_flight or pos.spec is None or quote is None:
+                continue
+            close_price = quote.bid if trade.intent.side is Side.BUY else quote.ask
+            if stops_too_close(pos.spec, trade.intent.side, close_price, *pos.after_fill):
+                continue
+            acc.stops_waiting.discard(trade_id)
+            sl, tp = pos.after_fill
+            pos.queue.appendleft(Op("modify", stop_loss=sl, take_profit=tp, exact=True))
+            self._pump(trade, pos, tx)
 
     def _ticket_owner(self, account_id: str, ticket: int) -> tuple[Trade, SlavePosition] | None:
         for trade in self.trades.values():
