@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import signal
 import sys
@@ -86,8 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _reload(args: argparse.Namespace, copier: Copier) -> None:
-    """SIGHUP: read the configuration again. Delivery settings apply at once (Core, Agent, terminals);
-    a change anywhere else is reported as needing a restart. A bad file changes nothing."""
+    """SIGHUP: read the configuration again. [core], [delivery], [policy], [protocol] and [symbols] apply
+    at once (accounts are evaluated again and told); a change to [agent], [store] or [log] is reported as
+    needing a restart. A bad file changes nothing."""
     from echo.delivery.machine import Settings
 
     try:
@@ -100,11 +102,22 @@ async def _reload(args: argparse.Namespace, copier: Copier) -> None:
     await copier.core.set_delivery(
         Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), d.heartbeat_interval_ms
     )
-    for section in ("core", "agent", "store", "log"):
+    await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
+    for section in ("agent", "store", "log"):
         if getattr(new, section) != getattr(old, section):
             print(f"echo-copier: [{section}] changed; it takes effect after a restart", file=sys.stderr)
-    copier.config = replace(old, delivery=new.delivery)
-    print("echo-copier: configuration reloaded; delivery settings applied", file=sys.stderr)
+    copier.config = replace(
+        old,
+        core=new.core,
+        delivery=new.delivery,
+        policy=new.policy,
+        protocol=new.protocol,
+        symbols=new.symbols,
+    )
+    print(
+        "echo-copier: configuration reloaded; core, delivery, policy, protocol and symbols applied",
+        file=sys.stderr,
+    )
 
 
 def cmd_sim_ea(args: argparse.Namespace) -> int:
@@ -343,12 +356,64 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
+    """What a configuration makes of an account's last recorded handshake (the running copier applies the
+    same rules to every account on SIGHUP), and the verdicts recorded for it."""
+    import msgspec
+
+    from echo import __version__
+    from echo.app.root import open_store
+    from echo.domain import messages as m
+    from echo.domain.ids import uuid7
+    from echo.domain.registration import evaluate
+
+    config = _load_config(args.config)
+
+    async def main() -> dict[str, Any] | None:
+        store = open_store(args.store or config.store.url)
+        try:
+            row = next((a for a in await store.accounts() if a.account_id == args.account), None)
+            if row is None:
+                return None
+            hs = msgspec.json.decode(row.handshake, type=m.Handshake)
+            now = int(time.time() * 1000)
+            ev = evaluate(
+                hs,
+                config.protocol,
+                config.symbols,
+                agent_id=row.agent_id,
+                core_version=__version__,
+                evaluation_id=uuid7(now, os.urandom(10)),
+                now_ms=now,
+            )
+            recorded = [_row(e) for e in await store.evaluations(args.account, limit=args.history)]
+            return {"evaluation": msgspec.to_builtins(ev.result), "recorded": recorded}
+        finally:
+            await store.aclose()
+
+    out = trio.run(main)
+    if out is None:
+        print(f"echo-copier handshake evaluate: no handshake recorded for {args.account}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=None if args.json else 2, default=str))
+    return 0 if out["evaluation"]["status"] != "REJECTED" else 3
+
+
 def _add_explain(sub: Any) -> None:
     e = sub.add_parser("explain", help="the copy receipt of one master trade: per slave, what and why")
     e.add_argument("trade_id")
     e.add_argument("--store", default="sqlite:///var/echo.db")
     e.add_argument("--json", action="store_true", help="the receipt as JSON")
     e.set_defaults(func=cmd_explain)
+    h = sub.add_parser("handshake", help="handshake evaluation (protocol policy and symbol catalog)")
+    hsub = h.add_subparsers(dest="handshake_command", required=True)
+    ev = hsub.add_parser("evaluate", help="evaluate an account's last recorded handshake against a config")
+    ev.add_argument("--account", required=True)
+    ev.add_argument("--config", help="TOML config whose [protocol] and [symbols] apply (default: built-in)")
+    ev.add_argument("--store", help="store url (default: the config's store.url)")
+    ev.add_argument("--history", type=int, default=5, help="recorded evaluations to show")
+    ev.add_argument("--json", action="store_true", help="one JSON line")
+    ev.set_defaults(func=cmd_handshake_evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -265,11 +265,22 @@ async def _summarize(
             "max": round(max(samples), 3) if samples else 0.0,
             "mean": round(statistics.fmean(samples), 3) if samples else 0.0,
         },
+        "registration_feedback_ms": _feedback([*masters, *slaves]),
         "store": copier.config.store.url,
         "synchronous": copier.config.store.synchronous,
         "elapsed_s": round(elapsed, 2),
     }
     return summary
+
+
+def _feedback(terminals: list[Any]) -> dict[str, float]:
+    """From each handshake written to its symbol_registration_result read, over every terminal."""
+    samples = [ms for t in terminals for ms in t.feedback_ms]
+    return {
+        "n": len(samples),
+        "p50": round(_percentile(samples, 0.50), 3),
+        "max": round(max(samples), 3) if samples else 0.0,
+    }
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -292,6 +303,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         t.add_row(key, str(summary[key]))
     lat = summary["copy_latency_ms"]
     t.add_row("copy latency p50 / p99 / max (ms)", f"{lat['p50']} / {lat['p99']} / {lat['max']}")
+    fb = summary["registration_feedback_ms"]
+    t.add_row("handshake feedback p50 / max (ms)", f"{fb['p50']} / {fb['max']}")
     if summary["omitted_reasons"]:
         t.add_row("omitted because", ", ".join(f"{k}={v}" for k, v in summary["omitted_reasons"].items()))
     console.print(t)

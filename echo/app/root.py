@@ -99,6 +99,8 @@ async def run_all_in_one(
                 delivery_settings=settings,
                 ids=ids,
                 policies=config.policies(),
+                protocol=config.protocol,
+                catalog=config.symbols,
             )
             await nursery.start(core.run)
             link = await transport.connect(config.agent.agent_id)

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 from echo.domain.errors import ConfigError as ConfigError
 from echo.domain.ids import parse_account_id, parse_agent_id
 from echo.domain.policy import Policies, Policy, policies_from_dict
+from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    protocol: ProtocolPolicy = field(default_factory=ProtocolPolicy)
+    symbols: SymbolCatalog = field(default_factory=SymbolCatalog)
     policy: Policies | None = None
     """Per-account copy policies; None: every account uses ``core.fixed_lot`` and ``core.copy_sl_tp``."""
 
@@ -139,6 +142,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "log": LogConfig,
     "delivery": DeliverySettings,
+    "protocol": ProtocolPolicy,
+    "symbols": SymbolCatalog,
 }
 
 

@@ -35,6 +35,10 @@ class SlaveView:
     tick_values: dict[str, float] = field(default_factory=dict)
     """broker symbol -> money per tick per lot, from the latest state snapshot."""
     currency: str = ""
+    registration: str = "ACCEPTED"
+    """Core's verdict on the account's handshake: ACCEPTED, WARNING or REJECTED."""
+    rejected_symbols: dict[str, str] = field(default_factory=dict)
+    """canonical -> why the account may not trade it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,8 @@ class Copy:
 
 OmitReason = Literal[
     "slave_offline",
+    "account_rejected",
+    "symbol_rejected",
     "symbol_not_mapped",
     "no_trade_window",
     "max_delay_exceeded",
@@ -289,12 +295,20 @@ def _plan_one(
     account, policy = slave.account_id, slave.policy
     # A slave that is known but offline still gets its copy: the command is journaled and delivered when
     # its terminal is back. Only a slave that never said which symbols it has cannot be planned for.
+    if slave.registration == "REJECTED":
+        return Omit(account, "account_rejected", {"canonical": canonical})
+    if canonical in slave.rejected_symbols:
+        return Omit(
+            account, "symbol_rejected", {"canonical": canonical, "why": slave.rejected_symbols[canonical]}
+        )
     if not slave.online and not slave.symbols:
         return Omit(account, "slave_offline")
     spec = slave.symbols.get(canonical)
     if spec is None:
         return Omit(account, "symbol_not_mapped", {"canonical": canonical, "known": sorted(slave.symbols)})
     base: dict[str, object] = {"canonical": canonical, "broker_symbol": spec.broker_symbol}
+    if slave.registration == "WARNING":
+        base["handshake_status"] = "WARNING"
     window = policy.window_at(canonical, now_ms)
     if window is not None:
         return Omit(account, "no_trade_window", {**base, "window": window.describe()})

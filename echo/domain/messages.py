@@ -561,9 +561,6 @@ class RegistrationStatus(enum.Enum):
     WARNING = "WARNING"
     REJECTED = "REJECTED"
 
-    def __post_init__(self) -> None:
-        _numbers(self)
-
 
 @dataclass(frozen=True, slots=True)
 class RegistrationIssue:

@@ -168,6 +168,37 @@ class AccountRow:
     updated_at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class EvaluationRow:
+    """Core's verdict on one handshake (``symbol_registration_result``), globally."""
+
+    evaluation_id: str
+    account_id: str
+    pipe_role: str
+    status: str
+    """ACCEPTED, WARNING or REJECTED."""
+    protocol_version: int
+    client_semver: str
+    global_errors: str
+    """JSON list of issues."""
+    global_warnings: str
+    evaluated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolEvaluationRow:
+    """One reported symbol's verdict within an evaluation."""
+
+    evaluation_id: str
+    canonical_symbol: str
+    broker_symbol: str
+    status: str
+    warnings: str
+    errors: str
+    spec_age_ms: int
+    evaluated_at_ms: int
+
+
 @dataclass(slots=True)
 class Batch:
     """One unit of work; written atomically by ``Store.write``."""
@@ -185,6 +216,8 @@ class Batch:
     retry_events: list[RetryEventRow] = field(default_factory=list)
     accounts: list[AccountRow] = field(default_factory=list)
     """Upserts by account_id."""
+    evaluations: list[EvaluationRow] = field(default_factory=list)
+    symbol_evaluations: list[SymbolEvaluationRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -200,6 +233,8 @@ class Batch:
                 self.journal,
                 self.retry_events,
                 self.accounts,
+                self.evaluations,
+                self.symbol_evaluations,
             )
         )
 
@@ -242,6 +277,19 @@ class Store(Protocol):
 
     async def accounts(self) -> list[AccountRow]:
         """Every account that ever completed a handshake, ordered by account_id."""
+        ...
+
+    async def evaluations(self, account_id: str | None = None, limit: int = 100) -> list[EvaluationRow]:
+        """Handshake evaluations, newest first (evaluated_at_ms, then evaluation_id, descending)."""
+        ...
+
+    async def symbol_evaluations(self, evaluation_id: str) -> list[SymbolEvaluationRow]:
+        """The per-symbol verdicts of one evaluation, ordered by broker_symbol."""
+        ...
+
+    async def purge_evaluations(self, before_ms: int) -> int:
+        """Delete evaluations (and their symbol rows) evaluated before ``before_ms``; returns how many
+        evaluations went."""
         ...
 
     async def aclose(self) -> None: ...

@@ -85,7 +85,6 @@ class SimSlaveEA(SimTerminal):
         self.recognised = 0
         """Executions answered with an open order already stamped with the trade_id."""
         self.results: dict[str, m.Result] = {}
-        self.registration: m.SymbolRegistrationResult | None = None
         self.delivery_config: m.DeliveryConfig | None = None
         self.state_path = Path(state_path) if state_path is not None else None
         if self.state_path is not None:
@@ -163,8 +162,6 @@ class SimSlaveEA(SimTerminal):
         p = event.payload
         if isinstance(p, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder):
             await self._command(stream, p)
-        elif isinstance(p, m.SymbolRegistrationResult):
-            self.registration = p
         elif isinstance(p, m.DeliveryConfig):
             self.delivery_config = p
         elif isinstance(p, m.Heartbeat):

@@ -11,6 +11,7 @@ every other message goes to the subclass's ``_on_message``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
@@ -55,6 +56,12 @@ class SimTerminal:
         self.client_semver = client_semver
 
         self.connections = 0
+        self.protocol_version = m.PROTOCOL_VERSION
+        self.registration: m.SymbolRegistrationResult | None = None
+        """Core's last verdict on this terminal's handshake."""
+        self.feedback_ms: list[float] = []
+        """Per handshake: ms from writing it to reading its ``symbol_registration_result``."""
+        self._handshake_ns = 0
         self.errors_received: list[m.ErrorReply] = []
         self._stream: trio.abc.Stream | None = None
         self._lock = trio.Lock()
@@ -69,7 +76,7 @@ class SimTerminal:
         return m.Handshake(
             account_id=self.account_id,
             role=self._role,
-            protocol_version=m.PROTOCOL_VERSION,
+            protocol_version=self.protocol_version,
             client_semver=self.client_semver,
             client_id=f"sim-{self.account_id}",
             broker=self.broker.name,
@@ -87,6 +94,7 @@ class SimTerminal:
                 stream = await self._connect()
                 self.connections += 1
                 async with self._lock:
+                    self._handshake_ns = time.perf_counter_ns()
                     await self._send_line(stream, self.handshake())
                     await self._after_handshake(stream)
                     self._stream = stream
@@ -167,5 +175,10 @@ class SimTerminal:
                     p = event.payload
                     self._log.warning("%s: agent error %s: %s", self.account_id, p.code, p.message)
                     self.errors_received.append(p)
+                elif isinstance(event.payload, m.SymbolRegistrationResult):
+                    if self._handshake_ns:
+                        self.feedback_ms.append((time.perf_counter_ns() - self._handshake_ns) / 1e6)
+                        self._handshake_ns = 0
+                    self.registration = event.payload
                 elif not await self._on_message(stream, nursery, event):
                     self._log.debug("%s: ignoring %s", self.account_id, event.type)

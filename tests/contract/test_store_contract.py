@@ -25,11 +25,13 @@ from echo.ports.store import (
     CommandRow,
     CommandUpdate,
     DecisionRow,
+    EvaluationRow,
     EventRow,
     JournalRow,
     RetryEventRow,
     Store,
     StoreError,
+    SymbolEvaluationRow,
     TicketRow,
     TicketUpdate,
     TradeRow,
@@ -831,3 +833,43 @@ async def test_accounts_upsert_by_account_id(store: Store) -> None:
     await store.write(Batch(accounts=[moved]))
     assert [a.account_id for a in await store.accounts()] == ["51001", "51002"]
     assert (await store.accounts())[1] == moved
+
+
+# --- handshake evaluations --------------------------------------------------------------------------------
+
+
+def evaluation(n: int, account: str = "51001", at: int = 0, status: str = "ACCEPTED") -> EvaluationRow:
+    return EvaluationRow(uid(at, n), account, "slave", status, 2, "1.5.0", "[]", "[]", T0 + at)
+
+
+def symbol_row(ev: EvaluationRow, broker: str, status: str = "ACCEPTED") -> SymbolEvaluationRow:
+    return SymbolEvaluationRow(
+        ev.evaluation_id, broker.split(".")[0], broker, status, "[]", "[]", 0, ev.evaluated_at_ms
+    )
+
+
+async def test_evaluations_read_back_newest_first_per_account_and_purge(store: Store) -> None:
+    old, mid, new = evaluation(1, at=0), evaluation(2, at=10, status="WARNING"), evaluation(3, "51002", at=20)
+    await store.write(
+        Batch(
+            evaluations=[old, mid, new],
+            symbol_evaluations=[
+                symbol_row(old, "XAUUSD.m"),
+                symbol_row(mid, "GER30.x"),
+                symbol_row(mid, "EURUSD.x"),
+            ],
+        )
+    )
+    assert await store.evaluations() == [new, mid, old]
+    assert await store.evaluations("51001", limit=1) == [mid]
+    assert [r.broker_symbol for r in await store.symbol_evaluations(mid.evaluation_id)] == [
+        "EURUSD.x",
+        "GER30.x",
+    ]
+    assert (await store.symbol_evaluations(old.evaluation_id))[0] == symbol_row(old, "XAUUSD.m")
+    with pytest.raises(StoreError, match="already exists"):
+        await store.write(Batch(evaluations=[old]))
+    assert await store.purge_evaluations(T0 + 10) == 1
+    assert await store.evaluations() == [new, mid]
+    assert await store.symbol_evaluations(old.evaluation_id) == []
+    assert await store.purge_evaluations(T0 + 10) == 0

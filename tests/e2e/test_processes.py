@@ -81,12 +81,13 @@ async def test_run_and_sim_terminals_as_processes(tmp_path: Path) -> None:
                 capture_stderr=True,
             )
             assert b"4 trades done" in master.stderr
-            # SIGHUP: delivery settings apply at once; other sections are reported as needing a restart
+            # SIGHUP: delivery, core rules and policies apply at once; [agent]/[store]/[log] need a restart
             changed = "[delivery]\nack_timeout_ms = 400\n[core]\nfixed_lot = 0.2\n"
-            config.write_text(config.read_text() + changed)
+            config.write_text(config.read_text().replace("echo.log", "other.log") + changed)
             copier.send_signal(signal.SIGHUP)
             said = await read_until(copier, b"reloaded")
-            assert b"[core] changed; it takes effect after a restart" in said
+            assert b"[log] changed; it takes effect after a restart" in said
+            assert b"[core]" not in said and b"core, delivery, policy, protocol and symbols applied" in said
             config.write_text("[core]\nfixed_lot = -1\n")
             copier.send_signal(signal.SIGHUP)
             assert b"core.fixed_lot must be > 0" in await read_until(copier, b"reload refused")
@@ -173,3 +174,32 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
         timeout=60,
     )
     assert missing.returncode == 1 and "no trade" in missing.stderr
+
+    # what a stricter configuration would make of account 51003's recorded handshake
+    strict = tmp_path / "strict.toml"
+    strict.write_text(
+        '[protocol]\nmin_version = 2\n[symbols]\ncanonical = ["XAUUSD"]\nunknown_action = "reject"\n'
+    )
+    evaluated = subprocess.run(
+        [
+            *cli,
+            "handshake",
+            "evaluate",
+            "--account",
+            "51003",
+            "--store",
+            store,
+            "--config",
+            str(strict),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    out = json.loads(evaluated.stdout)
+    verdicts = {e["canonical_symbol"]: e["status"] for e in out["evaluation"]["symbols"]}
+    assert verdicts["XAUUSD"] == "ACCEPTED" and verdicts["GER30"] == "REJECTED"
+    assert out["evaluation"]["status"] == "WARNING"
+    assert out["recorded"][0]["status"] == "ACCEPTED", "the demo recorded the verdict it sent"

@@ -20,10 +20,12 @@ from echo.ports.store import (
     CommandRow,
     CommandUpdate,
     DecisionRow,
+    EvaluationRow,
     EventRow,
     JournalRow,
     RetryEventRow,
     StoreError,
+    SymbolEvaluationRow,
     TicketRow,
     TicketUpdate,
     TradeRow,
@@ -47,6 +49,8 @@ _INT_FIELDS: dict[type, tuple[str, ...]] = {
     JournalRow: ("attempt", "next_retry_at_ms", "updated_at_ms"),
     RetryEventRow: ("attempt", "at_ms"),
     AccountRow: ("updated_at_ms",),
+    EvaluationRow: ("protocol_version", "evaluated_at_ms"),
+    SymbolEvaluationRow: ("spec_age_ms", "evaluated_at_ms"),
 }
 
 
@@ -127,6 +131,8 @@ class MemoryStore:
         self._journal: dict[str, JournalRow] = {}
         self._retry_events: dict[str, RetryEventRow] = {}
         self._accounts: dict[str, AccountRow] = {}
+        self._evaluations: dict[str, EvaluationRow] = {}
+        self._symbol_evaluations: dict[tuple[str, str], SymbolEvaluationRow] = {}
         self._closed = False
 
     def _live(self) -> None:
@@ -195,6 +201,22 @@ class MemoryStore:
         _check_inserts(
             "retry_events", batch.retry_events, lambda r: r.event_id, ("event_id",), _one, self._retry_events
         )
+        _check_inserts(
+            "evaluations",
+            batch.evaluations,
+            lambda r: r.evaluation_id,
+            ("evaluation_id",),
+            _one,
+            self._evaluations,
+        )
+        _check_inserts(
+            "symbol_evaluations",
+            batch.symbol_evaluations,
+            lambda r: (r.evaluation_id, r.broker_symbol),
+            ("evaluation_id", "broker_symbol"),
+            lambda k: k,
+            self._symbol_evaluations,
+        )
 
     def _apply(self, batch: Batch) -> None:
         for trade in batch.trades:
@@ -230,6 +252,10 @@ class MemoryStore:
             self._retry_events[retry.event_id] = retry
         for account in batch.accounts:
             self._accounts[account.account_id] = account
+        for evaluation in batch.evaluations:
+            self._evaluations[evaluation.evaluation_id] = evaluation
+        for sym in batch.symbol_evaluations:
+            self._symbol_evaluations[(sym.evaluation_id, sym.broker_symbol)] = sym
 
     # --- reads ----------------------------------------------------------------------------------------
 
@@ -295,6 +321,31 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         self._live()
         return sorted(self._accounts.values(), key=lambda a: a.account_id)
+
+    async def evaluations(self, account_id: str | None = None, limit: int = 100) -> list[EvaluationRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [e for e in self._evaluations.values() if account_id is None or e.account_id == account_id]
+        rows.sort(key=lambda e: (e.evaluated_at_ms, e.evaluation_id), reverse=True)
+        return rows[:limit]
+
+    async def symbol_evaluations(self, evaluation_id: str) -> list[SymbolEvaluationRow]:
+        await trio.lowlevel.checkpoint()
+        self._live()
+        rows = [r for (e, _), r in self._symbol_evaluations.items() if e == evaluation_id]
+        rows.sort(key=lambda r: r.broker_symbol)
+        return rows
+
+    async def purge_evaluations(self, before_ms: int) -> int:
+        await trio.lowlevel.checkpoint()
+        self._live()
+        old = {k for k, e in self._evaluations.items() if e.evaluated_at_ms < before_ms}
+        for k in old:
+            del self._evaluations[k]
+        for key in [k for k, r in self._symbol_evaluations.items() if r.evaluated_at_ms < before_ms]:
+            del self._symbol_evaluations[key]
+        return len(old)
 
     async def aclose(self) -> None:
         self._closed = True

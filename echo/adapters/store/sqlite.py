@@ -27,10 +27,12 @@ from echo.ports.store import (
     Batch,
     CommandRow,
     DecisionRow,
+    EvaluationRow,
     EventRow,
     JournalRow,
     RetryEventRow,
     StoreError,
+    SymbolEvaluationRow,
     TicketRow,
     TradeRow,
     TradeStatus,
@@ -71,6 +73,8 @@ _JOURNAL_UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in _JOURNAL_COLS if c != "command_id")
 )
 _JOURNAL_PARAMS = attrgetter(*_JOURNAL_COLS)
+_EVALUATION_COLS = _columns(EvaluationRow)
+_SYMBOL_EVALUATION_COLS = _columns(SymbolEvaluationRow)
 _ACCOUNT_COLS = _columns(AccountRow)
 _ACCOUNT_UPSERT = (
     f"INSERT INTO accounts ({', '.join(_ACCOUNT_COLS)}) VALUES ({', '.join('?' * len(_ACCOUNT_COLS))})"
@@ -174,6 +178,20 @@ _STEPS: tuple[_Step, ...] = (
         _RETRY_COLS,
         ("event_id",),
     ),
+    _step(
+        "evaluations",
+        "handshake_evaluations",
+        _insert("handshake_evaluations", _EVALUATION_COLS),
+        _EVALUATION_COLS,
+        ("evaluation_id",),
+    ),
+    _step(
+        "symbol_evaluations",
+        "symbol_registrations",
+        _insert("symbol_registrations", _SYMBOL_EVALUATION_COLS),
+        _SYMBOL_EVALUATION_COLS,
+        ("evaluation_id", "broker_symbol"),
+    ),
 )
 
 _TRADE_BY_ID = _select("trades", _TRADE_COLS, "WHERE trade_id = ?")
@@ -196,6 +214,17 @@ _JOURNAL_BY_OUTCOME = _select(
     "delivery_journal", _JOURNAL_COLS, "WHERE outcome = ? ORDER BY updated_at_ms, command_id LIMIT ?"
 )
 _ACCOUNTS = _select("accounts", _ACCOUNT_COLS, "ORDER BY account_id")
+_EVALUATIONS_ALL = _select(
+    "handshake_evaluations", _EVALUATION_COLS, "ORDER BY evaluated_at_ms DESC, evaluation_id DESC LIMIT ?"
+)
+_EVALUATIONS_BY_ACCOUNT = _select(
+    "handshake_evaluations",
+    _EVALUATION_COLS,
+    "WHERE account_id = ? ORDER BY evaluated_at_ms DESC, evaluation_id DESC LIMIT ?",
+)
+_SYMBOL_EVALUATIONS = _select(
+    "symbol_registrations", _SYMBOL_EVALUATION_COLS, "WHERE evaluation_id = ? ORDER BY broker_symbol"
+)
 _RETRIES = _select("delivery_retry_event", _RETRY_COLS, "WHERE command_id = ? ORDER BY at_ms, event_id")
 
 
@@ -461,6 +490,37 @@ class SqliteStore:
     async def accounts(self) -> list[AccountRow]:
         await trio.lowlevel.checkpoint()
         return [AccountRow(*r) for r in self._query(_ACCOUNTS, ())]
+
+    async def evaluations(self, account_id: str | None = None, limit: int = 100) -> list[EvaluationRow]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        if account_id is None:
+            rows = self._query(_EVALUATIONS_ALL, (limit,))
+        else:
+            rows = self._query(_EVALUATIONS_BY_ACCOUNT, (account_id, limit))
+        return [EvaluationRow(*r) for r in rows]
+
+    async def symbol_evaluations(self, evaluation_id: str) -> list[SymbolEvaluationRow]:
+        await trio.lowlevel.checkpoint()
+        return [SymbolEvaluationRow(*r) for r in self._query(_SYMBOL_EVALUATIONS, (evaluation_id,))]
+
+    async def purge_evaluations(self, before_ms: int) -> int:
+        await trio.lowlevel.checkpoint()
+        conn = self._live()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM symbol_registrations WHERE evaluated_at_ms < ?", (before_ms,))
+                gone = conn.execute(
+                    "DELETE FROM handshake_evaluations WHERE evaluated_at_ms < ?", (before_ms,)
+                ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
+        except (sqlite3.Error, OverflowError) as exc:
+            raise StoreError(f"purge failed: {exc}") from exc
+        return int(gone)
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

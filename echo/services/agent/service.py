@@ -97,6 +97,8 @@ class Agent:
         self._acks: list[m.CommandAck] = []
         self._timers = DueTimers(clock)
         self.stats: dict[str, int] = {}
+        self.registration: dict[str, m.RegistrationStatus] = {}
+        """account_id -> Core's last verdict on its handshake, as it passed through to the terminal."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._load_ledger()
@@ -250,6 +252,9 @@ class Agent:
                         self._relay(msg.command_id, relay.Dropped(), now)
                 elif isinstance(msg.message, Command):
                     self._arrived(msg.account_id, msg.message, now)
+                elif isinstance(msg.message, m.SymbolRegistrationResult):
+                    self.registration[msg.account_id] = msg.message.status
+                    self._write(msg.account_id, msg.message, now)
                 elif self._write(msg.account_id, msg.message, now) is not None:
                     # Replies to masters and registration results are not ledgered: a master re-sends an
                     # unacknowledged intent, and a terminal gets its registration at every handshake.
@@ -261,6 +266,25 @@ class Agent:
             await self._flush()
 
     def _arrived(self, account_id: str, command: Command, now_ms: int) -> None:
+        if self.registration.get(account_id) is m.RegistrationStatus.REJECTED:
+            # Core does not send to a REJECTED account; this catches a command that crossed the verdict.
+            self._count("blocked_rejected_account")
+            log.error(
+                "agent_command_blocked",
+                account_id=account_id,
+                command_id=command.command_id,
+                reason="account REJECTED by its handshake evaluation",
+            )
+            self._acks.append(
+                m.CommandAck(
+                    account_id,
+                    command.command_id,
+                    m.AckStage.AGENT_BUFFERED,
+                    m.AckResult.FAILED,
+                    "account REJECTED by its handshake evaluation",
+                )
+            )
+            return
         held = self.held.get(command.command_id)
         if held is None:
             held = Held(account_id, command, encode(command, now_ms), relay.Relay(now_ms))

@@ -30,12 +30,12 @@ from echo.domain.copying import (
     plan_open,
     plan_partial_close,
     stops_too_close,
-    symbols_by_canonical,
 )
 from echo.domain.errors import OMITTED_AT_SLAVE, ErrorCode
 from echo.domain.ids import trade_comment, uuid7_time_ms
 from echo.domain.policy import Policies, Policy
-from echo.domain.types import Role, Side, SymbolSpec, normalize_symbol
+from echo.domain.registration import Evaluation, ProtocolPolicy, SymbolCatalog, evaluate
+from echo.domain.types import Role, Side, SymbolSpec
 from echo.ports.clock import Clock
 from echo.ports.store import (
     AccountRow,
@@ -45,11 +45,13 @@ from echo.ports.store import (
     CommandStatus,
     CommandUpdate,
     DecisionRow,
+    EvaluationRow,
     EventRow,
     JournalRow,
     RetryEventRow,
     Store,
     StoreError,
+    SymbolEvaluationRow,
     TicketRow,
     TicketUpdate,
     TradeRow,
@@ -86,6 +88,12 @@ class Account:
     broker_closes_handled: set[int] = field(default_factory=set)
     stops_waiting: set[str] = field(default_factory=set)
     """Trades whose stops this broker refused after the fill: tried again once a quote allows them."""
+    registration: m.RegistrationStatus = m.RegistrationStatus.ACCEPTED
+    """Core's verdict on the last handshake: REJECTED blocks every command to the account."""
+    rejected_symbols: dict[str, str] = field(default_factory=dict)
+    """canonical -> why this account may not trade it."""
+    reported_at_ms: int = 0
+    """When the Agent received the handshake this state comes from (an older report is ignored)."""
     """Tickets of ``recent_closes`` already applied (the snapshot repeats them for 24 hours)."""
 
 
@@ -163,6 +171,8 @@ class Core:
         delivery_settings: delivery.Settings | None = None,
         ids: IdFactory | None = None,
         policies: Policies | None = None,
+        protocol: ProtocolPolicy | None = None,
+        catalog: SymbolCatalog | None = None,
     ) -> None:
         self._hub = hub
         self.delivery = delivery_settings or delivery.Settings()
@@ -174,6 +184,8 @@ class Core:
         self._clock = clock
         self.config = config
         self.policies = policies or Policies(Policy(fixed_lot=config.fixed_lot, copy_sl_tp=config.copy_sl_tp))
+        self.protocol = protocol or ProtocolPolicy()
+        self.catalog = catalog or SymbolCatalog()
         self._ids = ids or IdFactory(clock)
         self.accounts: dict[str, Account] = {}
         self.trades: dict[str, Trade] = {}
@@ -198,8 +210,18 @@ class Core:
         self._pruned_at_ms = self._clock.now_ms()
         for a in await self._store.accounts():
             hs = msgspec.json.decode(a.handshake, type=m.Handshake)
-            symbols, _ = symbols_by_canonical(hs.symbols)
-            self.accounts[a.account_id] = Account(a.account_id, hs.role, a.agent_id, False, hs, symbols)
+            ev = self._evaluate(hs, a.agent_id)
+            self.accounts[a.account_id] = Account(
+                a.account_id,
+                hs.role,
+                a.agent_id,
+                False,
+                hs,
+                ev.symbols,
+                registration=ev.status,
+                rejected_symbols=ev.rejected_symbols,
+                reported_at_ms=a.updated_at_ms,
+            )
         recovered = await self._recover()
         log.info(
             "core_started",
@@ -210,6 +232,7 @@ class Core:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconciler)
+            nursery.start_soon(self._retention)
             task_status.started()
             while True:
                 await self.handle_many(await self._hub.receive_many(self.GROUP_LIMIT))
@@ -368,6 +391,23 @@ class Core:
                         self._drive(pend, delivery.Timeout(), tx)
                 await self._commit(tx)
 
+    EVALUATION_RETENTION_MS = 30 * 86_400_000
+    """Handshake evaluations are kept this long (RFC-005a: 30 days)."""
+    RETENTION_EVERY_S = 3600.0
+
+    async def _retention(self) -> None:
+        """Purges handshake evaluations past their retention, at start and then hourly."""
+        while True:
+            before = self._clock.now_ms() - self.EVALUATION_RETENTION_MS
+            try:
+                gone = await self._store.purge_evaluations(before)
+            except StoreError as exc:
+                log.warning("core_retention_failed", error=str(exc))
+            else:
+                if gone:
+                    log.info("core_retention_purged", evaluations=gone, before_ms=before)
+            await trio.sleep(self.RETENTION_EVERY_S)
+
     async def _commit(self, tx: _Tx) -> None:
         """Record the batch, then send (never the other way round), then wake whoever waits for a change."""
         if tx.batch and not await self._write_with_retries(tx.batch):
@@ -420,6 +460,32 @@ class Core:
                     await self._hub.send(agent_id, beat)
                 except AgentUnavailable as exc:
                     log.warning("core_agent_unavailable", agent_id=agent_id, error=str(exc))
+
+    async def set_rules(
+        self, config: CoreConfig, policies: Policies, protocol: ProtocolPolicy, catalog: SymbolCatalog
+    ) -> None:
+        """New follow rules, copy policies, protocol policy and symbol catalog, applied without a restart:
+        every account is evaluated again from its last handshake; online terminals get the new verdict;
+        accounts that became acceptable get what was held for them. The next trade uses the new rules."""
+        async with self._lock:
+            self.config, self.policies, self.protocol, self.catalog = config, policies, protocol, catalog
+            log.info("core_rules_changed", accounts=len(self.accounts))
+            tx = _Tx()
+            for acc in list(self.accounts.values()):
+                self.reevaluate(acc, tx)
+            await self._commit(tx)
+
+    def reevaluate(self, acc: Account, tx: _Tx) -> None:
+        ev = self._evaluate(acc.handshake, acc.agent_id)
+        before = acc.registration
+        acc.symbols, acc.registration, acc.rejected_symbols = ev.symbols, ev.status, ev.rejected_symbols
+        if acc.online:
+            self._send_evaluation(acc, ev, tx)
+        if before is m.RegistrationStatus.REJECTED and ev.status is not m.RegistrationStatus.REJECTED:
+            for trade in self.trades.values():
+                pos = trade.positions.get(acc.account_id)
+                if pos is not None:
+                    self._pump(trade, pos, tx)
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait (without polling) until ``predicate()`` holds after some message was handled."""
@@ -543,7 +609,24 @@ class Core:
                 log.warning("core_message_from_unknown_account", account_id=msg.account_id)
                 return
             inner = msg.message
-            if isinstance(inner, m.TradeIntent):
+            if (
+                isinstance(inner, m.TradeIntent | m.TradeClose | m.TradeModify)
+                and acc.registration is m.RegistrationStatus.REJECTED
+            ):
+                # The master keeps the event and sends it again once a handshake or re-evaluation accepts it.
+                log.warning(
+                    "core_event_from_rejected_account", account_id=acc.account_id, trade_id=inner.trade_id
+                )
+                self._ack(
+                    tx,
+                    acc.account_id,
+                    inner.trade_id,
+                    inner.trace_id,
+                    m.AckStatus.RETRY,
+                    getattr(inner, "event_id", None),
+                    "this account's handshake was REJECTED (see symbol_registration_result)",
+                )
+            elif isinstance(inner, m.TradeIntent):
                 self._on_intent(acc, inner, msg.received_ms, tx)
             elif isinstance(inner, m.TradeClose):
                 self._on_close(acc, inner, tx)
@@ -578,39 +661,60 @@ class Core:
 
     def _on_online(self, agent_id: str, msg: m.AccountOnline, tx: _Tx) -> None:
         hs = msg.handshake
-        symbols, collisions = symbols_by_canonical(hs.symbols)
         prev = self.accounts.get(hs.account_id)
-        acc = Account(hs.account_id, hs.role, agent_id, True, hs, symbols)
+        if prev is not None and msg.at_ms < prev.reported_at_ms:
+            # a report older than the one in force (reordered across reconnects): hard-replace only forward
+            self._count("stale_handshakes")
+            log.warning(
+                "core_handshake_stale",
+                account_id=hs.account_id,
+                reported_at_ms=msg.at_ms,
+                in_force_since_ms=prev.reported_at_ms,
+            )
+            return
+        ev = self._evaluate(hs, agent_id)
+        acc = Account(
+            hs.account_id,
+            hs.role,
+            agent_id,
+            True,
+            hs,
+            ev.symbols,
+            registration=ev.status,
+            rejected_symbols=ev.rejected_symbols,
+            reported_at_ms=msg.at_ms,
+        )
         if prev is not None:
             acc.quotes, acc.snapshot, acc.tick_values = prev.quotes, prev.snapshot, prev.tick_values
         self.accounts[hs.account_id] = acc
-        tx.batch.accounts.append(
-            AccountRow(hs.account_id, hs.role.value, agent_id, _json(hs), self._clock.now_ms())
-        )
+        tx.batch.accounts.append(AccountRow(hs.account_id, hs.role.value, agent_id, _json(hs), msg.at_ms))
         log.info(
             "core_account_online",
             account_id=hs.account_id,
             role=hs.role.value,
             agent_id=agent_id,
             symbols=len(hs.symbols),
-            canonical=sorted(symbols),
+            canonical=sorted(ev.symbols),
             protocol_version=hs.protocol_version,
             client_semver=hs.client_semver,
+            registration=ev.status.value,
         )
-        if collisions:
-            log.warning("core_symbol_collision", account_id=hs.account_id, ignored=collisions)
         self._event(
             tx,
             "account_online",
             account_id=hs.account_id,
             agent_id=agent_id,
             role=hs.role.value,
-            symbols={c: s.broker_symbol for c, s in symbols.items()},
-            ignored_symbols=collisions,
+            symbols={c: s.broker_symbol for c, s in ev.symbols.items()},
+            rejected_symbols=ev.rejected_symbols,
             protocol_version=hs.protocol_version,
             client_semver=hs.client_semver,
+            registration=ev.status.value,
+            evaluation_id=ev.result.evaluation_id,
         )
-        tx.sends.append(m.ToAccount(hs.account_id, self._registration(acc, collisions)))
+        self._send_evaluation(acc, ev, tx)
+        if acc.registration is m.RegistrationStatus.REJECTED:
+            return  # nothing goes to this account until a handshake or a re-evaluation accepts it
         if hs.role is Role.SLAVE:
             # Commands it has not answered go out again now, with the same command_ids (the terminal answers
             # a repeated one with its stored result); then work that waited for the account.
@@ -639,62 +743,63 @@ class Core:
                 if pos is not None:
                     self._pump(trade, pos, tx)
 
-    def _registration(self, acc: Account, collisions: list[str]) -> m.SymbolRegistrationResult:
-        """What Core made of a handshake's symbols, sent back to the terminal: each reported symbol with the
-        canonical symbol it copies as, or why it is not used."""
-        now = self._clock.now_ms()
-        hs = acc.handshake
-        used = {spec.broker_symbol: canonical for canonical, spec in acc.symbols.items()}
-        entries: list[m.SymbolRegistrationEntry] = []
-        for spec in hs.symbols:
-            if spec.broker_symbol in used:
-                entries.append(
-                    m.SymbolRegistrationEntry(
-                        used[spec.broker_symbol],
-                        spec.broker_symbol,
-                        m.RegistrationStatus.ACCEPTED,
-                        evaluated_at_ms=now,
-                    )
-                )
-            else:
-                canonical = normalize_symbol(spec.canonical_symbol or spec.broker_symbol)
-                issue = m.RegistrationIssue(
-                    "DUPLICATE_CANONICAL",
-                    f"{spec.broker_symbol} and {acc.symbols[canonical].broker_symbol} both map to "
-                    f"{canonical}; orders for {canonical} use {acc.symbols[canonical].broker_symbol}",
-                    {"canonical_symbol": canonical},
-                )
-                entries.append(
-                    m.SymbolRegistrationEntry(
-                        canonical,
-                        spec.broker_symbol,
-                        m.RegistrationStatus.WARNING,
-                        warnings=[issue],
-                        evaluated_at_ms=now,
-                    )
-                )
-        warnings: list[m.RegistrationIssue] = []
-        if hs.protocol_version < m.PROTOCOL_VERSION:
-            warnings.append(
-                m.RegistrationIssue(
-                    "PROTOCOL_VERSION_LEGACY",
-                    f"protocol_version {hs.protocol_version} is older than {m.PROTOCOL_VERSION}; "
-                    "please update the EA",
-                    {"protocol_version": str(hs.protocol_version)},
-                )
+    def _evaluate(self, hs: m.Handshake, agent_id: str) -> Evaluation:
+        return evaluate(
+            hs,
+            self.protocol,
+            self.catalog,
+            agent_id=agent_id,
+            core_version=__version__,
+            evaluation_id=self._ids.uuid7(),
+            now_ms=self._clock.now_ms(),
+        )
+
+    def _send_evaluation(self, acc: Account, ev: Evaluation, tx: _Tx) -> None:
+        """The verdict goes to the terminal at once (same commit as the handshake) and is recorded."""
+        r = ev.result
+        tx.sends.append(m.ToAccount(acc.account_id, r))
+        tx.batch.evaluations.append(
+            EvaluationRow(
+                r.evaluation_id,
+                r.account_id,
+                r.pipe_role.value,
+                r.status.value,
+                r.protocol_version,
+                acc.handshake.client_semver,
+                _json(r.errors),
+                _json(r.warnings),
+                r.evaluated_at_ms,
             )
-        worst = m.RegistrationStatus.WARNING if warnings or collisions else m.RegistrationStatus.ACCEPTED
-        return m.SymbolRegistrationResult(
-            hs.account_id,
-            hs.role,
-            hs.protocol_version,
-            acc.agent_id,
-            __version__,
-            worst,
-            now,
-            self._ids.uuid7(),
-            warnings=warnings,
-            symbols=entries,
+        )
+        tx.batch.symbol_evaluations.extend(
+            SymbolEvaluationRow(
+                r.evaluation_id,
+                e.canonical_symbol,
+                e.broker_symbol,
+                e.status.value,
+                _json(e.warnings),
+                _json(e.errors),
+                e.spec_age_ms,
+                e.evaluated_at_ms,
+            )
+            for e in r.symbols
+        )
+        issues = [i.code for i in (*r.errors, *r.warnings)]
+        issues += [f"{e.broker_symbol}:{i.code}" for e in r.symbols for i in (*e.errors, *e.warnings)]
+        self._count(f"handshake_{r.status.value.lower()}")
+        level = {
+            m.RegistrationStatus.ACCEPTED: log.info,
+            m.RegistrationStatus.WARNING: log.warning,
+            m.RegistrationStatus.REJECTED: log.error,
+        }[r.status]
+        level(
+            "core_handshake_evaluated",
+            account_id=acc.account_id,
+            status=r.status.value,
+            evaluation_id=r.evaluation_id,
+            protocol_version=r.protocol_version,
+            client_semver=acc.handshake.client_semver,
+            issues=issues,
         )
 
     def _slave_views(self, master: str) -> list[SlaveView]:
@@ -711,6 +816,8 @@ class Core:
                     acc.quotes,
                     acc.tick_values,
                     acc.snapshot.currency if acc.snapshot else "",
+                    acc.registration.value,
+                    acc.rejected_symbols,
                 )
             )
         return views
@@ -1162,8 +1269,10 @@ class Core:
         """Issue the next queued operation of a position once nothing is in flight on it."""
         # Commands are issued whether the terminal is online or not: once journaled they survive a restart
         # and go out when it is back. Only a position recovered from the store waits for its symbol spec.
+        acc = self.accounts.get(pos.account_id)
+        if acc is not None and acc.registration is m.RegistrationStatus.REJECTED:
+            return  # held until a handshake or a re-evaluation accepts the account
         if pos.spec is None:
-            acc = self.accounts.get(pos.account_id)
             pos.spec = acc.symbols.get(trade.canonical) if acc is not None else None
         spec = pos.spec
         while spec is not None and not pos.in_flight and pos.queue:
