@@ -35,6 +35,8 @@ class SlaveView:
     tick_values: dict[str, float] = field(default_factory=dict)
     """broker symbol -> money per tick per lot, from the latest state snapshot."""
     currency: str = ""
+    tick_values_at_ms: int | None = None
+    """When Core received ``tick_values`` (None: never)."""
     registration: str = "ACCEPTED"
     """Core's verdict on the account's handshake: ACCEPTED, WARNING or REJECTED."""
     rejected_symbols: dict[str, str] = field(default_factory=dict)
@@ -333,7 +335,17 @@ def _plan_one(
             return Omit(account, "spread_too_wide", {**base, "max_spread": policy.max_spread})
         if policy.max_slippage is not None and slippage > policy.max_slippage + 1e-9:
             return Omit(account, "slippage_too_high", {**base, "max_slippage": policy.max_slippage})
-    tick_value = slave.tick_values.get(spec.broker_symbol, spec.tick_value)
+    tick_value = slave.tick_values.get(spec.broker_symbol)
+    if tick_value is not None and slave.tick_values_at_ms is not None:
+        age = now_ms - slave.tick_values_at_ms
+        if age > policy.tick_value_max_age_ms and policy.sizing == "risk":
+            return Omit(
+                account,
+                "tick_value_missing",
+                {**base, "tick_value": tick_value, "tick_value_age_ms": age, "stale": True},
+            )
+    if tick_value is None:
+        tick_value = spec.tick_value  # as the handshake reported it, until a state snapshot says
     sized = size_entry(policy, intent, spec, tick_value)
     if isinstance(sized, NotSized):
         return Omit(account, sized.reason, {**base, **sized.detail})

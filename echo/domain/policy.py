@@ -125,6 +125,8 @@ class Policy:
     """A hard stop this many points from the entry when no stop-loss would be copied."""
     quote_max_age_ms: int = 5_000
     """A quote older than this does not count as the slave's price (limits that need one then omit)."""
+    tick_value_max_age_ms: int = 60_000
+    """Risk sizing omits the entry when the slave's last reported tick value is older than this."""
     windows: tuple[Window, ...] = ()
 
     def __post_init__(self) -> None:
@@ -144,6 +146,7 @@ class Policy:
         _range("tp_offset", self.tp_offset, -1_000_000, 1_000_000)
         _range("catastrophic_sl", self.catastrophic_sl, 1, 10_000_000, optional=True)
         _range("quote_max_age_ms", self.quote_max_age_ms, 100, 3_600_000, integer=True)
+        _range("tick_value_max_age_ms", self.tick_value_max_age_ms, 1_000, 86_400_000, integer=True)
         if not isinstance(self.copy_sl_tp, bool):
             raise ConfigError(f"copy_sl_tp must be true or false, got {self.copy_sl_tp!r}")
 

@@ -509,3 +509,55 @@ async def _stops_after_fill() -> None:
         await w.settled()
         assert slave.broker.open_orders() == []
         nursery.cancel_scope.cancel()
+
+
+async def test_slippage_and_delay_limits_omit_and_a_window_never_blocks_a_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """51001 allows no slippage at all, 51002 no intent older than 3 s (this master's clock runs 5 s
+    behind), 51003 copies; then a no-trade window covers everything and the master's close still goes
+    through to 51003."""
+    from echo.domain.policy import Policies, Policy, Window
+
+    listener, store = MemoryPipeListener(), MemoryStore()
+    config = Config(
+        agent=AgentConfig(agent_id="agent-e2e"),
+        policy=Policies(Policy(), {"51001": Policy(max_slippage=0), "51002": Policy(max_delay_ms=3000)}),
+    )
+    async with trio.open_nursery() as nursery:
+        copier: Copier = await nursery.start(
+            lambda task_status: run_all_in_one(
+                config, store=store, listener=listener, clock=TrioClock(), task_status=task_status
+            )
+        )
+        w = World(nursery, copier, listener, 4)
+        for i in (1, 2, 3):
+            await w.add_slave(f"5100{i}", i)
+        master = SimMasterEA(
+            "9001",
+            master_broker(w.market, random.Random(1)),
+            listener.connect,
+            lambda: w.clock.now_ms() - 5000,
+            random.Random(2),
+        )
+        await nursery.start(master.run)
+        await w.online("9001", "51001", "51002", "51003")
+        core = copier.core
+        await core.wait_for(lambda: all(core.accounts[a].quotes for a in ("51001", "51002", "51003")))
+        trade_id = await master.open("XAUUSD", Side.SELL, 0.5)
+        await master.wait_all_acked()
+        await core.wait_for(lambda: core.in_flight == 0)
+        receipts = {d.account_id: d for d in await store.decisions(trade_id)}
+        assert receipts["51001"].reason == "slippage_too_high"
+        assert receipts["51002"].reason == "max_delay_exceeded"
+        assert json.loads(receipts["51002"].detail)["intent_age_ms"] >= 5000
+        assert receipts["51003"].decision == "copy"
+
+        always = Policy(windows=(Window("*", "00:00", "23:59", post_buffer_sec=60),))
+        await core.set_rules(config.core, Policies(always), config.protocol, config.symbols)
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await w.settled()
+        assert all(s.broker.open_orders() == [] for s in w.slaves)
+        assert any(isinstance(r, m.CloseResult) and r.success for r in w.slaves[2].results.values())
+        nursery.cancel_scope.cancel()

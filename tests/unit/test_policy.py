@@ -276,3 +276,13 @@ def test_without_a_slave_quote_stops_need_twice_the_stop_level_from_the_masters_
     assert (with_quote.after_fill, without.after_fill) == (False, True)
     assert without.detail["reference"] == "master price"
     assert not plan_stops(Policy(), gold_intent(sl=2399.4), GOLD, None, None).after_fill
+
+
+def test_a_stale_tick_value_omits_a_risk_sized_entry_only() -> None:
+    stale = dataclasses.replace(view(Policy(sizing="risk", risk_fixed=100.0)), tick_values_at_ms=NOW - 60_001)
+    (plan,) = plan_open(gold_intent(), "XAUUSD", [stale], NOW, NOW)
+    assert isinstance(plan, Omit) and plan.reason == "tick_value_missing" and plan.detail["stale"] is True
+    fresh = dataclasses.replace(stale, tick_values_at_ms=NOW - 60_000)
+    assert isinstance(plan_open(gold_intent(), "XAUUSD", [fresh], NOW, NOW)[0], Copy)
+    fixed = dataclasses.replace(stale, policy=Policy(fixed_lot=0.2))
+    assert isinstance(plan_open(gold_intent(), "XAUUSD", [fixed], NOW, NOW)[0], Copy)

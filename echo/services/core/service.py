@@ -85,6 +85,7 @@ class Account:
     snapshot: m.StateSnapshot | None = None
     tick_values: dict[str, float] = field(default_factory=dict)
     """broker symbol -> money per tick per lot, from the latest state snapshot that reported it."""
+    tick_values_at_ms: int | None = None
     broker_closes_handled: set[int] = field(default_factory=set)
     stops_waiting: set[str] = field(default_factory=set)
     """Trades whose stops this broker refused after the fill: tried again once a quote allows them."""
@@ -644,6 +645,8 @@ class Core:
                 for tv in inner.tick_values:
                     if tv.tick_value > 0:
                         acc.tick_values[tv.symbol] = tv.tick_value
+                if inner.tick_values:
+                    acc.tick_values_at_ms = msg.received_ms
                 if acc.role is Role.SLAVE and (inner.recent_closes or acc.broker_closes_handled):
                     self._on_broker_closes(acc, inner.recent_closes, tx)
         elif isinstance(msg, m.AccountOnline):
@@ -685,7 +688,8 @@ class Core:
             reported_at_ms=msg.at_ms,
         )
         if prev is not None:
-            acc.quotes, acc.snapshot, acc.tick_values = prev.quotes, prev.snapshot, prev.tick_values
+            acc.quotes, acc.snapshot = prev.quotes, prev.snapshot
+            acc.tick_values, acc.tick_values_at_ms = prev.tick_values, prev.tick_values_at_ms
         self.accounts[hs.account_id] = acc
         tx.batch.accounts.append(AccountRow(hs.account_id, hs.role.value, agent_id, _json(hs), msg.at_ms))
         log.info(
@@ -816,6 +820,7 @@ class Core:
                     acc.quotes,
                     acc.tick_values,
                     acc.snapshot.currency if acc.snapshot else "",
+                    acc.tick_values_at_ms,
                     acc.registration.value,
                     acc.rejected_symbols,
                 )
