@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from decimal import Decimal
 
@@ -286,3 +287,34 @@ def test_a_stale_tick_value_omits_a_risk_sized_entry_only() -> None:
     assert isinstance(plan_open(gold_intent(), "XAUUSD", [fresh], NOW, NOW)[0], Copy)
     fixed = dataclasses.replace(stale, policy=Policy(fixed_lot=0.2))
     assert isinstance(plan_open(gold_intent(), "XAUUSD", [fixed], NOW, NOW)[0], Copy)
+
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+_KEY_NAMES = [
+    "sizing", "risk_fixed", "fixed_lot", "max_spread", "max_delay_ms", "windows", "risk_by_strategy",
+    "copy_sl_tp", "sl_offset", "catastrophic_sl", "symbol", "start_utc", "end_utc", "pre_buffer_sec",
+    "min_version", "blocked_versions", "required_features", "canonical", "unknown_action",
+]  # fmt: skip
+_KEYS = st.sampled_from(_KEY_NAMES)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["policy", "protocol", "symbols"]),
+        st.dictionaries(
+            st.sampled_from(["default", "51001", "x y", *_KEY_NAMES]),
+            st.dictionaries(_KEYS, _JSONISH, max_size=4) | _JSONISH,
+            max_size=3,
+        ),
+        max_size=3,
+    )
+)
+def test_garbage_policy_protocol_and_symbol_sections_only_ever_raise_config_error(
+    raw: dict[str, object],
+) -> None:
+    with contextlib.suppress(ConfigError):
+        config_from_dict(raw)
