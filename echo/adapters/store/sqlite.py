@@ -12,16 +12,86 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from itertools import chain
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from echo.adapters.store.migrations import apply_sqlite
+from echo.adapters.store.statements import (
+    ACCOUNT_PARAMS as _ACCOUNT_PARAMS,
+)
+from echo.adapters.store.statements import (
+    ACCOUNT_UPSERT as _ACCOUNT_UPSERT,
+)
+from echo.adapters.store.statements import (
+    ACCOUNTS as _ACCOUNTS,
+)
+from echo.adapters.store.statements import (
+    CHUNK as _CHUNK,
+)
+from echo.adapters.store.statements import (
+    COMMANDS as _COMMANDS,
+)
+from echo.adapters.store.statements import (
+    DECISIONS_ALL as _DECISIONS_ALL,
+)
+from echo.adapters.store.statements import (
+    DECISIONS_BY_TRADE as _DECISIONS_BY_TRADE,
+)
+from echo.adapters.store.statements import (
+    EVALUATIONS_ALL as _EVALUATIONS_ALL,
+)
+from echo.adapters.store.statements import (
+    EVALUATIONS_BY_ACCOUNT as _EVALUATIONS_BY_ACCOUNT,
+)
+from echo.adapters.store.statements import (
+    EVENTS_ALL as _EVENTS_ALL,
+)
+from echo.adapters.store.statements import (
+    EVENTS_BY_TRADE as _EVENTS_BY_TRADE,
+)
+from echo.adapters.store.statements import (
+    JOURNAL_ALL as _JOURNAL_ALL,
+)
+from echo.adapters.store.statements import (
+    JOURNAL_BY_OUTCOME as _JOURNAL_BY_OUTCOME,
+)
+from echo.adapters.store.statements import (
+    JOURNAL_PARAMS as _JOURNAL_PARAMS,
+)
+from echo.adapters.store.statements import (
+    JOURNAL_UPSERT as _JOURNAL_UPSERT,
+)
+from echo.adapters.store.statements import (
+    RETRIES as _RETRIES,
+)
+from echo.adapters.store.statements import (
+    STEPS as _STEPS,
+)
+from echo.adapters.store.statements import (
+    SYMBOL_EVALUATIONS as _SYMBOL_EVALUATIONS,
+)
+from echo.adapters.store.statements import (
+    TICKETS as _TICKETS,
+)
+from echo.adapters.store.statements import (
+    TRADE_BY_ID as _TRADE_BY_ID,
+)
+from echo.adapters.store.statements import (
+    TRADES_ALL as _TRADES_ALL,
+)
+from echo.adapters.store.statements import (
+    TRADES_BY_STATUS as _TRADES_BY_STATUS,
+)
+from echo.adapters.store.statements import (
+    Step as _Step,
+)
+from echo.adapters.store.statements import (
+    describe as _describe,
+)
 from echo.ports.store import (
     AccountRow,
     Batch,
@@ -40,8 +110,6 @@ from echo.ports.store import (
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_TIMEOUT_MS = 5000
-_CHUNK = 32
-"""The most rows one INSERT statement carries: a longer part of a batch runs as several statements."""
 _CACHED_STATEMENTS = 256
 """Room for an INSERT of each size up to ``_CHUNK`` for every table, plus the other statements."""
 
@@ -53,183 +121,6 @@ _CACHED_STATEMENTS = 256
 # with the same result.
 _NOTHING: dict[None, None] = {}
 sqlite3.register_adapter(type(None), _NOTHING.get)
-
-
-def _columns(row_type: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(row_type))
-
-
-_TRADE_COLS = _columns(TradeRow)
-_TICKET_COLS = _columns(TicketRow)
-_COMMAND_COLS = _columns(CommandRow)
-_DECISION_COLS = _columns(DecisionRow)
-_EVENT_COLS = _columns(EventRow)
-_JOURNAL_COLS = _columns(JournalRow)
-_RETRY_COLS = _columns(RetryEventRow)
-_JOURNAL_UPSERT = (
-    f"INSERT INTO delivery_journal ({', '.join(_JOURNAL_COLS)})"
-    f" VALUES ({', '.join('?' * len(_JOURNAL_COLS))})"
-    " ON CONFLICT (command_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _JOURNAL_COLS if c != "command_id")
-)
-_JOURNAL_PARAMS = attrgetter(*_JOURNAL_COLS)
-_EVALUATION_COLS = _columns(EvaluationRow)
-_SYMBOL_EVALUATION_COLS = _columns(SymbolEvaluationRow)
-_ACCOUNT_COLS = _columns(AccountRow)
-_ACCOUNT_UPSERT = (
-    f"INSERT INTO accounts ({', '.join(_ACCOUNT_COLS)}) VALUES ({', '.join('?' * len(_ACCOUNT_COLS))})"
-    " ON CONFLICT (account_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _ACCOUNT_COLS if c != "account_id")
-)
-_ACCOUNT_PARAMS = attrgetter(*_ACCOUNT_COLS)
-
-
-def _insert(table: str, cols: tuple[str, ...], rows: int = 1) -> str:
-    """An INSERT of ``rows`` rows; of more than one, an ``INSERT OR ROLLBACK``. A row that breaks a
-    constraint then ends the whole transaction (which the store rolls back anyway) rather than only the
-    statement, with the same error, so SQLite keeps no statement journal for it: a copy of every page the
-    statement changes, spilled to a temporary file past 64 KiB. A one-row INSERT keeps none either way."""
-    values = f"({', '.join('?' * len(cols))})"
-    verb = "INSERT INTO" if rows == 1 else "INSERT OR ROLLBACK INTO"
-    return f"{verb} {table} ({', '.join(cols)}) VALUES {', '.join([values] * rows)}"
-
-
-def _select(table: str, cols: tuple[str, ...], tail: str) -> str:
-    return f"SELECT {', '.join(cols)} FROM {table} {tail}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """One part of a batch: the Batch field it reads, the statement it runs and how to explain a failure."""
-
-    part: str
-    """The Batch field name, also used in error messages."""
-    sql: str
-    """The statement for one row."""
-    many: tuple[str, ...]
-    """For an insert, ``many[n]`` inserts ``n`` rows (``1 <= n <= _CHUNK``); empty for an update."""
-    params: Callable[[Any], Any]
-    key: Callable[[Any], Any]
-    key_names: tuple[str, ...]
-    update: bool
-    exists_sql: str
-
-
-def _step(part: str, table: str, sql: str, param_names: tuple[str, ...], key_names: tuple[str, ...]) -> _Step:
-    where = " AND ".join(f"{k} = ?" for k in key_names)
-    update = part.endswith("_updates")
-    return _Step(
-        part=part,
-        sql=sql,
-        many=() if update else ("", *(_insert(table, param_names, n) for n in range(1, _CHUNK + 1))),
-        params=attrgetter(*param_names),
-        key=attrgetter(*key_names) if len(key_names) > 1 else lambda r: (getattr(r, key_names[0]),),
-        key_names=key_names,
-        update=update,
-        exists_sql=f"SELECT 1 FROM {table} WHERE {where}",
-    )
-
-
-# In Batch field order: inserts of a kind come before its updates, so a batch may update what it inserts.
-_STEPS: tuple[_Step, ...] = (
-    _step("trades", "trades", _insert("trades", _TRADE_COLS), _TRADE_COLS, ("trade_id",)),
-    _step(
-        "trade_updates",
-        "trades",
-        "UPDATE trades SET status = ?, closed_at_ms = ? WHERE trade_id = ?",
-        ("status", "closed_at_ms", "trade_id"),
-        ("trade_id",),
-    ),
-    _step("commands", "commands", _insert("commands", _COMMAND_COLS), _COMMAND_COLS, ("command_id",)),
-    _step(
-        "command_updates",
-        "commands",
-        "UPDATE commands SET status = ?, error_code = ?, result = ?, completed_at_ms = ?"
-        " WHERE command_id = ?",
-        ("status", "error_code", "result", "completed_at_ms", "command_id"),
-        ("command_id",),
-    ),
-    _step(
-        "tickets",
-        "slave_tickets",
-        _insert("slave_tickets", _TICKET_COLS),
-        _TICKET_COLS,
-        ("account_id", "ticket"),
-    ),
-    _step(
-        "ticket_updates",
-        "slave_tickets",
-        "UPDATE slave_tickets SET status = ?, lots = ?, closed_at_ms = ? WHERE account_id = ? AND ticket = ?",
-        ("status", "lots", "closed_at_ms", "account_id", "ticket"),
-        ("account_id", "ticket"),
-    ),
-    _step(
-        "decisions",
-        "copy_decisions",
-        _insert("copy_decisions", _DECISION_COLS),
-        _DECISION_COLS,
-        ("decision_id",),
-    ),
-    _step("events", "events", _insert("events", _EVENT_COLS), _EVENT_COLS, ("event_id",)),
-    _step(
-        "retry_events",
-        "delivery_retry_event",
-        _insert("delivery_retry_event", _RETRY_COLS),
-        _RETRY_COLS,
-        ("event_id",),
-    ),
-    _step(
-        "evaluations",
-        "handshake_evaluations",
-        _insert("handshake_evaluations", _EVALUATION_COLS),
-        _EVALUATION_COLS,
-        ("evaluation_id",),
-    ),
-    _step(
-        "symbol_evaluations",
-        "symbol_registrations",
-        _insert("symbol_registrations", _SYMBOL_EVALUATION_COLS),
-        _SYMBOL_EVALUATION_COLS,
-        ("evaluation_id", "broker_symbol"),
-    ),
-)
-
-_TRADE_BY_ID = _select("trades", _TRADE_COLS, "WHERE trade_id = ?")
-_TRADES_ALL = _select("trades", _TRADE_COLS, "ORDER BY opened_at_ms DESC, trade_id DESC LIMIT ?")
-_TRADES_BY_STATUS = _select(
-    "trades", _TRADE_COLS, "WHERE status = ? ORDER BY opened_at_ms DESC, trade_id DESC LIMIT ?"
-)
-_TICKETS = _select(
-    "slave_tickets", _TICKET_COLS, "WHERE trade_id = ? ORDER BY account_id, opened_at_ms, ticket"
-)
-_COMMANDS = _select("commands", _COMMAND_COLS, "WHERE trade_id = ? ORDER BY created_at_ms, command_id")
-_DECISIONS_ALL = _select("copy_decisions", _DECISION_COLS, "ORDER BY at_ms, decision_id LIMIT ?")
-_DECISIONS_BY_TRADE = _select(
-    "copy_decisions", _DECISION_COLS, "WHERE trade_id = ? ORDER BY at_ms, decision_id LIMIT ?"
-)
-_EVENTS_ALL = _select("events", _EVENT_COLS, "ORDER BY event_id LIMIT ?")
-_EVENTS_BY_TRADE = _select("events", _EVENT_COLS, "WHERE trade_id = ? ORDER BY event_id LIMIT ?")
-_JOURNAL_ALL = _select("delivery_journal", _JOURNAL_COLS, "ORDER BY updated_at_ms, command_id LIMIT ?")
-_JOURNAL_BY_OUTCOME = _select(
-    "delivery_journal", _JOURNAL_COLS, "WHERE outcome = ? ORDER BY updated_at_ms, command_id LIMIT ?"
-)
-_ACCOUNTS = _select("accounts", _ACCOUNT_COLS, "ORDER BY account_id")
-_EVALUATIONS_ALL = _select(
-    "handshake_evaluations", _EVALUATION_COLS, "ORDER BY evaluated_at_ms DESC, evaluation_id DESC LIMIT ?"
-)
-_EVALUATIONS_BY_ACCOUNT = _select(
-    "handshake_evaluations",
-    _EVALUATION_COLS,
-    "WHERE account_id = ? ORDER BY evaluated_at_ms DESC, evaluation_id DESC LIMIT ?",
-)
-_SYMBOL_EVALUATIONS = _select(
-    "symbol_registrations", _SYMBOL_EVALUATION_COLS, "WHERE evaluation_id = ? ORDER BY broker_symbol"
-)
-_RETRIES = _select("delivery_retry_event", _RETRY_COLS, "WHERE command_id = ? ORDER BY at_ms, event_id")
-
-
-def _describe(key_names: tuple[str, ...], key: tuple[Any, ...]) -> str:
-    return ", ".join(f"{name}={value!r}" for name, value in zip(key_names, key, strict=True))
 
 
 def _flat(step: _Step, rows: Sequence[Any]) -> tuple[Any, ...] | None:
