@@ -227,7 +227,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from echo.app.root import open_store
 
     async def main() -> dict[str, Any]:
-        store = open_store(args.store)
+        store = await open_store(args.store)
         try:
             if args.trade:
                 trade = await store.get_trade(args.trade)
@@ -253,7 +253,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from echo.app.root import open_store
 
     async def main() -> dict[str, Any]:
-        store = open_store(args.store)
+        store = await open_store(args.store)
         try:
             return await explain.receipt(store, args.trade_id)
         finally:
@@ -370,7 +370,7 @@ def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
 
     async def main() -> dict[str, Any] | None:
-        store = open_store(args.store or config.store.url)
+        store = await open_store(args.store or config.store.url)
         try:
             row = next((a for a in await store.accounts() if a.account_id == args.account), None)
             if row is None:
@@ -399,6 +399,39 @@ def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
     return 0 if out["evaluation"]["status"] != "REJECTED" else 3
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the pending schema migrations of ``sql/`` to a store (versioned, idempotent, one transaction)."""
+    import sqlite3
+
+    from echo.adapters.store import migrations, postgres
+    from echo.ports.store import StoreError
+
+    url: str = args.store
+    try:
+        if url.startswith(("postgresql://", "postgres://")):
+            applied = postgres.migrate(url)
+            where = f"schema {postgres.split_url(url)[1]}"
+        elif url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                applied = migrations.apply_sqlite(conn)
+            finally:
+                conn.close()
+            where = str(path)
+        else:
+            print(f"echo-copier migrate: unsupported store url {url!r}", file=sys.stderr)
+            return 2
+    except StoreError as exc:
+        print(f"echo-copier migrate: {exc}", file=sys.stderr)
+        return 1
+    latest = migrations.discover()[-1].version
+    done = ", ".join(applied) if applied else "nothing (already up to date)"
+    print(f"migrated {where}: applied {done}; schema version {latest}")
+    return 0
+
+
 def _add_explain(sub: Any) -> None:
     e = sub.add_parser("explain", help="the copy receipt of one master trade: per slave, what and why")
     e.add_argument("trade_id")
@@ -414,6 +447,11 @@ def _add_explain(sub: Any) -> None:
     ev.add_argument("--history", type=int, default=5, help="recorded evaluations to show")
     ev.add_argument("--json", action="store_true", help="one JSON line")
     ev.set_defaults(func=cmd_handshake_evaluate)
+    mig = sub.add_parser("migrate", help="apply pending schema migrations to a store")
+    mig.add_argument(
+        "--store", required=True, help="postgresql://USER@HOST:PORT/DB[?schema=NAME] or sqlite:///PATH"
+    )
+    mig.set_defaults(func=cmd_migrate)
 
 
 def main(argv: list[str] | None = None) -> int:

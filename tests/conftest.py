@@ -7,3 +7,14 @@ import io
 from echo.app.logs import configure
 
 configure("json", "debug", stream=io.StringIO())
+
+
+def pytest_terminal_summary(terminalreporter: object) -> None:
+    from tests.backends import SKIPPED
+
+    for backend, why in sorted(SKIPPED.items()):
+        terminalreporter.write_line(  # type: ignore[attr-defined]
+            f"!!! {backend.upper()} TESTS SKIPPED: {why} (with CI=true they fail instead)",
+            red=True,
+            bold=True,
+        )

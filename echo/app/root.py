@@ -12,6 +12,7 @@ from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.ledger.sqlite import SqliteLedger
 from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.store.memory import MemoryStore
+from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.adapters.transport.inproc import InProcTransport
 from echo.delivery import machine as delivery
@@ -25,16 +26,19 @@ from echo.services.core.service import Core
 from echo.services.ids import IdFactory
 
 
-def open_store(url: str, synchronous: str = "FULL") -> Store:
+async def open_store(url: str, synchronous: str = "FULL") -> Store:
     if url == "memory://":
         return MemoryStore()
     if url.startswith("sqlite:///"):
         return SqliteStore.open(Path(url.removeprefix("sqlite:///")), synchronous=synchronous)
-    raise ConfigError(f"unsupported store url {url!r} (sqlite:///PATH or memory://)")
+    if url.startswith(("postgresql://", "postgres://")):
+        return await PostgresStore.open(url)
+    raise ConfigError(f"unsupported store url {url!r} (sqlite:///PATH, postgresql://... or memory://)")
 
 
 def ledger_url(config: Config) -> str:
-    """The Agent's ack ledger: as configured, else next to the store (in memory when the store is)."""
+    """The Agent's ack ledger: as configured, else next to an SQLite store, under ``var/`` with a
+    PostgreSQL one, in memory with a memory store."""
     if config.agent.ledger_url:
         return config.agent.ledger_url
     store = config.store.url
@@ -42,6 +46,8 @@ def ledger_url(config: Config) -> str:
         base = store.removeprefix("sqlite:///")
         stem = base[:-3] if base.endswith(".db") else base
         return f"sqlite:///{stem}-{config.agent.agent_id}-ledger.db"
+    if store.startswith(("postgresql://", "postgres://")):
+        return f"sqlite:///var/echo-{config.agent.agent_id}-ledger.db"  # the ledger is the Agent's own file
     return "memory://"
 
 
@@ -77,7 +83,7 @@ async def run_all_in_one(
     pipe server accepts terminals only once Core is listening)."""
     clock = clock or SystemClock()
     own_store = store is None
-    store = store or open_store(config.store.url, config.store.synchronous)
+    store = store or await open_store(config.store.url, config.store.synchronous)
     listener = listener or UnixPipeListener(config.agent.socket_path)
     own_ledger = ledger is None
     try:

@@ -97,8 +97,13 @@ class StoreConfig:
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
     def __post_init__(self) -> None:
-        if not (self.url.startswith("sqlite:///") or self.url == "memory://"):
-            raise ConfigError(f"store.url must be sqlite:///PATH or memory://, got {self.url!r}")
+        if not (
+            self.url.startswith(("sqlite:///", "postgresql://", "postgres://")) or self.url == "memory://"
+        ):
+            raise ConfigError(
+                "store.url must be sqlite:///PATH, postgresql://USER@HOST:PORT/DB[?schema=NAME] or "
+                f"memory://, got {self.url!r}"
+            )
         if self.synchronous not in ("FULL", "NORMAL"):
             raise ConfigError(f"store.synchronous must be FULL or NORMAL, got {self.synchronous!r}")
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.migrations import apply_sqlite, discover, split_statements
+from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.domain.ids import uuid7
 from echo.ports.store import (
@@ -38,6 +39,7 @@ from echo.ports.store import (
     TradeStatus,
     TradeUpdate,
 )
+from tests.backends import postgres_schema
 
 T0 = 1_760_000_000_000
 
@@ -112,8 +114,16 @@ def event(event_id: str = "e1", **kw: Any) -> EventRow:
     return EventRow(**base)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "postgres":
+        with postgres_schema() as url:
+            pg = await PostgresStore.open(url)
+            try:
+                yield pg
+            finally:
+                await pg.aclose()
+        return
     s: Store = MemoryStore() if request.param == "memory" else SqliteStore.open(tmp_path / "db" / "echo.db")
     try:
         yield s

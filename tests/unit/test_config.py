@@ -219,7 +219,7 @@ def test_rejects_wrong_types(raw: dict[str, Any], key: str) -> None:
         ({"agent": {"agent_id": "agent 1"}}, ["agent_id", "agent 1"]),
         ({"agent": {"max_line_bytes": 4095}}, ["agent.max_line_bytes"]),
         ({"agent": {"outbox_lines": 15}}, ["agent.outbox_lines"]),
-        ({"store": {"url": "postgres://db/echo"}}, ["store.url", "postgres://db/echo"]),
+        ({"store": {"url": "mysql://db/echo"}}, ["store.url", "mysql://db/echo"]),
         ({"store": {"url": "sqlite://relative.db"}}, ["store.url"]),
         ({"store": {"url": ""}}, ["store.url"]),
         ({"store": {"synchronous": "full"}}, ["store.synchronous"]),

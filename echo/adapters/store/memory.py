@@ -14,11 +14,12 @@ from typing import TypeVar
 
 import trio
 
+from echo.adapters.store.statements import check_ints as _check_ints
+from echo.adapters.store.statements import check_limit as _check_limit
 from echo.ports.store import (
     AccountRow,
     Batch,
     CommandRow,
-    CommandUpdate,
     DecisionRow,
     EvaluationRow,
     EventRow,
@@ -27,39 +28,12 @@ from echo.ports.store import (
     StoreError,
     SymbolEvaluationRow,
     TicketRow,
-    TicketUpdate,
     TradeRow,
     TradeStatus,
-    TradeUpdate,
 )
 
 _R = TypeVar("_R")
 _K = TypeVar("_K", bound=Hashable)
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_INT_FIELDS: dict[type, tuple[str, ...]] = {
-    TradeRow: ("master_ticket", "magic_number", "opened_at_ms", "closed_at_ms"),
-    TradeUpdate: ("closed_at_ms",),
-    CommandRow: ("created_at_ms", "completed_at_ms"),
-    CommandUpdate: ("completed_at_ms",),
-    TicketRow: ("ticket", "opened_at_ms", "closed_at_ms", "parent_ticket"),
-    TicketUpdate: ("ticket", "closed_at_ms"),
-    DecisionRow: ("at_ms",),
-    EventRow: ("at_ms",),
-    JournalRow: ("attempt", "next_retry_at_ms", "updated_at_ms"),
-    RetryEventRow: ("attempt", "at_ms"),
-    AccountRow: ("updated_at_ms",),
-    EvaluationRow: ("protocol_version", "evaluated_at_ms"),
-    SymbolEvaluationRow: ("spec_age_ms", "evaluated_at_ms"),
-}
-
-
-def _check_ints(part: str, row: object) -> None:
-    """Integers are stored as 64-bit (BIGINT); a wider one is rejected, as SQLite rejects it."""
-    for name in _INT_FIELDS[type(row)]:
-        value = getattr(row, name)
-        if value is not None and not _INT64_MIN <= value <= _INT64_MAX:
-            raise StoreError(f"batch rejected: {part}: an integer is outside the 64-bit range")
 
 
 def _describe(names: tuple[str, ...], key: tuple[object, ...]) -> str:
@@ -112,11 +86,6 @@ def _one(k: str) -> tuple[object, ...]:
 
 def _pair(k: tuple[str, int]) -> tuple[object, ...]:
     return k
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
 
 
 class MemoryStore:

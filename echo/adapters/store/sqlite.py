@@ -90,6 +90,9 @@ from echo.adapters.store.statements import (
     Step as _Step,
 )
 from echo.adapters.store.statements import (
+    check_limit as _check_limit,
+)
+from echo.adapters.store.statements import (
     describe as _describe,
 )
 from echo.ports.store import (
@@ -418,9 +421,3 @@ class SqliteStore:
         if conn is not None:
             conn.close()
         await trio.lowlevel.checkpoint()
-
-
-def _check_limit(limit: int) -> None:
-    # SQLite reads a negative LIMIT as "no limit"; refuse it rather than differ from other stores
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")

@@ -12,15 +12,51 @@ from typing import Any
 from echo.ports.store import (
     AccountRow,
     CommandRow,
+    CommandUpdate,
     DecisionRow,
     EvaluationRow,
     EventRow,
     JournalRow,
     RetryEventRow,
+    StoreError,
     SymbolEvaluationRow,
     TicketRow,
+    TicketUpdate,
     TradeRow,
+    TradeUpdate,
 )
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT_FIELDS: dict[type, tuple[str, ...]] = {
+    TradeRow: ("master_ticket", "magic_number", "opened_at_ms", "closed_at_ms"),
+    TradeUpdate: ("closed_at_ms",),
+    CommandRow: ("created_at_ms", "completed_at_ms"),
+    CommandUpdate: ("completed_at_ms",),
+    TicketRow: ("ticket", "opened_at_ms", "closed_at_ms", "parent_ticket"),
+    TicketUpdate: ("ticket", "closed_at_ms"),
+    DecisionRow: ("at_ms",),
+    EventRow: ("at_ms",),
+    JournalRow: ("attempt", "next_retry_at_ms", "updated_at_ms"),
+    RetryEventRow: ("attempt", "at_ms"),
+    AccountRow: ("updated_at_ms",),
+    EvaluationRow: ("protocol_version", "evaluated_at_ms"),
+    SymbolEvaluationRow: ("spec_age_ms", "evaluated_at_ms"),
+}
+
+
+def check_ints(part: str, row: object) -> None:
+    """Integers are stored as 64-bit (BIGINT); a wider one is rejected, as SQLite and PostgreSQL reject it."""
+    for name in INT_FIELDS[type(row)]:
+        value = getattr(row, name)
+        if value is not None and not INT64_MIN <= value <= INT64_MAX:
+            raise StoreError(f"batch rejected: {part}: an integer is outside the 64-bit range")
+
+
+def check_limit(limit: int) -> None:
+    # SQL reads a negative LIMIT as "no limit" (SQLite) or refuses it (PostgreSQL): refuse it alike
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+
 
 CHUNK = 32
 """The most rows one INSERT statement carries: a longer part of a batch runs as several statements."""
