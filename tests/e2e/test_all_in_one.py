@@ -22,7 +22,7 @@ from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.domain.types import Side
-from echo.ports.store import Batch, StoreError
+from echo.ports.store import Batch, Store, StoreError
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
@@ -76,12 +76,18 @@ class World:
         await core.wait_for(lambda: not core.trades and core.in_flight == 0)
 
 
-async def start_world(nursery: trio.Nursery, seed: int = 1, core: CoreConfig | None = None) -> World:
+async def start_world(
+    nursery: trio.Nursery, seed: int = 1, core: CoreConfig | None = None, store: Store | None = None
+) -> World:
     listener = MemoryPipeListener()
     config = Config(core=core or CoreConfig(), agent=AgentConfig(agent_id="agent-e2e"))
     copier: Copier = await nursery.start(
         lambda task_status: run_all_in_one(
-            config, store=MemoryStore(), listener=listener, clock=TrioClock(), task_status=task_status
+            config,
+            store=store or MemoryStore(),
+            listener=listener,
+            clock=TrioClock(),
+            task_status=task_status,
         )
     )
     return World(nursery, copier, listener, seed)

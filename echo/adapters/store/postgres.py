@@ -127,6 +127,7 @@ class PostgresStore:
                 autocommit=True,
                 connect_timeout=_CONNECT_TIMEOUT_S,
                 options=f"-c search_path={self.schema}",
+                application_name=f"echo-store-{self.schema}",
             )
         return self._conn
 
