@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -21,16 +22,21 @@ from echo.domain.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from echo.app.root import Copier
+    from echo.ports.config import ConfigSource
 
 
-def _load_config(path: str | None) -> Config:
-    from echo.adapters.config.file import load_toml
+def _load_config(spec: str | None) -> Config:
+    """The configuration from a TOML file, ``etcd://HOST:PORT``, or the defaults (outside trio)."""
+    from echo.app.root import load_config, open_config
 
-    return load_toml(path) if path else Config()
+    async def read() -> Config:
+        async with open_config(spec) as source:
+            return await load_config(source)
+
+    return trio.run(read) if spec else Config()
 
 
 def _override(config: Config, args: argparse.Namespace) -> Config:
-    from dataclasses import replace
 
     if getattr(args, "socket", None):
         config = replace(config, agent=replace(config.agent, socket_path=args.socket))
@@ -43,7 +49,7 @@ def _override(config: Config, args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from echo.app.logs import configure
-    from echo.app.root import run_all_in_one
+    from echo.app.root import open_config, run_all_in_one
 
     if args.role != "all":
         print(
@@ -52,7 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    config = _override(_load_config(args.config), args)
+    from_source = _load_config(args.config)
+    config = _override(from_source, args)
     log_file = None
     if config.log.file:
         Path(config.log.file).parent.mkdir(parents=True, exist_ok=True)
@@ -61,16 +68,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as nursery:
-                copier = await nursery.start(run_all_in_one, config)
+            async with open_config(args.config) as source, trio.open_nursery() as nursery:
+                copier = await nursery.start(functools.partial(run_all_in_one, config, config_source=source))
+                copier.source_config = from_source
                 print(
                     f"echo-copier: copying; terminals connect to {config.agent.socket_path}; store "
-                    f"{config.store.url}. Ctrl-C or SIGTERM stops; SIGHUP reloads.",
+                    f"{config.store.url}; config {source.description if source else 'built-in defaults'} "
+                    "(changes apply live). Ctrl-C or SIGTERM stops; SIGHUP reloads.",
                     file=sys.stderr,
                 )
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        await _reload(args, copier)
+                        await _reload(source, copier)
                         continue
                     # stop accepting and copying; services close their resources as they are cancelled
                     print(f"echo-copier: {signal.Signals(signum).name}, stopping", file=sys.stderr)
@@ -86,34 +95,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _reload(args: argparse.Namespace, copier: Copier) -> None:
-    """SIGHUP: read the configuration again. [core], [delivery], [policy], [protocol] and [symbols] apply
-    at once (accounts are evaluated again and told); a change to [agent], [store] or [log] is reported as
-    needing a restart. A bad file changes nothing."""
-    from echo.delivery.machine import Settings
+async def _reload(source: ConfigSource | None, copier: Copier) -> None:
+    """SIGHUP: read the configuration again and apply it (``apply_config``); a bad one changes nothing."""
+    from echo.app.root import apply_config
 
-    try:
-        new = _override(_load_config(args.config), args)
-    except ConfigError as exc:
-        print(f"echo-copier: reload refused, the running configuration stays: {exc}", file=sys.stderr)
+    if source is None:
+        print("echo-copier: no configuration source to reload", file=sys.stderr)
         return
-    old = copier.config
-    d = new.delivery
-    await copier.core.set_delivery(
-        Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), d.heartbeat_interval_ms
-    )
-    await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
-    for section in ("agent", "store", "log"):
-        if getattr(new, section) != getattr(old, section):
-            print(f"echo-copier: [{section}] changed; it takes effect after a restart", file=sys.stderr)
-    copier.config = replace(
-        old,
-        core=new.core,
-        delivery=new.delivery,
-        policy=new.policy,
-        protocol=new.protocol,
-        symbols=new.symbols,
-    )
+    try:
+        raw = await source.read()
+    except ConfigError as exc:
+        raw = {"__error__": str(exc)}
+    done = await apply_config(copier, raw, source.description)
+    if not done.ok:
+        print(f"echo-copier: reload refused, the running configuration stays: {done.error}", file=sys.stderr)
+        return
+    for section in done.needs_restart:
+        print(f"echo-copier: [{section}] changed; it takes effect after a restart", file=sys.stderr)
     print(
         "echo-copier: configuration reloaded; core, delivery, policy, protocol and symbols applied",
         file=sys.stderr,
@@ -187,7 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         store_url=args.store,
         synchronous=args.synchronous,
         pace=args.pace,
-        config=_load_config(args.config) if args.config else None,
+        config_spec=args.config,
     )
     try:
         code = demo.main(opts)
@@ -320,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     d.add_argument(
         "--config",
-        help="TOML config (policies, follow, delivery...); the demo still picks its own socket and store",
+        help="a TOML file or etcd://HOST:PORT (policies, follow, delivery...; changes apply to the next "
+        "trade); the demo still picks its own socket and store",
     )
     d.set_defaults(func=cmd_demo)
 
@@ -399,6 +398,61 @@ def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
     return 0 if out["evaluation"]["status"] != "REJECTED" else 3
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """get / set / validate / export / import against a TOML file or etcd (``--config``)."""
+    from echo.adapters.config.file import read_toml
+    from echo.app.root import open_config
+    from echo.domain.config import config_from_dict
+    from echo.domain.config_tree import decode_value
+
+    async def main() -> int:
+        async with open_config(args.config) as source:
+            assert source is not None
+            what = args.config_command
+            if what == "get":
+                value = await source.get(args.key)
+                if value is None:
+                    print(f"echo-copier config: {args.key} is not set", file=sys.stderr)
+                    return 1
+                print(json.dumps(value))
+            elif what == "set":
+                value = decode_value(args.value)
+                raw = await source.read()
+                candidate = json.loads(json.dumps(raw))  # a copy to try the change on first
+                parts = args.key.split(".")
+                node = candidate
+                for part in parts[:-1]:
+                    node = node.setdefault(part, {})
+                node[parts[-1]] = value
+                config_from_dict(candidate)  # refuse a value that would not validate
+                await source.set(args.key, value)
+                print(f"{args.key} = {json.dumps(value)} ({source.description})")
+            elif what == "validate":
+                config_from_dict(await source.read())
+                print(f"{source.description}: valid")
+            elif what == "export":
+                import tomlkit
+
+                text = tomlkit.dumps(await source.read())
+                if args.to:
+                    await trio.Path(args.to).write_text(text, encoding="utf-8")
+                    print(f"exported {source.description} to {args.to}")
+                else:
+                    print(text, end="")
+            elif what == "import":
+                raw = read_toml(args.file)
+                config_from_dict(raw)  # only a valid file is imported
+                await source.replace(raw)
+                print(f"imported {args.file} into {source.description}")
+            return 0
+
+    try:
+        return trio.run(main)
+    except ConfigError as exc:
+        print(f"echo-copier config: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply the pending schema migrations of ``sql/`` to a store (versioned, idempotent, one transaction)."""
     import sqlite3
@@ -447,6 +501,20 @@ def _add_explain(sub: Any) -> None:
     ev.add_argument("--history", type=int, default=5, help="recorded evaluations to show")
     ev.add_argument("--json", action="store_true", help="one JSON line")
     ev.set_defaults(func=cmd_handshake_evaluate)
+    cfg = sub.add_parser("config", help="read and change the configuration (a TOML file or etcd)")
+    cfg.add_argument("--config", required=True, help="a TOML file path or etcd://HOST:PORT")
+    csub = cfg.add_subparsers(dest="config_command", required=True)
+    g = csub.add_parser("get", help="one value, as JSON")
+    g.add_argument("key", help="SECTION.KEY or policy.ACCOUNT.KEY, e.g. policy.51001.max_spread")
+    st = csub.add_parser("set", help="set one value (refused if the result would not validate)")
+    st.add_argument("key")
+    st.add_argument("value", help='JSON (30, true, [1,2], "text") or a bare word')
+    csub.add_parser("validate", help="check the whole configuration")
+    ex = csub.add_parser("export", help="the configuration as TOML")
+    ex.add_argument("--to", help="write to this file (default: stdout)")
+    im = csub.add_parser("import", help="replace the configuration with a TOML file's")
+    im.add_argument("file")
+    cfg.set_defaults(func=cmd_config)
     mig = sub.add_parser("migrate", help="apply pending schema migrations to a store")
     mig.add_argument(
         "--store", required=True, help="postgresql://USER@HOST:PORT/DB[?schema=NAME] or sqlite:///PATH"

@@ -55,3 +55,66 @@ def postgres_schema() -> Iterator[str]:
         conninfo, _ = split_url(POSTGRES_URL)
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def etcd_server() -> Iterator[str]:
+    """A throwaway etcd on free ports; yields its ``etcd://`` URL."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    binary = shutil.which("etcd")
+    if binary is None:
+        unavailable("etcd", "no etcd binary on PATH (Debian: apt-get install etcd-server)")
+    client, peer = _free_port(), _free_port()
+    data = tempfile.mkdtemp(prefix="echo-etcd-")
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "--data-dir",
+            data,
+            "--listen-client-urls",
+            f"http://127.0.0.1:{client}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{client}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-cluster",
+            f"default=http://127.0.0.1:{peer}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        import socket
+
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", client), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    unavailable("etcd", f"etcd did not start (exit {proc.poll()})")
+                time.sleep(0.05)
+        yield f"etcd://127.0.0.1:{client}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(data, ignore_errors=True)

@@ -9,6 +9,7 @@ execute_order (both terminals run in this process, so one monotonic clock serves
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 import shutil
@@ -16,6 +17,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,11 +28,12 @@ from rich.live import Live
 from rich.table import Table
 
 from echo.adapters.pipe.unix import connect_unix
-from echo.app.root import Copier, run_all_in_one
+from echo.app.root import Copier, load_config, open_config, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import Config, StoreConfig
 from echo.domain.errors import OMITTED_AT_SLAVE
 from echo.domain.ids import trade_id_from_comment
+from echo.ports.config import ConfigSource
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
@@ -50,8 +53,11 @@ class DemoOptions:
     pace: float = 0.04
     max_open: int = 3
     settle_timeout: float = 20.0
-    config: Config | None = None
-    """Policies, follow rules, delivery settings... from a file; socket and store stay the demo's own."""
+    on_start: Callable[[Copier], Awaitable[None]] | None = None
+    """Run alongside the demo once the copier is up (for tests that act during the demo)."""
+    config_spec: str | None = None
+    """A TOML file or ``etcd://HOST:PORT``: policies, follow rules, delivery settings... (socket and store
+    stay the demo's own). Changes made there during the demo apply to the next trade."""
 
 
 @dataclass
@@ -85,7 +91,18 @@ async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     socket_path = workdir / "agent.sock"
-    base = opts.config or Config()
+    async with open_config(opts.config_spec) as source:
+        return await _run_demo(opts, console, workdir, socket_path, await load_config(source), source)
+
+
+async def _run_demo(
+    opts: DemoOptions,
+    console: Console,
+    workdir: Path,
+    socket_path: Path,
+    base: Config,
+    source: ConfigSource | None,
+) -> dict[str, Any]:
     config = dataclasses.replace(
         base,
         agent=dataclasses.replace(base.agent, socket_path=str(socket_path), ledger_url=""),
@@ -129,7 +146,10 @@ async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
     ]
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        copier: Copier = await nursery.start(run_all_in_one, config)
+        copier: Copier = await nursery.start(functools.partial(run_all_in_one, config, config_source=source))
+        copier.source_config = base
+        if opts.on_start is not None:
+            nursery.start_soon(opts.on_start, copier)
         nursery.start_soon(market.run)
         for s in slaves:
             await nursery.start(s.run)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import structlog
 import trio
 
 from echo.adapters.clock import SystemClock
+from echo.adapters.config.file import FileConfigSource
 from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.ledger.sqlite import SqliteLedger
 from echo.adapters.pipe.unix import UnixPipeListener
@@ -16,8 +21,9 @@ from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.adapters.transport.inproc import InProcTransport
 from echo.delivery import machine as delivery
-from echo.domain.config import Config, ConfigError
+from echo.domain.config import Config, ConfigError, config_from_dict
 from echo.ports.clock import Clock
+from echo.ports.config import ConfigSource
 from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.store import Store
@@ -34,6 +40,9 @@ async def open_store(url: str, synchronous: str = "FULL") -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         return await PostgresStore.open(url)
     raise ConfigError(f"unsupported store url {url!r} (sqlite:///PATH, postgresql://... or memory://)")
+
+
+log = structlog.get_logger("echo.app")
 
 
 def ledger_url(config: Config) -> str:
@@ -59,6 +68,101 @@ def open_ledger(url: str) -> AckLedger:
     raise ConfigError(f"unsupported ledger url {url!r} (sqlite:///PATH or memory://)")
 
 
+@asynccontextmanager
+async def open_config(spec: str | None) -> AsyncIterator[ConfigSource | None]:
+    """``etcd://HOST:PORT``, a TOML file path, or None (the built-in defaults)."""
+    if spec is None:
+        yield None
+    elif spec.startswith("etcd://"):
+        from echo.adapters.config.etcd import open_etcd  # grpc and protobuf load only when etcd is used
+
+        async with open_etcd(spec) as etcd:
+            yield etcd
+    else:
+        yield FileConfigSource(spec)
+
+
+async def load_config(source: ConfigSource | None) -> Config:
+    return config_from_dict(await source.read()) if source is not None else Config()
+
+
+async def follow_config(
+    source: ConfigSource, copier: Copier, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Apply the source's changes as they come. When the source is unreachable (etcd down or paused) the
+    last good configuration stays in force and copying goes on; the watch is re-established with backoff,
+    and what changed meanwhile is read and applied once it is back."""
+
+    async def on_change(raw: dict[str, Any]) -> None:
+        await apply_config(copier, raw, source.description)
+
+    backoff, started, failed = 0.5, False, False
+    while True:
+        try:
+            async with trio.open_nursery() as watching:
+                await watching.start(source.watch, on_change)
+                if not started:
+                    started = True
+                    task_status.started()
+                if failed:
+                    log.info("config_source_back", source=source.description)
+                    await on_change(await source.read())
+                    failed, backoff = False, 0.5
+        except (ConfigError, OSError) as exc:
+            failed = True
+            log.warning(
+                "config_source_unavailable", source=source.description, error=str(exc), retry_s=backoff
+            )
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    ok: bool
+    error: str = ""
+    needs_restart: tuple[str, ...] = ()
+
+
+async def apply_config(copier: Copier, raw: dict[str, Any], where: str) -> Applied:
+    """A changed configuration, applied while running: [core], [policy], [protocol], [symbols] and
+    [delivery] at once (every account evaluated again, terminals told); [agent], [store] and [log] are
+    reported as needing a restart. An invalid one is refused with the key and the reason, and the last
+    good configuration stays in force."""
+    try:
+        if "__error__" in raw:
+            raise ConfigError(str(raw["__error__"]))
+        new = config_from_dict(raw)
+    except ConfigError as exc:
+        log.error("config_rejected", source=where, error=str(exc), kept="the last good configuration")
+        return Applied(False, str(exc))
+    old = copier.config
+    baseline = copier.source_config or old
+    d = new.delivery
+    await copier.core.set_delivery(
+        delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), d.heartbeat_interval_ms
+    )
+    await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
+    # compared with what the source said before (command-line overrides are not changes)
+    restart = [s for s in ("agent", "store", "log") if getattr(new, s) != getattr(baseline, s)]
+    copier.source_config = new
+    if restart:
+        log.warning("config_needs_restart", source=where, sections=restart)
+    copier.config = replace(
+        old,
+        core=new.core,
+        delivery=new.delivery,
+        policy=new.policy,
+        protocol=new.protocol,
+        symbols=new.symbols,
+    )
+    log.info("config_applied", source=where, needs_restart=restart)
+    return Applied(True, needs_restart=tuple(restart))
+
+
 @dataclass
 class Copier:
     """A running all-in-one copier (what tests and the demo look at)."""
@@ -67,6 +171,8 @@ class Copier:
     store: Store
     core: Core
     agent: Agent
+    source_config: Config | None = None
+    """The configuration as the config source last gave it (before command-line overrides)."""
 
 
 async def run_all_in_one(
@@ -77,10 +183,12 @@ async def run_all_in_one(
     clock: Clock | None = None,
     ids: IdFactory | None = None,
     ledger: AckLedger | None = None,
+    config_source: ConfigSource | None = None,
     task_status: trio.TaskStatus[Copier] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run Core and one Agent in this process until cancelled. Starts Core first, then the Agent (whose
-    pipe server accepts terminals only once Core is listening)."""
+    pipe server accepts terminals only once Core is listening); with a ``config_source``, its changes
+    apply while running (``apply_config``)."""
     clock = clock or SystemClock()
     own_store = store is None
     store = store or await open_store(config.store.url, config.store.synchronous)
@@ -112,7 +220,10 @@ async def run_all_in_one(
             link = await transport.connect(config.agent.agent_id)
             agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
             await nursery.start(agent.run)
-            task_status.started(Copier(config, store, core, agent))
+            copier = Copier(config, store, core, agent)
+            if config_source is not None:
+                await nursery.start(follow_config, config_source, copier)
+            task_status.started(copier)
     finally:
         if own_ledger:
             ledger.close()
