@@ -8,6 +8,10 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -58,63 +62,99 @@ def postgres_schema() -> Iterator[str]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
+class EtcdServer:
+    """A throwaway etcd on free ports, which a test may pause, kill and start again (same data, same port)."""
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        binary = shutil.which("etcd")
+        if binary is None:
+            unavailable("etcd", "no etcd binary on PATH (Debian: apt-get install etcd-server)")
+        self.binary = str(binary)
+        self.client, self.peer = _free_port(), _free_port()
+        self.data = tempfile.mkdtemp(prefix="echo-etcd-")
+        self.url = f"etcd://127.0.0.1:{self.client}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--data-dir",
+                self.data,
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.client}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.client}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{self.peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{self.peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{self.peer}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.client), timeout=0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    unavailable("etcd", f"etcd did not start (exit {self.proc.poll()})")
+                time.sleep(0.05)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        import shutil
+
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
 @contextmanager
 def etcd_server() -> Iterator[str]:
     """A throwaway etcd on free ports; yields its ``etcd://`` URL."""
-    import shutil
-    import subprocess
-    import tempfile
-    import time
+    with etcd_instance() as server:
+        yield server.url
 
-    binary = shutil.which("etcd")
-    if binary is None:
-        unavailable("etcd", "no etcd binary on PATH (Debian: apt-get install etcd-server)")
-    client, peer = _free_port(), _free_port()
-    data = tempfile.mkdtemp(prefix="echo-etcd-")
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "--data-dir",
-            data,
-            "--listen-client-urls",
-            f"http://127.0.0.1:{client}",
-            "--advertise-client-urls",
-            f"http://127.0.0.1:{client}",
-            "--listen-peer-urls",
-            f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls",
-            f"http://127.0.0.1:{peer}",
-            "--initial-cluster",
-            f"default=http://127.0.0.1:{peer}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+
+@contextmanager
+def etcd_instance() -> Iterator[EtcdServer]:
+    server = EtcdServer()
     try:
-        deadline = time.monotonic() + 15
-        import socket
-
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", client), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    unavailable("etcd", f"etcd did not start (exit {proc.poll()})")
-                time.sleep(0.05)
-        yield f"etcd://127.0.0.1:{client}"
+        server.start()
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(data, ignore_errors=True)
+        server.stop()

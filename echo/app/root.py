@@ -98,6 +98,7 @@ async def follow_config(
 
     backoff, started, failed = 0.5, False, False
     while True:
+        error: str | None = None
         try:
             async with trio.open_nursery() as watching:
                 await watching.start(source.watch, on_change)
@@ -108,16 +109,17 @@ async def follow_config(
                     log.info("config_source_back", source=source.description)
                     await on_change(await source.read())
                     failed, backoff = False, 0.5
-        except (ConfigError, OSError) as exc:
-            failed = True
-            log.warning(
-                "config_source_unavailable", source=source.description, error=str(exc), retry_s=backoff
-            )
-            if not started:
-                started = True
-                task_status.started()
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+        except* (ConfigError, OSError) as group:
+            error = "; ".join(str(e) for e in group.exceptions)
+        if error is None:
+            continue
+        failed = True
+        log.warning("config_source_unavailable", source=source.description, error=error, retry_s=backoff)
+        if not started:
+            started = True
+            task_status.started()
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)
 
 
 @dataclass(frozen=True, slots=True)
