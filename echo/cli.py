@@ -208,6 +208,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             faults=simulate.Faults.parse(args.faults),
             pace=args.pace,
             max_virtual_seconds=args.max_virtual_seconds,
+            store_url=args.store or "memory://",
+            config=_load_config(args.config) if args.config else None,
         )
     except ValueError as exc:
         print(f"echo-copier simulate: {exc}", file=sys.stderr)
@@ -342,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--max-virtual-seconds", type=float, default=3600.0, help="fail if not settled by then")
     sim.add_argument("--json", action="store_true", help="the summary as one JSON line")
+    sim.add_argument(
+        "--store", help="store url (default memory://; a fresh sqlite:/// or postgresql:// works)"
+    )
+    sim.add_argument("--config", help="a TOML file or etcd://HOST:PORT whose policies the run copies under")
     sim.add_argument("--log-file", help="structured log (virtual timestamps); default: no log")
     sim.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     sim.set_defaults(func=cmd_simulate)

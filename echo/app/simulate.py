@@ -63,7 +63,7 @@ from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.demo import master_ids, slave_ids
-from echo.app.root import Copier, run_all_in_one
+from echo.app.root import Copier, open_store, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.domain.ids import trade_id_from_comment
@@ -290,6 +290,11 @@ class SimOptions:
     """Virtual seconds a crashed component stays down (uniform)."""
     max_virtual_seconds: float = 3600.0
     """The whole run must settle within this much virtual time."""
+    store_url: str = "memory://"
+    """Where the copier keeps its state. memory:// and sqlite:/// keep a seed's run identical every time;
+    postgresql:// works too, but its calls run in a thread, which the virtual clock does not wait for."""
+    config: Config | None = None
+    """Policies, catalog, protocol and delivery settings to run under (agent and store stay the run's)."""
 
     def __post_init__(self) -> None:
         if self.masters < 1 or self.slaves < 1 or self.trades < 0:
@@ -370,10 +375,14 @@ class _World:
         self.rng = random.Random(opts.seed)
         self.market = SimMarket(random.Random(self.rng.getrandbits(64)))
         self.clock = TrioClock()
-        self.store = MemoryStore()  # the copier's disk: it outlives every copier process
+        self.store: Store = MemoryStore()  # the copier's disk: it outlives every copier process
         self.ledger = MemoryLedger()  # the Agent's ack ledger file, likewise
         self.listener = MemoryPipeListener()
-        self.config = Config(agent=AgentConfig(agent_id="agent-sim"), store=StoreConfig(url="memory://"))
+        self.config = dataclasses.replace(
+            opts.config or Config(),
+            agent=AgentConfig(agent_id="agent-sim"),
+            store=StoreConfig(url=opts.store_url),
+        )
         self.counts = FaultCounts()
         self.crash_events: list[dict[str, Any]] = []
         self.copiers: list[Copier] = []
@@ -522,6 +531,15 @@ class _World:
     # ------------------------------------------------------------------------------------------ running
 
     async def run(self) -> dict[str, Any]:
+        if self.opts.store_url != "memory://":
+            self.store = await open_store(self.opts.store_url)
+        try:
+            return await self._run()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.store.aclose()
+
+    async def _run(self) -> dict[str, Any]:
         opts = self.opts
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
