@@ -12,9 +12,10 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -23,6 +24,27 @@ from echo.domain.config import Config, ConfigError
 if TYPE_CHECKING:
     from echo.app.root import Copier
     from echo.ports.config import ConfigSource
+
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run``, re-raising a ConfigError that nurseries (the etcd client's loop) wrapped in groups."""
+    try:
+        return trio.run(fn)
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        stack: list[BaseException] = [group]
+        while stack:
+            e = stack.pop()
+            if isinstance(e, BaseExceptionGroup):
+                stack.extend(e.exceptions)
+            else:
+                leaves.append(e)
+        config_errors = [e for e in leaves if isinstance(e, ConfigError)]
+        if config_errors and len(config_errors) == len(leaves):
+            raise config_errors[0] from group
+        raise
 
 
 def _load_config(spec: str | None) -> Config:
@@ -33,7 +55,7 @@ def _load_config(spec: str | None) -> Config:
         async with open_config(spec) as source:
             return await load_config(source)
 
-    return trio.run(read) if spec else Config()
+    return _run(read) if spec else Config()
 
 
 def _override(config: Config, args: argparse.Namespace) -> Config:
@@ -453,7 +475,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             return 0
 
     try:
-        return trio.run(main)
+        return _run(main)
     except ConfigError as exc:
         print(f"echo-copier config: {exc}", file=sys.stderr)
         return 2
