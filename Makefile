@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check echo tests
-	$(BIN)/ruff format --check echo tests
+	$(BIN)/ruff check echo tests mql4/harness
+	$(BIN)/ruff format --check echo tests mql4/harness
 
 typecheck: setup
 	$(BIN)/mypy

@@ -1,0 +1,117 @@
+// The MT4 runtime the Echo EAs use, for g++: MQL4 types and the string, array, conversion and time
+// functions of the subset documented in mql4/harness/README.md. The translator (translate.py) turns an
+// MQL4 file into C++ that includes this header; behaviour follows the MQL4 reference.
+#pragma once
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+typedef long long datetime;
+typedef int color;
+typedef unsigned char uchar;
+// ushort, uint and ulong come from <sys/types.h> (glibc), with MQL4's sizes on x86-64
+
+#define EMPTY_VALUE 2147483647
+#define WHOLE_ARRAY -1
+#define INIT_SUCCEEDED 0
+#define INIT_FAILED 1
+
+// MQL4 strings are UTF-16; the EAs only hold ASCII/UTF-8 protocol text, so bytes stand in for characters.
+class string {
+  public:
+    std::string s;
+    string() {}
+    string(const char *c) : s(c ? c : "") {}
+    string(const std::string &v) : s(v) {}
+    string &operator+=(const string &o) { s += o.s; return *this; }
+    string &operator+=(const char *o) { s += o; return *this; }
+    bool operator==(const string &o) const { return s == o.s; }
+    bool operator!=(const string &o) const { return s != o.s; }
+    bool operator==(const char *o) const { return s == o; }
+    bool operator!=(const char *o) const { return s != o; }
+    bool operator<(const string &o) const { return s < o.s; }
+};
+inline string operator+(const string &a, const string &b) { return string(a.s + b.s); }
+inline string operator+(const string &a, const char *b) { return string(a.s + b); }
+inline string operator+(const char *a, const string &b) { return string(std::string(a) + b.s); }
+
+template <typename T> class MqlArray {
+  public:
+    std::vector<T> v;
+    MqlArray() {}
+    explicit MqlArray(int n) : v(n > 0 ? n : 0) {}
+    T &operator[](int i) { return v.at(static_cast<size_t>(i)); }
+    const T &operator[](int i) const { return v.at(static_cast<size_t>(i)); }
+};
+
+template <typename T> int ArraySize(const MqlArray<T> &a) { return static_cast<int>(a.v.size()); }
+template <typename T> int ArrayResize(MqlArray<T> &a, int n, int reserve = 0) {
+    (void)reserve;
+    if (n < 0) return -1;
+    a.v.resize(static_cast<size_t>(n));
+    return n;
+}
+template <typename T> void ArrayFree(MqlArray<T> &a) { a.v.clear(); }
+
+inline int StringLen(const string &s) { return static_cast<int>(s.s.size()); }
+inline ushort StringGetCharacter(const string &s, int i) {
+    if (i < 0 || i >= StringLen(s)) return 0;
+    return static_cast<uchar>(s.s[static_cast<size_t>(i)]);
+}
+inline string StringSubstr(const string &s, int start, int length = -1) {
+    if (start < 0) start = 0;
+    if (start >= StringLen(s)) return string("");
+    if (length < 0) return string(s.s.substr(static_cast<size_t>(start)));
+    return string(s.s.substr(static_cast<size_t>(start), static_cast<size_t>(length)));
+}
+inline int StringFind(const string &s, const string &what, int start = 0) {
+    if (start < 0) start = 0;
+    size_t p = s.s.find(what.s, static_cast<size_t>(start));
+    return p == std::string::npos ? -1 : static_cast<int>(p);
+}
+inline string ShortToString(ushort c) { return string(std::string(1, static_cast<char>(c))); }
+inline string CharToString(uchar c) { return string(std::string(1, static_cast<char>(c))); }
+inline string IntegerToString(long long v, int len = 0, ushort fill = ' ') {
+    std::string r = std::to_string(v);
+    while (static_cast<int>(r.size()) < len) r.insert(r.begin(), static_cast<char>(fill));
+    return string(r);
+}
+inline string DoubleToString(double v, int digits = 8) {
+    if (digits < 0 || digits > 16) digits = 8;
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+    return string(buf);
+}
+inline double StringToDouble(const string &s) { return std::strtod(s.s.c_str(), nullptr); }
+inline long long StringToInteger(const string &s) { return std::strtoll(s.s.c_str(), nullptr, 10); }
+inline double MathAbs(double v) { return std::fabs(v); }
+inline double MathPow(double b, double e) { return std::pow(b, e); }
+inline double MathRound(double v) { return std::round(v); }
+inline double MathFloor(double v) { return std::floor(v); }
+inline double NormalizeDouble(double v, int digits) {
+    double f = std::pow(10.0, digits);
+    return std::round(v * f) / f;
+}
+inline int MathMax(int a, int b) { return a > b ? a : b; }
+inline int MathMin(int a, int b) { return a < b ? a : b; }
+inline uint GetTickCount() {
+    using namespace std::chrono;
+    return static_cast<uint>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
+}
+inline void Print(const string &s) { std::fprintf(stderr, "%s\n", s.s.c_str()); }
+
+// --- harness-only (not MQL4): line I/O for self-test scripts run by the test-suite ---------------------
+#include <iostream>
+inline bool HarnessReadLine(string &line) {
+    std::string l;
+    if (!std::getline(std::cin, l)) return false;
+    line = string(l);
+    return true;
+}
+inline void HarnessWrite(const string &s) { std::cout << s.s << '\n' << std::flush; }

@@ -1,0 +1,227 @@
+"""Translate an Echo MQL4 source (.mq4 / .mqh) into C++ that g++ compiles against ``shim/mt4.hpp``.
+
+The EAs keep to a subset of MQL4 that is also C++ once a few MQL4-only forms are rewritten (see
+``README.md`` next to this file): ``#property`` lines and ``#import`` blocks are dropped, ``input`` /
+``extern`` become plain globals, ``#include <X>`` is inlined from ``mql4/Include``, dynamic and fixed
+arrays (``T a[]``, ``T &a[]``, ``T a[N]``) become ``MqlArray<T>``, and every top-level function gets a
+prototype (MQL4 needs none; C++ does), which carries the default arguments. Anything outside the subset
+(classes, templates, pointers, ``new``/``delete``, operator overloading, ``goto``, ``::``, datetime
+literals) is refused with the file and line, so that what g++ accepts is also valid MQL4.
+
+Usage: ``python translate.py SOURCE.mq4 [-o OUT.cpp]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+INCLUDE_DIR = HERE.parent / "Include"
+
+BASE_TYPES = [
+    "bool",
+    "char",
+    "uchar",
+    "short",
+    "ushort",
+    "int",
+    "uint",
+    "long",
+    "ulong",
+    "double",
+    "float",
+    "string",
+    "datetime",
+    "color",
+]
+FORBIDDEN = [
+    (re.compile(r"\bclass\b"), "classes"),
+    (re.compile(r"\btemplate\b"), "templates"),
+    (re.compile(r"\bnew\b|\bdelete\b"), "new/delete"),
+    (re.compile(r"\bvirtual\b"), "virtual functions"),
+    (re.compile(r"\boperator\b"), "operator overloading"),
+    (re.compile(r"\bgoto\b"), "goto"),
+    (re.compile(r"::"), "the scope operator ::"),
+]
+_DATETIME_LITERAL = re.compile(r"\bD'")
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_STRING_OR_CHAR = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
+
+
+class TranslateError(Exception):
+    pass
+
+
+def _split_code(line: str) -> list[tuple[bool, str]]:
+    """A line as (is_code, text) pieces: string and char literals are not rewritten."""
+    out: list[tuple[bool, str]] = []
+    pos = 0
+    for m in _STRING_OR_CHAR.finditer(line):
+        out.append((True, line[pos : m.start()]))
+        out.append((False, m.group(0)))
+        pos = m.end()
+    out.append((True, line[pos:]))
+    return out
+
+
+def _strip_comments(text: str) -> str:
+    """Remove // and /* */ comments (outside literals), keeping line breaks so line numbers hold."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            m = _STRING_OR_CHAR.match(text, i)
+            if m is None:
+                raise TranslateError(f"unterminated literal at offset {i}")
+            out.append(m.group(0))
+            i = m.end()
+        elif text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            if j < 0:
+                raise TranslateError("unterminated /* comment")
+            out.append("\n" * text.count("\n", i, j))
+            i = j + 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+class Translator:
+    def __init__(self) -> None:
+        self.types = list(BASE_TYPES)
+        self.included: set[Path] = set()
+        self.prototypes: list[str] = []
+
+    def _type_re(self) -> str:
+        return "|".join(sorted(self.types, key=len, reverse=True))
+
+    def _rewrite_code(self, code: str) -> str:
+        t = self._type_re()
+        code = re.sub(rf"\b(const\s+)?({t})\s*&\s*(\w+)\s*\[\s*\]", r"\1MqlArray<\2> &\3", code)
+        code = re.sub(rf"\b({t})\s+(\w+)\s*\[\s*\]", r"MqlArray<\1> \2", code)
+        code = re.sub(rf"\b({t})\s+(\w+)\s*\[\s*(\w+)\s*\]", r"MqlArray<\1> \2(\3)", code)
+        return code
+
+    def file(self, path: Path) -> str:
+        path = path.resolve()
+        if path in self.included:
+            return ""
+        self.included.add(path)
+        text = _strip_comments(path.read_text(encoding="utf-8"))
+        out: list[str] = []
+        in_import = False
+        for number, line in enumerate(text.splitlines(), start=1):
+            where = f"{path.name}:{number}"
+            stripped = line.strip()
+            if stripped.startswith("#import"):
+                in_import = not in_import and stripped != "#import"
+                continue
+            if in_import or stripped.startswith("#property"):
+                continue
+            m = re.match(r'#include\s+[<"]([^>"]+)[>"]', stripped)
+            if m:
+                target = (INCLUDE_DIR / m.group(1)) if "<" in stripped else (path.parent / m.group(1))
+                if not target.exists():
+                    raise TranslateError(f"{where}: include {m.group(1)} not found")
+                out.append(self.file(target))
+                continue
+            if _DATETIME_LITERAL.search(_DOUBLE_QUOTED.sub('""', line)):
+                raise TranslateError(f"{where}: datetime literals are outside the Echo MQL4 subset")
+            for is_code, piece in _split_code(line):
+                if not is_code:
+                    continue
+                for pattern, what in FORBIDDEN:
+                    if pattern.search(piece):
+                        raise TranslateError(f"{where}: {what} are outside the Echo MQL4 subset")
+                if re.search(rf"\b({self._type_re()})\s*\*\s*\w", piece):
+                    raise TranslateError(f"{where}: pointers are outside the Echo MQL4 subset")
+            s = re.match(r"\s*struct\s+(\w+)", line)
+            if s:
+                self.types.append(s.group(1))
+            line = re.sub(r"^(\s*)(input|extern|sinput)\s+", r"\1", line)
+            line = "".join(self._rewrite_code(p) if c else p for c, p in _split_code(line))
+            out.append(line)
+        return "\n".join(out)
+
+    def prototyped(self, code: str) -> str:
+        """Give every top-level function a prototype (with its defaults), all placed before the first
+        function definition, and drop the defaults from the definitions (C++ allows them once)."""
+        t = self._type_re()
+        head = re.compile(
+            rf"^((?:static\s+)?(?:const\s+)?(?:void|{t}|MqlArray<\w+>)\s*&?\s+)(\w+)\s*\(([^)]*)\)(\s*\{{)",
+            re.M,
+        )
+
+        def strip(params: str) -> str:
+            return ",".join(p.split("=")[0].rstrip() for p in _split_params(params))
+
+        def each(m: re.Match[str]) -> str:
+            self.prototypes.append(f"{m.group(1)}{m.group(2)}({m.group(3)});")
+            return f"{m.group(1)}{m.group(2)}({strip(m.group(3))}){m.group(4)}"
+
+        first = head.search(code)
+        if first is None:
+            return code
+        body = head.sub(each, code)
+        cut = first.start()
+        return body[:cut] + "\n".join(self.prototypes) + "\n\n" + body[cut:]
+
+
+def _split_params(params: str) -> list[str]:
+    out, depth, cur, quoted = [], 0, "", False
+    for ch in params:
+        if ch == '"' and not cur.endswith("\\"):
+            quoted = not quoted
+        if not quoted and ch in "(<":
+            depth += 1
+        elif not quoted and ch in ")>":
+            depth -= 1
+        if ch == "," and depth == 0 and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur)
+    return out
+
+
+def translate(source: Path) -> str:
+    tr = Translator()
+    body = tr.prototyped(tr.file(source))
+    entry = ""
+    if re.search(r"\bvoid\s+OnStart\s*\(", body):
+        entry = "\nint main() { OnStart(); return 0; }\n"
+    return (
+        f"// Generated from {source.name} by mql4/harness/translate.py; edit the MQL4 source instead.\n"
+        '#include "mt4.hpp"\n\n' + body + entry
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("source", type=Path)
+    ap.add_argument("-o", "--output", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        cpp = translate(args.source)
+    except (TranslateError, OSError) as exc:
+        print(f"translate: {exc}", file=sys.stderr)
+        return 1
+    if args.output:
+        args.output.write_text(cpp, encoding="utf-8")
+    else:
+        sys.stdout.write(cpp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
