@@ -197,12 +197,14 @@ def _split_params(params: str) -> list[str]:
 def translate(source: Path) -> str:
     tr = Translator()
     body = tr.prototyped(tr.file(source))
-    entry = ""
-    if re.search(r"\bvoid\s+OnStart\s*\(", body):
+    entry, header = "", "mt4.hpp"
+    if re.search(r"\bint\s+OnInit\s*\(", body):  # an Expert Advisor: the terminal's event loop runs it
+        entry, header = "\nint main() { return ShimRunEA(); }\n", "mt4_terminal.hpp"
+    elif re.search(r"\bvoid\s+OnStart\s*\(", body):  # a script
         entry = "\nint main() { OnStart(); return 0; }\n"
     return (
         f"// Generated from {source.name} by mql4/harness/translate.py; edit the MQL4 source instead.\n"
-        '#include "mt4.hpp"\n\n' + body + entry
+        f'#include "{header}"\n\n' + body + entry
     )
 
 

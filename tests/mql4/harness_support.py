@@ -32,6 +32,7 @@ def build(source: Path, out_dir: Path) -> Path:
             "-Wall",
             "-Wextra",
             "-Werror",
+            "-Wno-unused-parameter",  # MQL4 event handlers keep parameters they may not use
             "-I",
             str(HARNESS / "shim"),
             "-o",

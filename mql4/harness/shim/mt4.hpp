@@ -104,7 +104,19 @@ inline uint GetTickCount() {
     using namespace std::chrono;
     return static_cast<uint>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
 }
-inline void Print(const string &s) { std::fprintf(stderr, "%s\n", s.s.c_str()); }
+inline std::string ShimText(const string &s) { return s.s; }
+inline std::string ShimText(const char *s) { return s; }
+inline std::string ShimText(double v) { return DoubleToString(v, 8).s; }
+inline std::string ShimText(int v) { return std::to_string(v); }
+inline std::string ShimText(long long v) { return std::to_string(v); }
+inline std::string ShimText(uint v) { return std::to_string(v); }
+inline std::string ShimText(bool v) { return v ? "true" : "false"; }
+// MQL4's Print takes any number of values and joins them.
+template <typename... A> void Print(const A &...a) {
+    std::string line;
+    ((line += ShimText(a)), ...);
+    std::fprintf(stderr, "%s\n", line.c_str());
+}
 
 // --- harness-only (not MQL4): line I/O for self-test scripts run by the test-suite ---------------------
 #include <iostream>

@@ -1,0 +1,415 @@
+// The terminal side of the MT4 shim: an in-process broker (symbols, quotes, orders, history), the trade
+// and account functions, the sandboxed file functions, the kernel32 pipe calls on the agent's Unix
+// socket, and the event loop (OnInit, OnTimer, OnDeinit). Configuration comes from the environment:
+//   ECHO_BROKER  a broker profile: lines "symbol NAME DIGITS POINT TICK_SIZE MIN_LOT MAX_LOT LOT_STEP
+//                STOP_LEVEL CONTRACT_SIZE TICK_VALUE BID ASK", "account NUMBER CURRENCY BALANCE LEVERAGE",
+//                "tickets FIRST" (the first ticket number)
+//   ECHO_SOCKET  the Unix socket the named pipe \\.\pipe\NAME stands for
+//   ECHO_FILES   the terminal's files folder (MQL4/Files)
+//   ECHO_RUN_MS  stop after this many milliseconds (0: until SIGTERM)
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "mt4.hpp"
+
+#define OP_BUY 0
+#define OP_SELL 1
+#define SELECT_BY_POS 0
+#define SELECT_BY_TICKET 1
+#define MODE_TRADES 0
+#define MODE_HISTORY 1
+#define MODE_BID 9
+#define MODE_ASK 10
+#define MODE_POINT 11
+#define MODE_DIGITS 12
+#define MODE_STOPLEVEL 14
+#define MODE_LOTSIZE 15
+#define MODE_TICKVALUE 16
+#define MODE_TICKSIZE 17
+#define MODE_MINLOT 23
+#define MODE_LOTSTEP 24
+#define MODE_MAXLOT 25
+#define INVALID_HANDLE_VALUE -1
+#define GENERIC_READ 0x80000000
+#define GENERIC_WRITE 0x40000000
+#define OPEN_EXISTING 3
+#define FILE_READ 1
+#define FILE_WRITE 2
+#define FILE_TXT 16
+#define FILE_ANSI 32
+#define FILE_SHARE_READ 128
+#define INVALID_HANDLE -1
+#define clrNONE -1
+#define ERR_NO_ERROR 0
+#define ERR_INVALID_PRICE 129
+#define ERR_INVALID_STOPS 130
+#define ERR_INVALID_TRADE_VOLUME 131
+#define ERR_NOT_ENOUGH_MONEY 134
+#define ERR_INVALID_TICKET 4108
+#define ERR_UNKNOWN_SYMBOL 4106
+
+struct ShimSymbol {
+    std::string name;
+    int digits = 5;
+    double point = 0.00001, tick_size = 0.00001, min_lot = 0.01, max_lot = 100, lot_step = 0.01;
+    int stop_level = 0;
+    double contract = 100000, tick_value = 1, bid = 1, ask = 1;
+};
+struct ShimOrder {
+    int ticket = 0, type = 0, magic = 0;
+    std::string symbol, comment;
+    double lots = 0, open_price = 0, sl = 0, tp = 0, close_price = 0, profit = 0;
+    long long open_time = 0, close_time = 0;
+};
+struct ShimTerminal {
+    std::vector<ShimSymbol> symbols;
+    std::vector<ShimOrder> open, history;
+    int next_ticket = 50000000, last_error = 0, selected_pool = 0, selected = -1;
+    long long account = 12345;
+    std::string currency = "USD";
+    double balance = 10000;
+    int leverage = 100;
+    int timer_ms = 0;
+    volatile bool stop = false;
+};
+inline ShimTerminal &Shim() {
+    static ShimTerminal t;
+    return t;
+}
+inline ShimSymbol *ShimFind(const string &name) {
+    for (auto &s : Shim().symbols)
+        if (s.name == name.s) return &s;
+    return nullptr;
+}
+inline long long ShimNowMs() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+inline void ShimLoadBroker() {
+    const char *path = std::getenv("ECHO_BROKER");
+    if (!path) return;
+    std::ifstream in(path);
+    std::string kind;
+    while (in >> kind) {
+        if (kind == "symbol") {
+            ShimSymbol s;
+            in >> s.name >> s.digits >> s.point >> s.tick_size >> s.min_lot >> s.max_lot >> s.lot_step >>
+                s.stop_level >> s.contract >> s.tick_value >> s.bid >> s.ask;
+            Shim().symbols.push_back(s);
+        } else if (kind == "account") {
+            in >> Shim().account >> Shim().currency >> Shim().balance >> Shim().leverage;
+        } else if (kind == "tickets") {
+            in >> Shim().next_ticket;
+        } else {
+            std::string rest;
+            std::getline(in, rest);
+        }
+    }
+}
+
+// --- market and account ---------------------------------------------------------------------------------
+inline double MarketInfo(const string &symbol, int mode) {
+    ShimSymbol *s = ShimFind(symbol);
+    if (!s) {
+        Shim().last_error = ERR_UNKNOWN_SYMBOL;
+        return 0;
+    }
+    switch (mode) {
+        case MODE_BID: return s->bid;
+        case MODE_ASK: return s->ask;
+        case MODE_POINT: return s->point;
+        case MODE_DIGITS: return s->digits;
+        case MODE_STOPLEVEL: return s->stop_level;
+        case MODE_LOTSIZE: return s->contract;
+        case MODE_TICKVALUE: return s->tick_value;
+        case MODE_TICKSIZE: return s->tick_size;
+        case MODE_MINLOT: return s->min_lot;
+        case MODE_LOTSTEP: return s->lot_step;
+        case MODE_MAXLOT: return s->max_lot;
+    }
+    return 0;
+}
+inline int SymbolsTotal(bool selected) {
+    (void)selected;
+    return static_cast<int>(Shim().symbols.size());
+}
+inline string SymbolName(int i, bool selected) {
+    (void)selected;
+    return string(Shim().symbols.at(static_cast<size_t>(i)).name);
+}
+inline bool RefreshRates() { return true; }
+inline int GetLastError() {
+    int e = Shim().last_error;
+    Shim().last_error = 0;
+    return e;
+}
+inline long long AccountNumber() { return Shim().account; }
+inline string AccountCurrency() { return string(Shim().currency); }
+inline int AccountLeverage() { return Shim().leverage; }
+inline double AccountBalance() { return Shim().balance; }
+inline double AccountEquity() { return Shim().balance; }
+inline double AccountMargin() { return 0; }
+inline double AccountFreeMargin() { return Shim().balance; }
+inline datetime TimeCurrent() { return ShimNowMs() / 1000; }
+inline datetime TimeGMT() { return ShimNowMs() / 1000; }
+
+// --- orders -----------------------------------------------------------------------------------------------
+inline bool ShimStopsOk(const ShimSymbol &s, int type, double sl, double tp) {
+    double ref = type == OP_BUY ? s.bid : s.ask, min = s.stop_level * s.point;
+    if (sl > 0 && (type == OP_BUY ? ref - sl : sl - ref) < min - s.point / 2) return false;
+    if (tp > 0 && (type == OP_BUY ? tp - ref : ref - tp) < min - s.point / 2) return false;
+    return true;
+}
+inline bool ShimLotsOk(const ShimSymbol &s, double lots) {
+    double steps = lots / s.lot_step;
+    return lots >= s.min_lot - 1e-9 && lots <= s.max_lot + 1e-9 && std::fabs(steps - std::round(steps)) < 1e-6;
+}
+inline int OrderSend(const string &symbol, int cmd, double volume, double price, int slippage, double sl,
+                     double tp, const string &comment, int magic, datetime expiration, color arrow) {
+    (void)price, (void)slippage, (void)expiration, (void)arrow;
+    ShimSymbol *s = ShimFind(symbol);
+    if (!s) return Shim().last_error = ERR_UNKNOWN_SYMBOL, -1;
+    if (!ShimLotsOk(*s, volume)) return Shim().last_error = ERR_INVALID_TRADE_VOLUME, -1;
+    if (!ShimStopsOk(*s, cmd, sl, tp)) return Shim().last_error = ERR_INVALID_STOPS, -1;
+    ShimOrder o;
+    o.ticket = Shim().next_ticket++;
+    o.type = cmd;
+    o.symbol = symbol.s;
+    o.lots = volume;
+    o.open_price = cmd == OP_BUY ? s->ask : s->bid;
+    o.sl = sl;
+    o.tp = tp;
+    o.magic = magic;
+    o.comment = comment.s.substr(0, 31);
+    o.open_time = TimeCurrent();
+    Shim().open.push_back(o);
+    return o.ticket;
+}
+inline std::vector<ShimOrder> &ShimPool(int pool) { return pool == MODE_HISTORY ? Shim().history : Shim().open; }
+inline bool OrderSelect(int index, int select, int pool = MODE_TRADES) {
+    ShimTerminal &t = Shim();
+    if (select == SELECT_BY_POS) {
+        if (index < 0 || index >= static_cast<int>(ShimPool(pool).size())) return false;
+        t.selected_pool = pool;
+        t.selected = index;
+        return true;
+    }
+    for (int p : {MODE_TRADES, MODE_HISTORY}) {
+        auto &v = ShimPool(p);
+        for (size_t i = 0; i < v.size(); i++)
+            if (v[i].ticket == index) {
+                t.selected_pool = p;
+                t.selected = static_cast<int>(i);
+                return true;
+            }
+    }
+    return false;
+}
+inline ShimOrder &ShimSelected() { return ShimPool(Shim().selected_pool).at(static_cast<size_t>(Shim().selected)); }
+inline int OrdersTotal() { return static_cast<int>(Shim().open.size()); }
+inline int OrdersHistoryTotal() { return static_cast<int>(Shim().history.size()); }
+inline int OrderTicket() { return ShimSelected().ticket; }
+inline int OrderType() { return ShimSelected().type; }
+inline int OrderMagicNumber() { return ShimSelected().magic; }
+inline string OrderSymbol() { return string(ShimSelected().symbol); }
+inline string OrderComment() { return string(ShimSelected().comment); }
+inline double OrderLots() { return ShimSelected().lots; }
+inline double OrderOpenPrice() { return ShimSelected().open_price; }
+inline double OrderStopLoss() { return ShimSelected().sl; }
+inline double OrderTakeProfit() { return ShimSelected().tp; }
+inline double OrderClosePrice() { return ShimSelected().close_price; }
+inline double OrderProfit() { return ShimSelected().profit; }
+inline datetime OrderOpenTime() { return ShimSelected().open_time; }
+inline datetime OrderCloseTime() { return ShimSelected().close_time; }
+inline bool OrderClose(int ticket, double lots, double price, int slippage, color arrow = clrNONE) {
+    (void)price, (void)slippage, (void)arrow;
+    auto &open = Shim().open;
+    for (size_t i = 0; i < open.size(); i++) {
+        if (open[i].ticket != ticket) continue;
+        ShimOrder o = open[i];
+        ShimSymbol *s = ShimFind(string(o.symbol));
+        bool full = lots >= o.lots - 1e-9;
+        double remaining = full ? 0 : o.lots - lots;
+        if (!full && (!ShimLotsOk(*s, lots) || !ShimLotsOk(*s, remaining)))
+            return Shim().last_error = ERR_INVALID_TRADE_VOLUME, false;
+        open.erase(open.begin() + static_cast<long>(i));
+        if (!full) {
+            ShimOrder rest = o;
+            rest.ticket = Shim().next_ticket++;
+            rest.lots = NormalizeDouble(remaining, 8);
+            rest.comment = "from #" + std::to_string(o.ticket);
+            open.push_back(rest);
+            o.lots = lots;
+        }
+        o.close_price = o.type == OP_BUY ? s->bid : s->ask;
+        o.close_time = TimeCurrent();
+        Shim().history.push_back(o);
+        return true;
+    }
+    Shim().last_error = ERR_INVALID_TICKET;
+    return false;
+}
+inline bool OrderModify(int ticket, double price, double sl, double tp, datetime expiration, color arrow = clrNONE) {
+    (void)price, (void)expiration, (void)arrow;
+    for (auto &o : Shim().open) {
+        if (o.ticket != ticket) continue;
+        if (!ShimStopsOk(*ShimFind(string(o.symbol)), o.type, sl, tp)) return Shim().last_error = ERR_INVALID_STOPS, false;
+        o.sl = sl;
+        o.tp = tp;
+        return true;
+    }
+    Shim().last_error = ERR_INVALID_TICKET;
+    return false;
+}
+
+// --- strings <-> bytes --------------------------------------------------------------------------------
+inline int StringToCharArray(const string &s, MqlArray<uchar> &a, int start = 0, int count = -1, uint cp = 0) {
+    (void)cp;
+    int n = count < 0 ? StringLen(s) : count;
+    if (static_cast<int>(a.v.size()) < start + n) a.v.resize(static_cast<size_t>(start + n));
+    for (int i = 0; i < n; i++) a.v[static_cast<size_t>(start + i)] = static_cast<uchar>(s.s[static_cast<size_t>(i)]);
+    return n;
+}
+inline string CharArrayToString(const MqlArray<uchar> &a, int start = 0, int count = -1, uint cp = 0) {
+    (void)cp;
+    int n = count < 0 ? static_cast<int>(a.v.size()) - start : count;
+    return string(std::string(reinterpret_cast<const char *>(a.v.data()) + start, static_cast<size_t>(n)));
+}
+
+// --- kernel32 named pipe calls, on the agent's Unix socket --------------------------------------------
+inline int CreateFileW(const string &name, uint access, uint share, int security, uint disposition, uint flags,
+                       int templ) {
+    (void)name, (void)access, (void)share, (void)security, (void)disposition, (void)flags, (void)templ;
+    const char *path = std::getenv("ECHO_SOCKET");
+    if (!path) return INVALID_HANDLE_VALUE;
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0) {
+        ::close(fd);
+        return INVALID_HANDLE_VALUE;
+    }
+    return fd;
+}
+inline bool WriteFile(int h, MqlArray<uchar> &buf, uint n, uint &written, int overlapped) {
+    (void)overlapped;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = ::send(h, buf.v.data() + done, n - done, MSG_NOSIGNAL);
+        if (w <= 0) return false;
+        done += static_cast<size_t>(w);
+    }
+    written = n;
+    return true;
+}
+inline bool PeekNamedPipe(int h, int buf, uint size, int read, uint &available, int left) {
+    (void)buf, (void)size, (void)read, (void)left;
+    int n = 0;
+    if (::ioctl(h, FIONREAD, &n) != 0) return false;
+    if (n == 0) {  // nothing to read: still connected, or closed by the other side?
+        char c;
+        ssize_t r = ::recv(h, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0) return false;
+    }
+    available = static_cast<uint>(n);
+    return true;
+}
+inline bool ReadFile(int h, MqlArray<uchar> &buf, uint n, uint &read, int overlapped) {
+    (void)overlapped;
+    if (buf.v.size() < n) buf.v.resize(n);
+    ssize_t r = ::recv(h, buf.v.data(), n, 0);
+    if (r <= 0) return false;
+    read = static_cast<uint>(r);
+    return true;
+}
+inline bool CloseHandle(int h) { return ::close(h) == 0; }
+
+// --- files (MQL4/Files sandbox) -----------------------------------------------------------------------
+inline std::string ShimFilePath(const string &name) {
+    const char *dir = std::getenv("ECHO_FILES");
+    return std::string(dir ? dir : ".") + "/" + name.s;
+}
+inline std::map<int, std::fstream> &ShimFiles() {
+    static std::map<int, std::fstream> files;
+    return files;
+}
+inline int FileOpen(const string &name, int flags, short delimiter = '\t', uint codepage = 0) {
+    (void)delimiter, (void)codepage;
+    static int next = 1;
+    std::ios::openmode mode = std::ios::in;
+    if (flags & FILE_WRITE) mode = (flags & FILE_READ) ? (std::ios::in | std::ios::out) : (std::ios::out | std::ios::trunc);
+    std::fstream f(ShimFilePath(name), mode);
+    if (!f.is_open() && (flags & FILE_WRITE) && (flags & FILE_READ)) f.open(ShimFilePath(name), std::ios::out);
+    if (!f.is_open()) return INVALID_HANDLE;
+    int h = next++;
+    ShimFiles()[h] = std::move(f);
+    return h;
+}
+inline void FileClose(int h) { ShimFiles().erase(h); }
+inline bool FileSeek(int h, long long offset, int origin) {
+    auto &f = ShimFiles()[h];
+    f.clear();
+    f.seekp(offset, origin == SEEK_END ? std::ios::end : origin == SEEK_CUR ? std::ios::cur : std::ios::beg);
+    f.seekg(offset, origin == SEEK_END ? std::ios::end : origin == SEEK_CUR ? std::ios::cur : std::ios::beg);
+    return !f.fail();
+}
+inline uint FileWriteString(int h, const string &s, int length = -1) {
+    (void)length;
+    ShimFiles()[h] << s.s;
+    ShimFiles()[h].flush();
+    return static_cast<uint>(s.s.size());
+}
+inline bool FileIsEnding(int h) { return ShimFiles()[h].peek() == EOF; }
+inline string FileReadString(int h, int length = -1) {
+    (void)length;
+    std::string l;
+    std::getline(ShimFiles()[h], l);
+    return string(l);
+}
+inline bool FileIsExist(const string &name, int flag = 0) {
+    (void)flag;
+    return std::ifstream(ShimFilePath(name)).good();
+}
+inline bool FileDelete(const string &name, int flag = 0) {
+    (void)flag;
+    return std::remove(ShimFilePath(name).c_str()) == 0;
+}
+
+// --- events -------------------------------------------------------------------------------------------
+inline bool EventSetMillisecondTimer(int ms) {
+    Shim().timer_ms = ms > 0 ? ms : 1;
+    return true;
+}
+inline void EventKillTimer() { Shim().timer_ms = 0; }
+inline void ShimOnSignal(int) { Shim().stop = true; }
+
+int OnInit();
+void OnTimer();
+void OnDeinit(const int reason);
+
+inline int ShimRunEA() {
+    ShimLoadBroker();
+    ::signal(SIGTERM, ShimOnSignal);
+    ::signal(SIGINT, ShimOnSignal);
+    if (OnInit() != INIT_SUCCEEDED) return 1;
+    const char *run = std::getenv("ECHO_RUN_MS");
+    long long until = run ? ShimNowMs() + std::atoll(run) : 0;
+    while (!Shim().stop && (!until || ShimNowMs() < until)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(Shim().timer_ms ? Shim().timer_ms : 50));
+        if (Shim().timer_ms) OnTimer();
+    }
+    OnDeinit(0);
+    return 0;
+}
