@@ -146,6 +146,10 @@ class Translator:
             s = re.match(r"\s*struct\s+(\w+)", line)
             if s:
                 self.types.append(s.group(1))
+            inp = re.match(r"^(\s*)(?:input|extern|sinput)\s+(\w+)\s+(\w+)\s*=\s*(.+?)\s*;\s*$", line)
+            if inp:  # an input: its value may come from the environment, as from the EA's properties dialog
+                pad, typ, name, default = inp.groups()
+                line = f'{pad}{typ} {name} = ShimInput("{name}", ({typ})({default}));'
             line = re.sub(r"^(\s*)(input|extern|sinput)\s+", r"\1", line)
             line = "".join(self._rewrite_code(p) if c else p for c, p in _split_code(line))
             out.append(line)

@@ -100,6 +100,8 @@ inline double NormalizeDouble(double v, int digits) {
 }
 inline int MathMax(int a, int b) { return a > b ? a : b; }
 inline int MathMin(int a, int b) { return a < b ? a : b; }
+inline void MathSrand(uint seed) { std::srand(seed); }
+inline int MathRand() { return std::rand() % 32768; }
 inline uint GetTickCount() {
     using namespace std::chrono;
     return static_cast<uint>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
@@ -116,6 +118,28 @@ template <typename... A> void Print(const A &...a) {
     std::string line;
     ((line += ShimText(a)), ...);
     std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+// An EA input's value: ECHO_INPUT_<NAME> from the environment (the properties dialog), else its default.
+inline const char *ShimInputText(const char *name) {
+    std::string key = std::string("ECHO_INPUT_") + name;
+    return std::getenv(key.c_str());
+}
+inline string ShimInput(const char *name, const string &d) {
+    const char *v = ShimInputText(name);
+    return v ? string(v) : d;
+}
+inline int ShimInput(const char *name, int d) {
+    const char *v = ShimInputText(name);
+    return v ? std::atoi(v) : d;
+}
+inline double ShimInput(const char *name, double d) {
+    const char *v = ShimInputText(name);
+    return v ? std::atof(v) : d;
+}
+inline bool ShimInput(const char *name, bool d) {
+    const char *v = ShimInputText(name);
+    return v ? std::string(v) == "true" : d;
 }
 
 // --- harness-only (not MQL4): line I/O for self-test scripts run by the test-suite ---------------------

@@ -7,6 +7,10 @@
 //   ECHO_SOCKET  the Unix socket the named pipe \\.\pipe\NAME stands for
 //   ECHO_FILES   the terminal's files folder (MQL4/Files)
 //   ECHO_RUN_MS  stop after this many milliseconds (0: until SIGTERM)
+//   ECHO_CONTROL a Unix socket path the shim listens on for a test's orders to this account's broker, as a
+//                person would place them in the terminal: "open SYMBOL BUY|SELL LOTS SL TP",
+//                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "orders"; each answered
+//                with one line ("ok ..." or "error ...")
 #pragma once
 
 #include <fcntl.h>
@@ -399,8 +403,106 @@ int OnInit();
 void OnTimer();
 void OnDeinit(const int reason);
 
+// --- the control channel (a test playing the person at the terminal) -----------------------------------
+struct ShimControl {
+    int listener = -1, client = -1;
+    std::string buffer;
+};
+inline ShimControl &Control() {
+    static ShimControl c;
+    return c;
+}
+inline void ShimControlOpen() {
+    const char *path = std::getenv("ECHO_CONTROL");
+    if (!path) return;
+    ::unlink(path);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+    if (::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 || ::listen(fd, 1) != 0) {
+        ::close(fd);
+        return;
+    }
+    ::fcntl(fd, F_SETFL, O_NONBLOCK);
+    Control().listener = fd;
+}
+inline std::string ShimControlCommand(const std::string &line) {
+    std::istringstream in(line);
+    std::string verb;
+    in >> verb;
+    char buf[64];
+    if (verb == "open") {
+        std::string sym, side;
+        double lots, sl, tp;
+        in >> sym >> side >> lots >> sl >> tp;
+        int type = side == "SELL" ? OP_SELL : OP_BUY;
+        int t = OrderSend(string(sym), type, lots, 0, 0, sl, tp, string(""), 0, 0, clrNONE);
+        return t < 0 ? "error " + std::to_string(GetLastError()) : "ok " + std::to_string(t);
+    }
+    if (verb == "modify") {
+        int ticket;
+        double sl, tp;
+        in >> ticket >> sl >> tp;
+        return OrderModify(ticket, 0, sl, tp, 0) ? "ok" : "error " + std::to_string(GetLastError());
+    }
+    if (verb == "close") {
+        int ticket;
+        double lots;
+        in >> ticket >> lots;
+        if (!OrderClose(ticket, lots, 0, 0)) return "error " + std::to_string(GetLastError());
+        for (auto &o : Shim().open)
+            if (o.comment == "from #" + std::to_string(ticket)) return "ok " + std::to_string(o.ticket);
+        return "ok 0";
+    }
+    if (verb == "quote") {
+        std::string sym;
+        double bid, ask;
+        in >> sym >> bid >> ask;
+        ShimSymbol *s = ShimFind(string(sym));
+        if (!s) return "error 4106";
+        s->bid = bid;
+        s->ask = ask;
+        return "ok";
+    }
+    if (verb == "orders") {
+        std::string out = "ok";
+        for (auto &o : Shim().open) {
+            std::snprintf(buf, sizeof buf, " %d:%s:%.2f", o.ticket, o.symbol.c_str(), o.lots);
+            out += buf;
+        }
+        return out;
+    }
+    return "error unknown command";
+}
+inline void ShimControlPoll() {
+    ShimControl &c = Control();
+    if (c.listener < 0) return;
+    if (c.client < 0) {
+        c.client = ::accept(c.listener, nullptr, nullptr);
+        if (c.client < 0) return;
+        ::fcntl(c.client, F_SETFL, O_NONBLOCK);
+    }
+    char chunk[4096];
+    ssize_t n = ::recv(c.client, chunk, sizeof chunk, 0);
+    if (n == 0) {
+        ::close(c.client);
+        c.client = -1;
+        return;
+    }
+    if (n < 0) return;
+    c.buffer.append(chunk, static_cast<size_t>(n));
+    size_t nl;
+    while ((nl = c.buffer.find('\n')) != std::string::npos) {
+        std::string reply = ShimControlCommand(c.buffer.substr(0, nl)) + "\n";
+        c.buffer.erase(0, nl + 1);
+        ::send(c.client, reply.data(), reply.size(), MSG_NOSIGNAL);
+    }
+}
+
 inline int ShimRunEA() {
     ShimLoadBroker();
+    ShimControlOpen();
     ::signal(SIGTERM, ShimOnSignal);
     ::signal(SIGINT, ShimOnSignal);
     if (OnInit() != INIT_SUCCEEDED) return 1;
@@ -408,6 +510,7 @@ inline int ShimRunEA() {
     long long until = run ? ShimNowMs() + std::atoll(run) : 0;
     while (!Shim().stop && (!until || ShimNowMs() < until)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(Shim().timer_ms ? Shim().timer_ms : 50));
+        ShimControlPoll();
         if (Shim().timer_ms) OnTimer();
     }
     OnDeinit(0);

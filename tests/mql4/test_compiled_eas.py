@@ -127,3 +127,122 @@ async def test_compiled_slave_copies_and_answers_repeats_from_memory(slave_exe: 
 
 def _now() -> int:
     return time.time_ns() // 1_000_000
+
+
+MASTER_BROKER = """account 9101 USD 100000 100
+tickets 90000000
+symbol XAUUSD.r 2 0.01 0.01 0.01 100 0.01 0 100 1.0 {gold_bid:.2f} {gold_ask:.2f}
+symbol DE30.cash 1 0.1 0.1 0.1 50 0.1 0 1 0.1 18497.9 18499.1
+"""
+SLAVE_B_BROKER = """account 51888 EUR 5000 30
+tickets 80000000
+symbol XAUUSD+ 3 0.001 0.001 0.1 20 0.1 250 100 1.0 {gold_bid:.3f} {gold_ask:.3f}
+symbol #GER30_cash 1 0.1 0.1 0.1 50 0.1 25 25 0.25 18497.6 18499.6
+"""
+
+
+@pytest.fixture(scope="module")
+def master_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield build(MQL4 / "EchoMaster.mq4", tmp_path_factory.mktemp("master"))
+
+
+class Terminal:
+    """A compiled EA process with its own broker, files folder and (for a master) control socket."""
+
+    def __init__(self, exe: Path, home: Path, sock: Path, broker: str, **inputs: str) -> None:
+        home.mkdir()
+        (home / "broker.txt").write_text(broker, encoding="utf-8")
+        (home / "files").mkdir()
+        self.control = home / "control.sock"
+        self.env = {
+            **os.environ,
+            "ECHO_SOCKET": str(sock),
+            "ECHO_BROKER": str(home / "broker.txt"),
+            "ECHO_FILES": str(home / "files"),
+            "ECHO_CONTROL": str(self.control),
+            **{f"ECHO_INPUT_{k}": v for k, v in inputs.items()},
+        }
+        self.exe = exe
+        self.proc: trio.Process | None = None
+        self._ctl: trio.SocketStream | None = None
+        self._buf = b""
+
+    async def start(self) -> None:
+        self.proc = await trio.lowlevel.open_process([str(self.exe)], env=self.env)
+
+    async def stop(self) -> None:
+        if self._ctl is not None:
+            await self._ctl.aclose()
+            self._ctl = None
+        if self.proc is not None:
+            self.proc.terminate()
+            await self.proc.wait()
+            self.proc = None
+
+    async def order(self, command: str) -> str:
+        """What a person does in the terminal: open, modify, close (answered "ok ..." / "error ...")."""
+        if self._ctl is None:  # listening since before the EA's handshake, which the test waited for
+            self._ctl = await trio.open_unix_socket(str(self.control))
+        await self._ctl.send_all(command.encode() + b"\n")
+        while b"\n" not in self._buf:
+            self._buf += await self._ctl.receive_some()
+        line, self._buf = self._buf.split(b"\n", 1)
+        reply = line.decode()
+        assert reply.startswith("ok"), (command, reply)
+        return reply
+
+
+async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
+    master_exe: Path, slave_exe: Path, tmp_path: Path
+) -> None:
+    sock = tmp_path / "echo.sock"
+    gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
+    config = Config(
+        core=CoreConfig(fixed_lot=0.5),
+        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock)),
+        store=StoreConfig(url="memory://"),
+    )
+    master = Terminal(
+        master_exe, tmp_path / "master", sock, MASTER_BROKER.format(**gold),
+        SymbolMappings="XAUUSD:XAUUSD.r,GER30:DE30.cash",
+    )  # fmt: skip
+    slave_a = Terminal(slave_exe, tmp_path / "slave-a", sock, BROKER.format(bid=2398.3, ask=2398.7))
+    slave_b = Terminal(slave_exe, tmp_path / "slave-b", sock, SLAVE_B_BROKER.format(**gold))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            copier: Copier = await nursery.start(run_all_in_one, config)
+            core = copier.core
+            try:
+                for t in (slave_a, slave_b, master):
+                    await t.start()
+                everyone = ("9101", "51777", "51888")
+                await core.wait_for(
+                    lambda: all(a in core.accounts and core.accounts[a].online for a in everyone)
+                )
+
+                def lots(account: str) -> list[float]:
+                    snap = core.accounts[account].snapshot
+                    return sorted(p.lots for p in snap.positions) if snap else []
+
+                ticket = int((await master.order("open XAUUSD.r BUY 1.0 0 0")).split()[1])
+                await core.wait_for(lambda: core.stats.get("copied") == 2 and core.in_flight == 0)
+                await core.wait_for(lambda: lots("51777") == [0.5] and lots("51888") == [0.5])
+
+                await master.order(f"modify {ticket} 2380.00 2420.00")
+                await core.wait_for(lambda: core.stats.get("modify_sent") == 2 and core.in_flight == 0)
+                rest = int((await master.order(f"close {ticket} 0.4")).split()[1])  # 40% of the trade
+                await core.wait_for(lambda: lots("51777") == [0.3] and lots("51888") == [0.3])
+                sl = {p.stop_loss for a in ("51777", "51888") for p in core.accounts[a].snapshot.positions}  # type: ignore[union-attr]
+                assert sl == {2380.0}
+
+                await master.order(f"close {rest} 0.6")
+                await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+                await core.wait_for(lambda: lots("51777") == [] and lots("51888") == [])
+                (trade,) = await copier.store.trades(limit=10)
+                assert (trade.master_symbol, trade.symbol, trade.status) == ("XAUUSD.r", "XAUUSD", "closed")
+                symbols = {t.account_id: t.symbol for t in await copier.store.tickets(trade.trade_id)}
+                assert symbols == {"51777": "XAUUSD.m", "51888": "XAUUSD+"}
+            finally:
+                for t in (master, slave_a, slave_b):
+                    await t.stop()
+            nursery.cancel_scope.cancel()
