@@ -4,6 +4,7 @@ are copied onto the compiled slave; a repeated command_id is answered from its m
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
@@ -16,6 +17,7 @@ import trio
 from structlog.testing import capture_logs
 
 from echo.adapters.pipe.unix import connect_unix
+from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
@@ -160,6 +162,7 @@ class Terminal:
             "ECHO_BROKER": str(home / "broker.txt"),
             "ECHO_FILES": str(home / "files"),
             "ECHO_CONTROL": str(self.control),
+            "ECHO_BROKER_STATE": str(home / "broker-state.txt"),
             **{f"ECHO_INPUT_{k}": v for k, v in inputs.items()},
         }
         self.exe = exe
@@ -246,3 +249,90 @@ async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
                 for t in (master, slave_a, slave_b):
                     await t.stop()
             nursery.cancel_scope.cancel()
+
+
+async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_unacked_intents(
+    master_exe: Path, slave_exe: Path, tmp_path: Path
+) -> None:
+    """The Agent (with Core) restarts while the master changes a trade; later the master's terminal
+    restarts while an intent is still unacknowledged in its queue file. Everything arrives, once."""
+    sock = tmp_path / "echo.sock"
+    store = MemoryStore()  # the copier's disk: it outlives the copier process
+    config = Config(
+        core=CoreConfig(fixed_lot=0.5),
+        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock)),
+        store=StoreConfig(url="memory://"),
+    )
+    gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
+    master = Terminal(
+        master_exe, tmp_path / "master", sock, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
+    )
+    slave = Terminal(slave_exe, tmp_path / "slave", sock, BROKER.format(bid=2398.3, ask=2398.7))
+    copiers: list[Copier] = []
+
+    async def copier_process(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as n:
+                copiers.append(await n.start(functools.partial(run_all_in_one, config, store=store)))
+                task_status.started(scope)
+
+    def lots() -> list[float]:
+        snap = copiers[-1].core.accounts[SLAVE].snapshot
+        return sorted(p.lots for p in snap.positions) if snap else []
+
+    async def everyone_online() -> None:
+        core = copiers[-1].core
+        await core.wait_for(
+            lambda: all(a in core.accounts and core.accounts[a].online for a in ("9101", SLAVE))
+        )
+
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            process: trio.CancelScope = await nursery.start(copier_process)
+            try:
+                await slave.start()
+                await master.start()
+                await everyone_online()
+                first = int((await master.order("open XAUUSD.r BUY 1.0 0 0")).split()[1])
+                await copiers[-1].core.wait_for(lambda: lots() == [0.5])
+
+                process.cancel()  # the Agent and Core go down; the master's SL/TP change must wait
+                await master.order(f"modify {first} 2380.00 2420.00")
+                process = await nursery.start(copier_process)
+                await everyone_online()  # both EAs reconnect by themselves
+                core = copiers[-1].core
+                await core.wait_for(lambda: core.stats.get("modify_sent") == 1 and core.in_flight == 0)
+                await core.wait_for(lambda: lots() == [0.5] and _stops(copiers[-1]) == {2380.0})
+
+                process.cancel()  # down again; a new trade's intent stays in the master's queue file
+                second = int((await master.order("open XAUUSD.r SELL 0.5 0 0")).split()[1])
+                await master.order(
+                    "sync"
+                )  # the EA's next timer tick has seen the order and queued its intent
+                await master.stop()
+                assert (
+                    "trade_intent"
+                    in (tmp_path / "master" / "files" / "echo_master_intents.jsonl").read_text()
+                )
+                await master.start()
+                process = await nursery.start(copier_process)
+                await everyone_online()
+                core = copiers[-1].core
+                await core.wait_for(lambda: lots() == [0.5, 0.5] and core.in_flight == 0)
+
+                await master.order(f"close {first} 1.0")
+                await master.order(f"close {second} 0.5")
+                await core.wait_for(lambda: not core.trades and core.in_flight == 0 and lots() == [])
+                trades = await store.trades(limit=10)
+                assert len(trades) == 2 and {t.status for t in trades} == {"closed"}
+                tickets = [t for tr in trades for t in await store.tickets(tr.trade_id)]
+                assert len(tickets) == 2, "one slave position per master trade: nothing duplicated"
+            finally:
+                for t in (master, slave):
+                    await t.stop()
+            nursery.cancel_scope.cancel()
+
+
+def _stops(copier: Copier) -> set[float | None]:
+    snap = copier.core.accounts[SLAVE].snapshot
+    return {p.stop_loss for p in snap.positions} if snap else set()

@@ -6,11 +6,13 @@
 //                "tickets FIRST" (the first ticket number)
 //   ECHO_SOCKET  the Unix socket the named pipe \\.\pipe\NAME stands for
 //   ECHO_FILES   the terminal's files folder (MQL4/Files)
+//   ECHO_BROKER_STATE  a file where the broker keeps its orders and history: the broker outlives a
+//                terminal restart, as a real trade server does
 //   ECHO_RUN_MS  stop after this many milliseconds (0: until SIGTERM)
 //   ECHO_CONTROL a Unix socket path the shim listens on for a test's orders to this account's broker, as a
 //                person would place them in the terminal: "open SYMBOL BUY|SELL LOTS SL TP",
 //                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "orders"; each answered
-//                with one line ("ok ..." or "error ...")
+//                with one line ("ok ..." or "error ..."); "sync" is answered once the EA's next OnTimer ran
 #pragma once
 
 #include <fcntl.h>
@@ -122,6 +124,55 @@ inline void ShimLoadBroker() {
     }
 }
 
+// The broker's orders on disk (ECHO_BROKER_STATE), tab-separated with the comment last.
+inline void ShimSaveState() {
+    const char *path = std::getenv("ECHO_BROKER_STATE");
+    if (!path) return;
+    std::string tmp = std::string(path) + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out.precision(17);
+        out << "next\t" << Shim().next_ticket << "\n";
+        for (int pool : {0, 1})
+            for (auto &o : pool ? Shim().history : Shim().open)
+                out << (pool ? "hist" : "open") << '\t' << o.ticket << '\t' << o.type << '\t' << o.symbol << '\t'
+                    << o.lots << '\t' << o.open_price << '\t' << o.sl << '\t' << o.tp << '\t' << o.magic << '\t'
+                    << o.open_time << '\t' << o.close_price << '\t' << o.close_time << '\t' << o.comment << "\n";
+    }
+    std::rename(tmp.c_str(), path);
+}
+inline void ShimLoadState() {
+    const char *path = std::getenv("ECHO_BROKER_STATE");
+    if (!path) return;
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream f(line);
+        std::string kind;
+        std::getline(f, kind, '\t');
+        if (kind == "next") {
+            f >> Shim().next_ticket;
+            continue;
+        }
+        ShimOrder o;
+        std::string field;
+        auto next = [&]() { std::getline(f, field, '\t'); return field; };
+        o.ticket = std::stoi(next());
+        o.type = std::stoi(next());
+        o.symbol = next();
+        o.lots = std::stod(next());
+        o.open_price = std::stod(next());
+        o.sl = std::stod(next());
+        o.tp = std::stod(next());
+        o.magic = std::stoi(next());
+        o.open_time = std::stoll(next());
+        o.close_price = std::stod(next());
+        o.close_time = std::stoll(next());
+        std::getline(f, o.comment);
+        (kind == "hist" ? Shim().history : Shim().open).push_back(o);
+    }
+}
+
 // --- market and account ---------------------------------------------------------------------------------
 inline double MarketInfo(const string &symbol, int mode) {
     ShimSymbol *s = ShimFind(symbol);
@@ -198,6 +249,7 @@ inline int OrderSend(const string &symbol, int cmd, double volume, double price,
     o.comment = comment.s.substr(0, 31);
     o.open_time = TimeCurrent();
     Shim().open.push_back(o);
+    ShimSaveState();
     return o.ticket;
 }
 inline std::vector<ShimOrder> &ShimPool(int pool) { return pool == MODE_HISTORY ? Shim().history : Shim().open; }
@@ -259,6 +311,7 @@ inline bool OrderClose(int ticket, double lots, double price, int slippage, colo
         o.close_price = o.type == OP_BUY ? s->bid : s->ask;
         o.close_time = TimeCurrent();
         Shim().history.push_back(o);
+        ShimSaveState();
         return true;
     }
     Shim().last_error = ERR_INVALID_TICKET;
@@ -271,6 +324,7 @@ inline bool OrderModify(int ticket, double price, double sl, double tp, datetime
         if (!ShimStopsOk(*ShimFind(string(o.symbol)), o.type, sl, tp)) return Shim().last_error = ERR_INVALID_STOPS, false;
         o.sl = sl;
         o.tp = tp;
+        ShimSaveState();
         return true;
     }
     Shim().last_error = ERR_INVALID_TICKET;
@@ -407,6 +461,7 @@ void OnDeinit(const int reason);
 struct ShimControl {
     int listener = -1, client = -1;
     std::string buffer;
+    int syncs = 0;  // "sync" requests answered after the next OnTimer
 };
 inline ShimControl &Control() {
     static ShimControl c;
@@ -494,14 +549,20 @@ inline void ShimControlPoll() {
     c.buffer.append(chunk, static_cast<size_t>(n));
     size_t nl;
     while ((nl = c.buffer.find('\n')) != std::string::npos) {
-        std::string reply = ShimControlCommand(c.buffer.substr(0, nl)) + "\n";
+        std::string command = c.buffer.substr(0, nl);
         c.buffer.erase(0, nl + 1);
+        if (command == "sync") {
+            c.syncs++;
+            continue;
+        }
+        std::string reply = ShimControlCommand(command) + "\n";
         ::send(c.client, reply.data(), reply.size(), MSG_NOSIGNAL);
     }
 }
 
 inline int ShimRunEA() {
     ShimLoadBroker();
+    ShimLoadState();
     ShimControlOpen();
     ::signal(SIGTERM, ShimOnSignal);
     ::signal(SIGINT, ShimOnSignal);
@@ -512,6 +573,8 @@ inline int ShimRunEA() {
         std::this_thread::sleep_for(std::chrono::milliseconds(Shim().timer_ms ? Shim().timer_ms : 50));
         ShimControlPoll();
         if (Shim().timer_ms) OnTimer();
+        for (; Control().syncs > 0 && Control().client >= 0; Control().syncs--)
+            ::send(Control().client, "ok synced\n", 10, MSG_NOSIGNAL);
     }
     OnDeinit(0);
     return 0;
