@@ -142,12 +142,15 @@ void SendQuotes()
    {
       string name = SymbolName(i, true);
       int digits = (int)MarketInfo(name, MODE_DIGITS);
+      if(MarketInfo(name, MODE_BID) <= 0 || MarketInfo(name, MODE_ASK) <= 0)
+         continue;  // no prices (market closed, off quotes): nothing to report
       if(quotes != "")
          quotes += ",";
       quotes += "{" + JsonStr("symbol", name) + "," + JsonNum("bid", MarketInfo(name, MODE_BID), digits) + "," +
                 JsonNum("ask", MarketInfo(name, MODE_ASK), digits) + "," + JsonInt("time_ms", NowMs()) + "}";
    }
-   Send("quotes", "\"quotes\":[" + quotes + "]");
+   if(quotes != "")
+      Send("quotes", "\"quotes\":[" + quotes + "]");
 }
 
 void SendSnapshot()
@@ -227,14 +230,27 @@ string ResultHead(const string line, const bool success, const string error_code
           JsonStr("error_code", error_code);
 }
 
+// Every field of the result type is written, absent values as null (PROTOCOL.md 6.12-6.14).
 string Failure(const string type, const string line, const string error_code, const int mt4_error,
                const string message)
 {
    string extra = "";
-   if(type != "execution_result")
-      extra = "," + JsonInt("ticket", JsonGetLong(line, "payload.ticket", 0));
-   return JsonLine(type, NowMs(), ResultHead(line, false, error_code) + extra + "," + JsonInt("mt4_error", mt4_error) +
-                   "," + JsonStr("error_message", message));
+   if(type == "execution_result")
+      extra = JsonNull("ticket") + "," + JsonNull("executed_price") + "," + JsonNull("executed_lots") + "," +
+              JsonNull("executed_at_ms");
+   else if(type == "close_result")
+      extra = JsonInt("ticket", JsonGetLong(line, "payload.ticket", 0)) + "," + JsonNull("closed_lots") + "," +
+              JsonNull("close_price") + "," + JsonNull("new_ticket") + "," + JsonNum("remaining_lots", 0, 1);
+   else
+      extra = JsonInt("ticket", JsonGetLong(line, "payload.ticket", 0)) + "," + JsonNull("stop_loss") + "," +
+              JsonNull("take_profit");
+   return JsonLine(type, NowMs(), ResultHead(line, false, error_code) + "," + extra + "," +
+                   JsonInt("mt4_error", mt4_error) + "," + JsonStr("error_message", message));
+}
+
+string Ok()
+{
+   return "," + JsonInt("mt4_error", 0) + "," + JsonStr("error_message", "");
 }
 
 //--- commands -------------------------------------------------------------------------------------------
@@ -255,10 +271,12 @@ string Execute(const string line)
       if(OrderSelect(i, SELECT_BY_POS, MODE_TRADES) && OrderComment() == comment && OrderMagicNumber() == magic)
          return JsonLine("execution_result", NowMs(), ResultHead(line, true, "NO_ERROR") + "," +
                          JsonInt("ticket", OrderTicket()) + "," + JsonNum("executed_price", OrderOpenPrice(), digits) +
-                         "," + JsonNum("executed_lots", OrderLots(), 8) + "," + JsonInt("executed_at_ms", NowMs()));
+                         "," + JsonNum("executed_lots", OrderLots(), 8) + "," + JsonInt("executed_at_ms", NowMs()) + Ok());
    RefreshRates();
    double bid = MarketInfo(symbol, MODE_BID);
    double ask = MarketInfo(symbol, MODE_ASK);
+   if(bid <= 0 || ask <= 0)
+      return Failure("execution_result", line, "ERR_OFF_QUOTES", 136, "off quotes: no prices for " + symbol);
    int type = OP_BUY;
    double price = ask;
    if(side == "SELL")
@@ -302,7 +320,7 @@ string Execute(const string line)
       return Failure("execution_result", line, "ERR_COMMON", 0, "order sent but not found");
    return JsonLine("execution_result", NowMs(), ResultHead(line, true, "NO_ERROR") + "," + JsonInt("ticket", ticket) +
                    "," + JsonNum("executed_price", OrderOpenPrice(), digits) + "," +
-                   JsonNum("executed_lots", OrderLots(), 8) + "," + JsonInt("executed_at_ms", NowMs()));
+                   JsonNum("executed_lots", OrderLots(), 8) + "," + JsonInt("executed_at_ms", NowMs()) + Ok());
 }
 
 // The ticket MT4 gave the rest of a partially closed ticket ("from #TICKET"), or 0.
@@ -322,7 +340,9 @@ string CloseResult(const string line, const int ticket, const double closed_lots
                     JsonNum("closed_lots", closed_lots, 8) + "," + JsonNum("close_price", price, digits);
    if(rest > 0 && OrderSelect(rest, SELECT_BY_TICKET))
       members += "," + JsonInt("new_ticket", rest) + "," + JsonNum("remaining_lots", OrderLots(), 8);
-   return JsonLine("close_result", NowMs(), members);
+   else
+      members += "," + JsonNull("new_ticket") + "," + JsonNum("remaining_lots", 0, 1);
+   return JsonLine("close_result", NowMs(), members + Ok());
 }
 
 string Close(const string line)
@@ -364,7 +384,7 @@ string Modify(const string line)
          return Failure("modify_result", line, ErrorCodeName(err), err, "OrderModify failed");
    }
    return JsonLine("modify_result", NowMs(), ResultHead(line, true, "NO_ERROR") + "," + JsonInt("ticket", ticket) +
-                   "," + JsonPrice("stop_loss", sl, digits) + "," + JsonPrice("take_profit", tp, digits));
+                   "," + JsonPrice("stop_loss", sl, digits) + "," + JsonPrice("take_profit", tp, digits) + Ok());
 }
 
 void OnCommand(const string type, const string line)

@@ -198,7 +198,9 @@ def load_transcript(path: Path | str) -> list[Step]:
     return steps
 
 
-def mismatches(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+def mismatches(
+    expected: dict[str, Any], actual: dict[str, Any], volatile: dict[str, frozenset[str]] | None = None
+) -> list[str]:
     """Differences between an expected protocol object and the one received, ``[]`` when they match.
 
     ``type`` must be equal; ``timestamp_ms`` and the ``VOLATILE`` payload paths of that type are not
@@ -206,7 +208,7 @@ def mismatches(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     """
     if expected.get("type") != actual.get("type"):
         return [f"type: expected {expected.get('type')!r}, got {actual.get('type')!r}"]
-    skip = VOLATILE.get(str(expected.get("type")), frozenset())
+    skip = (VOLATILE if volatile is None else volatile).get(str(expected.get("type")), frozenset())
     out: list[str] = []
     _compare(expected.get("payload"), actual.get("payload"), "", skip, out)
     return out

@@ -81,7 +81,7 @@ class SimTerminal:
             client_id=f"sim-{self.account_id}",
             broker=self.broker.name,
             capabilities=m.Capabilities(features=list(self._features)),
-            symbols=list(self.broker.specs.values()),
+            symbols=list(self.broker.specs.values()) if self._role is Role.SLAVE else [],  # a master: none
             symbol_mappings=self._symbol_mappings(),
         )
 

@@ -10,7 +10,7 @@
 //                terminal restart, as a real trade server does
 //   ECHO_RUN_MS  stop after this many milliseconds (0: until SIGTERM)
 //   ECHO_CONTROL a Unix socket path the shim listens on for a test's orders to this account's broker, as a
-//                person would place them in the terminal: "open SYMBOL BUY|SELL LOTS SL TP",
+//                person would place them in the terminal: "open SYMBOL BUY|SELL LOTS SL TP [MAGIC]",
 //                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "orders"; each answered
 //                with one line ("ok ..." or "error ..."); "sync" is answered once the EA's next OnTimer ran
 #pragma once
@@ -235,6 +235,7 @@ inline int OrderSend(const string &symbol, int cmd, double volume, double price,
     (void)price, (void)slippage, (void)expiration, (void)arrow;
     ShimSymbol *s = ShimFind(symbol);
     if (!s) return Shim().last_error = ERR_UNKNOWN_SYMBOL, -1;
+    if (s->bid <= 0 || s->ask <= 0) return Shim().last_error = 136, -1;  // ERR_OFF_QUOTES: no prices
     if (!ShimLotsOk(*s, volume)) return Shim().last_error = ERR_INVALID_TRADE_VOLUME, -1;
     if (!ShimStopsOk(*s, cmd, sl, tp)) return Shim().last_error = ERR_INVALID_STOPS, -1;
     ShimOrder o;
@@ -490,9 +491,11 @@ inline std::string ShimControlCommand(const std::string &line) {
     if (verb == "open") {
         std::string sym, side;
         double lots, sl, tp;
+        int magic = 0;
         in >> sym >> side >> lots >> sl >> tp;
+        in >> magic;  // optional
         int type = side == "SELL" ? OP_SELL : OP_BUY;
-        int t = OrderSend(string(sym), type, lots, 0, 0, sl, tp, string(""), 0, 0, clrNONE);
+        int t = OrderSend(string(sym), type, lots, 0, 0, sl, tp, string(""), magic, 0, clrNONE);
         return t < 0 ? "error " + std::to_string(GetLastError()) : "ok " + std::to_string(t);
     }
     if (verb == "modify") {
