@@ -8,7 +8,6 @@ import functools
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -26,7 +25,6 @@ from echo.pipe.codec import encode
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker
-from tests.mql4.harness_support import MQL4, build
 
 pytestmark = pytest.mark.e2e
 
@@ -37,11 +35,6 @@ symbol XAUUSD.m 2 0.01 0.01 0.01 100 0.01 30 100 1.0 {bid:.2f} {ask:.2f}
 symbol GER30.x 1 0.1 0.1 0.1 50 0.1 20 1 0.1 18497.8 18499.8
 symbol EURUSDpro 5 0.00001 0.00001 0.01 50 0.01 10 100000 1.0 1.08500 1.08512
 """
-
-
-@pytest.fixture(scope="module")
-def slave_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(MQL4 / "EchoSlave.mq4", tmp_path_factory.mktemp("slave"))
 
 
 def positions(copier: Copier) -> list[m.Position]:
@@ -141,11 +134,6 @@ tickets 80000000
 symbol XAUUSD+ 3 0.001 0.001 0.1 20 0.1 250 100 1.0 {gold_bid:.3f} {gold_ask:.3f}
 symbol #GER30_cash 1 0.1 0.1 0.1 50 0.1 25 25 0.25 18497.6 18499.6
 """
-
-
-@pytest.fixture(scope="module")
-def master_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(MQL4 / "EchoMaster.mq4", tmp_path_factory.mktemp("master"))
 
 
 class Terminal:

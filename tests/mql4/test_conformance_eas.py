@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,10 @@ from echo.sim.master import SimMasterEA
 from echo.sim.slave import SimSlaveEA
 from tests.conformance_ea import ea_session, play_agent
 from tests.conformance_support import Step, load_transcript, transcript_paths
-from tests.mql4.harness_support import MQL4, build
 
 pytestmark = pytest.mark.e2e
 
 SLAVE_SESSIONS = [p for p in transcript_paths() if ea_session(load_transcript(p)) and "slave" in p.name]
-
-
-@pytest.fixture(scope="module")
-def slave_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(MQL4 / "EchoSlave.mq4", tmp_path_factory.mktemp("slave-conformance"))
 
 
 def session_facts(steps: list[Step]) -> tuple[dict[str, Any], dict[str, tuple[float, float]], int]:
@@ -122,11 +115,6 @@ async def test_slave_sessions_against_both_ea_implementations(
 # --- master sessions ----------------------------------------------------------------------------------------
 
 MASTER_SESSIONS = [p for p in transcript_paths() if ea_session(load_transcript(p)) and "master" in p.name]
-
-
-@pytest.fixture(scope="module")
-def master_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(MQL4 / "EchoMaster.mq4", tmp_path_factory.mktemp("master-conformance"))
 
 
 def master_facts(steps: list[Step]) -> tuple[dict[str, Any], dict[str, Any]]:
