@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck imports unit demo demo-big sweep clean
+.PHONY: setup test lint typecheck imports unit demo demo-big sweep proto clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,14 @@ SWEEP_SEEDS ?= 1..200
 SWEEP_FAULTS ?= drop=0.05,dup=0.05,reorder=0.05,disconnect=0.01,crash=5
 sweep: setup
 	$(BIN)/echo-copier simulate --seeds $(SWEEP_SEEDS) --masters 2 --slaves 5 --trades 40 --faults $(SWEEP_FAULTS)
+
+PB := echo/adapters/transport/pb
+proto: setup  ## regenerate the Core <-> Agent contracts' Python code from protos/ (betterproto2, grpclib stubs)
+	rm -rf $(PB) && mkdir -p $(PB)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I protos \
+	    --python_betterproto2_out=$(PB) \
+	    --python_betterproto2_opt=client_generation=async,server_generation=async \
+	    protos/echo/v1/common.proto protos/echo/v1/trade.proto protos/echo/v1/agent.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
