@@ -423,7 +423,7 @@ class AgentHello(betterproto2.Message):
 
     agent_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    protocol_version: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    protocol_version: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
 
     supports_lossless_delivery: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
 
@@ -523,7 +523,7 @@ class CloseOrder(betterproto2.Message):
 
     magic_number: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
 
-    attempt: "int" = betterproto2.field(8, betterproto2.TYPE_INT32)
+    attempt: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
 
 
 default_message_pool.register_message("echo.v1", "CloseOrder", CloseOrder)
@@ -553,7 +553,7 @@ class CloseResult(betterproto2.Message):
 
     remaining_lots: "float" = betterproto2.field(10, betterproto2.TYPE_DOUBLE)
 
-    mt4_error: "int" = betterproto2.field(11, betterproto2.TYPE_INT32)
+    mt4_error: "int" = betterproto2.field(11, betterproto2.TYPE_INT64)
 
     error_message: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
 
@@ -579,7 +579,7 @@ default_message_pool.register_message("echo.v1", "CommandAck", CommandAck)
 
 @dataclass(eq=False, repr=False)
 class CoreHello(betterproto2.Message):
-    protocol_version: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    protocol_version: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
     """
     the version the stream runs (the lower of both sides')
     """
@@ -632,13 +632,13 @@ class DeliveryConfig(betterproto2.Message):
     --- delivery ----------------------------------------------------------------------------------------------
     """
 
-    ack_timeout_ms: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    ack_timeout_ms: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
 
-    retry_backoff_ms: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    retry_backoff_ms: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
 
-    max_retries: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    max_retries: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
 
-    heartbeat_interval_ms: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    heartbeat_interval_ms: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
 
 
 default_message_pool.register_message("echo.v1", "DeliveryConfig", DeliveryConfig)
@@ -698,7 +698,7 @@ class ExecuteOrder(betterproto2.Message):
 
     max_spread_points: "float | None" = betterproto2.field(13, betterproto2.TYPE_DOUBLE, optional=True)
 
-    attempt: "int" = betterproto2.field(14, betterproto2.TYPE_INT32)
+    attempt: "int" = betterproto2.field(14, betterproto2.TYPE_INT64)
 
 
 default_message_pool.register_message("echo.v1", "ExecuteOrder", ExecuteOrder)
@@ -730,7 +730,7 @@ class ExecutionResult(betterproto2.Message):
 
     executed_at_ms: "int | None" = betterproto2.field(9, betterproto2.TYPE_INT64, optional=True)
 
-    mt4_error: "int" = betterproto2.field(10, betterproto2.TYPE_INT32)
+    mt4_error: "int" = betterproto2.field(10, betterproto2.TYPE_INT64)
 
     error_message: "str" = betterproto2.field(11, betterproto2.TYPE_STRING)
 
@@ -789,7 +789,7 @@ default_message_pool.register_message("echo.v1", "FromAccount", FromAccount)
 
 @dataclass(eq=False, repr=False)
 class HandshakeMetadata(betterproto2.Message):
-    protocol_version: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    protocol_version: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
 
     client_semver: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
@@ -797,7 +797,7 @@ class HandshakeMetadata(betterproto2.Message):
 
     broker: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
-    terminal_build: "int | None" = betterproto2.field(5, betterproto2.TYPE_INT32, optional=True)
+    terminal_build: "int | None" = betterproto2.field(5, betterproto2.TYPE_INT64, optional=True)
 
     capabilities: "Capabilities | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
 
@@ -821,7 +821,7 @@ class ModifyOrder(betterproto2.Message):
 
     take_profit: "float | None" = betterproto2.field(7, betterproto2.TYPE_DOUBLE, optional=True)
 
-    attempt: "int" = betterproto2.field(8, betterproto2.TYPE_INT32)
+    attempt: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
 
 
 default_message_pool.register_message("echo.v1", "ModifyOrder", ModifyOrder)
@@ -847,7 +847,7 @@ class ModifyResult(betterproto2.Message):
 
     take_profit: "float | None" = betterproto2.field(8, betterproto2.TYPE_DOUBLE, optional=True)
 
-    mt4_error: "int" = betterproto2.field(9, betterproto2.TYPE_INT32)
+    mt4_error: "int" = betterproto2.field(9, betterproto2.TYPE_INT64)
 
     error_message: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
 
@@ -869,15 +869,15 @@ default_message_pool.register_message("echo.v1", "PingRequest", PingRequest)
 class PingResponse(betterproto2.Message):
     core_version: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    protocol_version: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    protocol_version: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
 
     sent_at_ms: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
 
     answered_at_ms: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
 
-    min_ea_protocol_version: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+    min_ea_protocol_version: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
 
-    max_ea_protocol_version: "int" = betterproto2.field(6, betterproto2.TYPE_INT32)
+    max_ea_protocol_version: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
 
 
 default_message_pool.register_message("echo.v1", "PingResponse", PingResponse)
@@ -961,7 +961,7 @@ class StateSnapshot(betterproto2.Message):
 
     currency: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
 
-    leverage: "int" = betterproto2.field(6, betterproto2.TYPE_INT32)
+    leverage: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
 
     positions: "list[Position]" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, repeated=True)
 
@@ -1001,7 +1001,7 @@ class SymbolRegistrationResult(betterproto2.Message):
 
     pipe_role: "Role" = betterproto2.field(2, betterproto2.TYPE_ENUM, default_factory=lambda: Role(0))
 
-    protocol_version: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    protocol_version: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
 
     agent_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
@@ -1035,7 +1035,7 @@ class SymbolSpec(betterproto2.Message):
 
     canonical_symbol: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
-    digits: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    digits: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
 
     point: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
 
@@ -1047,7 +1047,7 @@ class SymbolSpec(betterproto2.Message):
 
     lot_step: "float" = betterproto2.field(8, betterproto2.TYPE_DOUBLE)
 
-    stop_level: "int" = betterproto2.field(9, betterproto2.TYPE_INT32)
+    stop_level: "int" = betterproto2.field(9, betterproto2.TYPE_INT64)
 
     contract_size: "float | None" = betterproto2.field(10, betterproto2.TYPE_DOUBLE, optional=True)
 
@@ -1128,7 +1128,7 @@ class TradeClose(betterproto2.Message):
 
     new_ticket: "int | None" = betterproto2.field(10, betterproto2.TYPE_INT64, optional=True)
 
-    attempt: "int" = betterproto2.field(11, betterproto2.TYPE_INT32)
+    attempt: "int" = betterproto2.field(11, betterproto2.TYPE_INT64)
 
 
 default_message_pool.register_message("echo.v1", "TradeClose", TradeClose)
@@ -1160,7 +1160,7 @@ class TradeIntent(betterproto2.Message):
 
     take_profit: "float | None" = betterproto2.field(10, betterproto2.TYPE_DOUBLE, optional=True)
 
-    attempt: "int" = betterproto2.field(11, betterproto2.TYPE_INT32)
+    attempt: "int" = betterproto2.field(11, betterproto2.TYPE_INT64)
 
     strategy_id: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
 
@@ -1210,7 +1210,7 @@ class TradeModify(betterproto2.Message):
 
     take_profit: "float | None" = betterproto2.field(8, betterproto2.TYPE_DOUBLE, optional=True)
 
-    attempt: "int" = betterproto2.field(9, betterproto2.TYPE_INT32)
+    attempt: "int" = betterproto2.field(9, betterproto2.TYPE_INT64)
 
 
 default_message_pool.register_message("echo.v1", "TradeModify", TradeModify)
