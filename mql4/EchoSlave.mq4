@@ -34,6 +34,8 @@ int    g_HeartbeatSeq = 0;
 string g_ResultIds[];
 string g_ResultLines[];
 string g_RejectedSymbols = ",";
+string g_OwnTickets = ",";        // tickets Echo opened here (and remainders of their partial closes)
+string g_ClosedByCommand = ",";   // tickets Echo closed with a close_order
 bool   g_TradingEnabled = true;
 
 //--- time ---------------------------------------------------------------------------------------------
@@ -53,6 +55,22 @@ int FindResult(const string command_id)
    return -1;
 }
 
+// What a stored result says about this account's tickets.
+void NoteTickets(const string line)
+{
+   if(!JsonGetBool(line, "payload.success", false))
+      return;
+   string type = JsonGetString(line, "type");
+   if(type == "execution_result")
+      g_OwnTickets += IntegerToString(JsonGetLong(line, "payload.ticket", 0)) + ",";
+   else if(type == "close_result")
+   {
+      g_ClosedByCommand += IntegerToString(JsonGetLong(line, "payload.ticket", 0)) + ",";
+      if(JsonKind(line, "payload.new_ticket") == JSON_NUMBER)
+         g_OwnTickets += IntegerToString(JsonGetLong(line, "payload.new_ticket", 0)) + ",";
+   }
+}
+
 void Remember(const string command_id, const string payload, const bool persist)
 {
    int n = ArraySize(g_ResultIds);
@@ -60,6 +78,7 @@ void Remember(const string command_id, const string payload, const bool persist)
    ArrayResize(g_ResultLines, n + 1);
    g_ResultIds[n] = command_id;
    g_ResultLines[n] = payload;
+   NoteTickets(payload);
    if(!persist)
       return;
    int h = FileOpen(ResultsFile, FILE_READ | FILE_WRITE | FILE_TXT | FILE_ANSI);
@@ -173,6 +192,34 @@ void SendSnapshot()
                    "," + JsonPrice("take_profit", OrderTakeProfit(), digits) + "," +
                    JsonNum("profit", OrderProfit(), 2) + "}";
    }
+   // positions Echo opened that the broker closed on its own (SL, TP, stop-out, by hand): last 24 hours
+   string closes = "";
+   int reported = 0;
+   for(int h = OrdersHistoryTotal() - 1; h >= 0 && reported < 50; h--)
+   {
+      if(!OrderSelect(h, SELECT_BY_POS, MODE_HISTORY))
+         continue;
+      string ticket = "," + IntegerToString(OrderTicket()) + ",";
+      if(StringFind(g_OwnTickets, ticket) < 0 || StringFind(g_ClosedByCommand, ticket) >= 0)
+         continue;
+      if(OrderCloseTime() < TimeCurrent() - 86400)
+         continue;
+      string comment = OrderComment();
+      string reason = "OTHER";
+      if(StringFind(comment, "[sl]") >= 0)
+         reason = "SL";
+      else if(StringFind(comment, "[tp]") >= 0)
+         reason = "TP";
+      else if(StringFind(comment, "so:") == 0)
+         reason = "STOP_OUT";
+      if(closes != "")
+         closes += ",";
+      closes += "{" + JsonInt("ticket", OrderTicket()) + "," + JsonStr("symbol", OrderSymbol()) + "," +
+                JsonNum("lots", OrderLots(), 8) + "," +
+                JsonNum("close_price", OrderClosePrice(), (int)MarketInfo(OrderSymbol(), MODE_DIGITS)) + "," +
+                JsonInt("closed_at_ms", (long)OrderCloseTime() * 1000) + "," + JsonStr("reason", reason) + "}";
+      reported++;
+   }
    string tick_values = "";
    for(int j = 0; j < SymbolsTotal(true); j++)
    {
@@ -184,7 +231,7 @@ void SendSnapshot()
    Send("state_snapshot", JsonNum("balance", AccountBalance(), 2) + "," + JsonNum("equity", AccountEquity(), 2) + "," +
         JsonNum("margin", AccountMargin(), 2) + "," + JsonNum("free_margin", AccountFreeMargin(), 2) + "," +
         JsonStr("currency", AccountCurrency()) + "," + JsonInt("leverage", AccountLeverage()) + "," +
-        "\"positions\":[" + positions + "],\"tick_values\":[" + tick_values + "]");
+        "\"positions\":[" + positions + "],\"tick_values\":[" + tick_values + "],\"recent_closes\":[" + closes + "]");
 }
 
 //--- errors -------------------------------------------------------------------------------------------------

@@ -324,3 +324,62 @@ async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_u
 def _stops(copier: Copier) -> set[float | None]:
     snap = copier.core.accounts[SLAVE].snapshot
     return {p.stop_loss for p in snap.positions} if snap else set()
+
+
+async def test_compiled_slaves_report_broker_closes_and_are_never_reopened(
+    master_exe: Path, slave_exe: Path, tmp_path: Path
+) -> None:
+    """One compiled slave is stopped out, the other's stop-loss is hit by the price. Each reports it in its
+    state snapshot (recent_closes); Core records it with the reason, never reopens, and the master's close
+    later sends those slaves nothing."""
+    sock = tmp_path / "echo.sock"
+    gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
+    config = Config(
+        core=CoreConfig(fixed_lot=0.5),
+        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock)),
+        store=StoreConfig(url="memory://"),
+    )
+    master = Terminal(
+        master_exe, tmp_path / "master", sock, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
+    )
+    quick = {"SnapshotMs": "300"}  # the state snapshot that reports a broker's close comes sooner
+    stopped = Terminal(slave_exe, tmp_path / "slave-a", sock, BROKER.format(bid=2398.3, ask=2398.7), **quick)
+    hit = Terminal(slave_exe, tmp_path / "slave-b", sock, SLAVE_B_BROKER.format(**gold), **quick)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            copier: Copier = await nursery.start(run_all_in_one, config)
+            core = copier.core
+            try:
+                for t in (stopped, hit, master):
+                    await t.start()
+                everyone = ("9101", "51777", "51888")
+                await core.wait_for(
+                    lambda: all(a in core.accounts and core.accounts[a].online for a in everyone)
+                )
+                ticket = int((await master.order("open XAUUSD.r BUY 1.0 2380.00 2420.00")).split()[1])
+                await core.wait_for(lambda: core.stats.get("copied") == 2 and core.in_flight == 0)
+                closes_before = core.stats.get("close_sent", 0)
+
+                await stopped.order("stopout")
+                await hit.order("quote XAUUSD+ 2379.000 2379.200")  # through the SL the copy carries
+                await core.wait_for(
+                    lambda: core.stats.get("slave_stop_out") == 1 and core.stats.get("slave_sl") == 1
+                )
+                (trade,) = await copier.store.trades(limit=10)
+                events = {
+                    (e.account_id, msgspec.json.decode(e.data)["reason"])
+                    for e in await copier.store.events(trade.trade_id)
+                    if e.kind == "slave_closed_by_broker"
+                }
+                assert events == {("51777", "STOP_OUT"), ("51888", "SL")}
+
+                await master.order(f"close {ticket} 1.0")
+                await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+                assert core.stats.get("close_sent", 0) == closes_before, (
+                    "nothing left to close on those slaves"
+                )
+                assert core.stats["copied"] == 2, "never reopened"
+            finally:
+                for t in (master, stopped, hit):
+                    await t.stop()
+            nursery.cancel_scope.cancel()

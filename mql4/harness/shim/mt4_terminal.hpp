@@ -11,7 +11,7 @@
 //   ECHO_RUN_MS  stop after this many milliseconds (0: until SIGTERM)
 //   ECHO_CONTROL a Unix socket path the shim listens on for a test's orders to this account's broker, as a
 //                person would place them in the terminal: "open SYMBOL BUY|SELL LOTS SL TP [MAGIC]",
-//                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "orders"; each answered
+//                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "stopout", "orders"; each answered
 //                with one line ("ok ..." or "error ..."); "sync" is answered once the EA's next OnTimer ran
 #pragma once
 
@@ -332,6 +332,44 @@ inline bool OrderModify(int ticket, double price, double sl, double tp, datetime
     return false;
 }
 
+// The trade server's own closes: stops reached by the price (comment gets "[sl]" / "[tp]", as MT4 shows
+// it), and a stop-out (the comment becomes "so: ...").
+inline void ShimCloseByServer(size_t i, double price, const std::string &comment) {
+    ShimOrder o = Shim().open[i];
+    Shim().open.erase(Shim().open.begin() + static_cast<long>(i));
+    o.close_price = price;
+    o.close_time = TimeCurrent();
+    o.comment = comment.substr(0, 31);
+    Shim().history.push_back(o);
+}
+inline void ShimTriggerStops() {
+    bool changed = false;
+    for (size_t i = 0; i < Shim().open.size();) {
+        ShimOrder &o = Shim().open[i];
+        ShimSymbol *s = ShimFind(string(o.symbol));
+        bool buy = o.type == OP_BUY;
+        double ref = s == nullptr ? 0 : (buy ? s->bid : s->ask);
+        if (s && ref > 0 && o.sl > 0 && (buy ? ref <= o.sl : ref >= o.sl)) {
+            ShimCloseByServer(i, o.sl, o.comment + "[sl]");
+            changed = true;
+        } else if (s && ref > 0 && o.tp > 0 && (buy ? ref >= o.tp : ref <= o.tp)) {
+            ShimCloseByServer(i, o.tp, o.comment + "[tp]");
+            changed = true;
+        } else {
+            i++;
+        }
+    }
+    if (changed) ShimSaveState();
+}
+inline void ShimStopOut() {
+    while (!Shim().open.empty()) {
+        ShimOrder &o = Shim().open[0];
+        ShimSymbol *s = ShimFind(string(o.symbol));
+        ShimCloseByServer(0, o.type == OP_BUY ? s->bid : s->ask, "so: 12.5%/100.0/800.0");
+    }
+    ShimSaveState();
+}
+
 // --- strings <-> bytes --------------------------------------------------------------------------------
 inline int StringToCharArray(const string &s, MqlArray<uchar> &a, int start = 0, int count = -1, uint cp = 0) {
     (void)cp;
@@ -523,6 +561,10 @@ inline std::string ShimControlCommand(const std::string &line) {
         s->ask = ask;
         return "ok";
     }
+    if (verb == "stopout") {
+        ShimStopOut();
+        return "ok";
+    }
     if (verb == "orders") {
         std::string out = "ok";
         for (auto &o : Shim().open) {
@@ -575,6 +617,7 @@ inline int ShimRunEA() {
     while (!Shim().stop && (!until || ShimNowMs() < until)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(Shim().timer_ms ? Shim().timer_ms : 50));
         ShimControlPoll();
+        ShimTriggerStops();
         if (Shim().timer_ms) OnTimer();
         for (; Control().syncs > 0 && Control().client >= 0; Control().syncs--)
             ::send(Control().client, "ok synced\n", 10, MSG_NOSIGNAL);
