@@ -1,0 +1,269 @@
+"""The Transport port over gRPC (split mode): one bidirectional stream per Agent (``AgentService.StreamBidi``
+of ``protos/echo/v1/agent.proto``), grpclib on the trio-asyncio loop.
+
+The caller runs everything inside one ``trio_asyncio.open_loop()``. gRPC lives on the asyncio side; each
+direction crosses into trio once per message through a channel or queue, not per field (STACK.md). The
+stream opens with AgentHello (agent id, protocol version, token) and CoreHello; an Agent whose token does
+not match is refused with PERMISSION_DENIED and a log line. When a stream ends Core hears AccountOffline for
+every account that Agent had announced; the Agent reconnects with backoff and announces its connected
+accounts again, and what it sent meanwhile waits in its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpclib
+import grpclib.const
+import structlog
+import trio
+from grpclib.client import Channel
+from grpclib.server import Server
+from trio_asyncio import aio_as_trio, trio_as_aio
+
+from echo.adapters.transport import grpc_convert as conv
+from echo.adapters.transport.pb.echo import v1 as pb
+from echo.domain import messages as m
+from echo.ports.transport import AgentUnavailable, LinkClosed
+
+log = structlog.get_logger("echo.transport")
+
+STREAM_PROTOCOL_VERSION = 1
+_CLOSED = object()
+
+
+class _Service(pb.AgentServiceBase):
+    def __init__(self, hub: GrpcCoreHub) -> None:
+        self.hub = hub
+
+    async def ping(self, message: pb.PingRequest) -> pb.PingResponse:
+        return pb.PingResponse(core_version=self.hub.core_version, protocol_version=STREAM_PROTOCOL_VERSION)
+
+    async def stream_bidi(self, messages: AsyncIterator[pb.AgentMessage]) -> AsyncIterator[pb.CoreMessage]:
+        first = await messages.__anext__()
+        hello = first.hello
+        if hello is None or not hello.agent_id:
+            raise grpclib.GRPCError(
+                grpclib.const.Status.INVALID_ARGUMENT, "the stream starts with AgentHello"
+            )
+        if self.hub.token and hello.token != self.hub.token:
+            log.warning("grpc_agent_refused", agent_id=hello.agent_id, reason="bad token")
+            raise grpclib.GRPCError(grpclib.const.Status.PERMISSION_DENIED, "invalid agent token")
+        agent_id = hello.agent_id
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        previous = self.hub.outboxes.get(agent_id)
+        if previous is not None:
+            previous.put_nowait(_CLOSED)  # a newer stream for the same Agent replaces the old one
+        self.hub.outboxes[agent_id] = outbox
+        accounts: set[str] = set()
+        log.info("grpc_agent_connected", agent_id=agent_id, protocol_version=hello.protocol_version)
+        reader = asyncio.ensure_future(self._read(agent_id, messages, accounts, outbox))
+        try:
+            yield pb.CoreMessage(
+                hello=pb.CoreHello(
+                    protocol_version=STREAM_PROTOCOL_VERSION, core_version=self.hub.core_version
+                )
+            )
+            while True:
+                item = await outbox.get()
+                if item is _CLOSED:
+                    return
+                yield item
+        finally:
+            reader.cancel()
+            if self.hub.outboxes.get(agent_id) is outbox:
+                del self.hub.outboxes[agent_id]
+            log.info("grpc_agent_disconnected", agent_id=agent_id, accounts=len(accounts))
+            now = time.time_ns() // 1_000_000
+            for account in sorted(accounts):
+                await self.hub.deliver(agent_id, m.AccountOffline(agent_id, account, now))
+
+    async def _read(
+        self,
+        agent_id: str,
+        messages: AsyncIterator[pb.AgentMessage],
+        accounts: set[str],
+        outbox: asyncio.Queue[Any],
+    ) -> None:
+        try:
+            async for message in messages:
+                try:
+                    msg = conv.agent_message_from_pb(message, agent_id)
+                except conv.ConvertError as exc:
+                    log.warning("grpc_bad_agent_message", agent_id=agent_id, error=str(exc))
+                    continue
+                if isinstance(msg, m.AccountOnline):
+                    accounts.add(msg.handshake.account_id)
+                elif isinstance(msg, m.AccountOffline):
+                    accounts.discard(msg.account_id)
+                await self.hub.deliver(agent_id, msg)
+        finally:
+            outbox.put_nowait(_CLOSED)
+
+
+class GrpcCoreHub:
+    """Core's end: a gRPC server every Agent streams to. Implements the CoreHub port."""
+
+    def __init__(self, host: str, port: int, *, token: str = "", core_version: str = "") -> None:
+        self.host, self.port, self.token, self.core_version = host, port, token, core_version
+        self.outboxes: dict[str, asyncio.Queue[Any]] = {}
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, m.AgentToCore]](4096)
+        self._server: Server | None = None
+
+    async def deliver(self, agent_id: str, msg: m.AgentToCore) -> None:
+        """From the asyncio side: hand a message to Core (waits when Core's inbox is full)."""
+        await trio_as_aio(self._inbox_send.send)((agent_id, msg))
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        server = Server([_Service(self)])
+        await aio_as_trio(server.start)(self.host, self.port)
+        self._server = server
+        log.info("grpc_core_listening", host=self.host, port=self.port)
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            server.close()
+            with trio.CancelScope(shield=True):
+                await aio_as_trio(server.wait_closed)()
+
+    async def receive(self) -> tuple[str, m.AgentToCore]:
+        return await self._inbox_recv.receive()
+
+    async def receive_many(self, limit: int) -> list[tuple[str, m.AgentToCore]]:
+        batch = [await self._inbox_recv.receive()]
+        while len(batch) < limit:
+            try:
+                batch.append(self._inbox_recv.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch
+
+    def disconnect(self, agent_id: str) -> bool:
+        """End an Agent's stream (it reconnects by itself); False when it is not connected."""
+        outbox = self.outboxes.get(agent_id)
+        if outbox is None:
+            return False
+        outbox.put_nowait(_CLOSED)
+        return True
+
+    async def send(self, agent_id: str, msg: m.CoreToAgent) -> None:
+        outbox = self.outboxes.get(agent_id)
+        if outbox is None:
+            raise AgentUnavailable(f"agent {agent_id!r} is not connected")
+        outbox.put_nowait(conv.core_message(msg))
+
+
+class GrpcAgentLink:
+    """An Agent's end: a stream to Core, re-established with backoff. Implements the AgentLink port."""
+
+    def __init__(self, host: str, port: int, agent_id: str, *, token: str = "") -> None:
+        self.host, self.port, self.agent_id, self.token = host, port, agent_id, token
+        self._outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._online: dict[str, m.AccountOnline] = {}
+        """The accounts this Agent announced, replayed after a reconnect."""
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[m.CoreToAgent](4096)
+        self.connected = trio.Event()
+        self.failed = trio.Event()
+        """Set when a stream attempt failed (``last_error`` says why)."""
+        self.last_error = ""
+        self.reconnects = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a stream to Core open until cancelled (``connected`` is set while one is up)."""
+        task_status.started()
+        backoff = 0.2
+        while True:
+            try:
+                await aio_as_trio(self._stream)()
+            except Exception as exc:  # the stream broke or Core refused it
+                log.warning("grpc_link_down", agent_id=self.agent_id, error=str(exc), retry_s=backoff)
+                self.last_error = str(exc)
+                self.failed.set()
+            self.connected = trio.Event()
+            self.reconnects += 1
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _stream(self) -> None:
+        channel = Channel(self.host, self.port)
+        try:
+            async with channel.request(
+                "/echo.v1.AgentService/StreamBidi",
+                grpclib.const.Cardinality.STREAM_STREAM,
+                pb.AgentMessage,
+                pb.CoreMessage,
+            ) as stream:
+                await stream.send_message(
+                    pb.AgentMessage(
+                        hello=pb.AgentHello(
+                            agent_id=self.agent_id,
+                            protocol_version=STREAM_PROTOCOL_VERSION,
+                            supports_lossless_delivery=True,
+                            token=self.token,
+                            accounts=sorted(self._online),
+                        )
+                    )
+                )
+                reply = await stream.recv_message()
+                if reply is None or reply.hello is None:
+                    raise ConnectionError("Core did not answer the hello")
+                for online in list(self._online.values()):
+                    await stream.send_message(conv.agent_message(online))
+                await trio_as_aio(self._set_connected)()
+                sender = asyncio.ensure_future(self._send_loop(stream))
+                try:
+                    while True:
+                        message = await stream.recv_message()
+                        if message is None:
+                            raise ConnectionError("Core closed the stream")
+                        try:
+                            msg = conv.core_message_from_pb(message)
+                        except conv.ConvertError as exc:
+                            log.warning("grpc_bad_core_message", error=str(exc))
+                            continue
+                        await trio_as_aio(self._inbox_send.send)(msg)
+                finally:
+                    sender.cancel()
+        finally:
+            channel.close()
+
+    async def _set_connected(self) -> None:
+        self.connected.set()
+
+    async def _send_loop(self, stream: Any) -> None:
+        while True:
+            item = await self._outbox.get()
+            try:
+                await stream.send_message(item)
+            except Exception:
+                self._outbox.put_nowait(item)  # the stream broke: it goes out on the next one
+                raise
+
+    async def send(self, msg: m.AgentToCore) -> None:
+        if isinstance(msg, m.AccountOnline):
+            self._online[msg.handshake.account_id] = msg
+        elif isinstance(msg, m.AccountOffline):
+            self._online.pop(msg.account_id, None)
+        self._outbox.put_nowait(conv.agent_message(msg))
+
+    async def receive(self) -> m.CoreToAgent:
+        try:
+            return await self._inbox_recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError) as exc:
+            raise LinkClosed("the link to Core is closed") from exc
+
+    async def receive_many(self, limit: int) -> list[m.CoreToAgent]:
+        batch = [await self.receive()]
+        while len(batch) < limit:
+            try:
+                batch.append(self._inbox_recv.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch
+
+    async def aclose(self) -> None:
+        await self._inbox_send.aclose()
