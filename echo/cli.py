@@ -22,7 +22,7 @@ import trio
 from echo.domain.config import Config, ConfigError
 
 if TYPE_CHECKING:
-    from echo.app.root import Copier
+    from echo.app.root import Running
     from echo.ports.config import ConfigSource
 
 T = TypeVar("T")
@@ -66,20 +66,21 @@ def _override(config: Config, args: argparse.Namespace) -> Config:
         from echo.domain.config import StoreConfig
 
         config = replace(config, store=StoreConfig(args.store, config.store.synchronous))
+    if getattr(args, "listen", None) or getattr(args, "core", None):
+        from echo.domain.config import SplitConfig
+
+        split = config.split
+        config = replace(
+            config,
+            split=SplitConfig(args.listen or split.listen, args.core or split.core, split.token),
+        )
     return config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from echo.app.logs import configure
-    from echo.app.root import open_config, run_all_in_one
+    from echo.app.root import open_config, run_agent, run_all_in_one, run_core
 
-    if args.role != "all":
-        print(
-            f"echo-copier: role {args.role!r} needs split mode, which this build does not have yet; "
-            "use --role all",
-            file=sys.stderr,
-        )
-        return 2
     from_source = _load_config(args.config)
     config = _override(from_source, args)
     log_file = None
@@ -91,17 +92,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with open_config(args.config) as source, trio.open_nursery() as nursery:
-                copier = await nursery.start(functools.partial(run_all_in_one, config, config_source=source))
-                copier.source_config = from_source
-                print(
-                    f"echo-copier: copying; terminals connect to {config.agent.socket_path}; store "
-                    f"{config.store.url}; config {source.description if source else 'built-in defaults'} "
-                    "(changes apply live). Ctrl-C or SIGTERM stops; SIGHUP reloads.",
-                    file=sys.stderr,
-                )
+                running: Running | None = None
+                if args.role == "agent":
+                    # an Agent's configuration is read once: [agent], [delivery] and [split] need a restart
+                    await nursery.start(run_agent, config)
+                    print(
+                        f"echo-copier: agent {config.agent.agent_id} serving terminals at "
+                        f"{config.agent.socket_path}; Core at {config.split.core}. Ctrl-C or SIGTERM stops.",
+                        file=sys.stderr,
+                    )
+                else:
+                    start = run_core if args.role == "core" else run_all_in_one
+                    running = await nursery.start(functools.partial(start, config, config_source=source))
+                    running.source_config = from_source
+                    where = (
+                        f"Agents connect to {config.split.listen}"
+                        if args.role == "core"
+                        else f"terminals connect to {config.agent.socket_path}"
+                    )
+                    print(
+                        f"echo-copier: copying; {where}; store {config.store.url}; config "
+                        f"{source.description if source else 'built-in defaults'} (changes apply live). "
+                        "Ctrl-C or SIGTERM stops; SIGHUP reloads.",
+                        file=sys.stderr,
+                    )
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        await _reload(source, copier)
+                        if running is None:
+                            print("echo-copier: an agent reads its configuration at start", file=sys.stderr)
+                        else:
+                            await _reload(source, running)
                         continue
                     # stop accepting and copying; services close their resources as they are cancelled
                     print(f"echo-copier: {signal.Signals(signum).name}, stopping", file=sys.stderr)
@@ -117,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _reload(source: ConfigSource | None, copier: Copier) -> None:
+async def _reload(source: ConfigSource | None, copier: Running) -> None:
     """SIGHUP: read the configuration again and apply it (``apply_config``); a bad one changes nothing."""
     from echo.app.root import apply_config
 
@@ -311,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="TOML config file (default: built-in defaults)")
     r.add_argument("--socket", help="override agent.socket_path")
     r.add_argument("--store", help="override store.url (sqlite:///PATH or memory://)")
+    r.add_argument("--listen", help="override split.listen, where Core serves its Agents (HOST:PORT)")
+    r.add_argument("--core", help="override split.core, where an Agent finds Core (HOST:PORT)")
     r.add_argument("--log-format", choices=["console", "json"])
     r.set_defaults(func=cmd_run)
 

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import trio
+import trio_asyncio
 
+from echo import __version__
 from echo.adapters.clock import SystemClock
 from echo.adapters.config.file import FileConfigSource
 from echo.adapters.ledger.memory import MemoryLedger
@@ -19,14 +21,16 @@ from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
+from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub
 from echo.adapters.transport.inproc import InProcTransport
 from echo.delivery import machine as delivery
-from echo.domain.config import Config, ConfigError, config_from_dict
+from echo.domain.config import Config, ConfigError, config_from_dict, parse_host_port
 from echo.ports.clock import Clock
 from echo.ports.config import ConfigSource
 from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.store import Store
+from echo.ports.transport import CoreHub
 from echo.services.agent.service import Agent
 from echo.services.core.service import Core
 from echo.services.ids import IdFactory
@@ -86,8 +90,16 @@ async def load_config(source: ConfigSource | None) -> Config:
     return config_from_dict(await source.read()) if source is not None else Config()
 
 
+class Running(Protocol):
+    """What a configuration change is applied to: the all-in-one copier, or Core alone."""
+
+    config: Config
+    core: Core
+    source_config: Config | None
+
+
 async def follow_config(
-    source: ConfigSource, copier: Copier, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    source: ConfigSource, copier: Running, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Apply the source's changes as they come. When the source is unreachable (etcd down or paused) the
     last good configuration stays in force and copying goes on; the watch is re-established with backoff,
@@ -129,7 +141,7 @@ class Applied:
     needs_restart: tuple[str, ...] = ()
 
 
-async def apply_config(copier: Copier, raw: dict[str, Any], where: str) -> Applied:
+async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Applied:
     """A changed configuration, applied while running: [core], [policy], [protocol], [symbols] and
     [delivery] at once (every account evaluated again, terminals told); [agent], [store] and [log] are
     reported as needing a restart. An invalid one is refused with the key and the reason, and the last
@@ -149,7 +161,7 @@ async def apply_config(copier: Copier, raw: dict[str, Any], where: str) -> Appli
     )
     await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
     # compared with what the source said before (command-line overrides are not changes)
-    restart = [s for s in ("agent", "store", "log") if getattr(new, s) != getattr(baseline, s)]
+    restart = [s for s in ("agent", "store", "log", "split") if getattr(new, s) != getattr(baseline, s)]
     copier.source_config = new
     if restart:
         log.warning("config_needs_restart", source=where, sections=restart)
@@ -175,6 +187,97 @@ class Copier:
     agent: Agent
     source_config: Config | None = None
     """The configuration as the config source last gave it (before command-line overrides)."""
+
+
+@dataclass
+class CoreOnly:
+    """Core running alone (split mode), serving its Agents over gRPC."""
+
+    config: Config
+    store: Store
+    core: Core
+    hub: GrpcCoreHub
+    source_config: Config | None = None
+
+
+@asynccontextmanager
+async def asyncio_loop() -> AsyncIterator[None]:
+    """The process's one trio-asyncio loop (gRPC and etcd share it): opened here unless already open."""
+    if trio_asyncio.current_loop.get() is not None:
+        yield
+        return
+    async with trio_asyncio.open_loop():
+        yield
+
+
+def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFactory | None) -> Core:
+    d = config.delivery
+    return Core(
+        hub,
+        store,
+        clock,
+        config.core,
+        delivery_settings=delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries),
+        ids=ids,
+        policies=config.policies(),
+        protocol=config.protocol,
+        catalog=config.symbols,
+    )
+
+
+async def run_core(
+    config: Config,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    config_source: ConfigSource | None = None,
+    task_status: trio.TaskStatus[CoreOnly] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Core alone (``run --role core``): its Agents stream to it over gRPC at ``split.listen``."""
+    clock = clock or SystemClock()
+    own_store = store is None
+    store = store or await open_store(config.store.url, config.store.synchronous)
+    host, port = parse_host_port(config.split.listen, "split.listen")
+    try:
+        async with asyncio_loop(), trio.open_nursery() as nursery:
+            hub = GrpcCoreHub(host, port, token=config.split.token, core_version=__version__)
+            await nursery.start(hub.serve)
+            core = _core(config, hub, store, clock, None)
+            await nursery.start(core.run)
+            running = CoreOnly(config, store, core, hub)
+            if config_source is not None:
+                await nursery.start(follow_config, config_source, running)
+            task_status.started(running)
+    finally:
+        if own_store:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+
+
+async def run_agent(
+    config: Config,
+    *,
+    listener: PipeListener | None = None,
+    clock: Clock | None = None,
+    ledger: AckLedger | None = None,
+    task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """An Agent alone (``run --role agent``): serves its terminals and streams to Core at ``split.core``."""
+    clock = clock or SystemClock()
+    host, port = parse_host_port(config.split.core, "split.core")
+    listener = listener or UnixPipeListener(config.agent.socket_path)
+    own_ledger = ledger is None
+    ledger = ledger or open_ledger(ledger_url(config))
+    try:
+        async with asyncio_loop(), trio.open_nursery() as nursery:
+            link = GrpcAgentLink(host, port, config.agent.agent_id, token=config.split.token)
+            await nursery.start(link.run)
+            agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
+            await nursery.start(agent.run)
+            task_status.started(agent)
+    finally:
+        if own_ledger:
+            ledger.close()
 
 
 async def run_all_in_one(
@@ -205,19 +308,7 @@ async def run_all_in_one(
     transport = InProcTransport()
     try:
         async with trio.open_nursery() as nursery:
-            d = config.delivery
-            settings = delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries)
-            core = Core(
-                transport.hub(),
-                store,
-                clock,
-                config.core,
-                delivery_settings=settings,
-                ids=ids,
-                policies=config.policies(),
-                protocol=config.protocol,
-                catalog=config.symbols,
-            )
+            core = _core(config, transport.hub(), store, clock, ids)
             await nursery.start(core.run)
             link = await transport.connect(config.agent.agent_id)
             agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)

@@ -108,6 +108,29 @@ class StoreConfig:
             raise ConfigError(f"store.synchronous must be FULL or NORMAL, got {self.synchronous!r}")
 
 
+def parse_host_port(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key} must be HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class SplitConfig:
+    """Split mode: Core listens for its Agents' gRPC streams; each Agent connects to it."""
+
+    listen: str = "127.0.0.1:7700"
+    """Where Core listens (``run --role core``)."""
+    core: str = "127.0.0.1:7700"
+    """Where an Agent finds Core (``run --role agent``)."""
+    token: str = ""
+    """Shared secret an Agent presents in its hello; empty: none required."""
+
+    def __post_init__(self) -> None:
+        parse_host_port(self.listen, "split.listen")
+        parse_host_port(self.core, "split.core")
+
+
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     format: Literal["console", "json"] = "console"
@@ -130,6 +153,7 @@ class Config:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     protocol: ProtocolPolicy = field(default_factory=ProtocolPolicy)
     symbols: SymbolCatalog = field(default_factory=SymbolCatalog)
+    split: SplitConfig = field(default_factory=SplitConfig)
     policy: Policies | None = None
     """Per-account copy policies; None: every account uses ``core.fixed_lot`` and ``core.copy_sl_tp``."""
 
@@ -149,6 +173,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliverySettings,
     "protocol": ProtocolPolicy,
     "symbols": SymbolCatalog,
+    "split": SplitConfig,
 }
 
 

@@ -33,6 +33,7 @@ _SECTION_PATHS: list[tuple[str, str]] = [
     ("agent/", "agent"),
     ("store/", "store"),
     ("log/", "log"),
+    ("split/", "split"),
 ]
 _WINDOW_FIELDS = ("start_utc", "end_utc", "pre_buffer_sec", "post_buffer_sec")
 

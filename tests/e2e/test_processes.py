@@ -203,3 +203,60 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
     assert verdicts["XAUUSD"] == "ACCEPTED" and verdicts["GER30"] == "REJECTED"
     assert out["evaluation"]["status"] == "WARNING"
     assert out["recorded"][0]["status"] == "ACCEPTED", "the demo recorded the verdict it sent"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_split_core_and_agent_as_processes(tmp_path: Path) -> None:
+    """`run --role core` and `run --role agent` as two processes over gRPC: a master's trades reach a
+    slave through them, and the store of Core holds the trades and the decisions."""
+    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
+    config = tmp_path / "echo.toml"
+    config.write_text(f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n')
+    where = f"127.0.0.1:{_free_port()}"
+    cli = [sys.executable, "-m", "echo"]
+    sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
+    procs: list[trio.Process] = []
+    with trio.fail_after(60):
+        try:
+            core = await trio.lowlevel.open_process(
+                [*cli, "run", "--role", "core", "--config", str(config), "--listen", where],
+                stderr=subprocess.PIPE,
+            )
+            procs.append(core)
+            await read_until(core, b"Agents connect to " + where.encode())
+            agent = await trio.lowlevel.open_process(
+                [*cli, "run", "--role", "agent", "--config", str(config), "--core", where],
+                stderr=subprocess.PIPE,
+            )
+            procs.append(agent)
+            await read_until(agent, b"serving terminals")
+            slave = await trio.lowlevel.open_process(
+                [*sim, "--role", "slave", "--account", "51001", "--profile", "2"], stderr=subprocess.PIPE
+            )
+            procs.append(slave)
+            await read_until(slave, b"connected")
+            master = await trio.run_process(
+                [*sim, "--role", "master", "--account", "9001", "--trades", "3", "--pace", "0.05"],
+                capture_stderr=True,
+            )
+            assert b"3 trades done" in master.stderr
+        finally:
+            for proc in reversed(procs):
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+    assert [core.returncode, agent.returncode] == [0, 0], "Core and the Agent stop cleanly on SIGTERM"
+    store = SqliteStore.open(db)
+    try:
+        trades = await store.trades()
+        assert len(trades) == 3 and all(t.status == "closed" for t in trades)
+        decisions = await store.decisions()
+        assert [(d.account_id, d.decision) for d in decisions] == [("51001", "copy")] * 3
+    finally:
+        await store.aclose()

@@ -111,9 +111,12 @@ class EtcdConfigSource:
 
 @asynccontextmanager
 async def open_etcd(url: str, *, timeout_s: float = 5.0) -> AsyncIterator[EtcdConfigSource]:
-    """An etcd config source with its own asyncio loop for the duration of the block."""
+    """An etcd config source for the duration of the block, on the trio-asyncio loop already open in this
+    task (one loop per process: gRPC may share it), or on one opened here."""
     host, port = parse_url(url)
-    async with trio_asyncio.open_loop():
+    async with contextlib.AsyncExitStack() as stack:
+        if trio_asyncio.current_loop.get() is None:
+            await stack.enter_async_context(trio_asyncio.open_loop())
         client = aetcd.Client(host=host, port=port, timeout=timeout_s if math.isfinite(timeout_s) else None)
         source = EtcdConfigSource(client, f"{host}:{port}")
         try:
