@@ -143,9 +143,9 @@ class Applied:
 
 async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Applied:
     """A changed configuration, applied while running: [core], [policy], [protocol], [symbols] and
-    [delivery] at once (every account evaluated again, terminals told); [agent], [store] and [log] are
-    reported as needing a restart. An invalid one is refused with the key and the reason, and the last
-    good configuration stays in force."""
+    [delivery] at once (every account evaluated again, terminals told); [agent], [store], [log] and
+    [split] are reported as needing a restart. An invalid one is refused with the key and the reason, and
+    the last good configuration stays in force."""
     try:
         if "__error__" in raw:
             raise ConfigError(str(raw["__error__"]))
