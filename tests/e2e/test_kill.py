@@ -1,6 +1,6 @@
-"""SIGKILL the all-in-one copier process in the middle of traffic and start it again: no trade is lost or
-duplicated. Real processes, a real socket, SQLite with every commit durable; the terminals keep their
-state in files, as the EAs do."""
+"""SIGKILL the all-in-one copier process in the middle of traffic and start it again (and in split mode,
+the Agent process or the Core process): no trade is lost or duplicated. Real processes, a real socket,
+SQLite with every commit durable; the terminals keep their state in files, as the EAs do."""
 
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ async def read_until(proc: trio.Process, marker: bytes) -> None:
         seen += chunk
 
 
-async def start_copier(config: Path) -> trio.Process:
+async def start_copier(config: Path, role: str = "all") -> trio.Process:
+    """``run --role ROLE``; split mode reads ``[split]`` from the same file."""
     proc = await trio.lowlevel.open_process(
-        [*CLI, "run", "--role", "all", "--config", str(config)], stderr=subprocess.PIPE
+        [*CLI, "run", "--role", role, "--config", str(config)], stderr=subprocess.PIPE
     )
-    await read_until(proc, b"copying")
+    await read_until(proc, b"serving terminals" if role == "agent" else b"copying")
     return proc
 
 
@@ -53,17 +54,38 @@ async def settled(db: Path) -> bool:
         await store.aclose()
 
 
-async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("killed", ["all", "agent", "core"])
+async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path, killed: str) -> None:
+    """``all``: the all-in-one copier is killed; ``agent`` / ``core``: Core and the Agent run as two
+    processes joined by gRPC and that one is killed and started again."""
     config = tmp_path / "echo.toml"
     sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
+    where = f"127.0.0.1:{_free_port()}"
     config.write_text(
         f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
         f'[log]\nformat = "json"\nfile = "{tmp_path / "echo.log"}"\n'
         "[delivery]\nack_timeout_ms = 300\nretry_backoff_ms = 100\n"
+        f'[split]\nlisten = "{where}"\ncore = "{where}"\ntoken = "k"\n'
     )
     slave_state = [tmp_path / f"slave-{i}.jsonl" for i in range(2)]
     with trio.fail_after(120):
-        copier = await start_copier(config)
+        others: list[trio.Process] = []  # in split mode, the process that is not killed
+        if killed == "all":
+            copier = await start_copier(config)
+        elif killed == "agent":
+            others.append(await start_copier(config, "core"))
+            copier = await start_copier(config, "agent")
+        else:
+            copier = await start_copier(config, "core")
+            others.append(await start_copier(config, "agent"))
         slaves = []
         for i, state in enumerate(slave_state):
             proc = await trio.lowlevel.open_process(
@@ -113,7 +135,7 @@ async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path) 
             await trio.sleep(1.0)  # the fault lands in the middle of the script, wherever that is
             copier.kill()  # SIGKILL: no cleanup, no flush, a socket file left behind
             await copier.wait()
-            copier = await start_copier(config)
+            copier = await start_copier(config, killed)
             assert await master.wait() == 0
             for _ in range(200):  # the other process's durable state is the only thing to watch
                 if await settled(db):
@@ -121,7 +143,7 @@ async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path) 
                 await trio.sleep(0.1)
             assert await settled(db), "the copier did not finish the master's trades"
         finally:
-            for proc in (master, *slaves, copier):
+            for proc in (master, *slaves, copier, *others):
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
                     await proc.wait()
