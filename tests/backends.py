@@ -61,7 +61,8 @@ def postgres_schema() -> Iterator[str]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -78,7 +79,7 @@ class EtcdServer:
         if binary is None:
             unavailable("etcd", "no etcd binary on PATH (Debian: apt-get install etcd-server)")
         self.binary = str(binary)
-        self.client, self.peer = _free_port(), _free_port()
+        self.client, self.peer = free_port(), free_port()
         self.data = tempfile.mkdtemp(prefix="echo-etcd-")
         self.url = f"etcd://127.0.0.1:{self.client}"
         self.proc: subprocess.Popen[bytes] | None = None

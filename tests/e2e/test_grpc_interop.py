@@ -5,12 +5,13 @@ gets CoreHello with the negotiated protocol version."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.backends import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +55,6 @@ print(json.dumps(out))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_grpcio_client_talks_to_a_core_process(tmp_path: Path) -> None:
     gen = tmp_path / "gen"
     gen.mkdir()
@@ -75,7 +70,7 @@ def test_the_grpcio_client_talks_to_a_core_process(tmp_path: Path) -> None:
 
     config = tmp_path / "echo.toml"
     config.write_text('[split]\ntoken = "s3cret"\n[store]\nurl = "memory://"\n', encoding="utf-8")
-    target = f"127.0.0.1:{_free_port()}"
+    target = f"127.0.0.1:{free_port()}"
     core = subprocess.Popen(
         [sys.executable, "-m", "echo", "run", "--role", "core", "--config", str(config), "--listen", target],
         stderr=subprocess.PIPE,

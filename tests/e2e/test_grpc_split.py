@@ -5,7 +5,6 @@ announces its accounts again; an Agent with a wrong token is refused. Real clock
 from __future__ import annotations
 
 import random
-import socket
 from collections import Counter
 
 import pytest
@@ -27,14 +26,9 @@ from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
+from tests.backends import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fills(slave: SimSlaveEA) -> Counter[str]:

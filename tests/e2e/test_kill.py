@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from echo.adapters.store.sqlite import SqliteStore
+from tests.backends import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -54,21 +55,13 @@ async def settled(db: Path) -> bool:
         await store.aclose()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("killed", ["all", "agent", "core"])
 async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path, killed: str) -> None:
     """``all``: the all-in-one copier is killed; ``agent`` / ``core``: Core and the Agent run as two
     processes joined by gRPC and that one is killed and started again."""
     config = tmp_path / "echo.toml"
     sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
-    where = f"127.0.0.1:{_free_port()}"
+    where = f"127.0.0.1:{free_port()}"
     config.write_text(
         f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
         f'[log]\nformat = "json"\nfile = "{tmp_path / "echo.log"}"\n'

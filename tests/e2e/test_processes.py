@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from echo.adapters.store.sqlite import SqliteStore
+from tests.backends import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -205,21 +206,13 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
     assert out["recorded"][0]["status"] == "ACCEPTED", "the demo recorded the verdict it sent"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_split_core_and_agent_as_processes(tmp_path: Path) -> None:
     """`run --role core` and `run --role agent` as two processes over gRPC: a master's trades reach a
     slave through them, and the store of Core holds the trades and the decisions."""
     sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
     config = tmp_path / "echo.toml"
     config.write_text(f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n')
-    where = f"127.0.0.1:{_free_port()}"
+    where = f"127.0.0.1:{free_port()}"
     cli = [sys.executable, "-m", "echo"]
     sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
     procs: list[trio.Process] = []
