@@ -228,6 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         synchronous=args.synchronous,
         pace=args.pace,
         config_spec=args.config,
+        split=args.split,
     )
     try:
         code = demo.main(opts)
@@ -366,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         help="a TOML file or etcd://HOST:PORT (policies, follow, delivery...; changes apply to the next "
         "trade); the demo still picks its own socket and store",
+    )
+    d.add_argument(
+        "--split",
+        action="store_true",
+        help="split mode: Core in this process serving gRPC, two Agents as child processes",
     )
     d.set_defaults(func=cmd_demo)
 

@@ -3,8 +3,10 @@
 Masters trade a random script (opens, partial closes, modifications, closes); every slave runs its own
 simulated broker with its own symbol names and specs. When every master is flat and Core is idle, the
 demo counts what the slave brokers hold and prints a summary (and one JSON line with ``--json``).
-Latency is measured from the master terminal writing the intent to the slave terminal reading the
-execute_order (both terminals run in this process, so one monotonic clock serves both)."""
+With ``split``, Core runs in this process serving gRPC and two Agents run as ``run --role agent`` child
+processes, the terminals spread over their two sockets. Latency is measured from the master terminal
+writing the intent to the slave terminal reading the execute_order (both terminals run in this process,
+so one monotonic clock serves both)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import functools
 import json
 import random
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -28,9 +32,9 @@ from rich.live import Live
 from rich.table import Table
 
 from echo.adapters.pipe.unix import connect_unix
-from echo.app.root import Copier, load_config, open_config, run_all_in_one
+from echo.app.root import Copier, CoreOnly, load_config, open_config, run_all_in_one, run_core
 from echo.domain import messages as m
-from echo.domain.config import Config, StoreConfig
+from echo.domain.config import Config, SplitConfig, StoreConfig
 from echo.domain.errors import OMITTED_AT_SLAVE
 from echo.domain.ids import trade_id_from_comment
 from echo.ports.config import ConfigSource
@@ -58,6 +62,8 @@ class DemoOptions:
     config_spec: str | None = None
     """A TOML file or ``etcd://HOST:PORT``: policies, follow rules, delivery settings... (socket and store
     stay the demo's own). Changes made there during the demo apply to the next trade."""
+    split: bool = False
+    """Core in this process serving gRPC; two Agents as child processes (``run --role agent``)."""
 
 
 @dataclass
@@ -117,14 +123,21 @@ async def _run_demo(
     def now_ms() -> int:
         return time.time_ns() // 1_000_000
 
-    async def connect() -> trio.abc.Stream:
-        return await connect_unix(socket_path)
+    sockets = [socket_path.with_name(f"agent-{n}.sock") for n in (1, 2)] if opts.split else [socket_path]
+
+    def connect_to(i: int) -> Callable[[], Awaitable[trio.abc.Stream]]:
+        path = sockets[i % len(sockets)]  # terminals spread over the Agents
+
+        async def connect() -> trio.abc.Stream:
+            return await connect_unix(path)
+
+        return connect
 
     slaves = [
         SimSlaveEA(
             acc,
             slave_broker(i, market, random.Random(rng.random())),
-            connect,
+            connect_to(i),
             now_ms,
             on_execute_received=lat.on_execute_received,
         )
@@ -134,11 +147,11 @@ async def _run_demo(
         SimMasterEA(
             acc,
             master_broker(market, random.Random(rng.random())),
-            connect,
+            connect_to(i),
             now_ms,
             random.Random(rng.random()),
         )
-        for acc in master_ids(opts.masters)
+        for i, acc in enumerate(master_ids(opts.masters))
     ]
     per_master = [
         opts.trades // opts.masters + (1 if i < opts.trades % opts.masters else 0)
@@ -146,9 +159,19 @@ async def _run_demo(
     ]
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        copier: Copier = await nursery.start(functools.partial(run_all_in_one, config, config_source=source))
+        copier: Copier | CoreOnly
+        if opts.split:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                where = f"127.0.0.1:{probe.getsockname()[1]}"
+            config = dataclasses.replace(config, split=SplitConfig(where, where, base.split.token))
+            copier = await nursery.start(functools.partial(run_core, config, config_source=source))
+            for n, path in enumerate(sockets, 1):
+                await nursery.start(_agent_process, workdir, n, path, config)
+        else:
+            copier = await nursery.start(functools.partial(run_all_in_one, config, config_source=source))
         copier.source_config = base
-        if opts.on_start is not None:
+        if opts.on_start is not None and isinstance(copier, Copier):
             nursery.start_soon(opts.on_start, copier)
         nursery.start_soon(market.run)
         for s in slaves:
@@ -185,13 +208,51 @@ async def _run_demo(
     return summary
 
 
+async def _agent_process(
+    workdir: Path, n: int, path: Path, config: Config, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """``run --role agent`` as a child process until cancelled (then SIGTERM); its log goes to a file."""
+    conf = workdir / f"agent-{n}.toml"
+    conf.write_text(
+        f'[agent]\nagent_id = "demo-agent-{n}"\nsocket_path = "{path}"\n'
+        f'ledger_url = "sqlite:///{workdir / f"agent-{n}-ledger.db"}"\n'
+        f'[split]\ncore = "{config.split.core}"\ntoken = "{config.split.token}"\n'
+        f'[log]\nformat = "json"\nfile = "{workdir / f"agent-{n}.log"}"\n',
+        encoding="utf-8",
+    )
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "echo", "run", "--role", "agent", "--config", str(conf)],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        said = b""
+        while b"serving terminals" not in said:
+            chunk = await proc.stderr.receive_some()
+            if not chunk:
+                raise RuntimeError(f"agent {n} ended before serving: {said.decode(errors='replace')}")
+            said += chunk
+        task_status.started()
+        await proc.wait()
+        raise RuntimeError(f"agent {n} ended during the demo (exit {proc.returncode})")
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.terminate()
+            await proc.wait()
+
+
 async def _script(master: SimMasterEA, n: int, opts: DemoOptions) -> None:
     await master.run_script(n, max_open=opts.max_open, pace=opts.pace)
 
 
 class _Progress:
     def __init__(
-        self, copier: Copier, masters: list[SimMasterEA], slaves: list[SimSlaveEA], opts: DemoOptions
+        self,
+        copier: Copier | CoreOnly,
+        masters: list[SimMasterEA],
+        slaves: list[SimSlaveEA],
+        opts: DemoOptions,
     ) -> None:
         self.copier, self.masters, self.slaves, self.opts = copier, masters, slaves, opts
 
@@ -224,7 +285,7 @@ class _Progress:
 
 
 async def _summarize(
-    copier: Copier,
+    copier: Copier | CoreOnly,
     masters: list[SimMasterEA],
     slaves: list[SimSlaveEA],
     lat: Latency,
@@ -277,7 +338,9 @@ async def _summarize(
         "master_open_after": master_open,
         "partial_closes": sum(ms.partials for ms in masters),
         "modifications": sum(ms.modifies for ms in masters),
-        "protocol_errors": copier.agent.protocol_errors,
+        # in split mode each Agent process logs its own (agent-N.log)
+        "protocol_errors": copier.agent.protocol_errors if isinstance(copier, Copier) else None,
+        "split": opts.split,
         "copy_latency_ms": {
             "n": len(samples),
             "p50": round(_percentile(samples, 0.50), 3),

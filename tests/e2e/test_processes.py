@@ -253,3 +253,24 @@ async def test_split_core_and_agent_as_processes(tmp_path: Path) -> None:
         assert [(d.account_id, d.decision) for d in decisions] == [("51001", "copy")] * 3
     finally:
         await store.aclose()
+
+
+def test_demo_split_copies_through_two_agent_processes(tmp_path: Path) -> None:
+    """`demo --split`: Core serving gRPC, two `run --role agent` child processes, terminals on both."""
+    demo = subprocess.run(
+        [
+            *(sys.executable, "-m", "echo", "demo", "--split", "--masters", "2", "--slaves", "3"),
+            *("--trades", "8", "--pace", "0.02", "--workdir", str(tmp_path), "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    summary = json.loads(demo.stdout.strip().splitlines()[-1])
+    assert summary["split"] is True
+    assert summary["expected_copies"] == summary["copied"] == 24
+    assert summary["lost"] == summary["duplicates"] == summary["open_after"] == 0
+    logs = [tmp_path / "seed-7" / f"agent-{n}.log" for n in (1, 2)]
+    handshakes = [log.read_text().count('"agent_handshake"') for log in logs]
+    assert sorted(handshakes) == [2, 3], "the five terminals are spread over both Agent processes"
