@@ -10,9 +10,9 @@ from typing import Any, Protocol
 
 import structlog
 import trio
-import trio_asyncio
 
 from echo import __version__
+from echo.adapters.aio import asyncio_loop
 from echo.adapters.clock import SystemClock
 from echo.adapters.config.file import FileConfigSource
 from echo.adapters.ledger.memory import MemoryLedger
@@ -198,16 +198,6 @@ class CoreOnly:
     core: Core
     hub: GrpcCoreHub
     source_config: Config | None = None
-
-
-@asynccontextmanager
-async def asyncio_loop() -> AsyncIterator[None]:
-    """The process's one trio-asyncio loop (gRPC and etcd share it): opened here unless already open."""
-    if trio_asyncio.current_loop.get() is not None:
-        yield
-        return
-    async with trio_asyncio.open_loop():
-        yield
 
 
 def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFactory | None) -> Core:

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import aetcd
 import trio
-import trio_asyncio
 from trio_asyncio import aio_as_trio
 
+from echo.adapters.aio import asyncio_loop
 from echo.domain.config import ConfigError
 from echo.domain.config_tree import PREFIX, decode_value, dotted_to_key, encode_value, from_tree, to_tree
 
@@ -114,9 +114,7 @@ async def open_etcd(url: str, *, timeout_s: float = 5.0) -> AsyncIterator[EtcdCo
     """An etcd config source for the duration of the block, on the trio-asyncio loop already open in this
     task (one loop per process: gRPC may share it), or on one opened here."""
     host, port = parse_url(url)
-    async with contextlib.AsyncExitStack() as stack:
-        if trio_asyncio.current_loop.get() is None:
-            await stack.enter_async_context(trio_asyncio.open_loop())
+    async with asyncio_loop():
         client = aetcd.Client(host=host, port=port, timeout=timeout_s if math.isfinite(timeout_s) else None)
         source = EtcdConfigSource(client, f"{host}:{port}")
         try:
