@@ -349,6 +349,12 @@ async def _summarize(
             "mean": round(statistics.fmean(samples), 3) if samples else 0.0,
         },
         "registration_feedback_ms": _feedback([*masters, *slaves]),
+        "router": {
+            "worker_pool_size": copier.core.router.config.worker_pool_size,
+            "busy_rejections": copier.core.router.stats.rejected_busy,
+            "max_queue_depth": copier.core.router.stats.max_depth,
+            "per_worker": copier.core.router.stats.per_worker,
+        },
         "store": copier.config.store.url,
         "synchronous": copier.config.store.synchronous,
         "elapsed_s": round(elapsed, 2),
@@ -388,6 +394,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     t.add_row("copy latency p50 / p99 / max (ms)", f"{lat['p50']} / {lat['p99']} / {lat['max']}")
     fb = summary["registration_feedback_ms"]
     t.add_row("handshake feedback p50 / max (ms)", f"{fb['p50']} / {fb['max']}")
+    r = summary["router"]
+    t.add_row("router: busy rejections / deepest queue", f"{r['busy_rejections']} / {r['max_queue_depth']}")
     if summary["omitted_reasons"]:
         t.add_row("omitted because", ", ".join(f"{k}={v}" for k, v in summary["omitted_reasons"].items()))
     console.print(t)

@@ -143,8 +143,8 @@ class Applied:
 
 async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Applied:
     """A changed configuration, applied while running: [core], [policy], [protocol], [symbols] and
-    [delivery] at once (every account evaluated again, terminals told); [agent], [store], [log] and
-    [split] are reported as needing a restart. An invalid one is refused with the key and the reason, and
+    [delivery] at once (every account evaluated again, terminals told); [agent], [store], [log], [split]
+    and [router] are reported as needing a restart. An invalid one is refused with the key and the reason, and
     the last good configuration stays in force."""
     try:
         if "__error__" in raw:
@@ -161,7 +161,9 @@ async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Appl
     )
     await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
     # compared with what the source said before (command-line overrides are not changes)
-    restart = [s for s in ("agent", "store", "log", "split") if getattr(new, s) != getattr(baseline, s)]
+    restart = [
+        s for s in ("agent", "store", "log", "split", "router") if getattr(new, s) != getattr(baseline, s)
+    ]
     copier.source_config = new
     if restart:
         log.warning("config_needs_restart", source=where, sections=restart)
@@ -212,6 +214,7 @@ def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFacto
         policies=config.policies(),
         protocol=config.protocol,
         catalog=config.symbols,
+        router=config.router,
     )
 
 

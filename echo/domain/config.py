@@ -92,6 +92,30 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Core's router (seed 001): master events go to a pool of workers by trade_id, each with a bounded
+    queue; a full queue turns an event away with ERR_BROKER_BUSY (the master sends it again). Read at
+    start; a change needs a restart."""
+
+    worker_pool_size: int = 4
+    """Workers; a power of 2, 2..32. Events of one trade always reach the same worker, in order."""
+    queue_depth_max: int = 8
+    """Master events one worker holds before it turns new ones away (4..128)."""
+    worker_timeout_ms: int = 50
+    """How long a worker waits for an Agent to take a message before it treats that Agent as unavailable
+    (the delivery machine sends its commands again), so one slow Agent never stalls the others (20..200)."""
+
+    def __post_init__(self) -> None:
+        n = self.worker_pool_size
+        if not 2 <= n <= 32 or n & (n - 1):
+            raise ConfigError(f"router.worker_pool_size must be a power of 2 in 2..32, got {n}")
+        if not 4 <= self.queue_depth_max <= 128:
+            raise ConfigError(f"router.queue_depth_max must be 4..128, got {self.queue_depth_max}")
+        if not 20 <= self.worker_timeout_ms <= 200:
+            raise ConfigError(f"router.worker_timeout_ms must be 20..200, got {self.worker_timeout_ms}")
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
     url: str = "sqlite:///var/echo.db"
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -154,6 +178,7 @@ class Config:
     protocol: ProtocolPolicy = field(default_factory=ProtocolPolicy)
     symbols: SymbolCatalog = field(default_factory=SymbolCatalog)
     split: SplitConfig = field(default_factory=SplitConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
     policy: Policies | None = None
     """Per-account copy policies; None: every account uses ``core.fixed_lot`` and ``core.copy_sl_tp``."""
 
@@ -174,6 +199,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "protocol": ProtocolPolicy,
     "symbols": SymbolCatalog,
     "split": SplitConfig,
+    "router": RouterConfig,
 }
 
 

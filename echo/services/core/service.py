@@ -1,6 +1,7 @@
 """Core: dedupe by trade_id, copy relationships, symbol resolution, sizing, the ticket map, and the record of
-every decision. One task consumes the transport inbox in order; each message becomes one store batch
-(written before anything leaves) followed by the sends it produced.
+every decision. The router (``router.py``) hands each trade's messages, in order, to one of a pool of
+workers; a worker applies what it holds as one transaction, whose batch is written (before anything
+leaves) together with whatever else was applied meanwhile (group commit), and then sends what it produced.
 
 Per (trade, slave) a ``SlavePosition`` serialises the commands: a close or modify waits until the previous
 command on that position has its result, because MT4 gives the remainder of a partial close a new ticket
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import msgspec
@@ -20,7 +21,7 @@ import trio
 from echo import __version__
 from echo.delivery import machine as delivery
 from echo.domain import messages as m
-from echo.domain.config import CoreConfig
+from echo.domain.config import CoreConfig, RouterConfig
 from echo.domain.copying import (
     Copy,
     SlaveQuote,
@@ -58,6 +59,7 @@ from echo.ports.store import (
     TradeUpdate,
 )
 from echo.ports.transport import AgentUnavailable, CoreHub
+from echo.services.core.router import Router
 from echo.services.ids import IdFactory
 from echo.services.timers import DueTimers
 
@@ -152,13 +154,33 @@ class Pending:
 
 
 class _Tx:
-    """What handling one message produces: one batch to persist, then the sends."""
+    """What handling one message group produces: one batch to persist, then the sends."""
 
     def __init__(self) -> None:
         self.batch = Batch()
         self.sends: list[m.ToAccount] = []
         self.drops: list[m.DropCommand] = []
         """Commands given up: their Agents stop delivering them (sent after the commit, like ``sends``)."""
+        self.queued = False
+        """Waiting for the journal (``Core._enqueue``)."""
+        self.done = False
+        self.ok = True
+        """Recorded (or nothing to record); False: the journal refused it and it is rolled back."""
+
+    def __bool__(self) -> bool:
+        return bool(self.batch or self.sends or self.drops)
+
+
+def _merge(group: list[_Tx]) -> Batch:
+    """The batches of several transactions as one write, in the order they were applied."""
+    if len(group) == 1:
+        return group[0].batch
+    merged = Batch()
+    for f in fields(Batch):
+        rows: list[Any] = getattr(merged, f.name)
+        for tx in group:
+            rows.extend(getattr(tx.batch, f.name))
+    return merged
 
 
 class Core:
@@ -174,13 +196,24 @@ class Core:
         policies: Policies | None = None,
         protocol: ProtocolPolicy | None = None,
         catalog: SymbolCatalog | None = None,
+        router: RouterConfig | None = None,
     ) -> None:
         self._hub = hub
         self.delivery = delivery_settings or delivery.Settings()
         self._timers = DueTimers(clock)
         """When the reconciler looks at a command again."""
-        self._lock = trio.Lock()
-        """One message group (or one round of timeouts) at a time: state changes, commit, sends."""
+        self._journal: list[_Tx] = []
+        """Transactions applied and not yet written, in the order they were applied."""
+        self._writing = False
+        self._wrote = trio.Event()
+        self.router = Router(
+            router or RouterConfig(),
+            apply=self.apply,
+            finish=self._finish,
+            reject_busy=self.reject_busy,
+            trade_of_command=self.trade_of_command,
+        )
+        self._send_timeout_s = self.router.config.worker_timeout_ms / 1000.0
         self._store = store
         self._clock = clock
         self.config = config
@@ -234,9 +267,8 @@ class Core:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconciler)
             nursery.start_soon(self._retention)
+            await nursery.start(self.router.run, self._hub)
             task_status.started()
-            while True:
-                await self.handle_many(await self._hub.receive_many(self.GROUP_LIMIT))
 
     _COMMAND_TYPES: dict[str, type[m.ExecuteOrder] | type[m.CloseOrder] | type[m.ModifyOrder]] = {
         "execute": m.ExecuteOrder,
@@ -361,36 +393,74 @@ class Core:
         fraction = data.get("fraction", 1.0) if kind == "master_partial_close" else 1.0
         return Op("close", fraction=float(fraction), event_id=event_id)
 
-    GROUP_LIMIT = 256
-    """Messages already waiting are handled together and recorded with one commit (group commit): under
-    load a fan-out's 15 results cost one fsync, not 15; when idle a message is handled alone at once."""
-
     async def handle(self, agent_id: str, msg: m.AgentToCore) -> None:
         await self.handle_many([(agent_id, msg)])
 
     async def handle_many(self, msgs: list[tuple[str, m.AgentToCore]]) -> None:
-        """Handle messages from Agents. Bad input is logged and dropped; nothing here raises."""
-        async with self._lock:
-            tx = _Tx()
-            for agent_id, msg in msgs:
-                try:
-                    self._dispatch(agent_id, msg, tx)
-                except Exception:
-                    log.exception("core_message_failed", agent_id=agent_id, message=type(msg).__name__)
-            await self._commit(tx)
+        """Handle messages from Agents as one group, bypassing the router (tests drive Core this way)."""
+        await self._finish(self.apply(msgs))
+
+    def apply(self, msgs: list[tuple[str, m.AgentToCore]]) -> _Tx:
+        """Change the state for a group of messages and queue the transaction for the journal. Bad input
+        is logged and dropped; nothing here raises, and nothing here awaits (the change is atomic)."""
+        tx = _Tx()
+        for agent_id, msg in msgs:
+            try:
+                self._dispatch(agent_id, msg, tx)
+            except Exception:
+                log.exception("core_message_failed", agent_id=agent_id, message=type(msg).__name__)
+        self._enqueue(tx)
+        return tx
+
+    def reject_busy(self, agent_id: str, msg: m.AgentToCore, worker_id: int, depth: int) -> _Tx:
+        """A master event the router had no room for: recorded, and the master told to send it again."""
+        tx = _Tx()
+        assert isinstance(msg, m.FromAccount)
+        inner = msg.message
+        assert isinstance(inner, m.TradeIntent | m.TradeClose | m.TradeModify)
+        event_id = getattr(inner, "event_id", None)
+        self._count("router_busy")
+        self._event(
+            tx,
+            "router_busy",
+            trade_id=inner.trade_id,
+            account_id=msg.account_id,
+            trace_id=inner.trace_id,
+            agent_id=agent_id,
+            message=type(inner).__name__,
+            event_id=event_id,
+            worker_id=worker_id,
+            queue_depth=depth,
+        )
+        self._ack(
+            tx,
+            msg.account_id,
+            inner.trade_id,
+            inner.trace_id,
+            m.AckStatus.RETRY,
+            event_id,
+            f"core is busy (router worker {worker_id} holds {depth} events); send it again",
+            ErrorCode.ERR_BROKER_BUSY,
+        )
+        self._enqueue(tx)
+        return tx
+
+    def trade_of_command(self, command_id: str) -> str | None:
+        pend = self._pending.get(command_id) or self._given_up.get(command_id)
+        return pend.trade_id if pend is not None else None
 
     async def _reconciler(self) -> None:
         """Re-sends commands whose result did not come back in time (same command_id), and gives up after
         ``max_retries`` sends; the rules are the delivery machine's, this task only keeps the clock."""
         while True:
             _, due = await self._timers.next_due()
-            async with self._lock:
-                tx = _Tx()
-                for command_id in due:
-                    pend = self._pending.get(command_id)
-                    if pend is not None:
-                        self._drive(pend, delivery.Timeout(), tx)
-                await self._commit(tx)
+            tx = _Tx()
+            for command_id in due:
+                pend = self._pending.get(command_id)
+                if pend is not None:
+                    self._drive(pend, delivery.Timeout(), tx)
+            self._enqueue(tx)
+            await self._finish(tx)
 
     EVALUATION_RETENTION_MS = 30 * 86_400_000
     """Handshake evaluations are kept this long (RFC-005a: 30 days)."""
@@ -409,18 +479,51 @@ class Core:
                     log.info("core_retention_purged", evaluations=gone, before_ms=before)
             await trio.sleep(self.RETENTION_EVERY_S)
 
-    async def _commit(self, tx: _Tx) -> None:
-        """Record the batch, then send (never the other way round), then wake whoever waits for a change."""
-        if tx.batch and not await self._write_with_retries(tx.batch):
+    def _enqueue(self, tx: _Tx) -> None:
+        """Queue an applied transaction for the journal; the journal writes in this order."""
+        if tx.batch:
+            tx.queued = True
+            self._journal.append(tx)
+        else:
+            tx.done = True
+
+    async def _finish(self, tx: _Tx) -> None:
+        """Wait until the batch is recorded, then send (never the other way round), then wake whoever waits
+        for a change. Whoever finds the journal idle writes everything queued as one batch (group commit
+        across workers)."""
+        while not tx.done:
+            if self._writing:
+                await self._wrote.wait()
+                continue
+            self._writing = True
+            group, self._journal = self._journal, []
+            try:
+                ok = await self._write_with_retries(_merge(group))
+            except BaseException:
+                self._journal[:0] = group
+                raise
+            finally:
+                self._writing = False
+            if not ok:
+                # What was applied after a refused batch may build on it: refused too.
+                group, self._journal = group + self._journal, []
+            for t in group:
+                t.done, t.ok = True, ok
+            self._wrote.set()
+            self._wrote = trio.Event()
+        if not tx.ok:
             # Never send what was not recorded. The masters are told to retry their messages.
             self._count("store_failures")
             self._rollback(tx)
+        failed: list[tuple[str, m.AgentToCore]] = []
         for out in tx.sends:
-            await self._send(out)
+            await self._send(out, failed)
         for drop in tx.drops:
-            await self._send(drop)
+            await self._send(drop, failed)
         self._changed.set()
         self._changed = trio.Event()
+        if failed:
+            await self._finish(self.apply(failed))
 
     JOURNAL_BACKOFF_S = (0.02, 0.1, 0.5)
     """Waits between attempts to write a batch. Everything else waits meanwhile: the fan-out stops rather
@@ -445,22 +548,22 @@ class Core:
     async def set_delivery(self, settings: delivery.Settings, heartbeat_interval_ms: int) -> None:
         """New delivery settings, applied without a restart: the next timers use them, and every Agent
         (hence every terminal) is told."""
-        async with self._lock:
-            old, self.delivery = self.delivery, settings
-            log.info("core_delivery_settings", old=str(old), new=str(settings))
-            beat = m.DeliveryHeartbeat(
-                m.DeliveryConfig(
-                    settings.ack_timeout_ms,
-                    settings.retry_backoff_ms,
-                    settings.max_retries,
-                    heartbeat_interval_ms,
-                )
+        old, self.delivery = self.delivery, settings
+        log.info("core_delivery_settings", old=str(old), new=str(settings))
+        beat = m.DeliveryHeartbeat(
+            m.DeliveryConfig(
+                settings.ack_timeout_ms,
+                settings.retry_backoff_ms,
+                settings.max_retries,
+                heartbeat_interval_ms,
             )
-            for agent_id in sorted({a.agent_id for a in self.accounts.values() if a.online}):
-                try:
+        )
+        for agent_id in sorted({a.agent_id for a in self.accounts.values() if a.online}):
+            try:
+                with trio.fail_after(self._send_timeout_s):
                     await self._hub.send(agent_id, beat)
-                except AgentUnavailable as exc:
-                    log.warning("core_agent_unavailable", agent_id=agent_id, error=str(exc))
+            except (AgentUnavailable, trio.TooSlowError) as exc:
+                log.warning("core_agent_unavailable", agent_id=agent_id, error=str(exc) or "too slow")
 
     async def set_rules(
         self, config: CoreConfig, policies: Policies, protocol: ProtocolPolicy, catalog: SymbolCatalog
@@ -468,13 +571,13 @@ class Core:
         """New follow rules, copy policies, protocol policy and symbol catalog, applied without a restart:
         every account is evaluated again from its last handshake; online terminals get the new verdict;
         accounts that became acceptable get what was held for them. The next trade uses the new rules."""
-        async with self._lock:
-            self.config, self.policies, self.protocol, self.catalog = config, policies, protocol, catalog
-            log.info("core_rules_changed", accounts=len(self.accounts))
-            tx = _Tx()
-            for acc in list(self.accounts.values()):
-                self.reevaluate(acc, tx)
-            await self._commit(tx)
+        self.config, self.policies, self.protocol, self.catalog = config, policies, protocol, catalog
+        log.info("core_rules_changed", accounts=len(self.accounts))
+        tx = _Tx()
+        for acc in list(self.accounts.values()):
+            self.reevaluate(acc, tx)
+        self._enqueue(tx)
+        await self._finish(tx)
 
     def reevaluate(self, acc: Account, tx: _Tx) -> None:
         ev = self._evaluate(acc.handshake, acc.agent_id)
@@ -505,29 +608,39 @@ class Core:
     def _count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
 
-    async def _send(self, out: m.ToAccount | m.DropCommand) -> None:
+    async def _send(self, out: m.ToAccount | m.DropCommand, failed: list[tuple[str, m.AgentToCore]]) -> None:
+        """Send to the Agent that owns the account (never to the others). An Agent that is gone, or that
+        takes no message within ``router.worker_timeout_ms``, fails the command at the Agent's hop (the
+        delivery machine sends it again later) instead of holding up every other account."""
         acc = self.accounts.get(out.account_id)
         if acc is None:
             log.error("core_send_unknown_account", account_id=out.account_id)
             return
         try:
-            await self._hub.send(acc.agent_id, out)
-        except AgentUnavailable as exc:
+            with trio.fail_after(self._send_timeout_s):
+                await self._hub.send(acc.agent_id, out)
+        except (AgentUnavailable, trio.TooSlowError) as exc:
+            reason = "agent unavailable" if isinstance(exc, AgentUnavailable) else "agent too slow"
             log.warning(
-                "core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=str(exc)
+                "core_agent_unavailable",
+                account_id=out.account_id,
+                agent_id=acc.agent_id,
+                error=str(exc) or reason,
             )
             if isinstance(out, m.ToAccount) and isinstance(
                 out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
             ):
-                await self.handle(
-                    acc.agent_id,
-                    m.CommandAck(
-                        out.account_id,
-                        out.message.command_id,
-                        m.AckStage.AGENT_BUFFERED,
-                        m.AckResult.FAILED,
-                        "agent unavailable",
-                    ),
+                failed.append(
+                    (
+                        acc.agent_id,
+                        m.CommandAck(
+                            out.account_id,
+                            out.message.command_id,
+                            m.AckStage.AGENT_BUFFERED,
+                            m.AckResult.FAILED,
+                            reason,
+                        ),
+                    )
                 )
 
     def _rollback(self, tx: _Tx) -> None:
@@ -838,9 +951,10 @@ class Core:
         status: m.AckStatus,
         event_id: str | None = None,
         message: str = "",
+        error_code: ErrorCode = ErrorCode.NO_ERROR,
     ) -> None:
         tx.sends.append(
-            m.ToAccount(master, m.TradeIntentAck(trade_id, trace_id, status, event_id, message=message))
+            m.ToAccount(master, m.TradeIntentAck(trade_id, trace_id, status, event_id, error_code, message))
         )
 
     def _on_intent(self, acc: Account, intent: m.TradeIntent, received_ms: int, tx: _Tx) -> None:
