@@ -98,3 +98,91 @@ async def test_trades_are_copied_over_grpc_and_the_agent_reconnects() -> None:
             assert any(e["event"] == "grpc_agent_refused" and e["agent_id"] == "agent-x" for e in logs)
             assert "agent-x" not in hub.outboxes and not intruder.connected.is_set()
             nursery.cancel_scope.cancel()
+
+
+async def test_each_command_goes_only_to_the_agent_that_owns_the_slave_even_after_it_moves() -> None:
+    port = free_port()
+    clock = SystemClock()
+    market = SimMarket(random.Random(5))
+    listeners = {"agent-a": MemoryPipeListener(), "agent-b": MemoryPipeListener()}
+    with trio.fail_after(60):
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            hub = GrpcCoreHub("127.0.0.1", port)
+            await nursery.start(hub.serve)
+            sent: list[tuple[str, str]] = []
+            real_send = hub.send
+
+            async def spy(agent_id: str, msg: m.CoreToAgent) -> None:
+                if isinstance(msg, m.ToAccount) and isinstance(msg.message, m.Command):
+                    sent.append((agent_id, msg.account_id))
+                await real_send(agent_id, msg)
+
+            hub.send = spy  # type: ignore[method-assign]
+            store = MemoryStore()
+            core = Core(hub, store, clock, CoreConfig())
+            await nursery.start(core.run)
+            for agent_id, listener in listeners.items():
+                link = GrpcAgentLink("127.0.0.1", port, agent_id)
+                await nursery.start(link.run)
+                await link.connected.wait()
+                agent = Agent(
+                    link, listener, clock, AgentConfig(agent_id=agent_id), DeliverySettings(), MemoryLedger()
+                )
+                await nursery.start(agent.run)
+
+            def slave(account: str, agent_id: str, broker: object = None) -> SimSlaveEA:
+                return SimSlaveEA(
+                    account,
+                    broker or slave_broker(1, market, random.Random(account)),  # type: ignore[arg-type]
+                    listeners[agent_id].connect,
+                    clock.now_ms,
+                )
+
+            master = SimMasterEA(
+                "9001",
+                master_broker(market, random.Random(3)),
+                listeners["agent-a"].connect,
+                clock.now_ms,
+                random.Random(4),
+            )
+            s1, s2 = slave("51001", "agent-a"), slave("51002", "agent-b")
+            s2_scope = trio.CancelScope()
+
+            async def run_s2(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                with s2_scope:
+                    await s2.run(task_status=task_status)
+
+            await nursery.start(master.run)
+            await nursery.start(s1.run)
+            await nursery.start(run_s2)
+            online = ("9001", "51001", "51002")
+            await core.wait_for(lambda: all(a in core.accounts and core.accounts[a].online for a in online))
+
+            first = await master.open("XAUUSD", Side.BUY, 0.5)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: core.stats.get("copied") == 2 and core.in_flight == 0)
+            owners = {"51001": "agent-a", "51002": "agent-b"}
+            assert sent and all(owners[acc] == agent for agent, acc in sent), sent
+
+            # the slave's terminal moves to the other host: it goes offline at agent-b, online at agent-a
+            s2_scope.cancel()
+            await core.wait_for(lambda: not core.accounts["51002"].online)
+            moved = slave("51002", "agent-a", s2.broker)
+            with capture_logs() as logs:
+                await nursery.start(moved.run)
+                await core.wait_for(lambda: core.accounts["51002"].online)
+            assert core.accounts["51002"].agent_id == "agent-a"
+            assert any(e["event"] == "core_account_moved" and e["to_agent"] == "agent-a" for e in logs)
+            before = len(sent)
+            second = await master.open("GER30", Side.SELL, 0.5)
+            for t in (first, second):
+                await master.close(t)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+            assert sent[before:] and all(agent == "agent-a" for agent, _ in sent[before:]), sent[before:]
+            assert fills(s1) == Counter({first: 1, second: 1})
+            assert fills(s2) + fills(moved) == Counter({first: 1, second: 1})
+            assert s1.broker.open_orders() == [] and s2.broker.open_orders() == []
+            events = [e.kind for e in await store.events(limit=1000)]
+            assert "account_moved" in events
+            nursery.cancel_scope.cancel()

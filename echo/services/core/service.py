@@ -805,6 +805,15 @@ class Core:
             acc.tick_values, acc.tick_values_at_ms = prev.tick_values, prev.tick_values_at_ms
         self.accounts[hs.account_id] = acc
         tx.batch.accounts.append(AccountRow(hs.account_id, hs.role.value, agent_id, _json(hs), msg.at_ms))
+        if prev is not None and prev.agent_id != agent_id:
+            # The terminal now runs beside another Agent: from here on only that Agent gets its messages,
+            # and the old Agent's going offline no longer touches it.
+            log.info(
+                "core_account_moved", account_id=hs.account_id, from_agent=prev.agent_id, to_agent=agent_id
+            )
+            self._event(
+                tx, "account_moved", account_id=hs.account_id, from_agent=prev.agent_id, to_agent=agent_id
+            )
         log.info(
             "core_account_online",
             account_id=hs.account_id,
