@@ -8,12 +8,14 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -159,3 +161,22 @@ def etcd_instance() -> Iterator[EtcdServer]:
         yield server
     finally:
         server.stop()
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 / localhost, made by the ``openssl`` binary."""
+    binary = shutil.which("openssl")
+    if binary is None:
+        unavailable("openssl", "no openssl binary on PATH (Debian: apt-get install openssl)")
+        raise AssertionError("unreachable")
+    cert, key = directory / "core.pem", directory / "core.key"
+    subprocess.run(
+        [
+            *(binary, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=echo-core"),
+            *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

@@ -21,9 +21,10 @@ from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
-from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub
+from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub, client_tls, server_tls
 from echo.adapters.transport.inproc import InProcTransport
 from echo.delivery import machine as delivery
+from echo.domain import messages as m
 from echo.domain.config import Config, ConfigError, config_from_dict, parse_host_port
 from echo.ports.clock import Clock
 from echo.ports.config import ConfigSource
@@ -233,7 +234,20 @@ async def run_core(
     host, port = parse_host_port(config.split.listen, "split.listen")
     try:
         async with asyncio_loop(), trio.open_nursery() as nursery:
-            hub = GrpcCoreHub(host, port, token=config.split.token, core_version=__version__)
+            split, d = config.split, config.delivery
+            hub = GrpcCoreHub(
+                host,
+                port,
+                token=split.token,
+                core_version=__version__,
+                heartbeat_interval_ms=d.heartbeat_interval_ms,
+                delivery=m.DeliveryHeartbeat(
+                    m.DeliveryConfig(
+                        d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries, d.heartbeat_interval_ms
+                    )
+                ),
+                tls=server_tls(split.tls_cert, split.tls_key) if split.tls_cert else None,
+            )
             await nursery.start(hub.serve)
             core = _core(config, hub, store, clock, None)
             await nursery.start(core.run)
@@ -263,7 +277,14 @@ async def run_agent(
     ledger = ledger or open_ledger(ledger_url(config))
     try:
         async with asyncio_loop(), trio.open_nursery() as nursery:
-            link = GrpcAgentLink(host, port, config.agent.agent_id, token=config.split.token)
+            link = GrpcAgentLink(
+                host,
+                port,
+                config.agent.agent_id,
+                token=config.split.token,
+                heartbeat_interval_ms=config.delivery.heartbeat_interval_ms,
+                tls=client_tls(config.split.tls_ca) if config.split.tls_ca else None,
+            )
             await nursery.start(link.run)
             agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
             await nursery.start(agent.run)

@@ -149,10 +149,18 @@ class SplitConfig:
     """Where an Agent finds Core (``run --role agent``)."""
     token: str = ""
     """Shared secret an Agent presents in its hello; empty: none required."""
+    tls_cert: str = ""
+    """Core: PEM certificate (chain) to serve TLS with; empty: plaintext."""
+    tls_key: str = ""
+    """Core: its PEM private key (empty: inside ``tls_cert``)."""
+    tls_ca: str = ""
+    """Agent: PEM certificate(s) to verify Core with; set: the Agent connects over TLS."""
 
     def __post_init__(self) -> None:
         parse_host_port(self.listen, "split.listen")
         parse_host_port(self.core, "split.core")
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError("split.tls_key needs split.tls_cert")
 
 
 @dataclass(frozen=True, slots=True)

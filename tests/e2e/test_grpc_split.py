@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trio_asyncio
 from structlog.testing import capture_logs
 
@@ -16,9 +18,9 @@ from echo.adapters.clock import SystemClock
 from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
-from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub
+from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub, client_tls, server_tls
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, CoreConfig, DeliverySettings
+from echo.domain.config import AgentConfig, ConfigError, CoreConfig, DeliverySettings
 from echo.domain.types import Side
 from echo.services.agent.service import Agent
 from echo.services.core.service import Core
@@ -26,7 +28,7 @@ from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
-from tests.backends import free_port
+from tests.backends import free_port, self_signed_cert
 
 pytestmark = pytest.mark.e2e
 
@@ -185,4 +187,51 @@ async def test_each_command_goes_only_to_the_agent_that_owns_the_slave_even_afte
             assert s1.broker.open_orders() == [] and s2.broker.open_orders() == []
             events = [e.kind for e in await store.events(limit=1000)]
             assert "account_moved" in events
+            nursery.cancel_scope.cancel()
+
+
+async def test_tls_compat_mode_and_the_delivery_settings_in_core_hello(tmp_path: Path) -> None:
+    """Core serving TLS: an Agent that trusts its certificate streams; one in plaintext does not get in.
+    An Agent without lossless delivery is run in compat mode and counted; every Agent gets Core's delivery
+    settings in the hello."""
+    cert, key = self_signed_cert(tmp_path)
+    port = free_port()
+    clock = SystemClock()
+    core_delivery = m.DeliveryHeartbeat(m.DeliveryConfig(700, 300, 9, 1500))
+    with trio.fail_after(30):
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            hub = GrpcCoreHub(
+                "127.0.0.1",
+                port,
+                delivery=core_delivery,
+                tls=server_tls(str(cert), str(key)),
+                heartbeat_interval_ms=500,
+            )
+            await nursery.start(hub.serve)
+            core = Core(hub, MemoryStore(), clock, CoreConfig())
+            await nursery.start(core.run)
+
+            link = GrpcAgentLink(
+                "127.0.0.1",
+                port,
+                "agent-tls",
+                tls=client_tls(str(cert)),
+                heartbeat_interval_ms=500,
+                lossless=False,
+            )
+            await nursery.start(link.run)
+            await link.connected.wait()
+            assert link.compat_mode and hub.stats["compat_mode"] == 1
+            # the first thing the Agent hears is Core's delivery settings, from the hello
+            assert await link.receive() == core_delivery
+
+            plain = GrpcAgentLink("127.0.0.1", port, "agent-plain")
+            nursery.start_soon(plain.run)
+            await plain.failed.wait()
+            assert not plain.connected.is_set() and "agent-plain" not in hub.outboxes
+
+            with pytest.raises(ConfigError, match=r"split\.tls_ca"):
+                client_tls(str(tmp_path / "missing.pem"))
+            with pytest.raises(ConfigError, match=r"split\.tls_cert"):
+                server_tls(str(key), str(key))
             nursery.cancel_scope.cancel()

@@ -274,3 +274,64 @@ def test_demo_split_copies_through_two_agent_processes(tmp_path: Path) -> None:
     logs = [tmp_path / "seed-7" / f"agent-{n}.log" for n in (1, 2)]
     handshakes = [log.read_text().count('"agent_handshake"') for log in logs]
     assert sorted(handshakes) == [2, 3], "the five terminals are spread over both Agent processes"
+
+
+async def test_split_core_notices_a_frozen_agent_by_keepalive_and_takes_it_back(tmp_path: Path) -> None:
+    """An Agent process frozen with SIGSTOP keeps its socket open but answers no keepalive ping: Core
+    drops its stream within about two heartbeats and marks its accounts offline. After SIGCONT the Agent
+    reconnects by itself, its terminal is announced again, and trades are copied through it."""
+    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
+    config = tmp_path / "echo.toml"
+    config.write_text(
+        f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
+        "[delivery]\nheartbeat_interval_ms = 200\n"
+    )
+    where = f"127.0.0.1:{free_port()}"
+    cli = [sys.executable, "-m", "echo"]
+    sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
+    procs: list[trio.Process] = []
+    with trio.fail_after(60):
+        try:
+            core = await trio.lowlevel.open_process(
+                [*cli, "run", "--role", "core", "--config", str(config), "--listen", where],
+                stderr=subprocess.PIPE,
+            )
+            procs.append(core)
+            await read_until(core, b"Agents connect to " + where.encode())
+            agent = await trio.lowlevel.open_process(
+                [*cli, "run", "--role", "agent", "--config", str(config), "--core", where],
+                stderr=subprocess.PIPE,
+            )
+            procs.append(agent)
+            await read_until(agent, b"serving terminals")
+            slave = await trio.lowlevel.open_process(
+                [*sim, "--role", "slave", "--account", "51001", "--profile", "2"], stderr=subprocess.PIPE
+            )
+            procs.append(slave)
+            await read_until(slave, b"connected")
+            await read_until(core, b"core_account_online")
+
+            agent.send_signal(signal.SIGSTOP)
+            with trio.fail_after(10):
+                await read_until(core, b"core_account_offline")
+            agent.send_signal(signal.SIGCONT)
+            with trio.fail_after(20):
+                await read_until(core, b"core_account_online")
+            master = await trio.run_process(
+                [*sim, "--role", "master", "--account", "9001", "--trades", "2", "--pace", "0.05"],
+                capture_stderr=True,
+            )
+            assert b"2 trades done" in master.stderr
+        finally:
+            for proc in reversed(procs):
+                proc.send_signal(signal.SIGCONT)
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+    store = SqliteStore.open(db)
+    try:
+        decisions = await store.decisions()
+        assert [(d.account_id, d.decision) for d in decisions] == [("51001", "copy")] * 2
+        events = [e.kind for e in await store.events(limit=1000)]
+        assert events.count("account_offline") >= 1
+    finally:
+        await store.aclose()

@@ -7,12 +7,21 @@ stream opens with AgentHello (agent id, protocol version, token) and CoreHello; 
 not match is refused with PERMISSION_DENIED and a log line. When a stream ends Core hears AccountOffline for
 every account that Agent had announced; the Agent reconnects with backoff and announces its connected
 accounts again, and what it sent meanwhile waits in its queue.
+
+Negotiation: the stream runs the lower of both sides' protocol versions (an Agent below
+``MIN_STREAM_PROTOCOL_VERSION`` is refused with FAILED_PRECONDITION); an Agent without lossless delivery
+runs in compat mode (Core re-sends on its own timers only), logged and counted. CoreHello carries Core's
+delivery settings, which the Agent applies at once. Both sides send HTTP/2 keepalive pings every
+``heartbeat_interval_ms`` and drop a connection whose ping goes unanswered for twice that (at least 1 s),
+so a peer that vanished without closing its socket is noticed. TLS is optional (``ssl.SSLContext``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -21,18 +30,56 @@ import grpclib.const
 import structlog
 import trio
 from grpclib.client import Channel
+from grpclib.config import Configuration
 from grpclib.server import Server
 from trio_asyncio import aio_as_trio, trio_as_aio
 
 from echo.adapters.transport import grpc_convert as conv
 from echo.adapters.transport.pb.echo import v1 as pb
 from echo.domain import messages as m
+from echo.domain.errors import ConfigError
 from echo.ports.transport import AgentUnavailable, LinkClosed
 
 log = structlog.get_logger("echo.transport")
 
 STREAM_PROTOCOL_VERSION = 1
+MIN_STREAM_PROTOCOL_VERSION = 1
 _CLOSED = object()
+
+
+def server_tls(cert: str, key: str = "") -> ssl.SSLContext:
+    """TLS for Core's listener from PEM files (HTTP/2 by ALPN)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key or None)
+    except OSError as exc:  # ssl.SSLError included
+        raise ConfigError(f"split.tls_cert / split.tls_key ({cert}, {key or 'in the cert'}): {exc}") from exc
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def client_tls(ca: str) -> ssl.SSLContext:
+    """TLS for an Agent: Core's certificate must verify against ``ca`` and match the host it dials."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    except OSError as exc:
+        raise ConfigError(f"split.tls_ca ({ca}): {exc}") from exc
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def keepalive(heartbeat_interval_ms: int) -> Configuration:
+    """HTTP/2 keepalive at the delivery heartbeat: a ping every interval, the connection dropped when one
+    goes unanswered for twice that (at least 1 s). Pings are never throttled below the interval on
+    either side, so the server accepts what the client sends."""
+    every = heartbeat_interval_ms / 1000.0
+    return Configuration(
+        _keepalive_time=every,
+        _keepalive_timeout=max(2 * every, 1.0),
+        _keepalive_permit_without_calls=True,
+        _http2_max_pings_without_data=0,
+        _http2_min_sent_ping_interval_without_data=every,
+    )
 
 
 class _Service(pb.AgentServiceBase):
@@ -52,19 +99,55 @@ class _Service(pb.AgentServiceBase):
         if self.hub.token and hello.token != self.hub.token:
             log.warning("grpc_agent_refused", agent_id=hello.agent_id, reason="bad token")
             raise grpclib.GRPCError(grpclib.const.Status.PERMISSION_DENIED, "invalid agent token")
+        if hello.protocol_version < MIN_STREAM_PROTOCOL_VERSION:
+            log.warning(
+                "grpc_agent_refused",
+                agent_id=hello.agent_id,
+                reason="protocol version",
+                protocol_version=hello.protocol_version,
+            )
+            raise grpclib.GRPCError(
+                grpclib.const.Status.FAILED_PRECONDITION,
+                f"stream protocol version {hello.protocol_version} is not supported "
+                f"({MIN_STREAM_PROTOCOL_VERSION}..{STREAM_PROTOCOL_VERSION})",
+            )
         agent_id = hello.agent_id
+        version = min(hello.protocol_version, STREAM_PROTOCOL_VERSION)
+        compat = not hello.supports_lossless_delivery
+        if compat:
+            self.hub.stats["compat_mode"] += 1
+            log.warning(
+                "grpc_agent_compat_mode",
+                agent_id=agent_id,
+                reason="no lossless delivery: Core re-sends on its own timers only",
+            )
+        if version != hello.protocol_version:
+            self.hub.stats["downgraded"] += 1
         outbox: asyncio.Queue[Any] = asyncio.Queue()
         previous = self.hub.outboxes.get(agent_id)
         if previous is not None:
             previous.put_nowait(_CLOSED)  # a newer stream for the same Agent replaces the old one
         self.hub.outboxes[agent_id] = outbox
         accounts: set[str] = set()
-        log.info("grpc_agent_connected", agent_id=agent_id, protocol_version=hello.protocol_version)
+        log.info(
+            "grpc_agent_connected",
+            agent_id=agent_id,
+            protocol_version=version,
+            agent_protocol_version=hello.protocol_version,
+            agent_version=hello.agent_version,
+            compat_mode=compat,
+        )
         reader = asyncio.ensure_future(self._read(agent_id, messages, accounts, outbox))
         try:
+            beat = (
+                None if self.hub.delivery is None else conv.core_message(self.hub.delivery).delivery_heartbeat
+            )
             yield pb.CoreMessage(
                 hello=pb.CoreHello(
-                    protocol_version=STREAM_PROTOCOL_VERSION, core_version=self.hub.core_version
+                    protocol_version=version,
+                    compat_mode=compat,
+                    core_version=self.hub.core_version,
+                    delivery=None if beat is None else beat.config,
                 )
             )
             while True:
@@ -119,8 +202,22 @@ async def _to_trio(channel: trio.MemorySendChannel[T], item: T) -> None:
 class GrpcCoreHub:
     """Core's end: a gRPC server every Agent streams to. Implements the CoreHub port."""
 
-    def __init__(self, host: str, port: int, *, token: str = "", core_version: str = "") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        token: str = "",
+        core_version: str = "",
+        heartbeat_interval_ms: int = 2000,
+        delivery: m.DeliveryHeartbeat | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.host, self.port, self.token, self.core_version = host, port, token, core_version
+        self.heartbeat_interval_ms, self.tls = heartbeat_interval_ms, tls
+        self.delivery = delivery
+        """Core's delivery settings, sent in every CoreHello (the latest one Core broadcast)."""
+        self.stats: Counter[str] = Counter()
         self.outboxes: dict[str, asyncio.Queue[Any]] = {}
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, m.AgentToCore]](4096)
         self._server: Server | None = None
@@ -130,10 +227,10 @@ class GrpcCoreHub:
         await _to_trio(self._inbox_send, (agent_id, msg))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        server = Server([_Service(self)])
-        await aio_as_trio(server.start)(self.host, self.port)
+        server = Server([_Service(self)], config=keepalive(self.heartbeat_interval_ms))
+        await aio_as_trio(server.start)(self.host, self.port, ssl=self.tls)
         self._server = server
-        log.info("grpc_core_listening", host=self.host, port=self.port)
+        log.info("grpc_core_listening", host=self.host, port=self.port, tls=self.tls is not None)
         task_status.started()
         try:
             await trio.sleep_forever()
@@ -163,6 +260,8 @@ class GrpcCoreHub:
         return True
 
     async def send(self, agent_id: str, msg: m.CoreToAgent) -> None:
+        if isinstance(msg, m.DeliveryHeartbeat):
+            self.delivery = msg  # what the next Agent to connect is told in its hello
         outbox = self.outboxes.get(agent_id)
         if outbox is None:
             raise AgentUnavailable(f"agent {agent_id!r} is not connected")
@@ -172,8 +271,21 @@ class GrpcCoreHub:
 class GrpcAgentLink:
     """An Agent's end: a stream to Core, re-established with backoff. Implements the AgentLink port."""
 
-    def __init__(self, host: str, port: int, agent_id: str, *, token: str = "") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        agent_id: str,
+        *,
+        token: str = "",
+        heartbeat_interval_ms: int = 2000,
+        tls: ssl.SSLContext | None = None,
+        lossless: bool = True,
+    ) -> None:
         self.host, self.port, self.agent_id, self.token = host, port, agent_id, token
+        self.heartbeat_interval_ms, self.tls, self.lossless = heartbeat_interval_ms, tls, lossless
+        self.compat_mode = False
+        """What Core answered in its hello."""
         self._outbox: asyncio.Queue[Any] = asyncio.Queue()
         self._online: dict[str, m.AccountOnline] = {}
         """The accounts this Agent announced, replayed after a reconnect."""
@@ -201,7 +313,7 @@ class GrpcAgentLink:
             backoff = min(backoff * 2, 5.0)
 
     async def _stream(self) -> None:
-        channel = Channel(self.host, self.port)
+        channel = Channel(self.host, self.port, ssl=self.tls, config=keepalive(self.heartbeat_interval_ms))
         try:
             async with channel.request(
                 "/echo.v1.AgentService/StreamBidi",
@@ -214,7 +326,7 @@ class GrpcAgentLink:
                         hello=pb.AgentHello(
                             agent_id=self.agent_id,
                             protocol_version=STREAM_PROTOCOL_VERSION,
-                            supports_lossless_delivery=True,
+                            supports_lossless_delivery=self.lossless,
                             token=self.token,
                             accounts=sorted(self._online),
                         )
@@ -223,6 +335,12 @@ class GrpcAgentLink:
                 reply = await stream.recv_message()
                 if reply is None or reply.hello is None:
                     raise ConnectionError("Core did not answer the hello")
+                self.compat_mode = reply.hello.compat_mode
+                if reply.hello.delivery is not None:
+                    heartbeat = pb.CoreMessage(
+                        delivery_heartbeat=pb.DeliveryHeartbeat(config=reply.hello.delivery)
+                    )
+                    await _to_trio(self._inbox_send, conv.core_message_from_pb(heartbeat))
                 for online in list(self._online.values()):
                     await stream.send_message(conv.agent_message(online))
                 await trio_as_aio(self._set_connected)()
