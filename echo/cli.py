@@ -253,6 +253,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             max_virtual_seconds=args.max_virtual_seconds,
             store_url=args.store or "memory://",
             config=_load_config(args.config) if args.config else None,
+            transport=args.transport,
         )
     except ValueError as exc:
         print(f"echo-copier simulate: {exc}", file=sys.stderr)
@@ -398,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", help="store url (default memory://; a fresh sqlite:/// or postgresql:// works)"
     )
     sim.add_argument("--config", help="a TOML file or etcd://HOST:PORT whose policies the run copies under")
+    sim.add_argument(
+        "--transport",
+        choices=["inproc", "grpc"],
+        default="inproc",
+        help="join Core and the Agent in-process (deterministic) or over gRPC on localhost TCP",
+    )
     sim.add_argument("--log-file", help="structured log (virtual timestamps); default: no log")
     sim.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     sim.set_defaults(func=cmd_simulate)

@@ -294,6 +294,46 @@ async def run_agent(
             ledger.close()
 
 
+async def run_split_in_process(
+    config: Config,
+    *,
+    store: Store,
+    listener: PipeListener,
+    clock: Clock,
+    ids: IdFactory | None = None,
+    ledger: AckLedger,
+    task_status: trio.TaskStatus[Copier] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Core and one Agent in this process, joined by the gRPC transport over localhost TCP at
+    ``split.listen`` (``simulate --transport grpc``: the same wiring as ``run --role core`` plus
+    ``run --role agent``, on whatever clock the caller runs). The caller provides the trio-asyncio loop."""
+    host, port = parse_host_port(config.split.listen, "split.listen")
+    d = config.delivery
+    async with trio.open_nursery() as nursery:
+        hub = GrpcCoreHub(
+            host,
+            port,
+            token=config.split.token,
+            core_version=__version__,
+            heartbeat_interval_ms=d.heartbeat_interval_ms,
+        )
+        await nursery.start(hub.serve)
+        core = _core(config, hub, store, clock, ids)
+        await nursery.start(core.run)
+        link = GrpcAgentLink(
+            host,
+            port,
+            config.agent.agent_id,
+            token=config.split.token,
+            heartbeat_interval_ms=d.heartbeat_interval_ms,
+        )
+        await nursery.start(link.run)
+        await link.connected.wait()
+        agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
+        await nursery.start(agent.run)
+        task_status.started(Copier(config, store, core, agent))
+
+
 async def run_all_in_one(
     config: Config,
     *,

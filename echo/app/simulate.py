@@ -44,6 +44,7 @@ import logging
 import math
 import random
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -51,21 +52,22 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import msgspec
 import structlog
 import trio
 import trio.testing
 
+from echo.adapters.aio import asyncio_loop
 from echo.adapters.clock import TrioClock
 from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.demo import master_ids, slave_ids
-from echo.app.root import Copier, open_store, run_all_in_one
+from echo.app.root import Copier, open_store, run_all_in_one, run_split_in_process
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config, StoreConfig
+from echo.domain.config import AgentConfig, Config, SplitConfig, StoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.ports.clock import Clock
 from echo.ports.ledger import AckLedger
@@ -295,6 +297,10 @@ class SimOptions:
     postgresql:// works too, but its calls run in a thread, which the virtual clock does not wait for."""
     config: Config | None = None
     """Policies, catalog, protocol and delivery settings to run under (agent and store stay the run's)."""
+    transport: Literal["inproc", "grpc"] = "inproc"
+    """How Core and the Agent are joined: in-process channels, or gRPC over localhost TCP (split mode's
+    transport). gRPC does real network I/O, which the virtual clock cannot wait for: virtual time jumps
+    only after 50 ms of real idleness, and a seed's run is no longer identical every time."""
 
     def __post_init__(self) -> None:
         if self.masters < 1 or self.slaves < 1 or self.trades < 0:
@@ -303,6 +309,8 @@ class SimOptions:
             self.pace > 0 and self.max_virtual_seconds > 0 and 0 <= self.crash_pause[0] <= self.crash_pause[1]
         ):
             raise ValueError("pace, max_virtual_seconds and the crash pause must be positive")
+        if self.transport not in ("inproc", "grpc"):
+            raise ValueError(f"transport must be inproc or grpc, got {self.transport!r}")
 
 
 def simulation_ok(summary: dict[str, Any]) -> bool:
@@ -324,12 +332,15 @@ async def run_copier(
     clock: Clock,
     ids: IdFactory,
     ledger: AckLedger,
+    transport: str = "inproc",
     *,
     task_status: trio.TaskStatus[Copier] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The all-in-one copier, with Core drawing its ids from ``ids``: the order of Core's retry timers breaks
-    ties by command_id, so ids from an unseeded random source would make a seed's run differ."""
-    await run_all_in_one(
+    """The all-in-one copier (or Core and the Agent over gRPC), with Core drawing its ids from ``ids``: the
+    order of Core's retry timers breaks ties by command_id, so ids from an unseeded random source would
+    make a seed's run differ."""
+    run = run_split_in_process if transport == "grpc" else run_all_in_one
+    await run(
         config, store=store, listener=listener, clock=clock, ids=ids, ledger=ledger, task_status=task_status
     )
 
@@ -436,6 +447,7 @@ class _World:
                         self.clock,
                         ids,
                         self.ledger,
+                        self.opts.transport,
                     )
                 )
                 task_status.started(scope)
@@ -529,6 +541,15 @@ class _World:
         self.crash_events.append(event)
 
     # ------------------------------------------------------------------------------------------ running
+
+    async def run_with_asyncio(self) -> dict[str, Any]:
+        """``run`` inside a trio-asyncio loop (gRPC lives on asyncio), on a port chosen for the run."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            where = f"127.0.0.1:{probe.getsockname()[1]}"
+        self.config = dataclasses.replace(self.config, split=SplitConfig(where, where))
+        async with asyncio_loop():
+            return await self.run()
 
     async def run(self) -> dict[str, Any]:
         if self.opts.store_url != "memory://":
@@ -756,7 +777,11 @@ def run_simulation(opts: SimOptions) -> dict[str, Any]:
     """Run one seed to the end (in its own ``trio.run`` on a ``MockClock``) and return the summary."""
     with tempfile.TemporaryDirectory(prefix="echo-sim-") as tmp, _deterministic_trio(opts.seed):
         world = _World(opts, Path(tmp))
-        summary: dict[str, Any] = trio.run(world.run, clock=trio.testing.MockClock(autojump_threshold=0))
+        if opts.transport == "grpc":
+            clock = trio.testing.MockClock(autojump_threshold=0.05)
+            summary: dict[str, Any] = trio.run(world.run_with_asyncio, clock=clock)
+        else:
+            summary = trio.run(world.run, clock=trio.testing.MockClock(autojump_threshold=0))
     return summary
 
 

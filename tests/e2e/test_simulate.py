@@ -75,6 +75,18 @@ def test_every_trade_copied_once_and_closed_despite_faults(seed: int, masters: i
     assert summary["core"].get("resends", 0) > 0
 
 
+def test_the_simulation_runs_core_and_the_agent_over_grpc_too() -> None:
+    """The same faults with Core and the Agent joined by gRPC over localhost TCP, the copier process
+    crashed and restarted (its gRPC server with it) and the Agent reconnecting by itself."""
+    opts = SimOptions(
+        seed=3, masters=1, slaves=3, trades=12, faults=FAULTS, max_virtual_seconds=900, transport="grpc"
+    )
+    summary = run_simulation(opts)
+    assert simulation_ok(summary), _explain(summary)
+    assert summary["copied"] + summary["omitted"] == summary["expected_copies"] == 36
+    assert sum(summary["faults"]["crashes"].values()) == 3
+
+
 def test_no_faults_is_a_plain_run() -> None:
     summary = run_simulation(_opts(3, faults=Faults()))
     assert simulation_ok(summary), _explain(summary)
