@@ -3,10 +3,11 @@ through the protobuf wire format (the codec's strategies generate the messages).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from echo.adapters.transport import grpc_convert as conv
@@ -73,3 +74,20 @@ def test_a_peer_message_that_breaks_domain_rules_is_a_convert_error() -> None:
         conv.agent_message_from_pb(bad, "agent-1")
     with pytest.raises(conv.ConvertError):
         conv.agent_message_from_pb(pb.AgentMessage(), "agent-1")
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_garbage_from_a_peer_is_a_convert_error_or_a_valid_message(data: bytes) -> None:
+    """Bytes that decode at all (betterproto2 may keep a scalar where a message was due) become a domain
+    message or a ConvertError, which the stream logs and skips; nothing else escapes."""
+    for parse, convert in (
+        (pb.AgentMessage.parse, lambda msg: conv.agent_message_from_pb(msg, "agent-1")),
+        (pb.CoreMessage.parse, conv.core_message_from_pb),
+    ):
+        try:
+            msg = parse(data)
+        except Exception:
+            continue  # undecodable bytes end the stream (logged as grpc_bad_agent_stream)
+        with contextlib.suppress(conv.ConvertError):
+            convert(msg)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import grpclib
 import grpclib.const
+import grpclib.exceptions
 import structlog
 import trio
 from grpclib.client import Channel
@@ -183,6 +184,10 @@ class _Service(pb.AgentServiceBase):
                 elif isinstance(msg, m.AccountOffline):
                     accounts.discard(msg.account_id)
                 await self.hub.deliver(agent_id, msg)
+        except (grpclib.GRPCError, grpclib.exceptions.StreamTerminatedError, ConnectionError):
+            pass  # the stream ended; the caller logs the disconnect
+        except Exception as exc:  # bytes that do not decode: this stream ends, the Agent reconnects
+            log.warning("grpc_bad_agent_stream", agent_id=agent_id, error=f"{type(exc).__name__}: {exc}")
         finally:
             outbox.put_nowait(_CLOSED)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import types
 import typing
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from echo.adapters.transport.pb.echo import v1 as pb
 from echo.domain import messages as m
@@ -49,6 +51,10 @@ TO_EA: dict[type[Any], str] = {
     m.SymbolRegistrationResult: "symbol_registration_result",
     m.DeliveryConfig: "delivery_config",
 }
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ConvertError(ValueError):
@@ -164,6 +170,23 @@ def agent_message(msg: m.AgentToCore) -> pb.AgentMessage:
     )
 
 
+def _shape_errors(convert: Callable[P, R]) -> Callable[P, R]:
+    """A peer's bytes can decode into a message of the wrong shape (betterproto2 keeps a scalar where a
+    message field was expected): whatever that breaks is a ConvertError, like any other bad message."""
+
+    @functools.wraps(convert)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return convert(*args, **kwargs)
+        except ConvertError:
+            raise
+        except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ConvertError(f"malformed message: {type(exc).__name__}: {exc}") from exc
+
+    return checked
+
+
+@_shape_errors
 def agent_message_from_pb(msg: pb.AgentMessage, agent_id: str) -> m.AgentToCore:
     """The domain message an Agent's protobuf message stands for (``agent_id``: the stream's Agent)."""
     if msg.from_account is not None:
@@ -214,6 +237,7 @@ def core_message(msg: m.CoreToAgent, sent_at_ms: int = 0) -> pb.CoreMessage:
     )
 
 
+@_shape_errors
 def core_message_from_pb(msg: pb.CoreMessage) -> m.CoreToAgent:
     if msg.to_account is not None:
         ta = msg.to_account
