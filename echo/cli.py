@@ -197,7 +197,12 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
                 )
                 await nursery.start(master.run)
                 print(f"sim master {args.account} connected to {args.socket}", file=sys.stderr)
-                if args.trades:
+                if args.burst:
+                    await master.burst(args.burst)
+                    await master.wait_all_acked()
+                    print(f"sim master {args.account}: {args.burst} trades done", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+                elif args.trades:
                     await master.run_script(args.trades, pace=args.pace)
                     await master.wait_all_acked()  # every event is safe with Core before the terminal quits
                     print(f"sim master {args.account}: {args.trades} trades done", file=sys.stderr)
@@ -346,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--trades", type=int, default=0, help="master: run a random script of N trades, then exit")
     s.add_argument("--pace", type=float, default=0.2, help="master: mean seconds between actions")
+    s.add_argument(
+        "--burst", type=int, default=0, help="master: open N trades back to back, then close them all; exit"
+    )
     s.add_argument(
         "--state",
         help="a JSON-lines file that survives restarts: the slave's results, or the master's unacked queue",

@@ -433,6 +433,19 @@ class SimMasterEA(SimTerminal):
             elif live:
                 await self._random_action(self.rng.choice(live))
 
+    async def burst(self, n_trades: int) -> list[str]:
+        """Open ``n_trades`` trades back to back (as fast as the connection takes them), wait until Core
+        has every one, then close them all: a load spike for Core's router."""
+        opened = []
+        for _ in range(n_trades):
+            symbol = self.rng.choice(self.symbols)
+            lots = self.broker.spec(symbol).clamp_lots(self.rng.randint(1, 10) / 10)
+            opened.append(await self.open(symbol, self.rng.choice((Side.BUY, Side.SELL)), lots))
+        await self.wait_all_acked()
+        for trade_id in opened:
+            await self.close(trade_id)
+        return opened
+
     async def _random_open(self) -> None:
         symbol = self.rng.choice(self.symbols)
         side = self.rng.choice((Side.BUY, Side.SELL))

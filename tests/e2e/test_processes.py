@@ -335,3 +335,79 @@ async def test_split_core_notices_a_frozen_agent_by_keepalive_and_takes_it_back(
         assert events.count("account_offline") >= 1
     finally:
         await store.aclose()
+
+
+async def test_a_burst_beyond_cores_router_queues_is_turned_away_busy_and_retried_into_copies(
+    tmp_path: Path,
+) -> None:
+    """Split mode as processes, Core's router at 2 workers x 4 places: a master opening 40 trades back to
+    back gets ERR_BROKER_BUSY for some (recorded as router_busy), sends them again, and every trade is
+    copied once and closed."""
+    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
+    config = tmp_path / "echo.toml"
+    config.write_text(
+        f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
+        "[router]\nworker_pool_size = 2\nqueue_depth_max = 4\n"
+        "[delivery]\nretry_backoff_ms = 50\n"
+    )
+    where = f"127.0.0.1:{free_port()}"
+    cli = [sys.executable, "-m", "echo"]
+    sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
+    procs: list[trio.Process] = []
+    logs: dict[str, bytearray] = {}
+    complete = trio.Event()
+
+    async def drain(name: str, proc: trio.Process) -> None:
+        """Keep reading a process's log (a full pipe would stall it) and note when Core finished all 40."""
+        assert proc.stderr is not None
+        buf = logs.setdefault(name, bytearray())
+        while chunk := await proc.stderr.receive_some():
+            buf += chunk
+            if name == "core" and buf.count(b"core_trade_complete") >= 40:
+                complete.set()
+
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            try:
+                core = await trio.lowlevel.open_process(
+                    [*cli, "run", "--role", "core", "--config", str(config), "--listen", where],
+                    stderr=subprocess.PIPE,
+                )
+                procs.append(core)
+                await read_until(core, b"Agents connect to " + where.encode())
+                nursery.start_soon(drain, "core", core)
+                agent = await trio.lowlevel.open_process(
+                    [*cli, "run", "--role", "agent", "--config", str(config), "--core", where],
+                    stderr=subprocess.PIPE,
+                )
+                procs.append(agent)
+                await read_until(agent, b"serving terminals")
+                nursery.start_soon(drain, "agent", agent)
+                slave = await trio.lowlevel.open_process(
+                    [*sim, "--role", "slave", "--account", "51001", "--profile", "1"], stderr=subprocess.PIPE
+                )
+                procs.append(slave)
+                await read_until(slave, b"connected")
+                nursery.start_soon(drain, "slave", slave)
+                master = await trio.run_process(
+                    [*sim, "--role", "master", "--account", "9001", "--burst", "40"], capture_stderr=True
+                )
+                assert b"40 trades done" in master.stderr
+                with trio.move_on_after(30):
+                    await complete.wait()  # Core logs each trade finished on every slave
+                assert complete.is_set(), logs["core"].decode(errors="replace")[-3000:]
+            finally:
+                for proc in reversed(procs):
+                    proc.send_signal(signal.SIGTERM)
+                    await proc.wait()
+    store = SqliteStore.open(db)
+    try:
+        busy = [e for e in await store.events(limit=100_000) if e.kind == "router_busy"]
+        assert busy, "the burst fit in the router's queues; it proves nothing"
+        assert all(json.loads(e.data)["queue_depth"] == 4 for e in busy)
+        decisions = await store.decisions(limit=1000)
+        assert len(decisions) == 40 and {(d.account_id, d.decision) for d in decisions} == {("51001", "copy")}
+        trades = await store.trades(limit=1000)
+        assert len(trades) == 40 and all(t.status == "closed" for t in trades)
+    finally:
+        await store.aclose()
