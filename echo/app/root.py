@@ -37,15 +37,11 @@ from echo.services.core.service import Core
 from echo.services.ids import IdFactory
 
 
-async def open_store(url: str, synchronous: str = "FULL", *, threaded: bool = True) -> Store:
-    """The store at ``url``. SQLite commits run in a worker thread unless ``threaded`` is False (the
-    simulator, whose virtual clock cannot wait for threads)."""
+async def open_store(url: str, synchronous: str = "FULL") -> Store:
     if url == "memory://":
         return MemoryStore()
     if url.startswith("sqlite:///"):
-        return SqliteStore.open(
-            Path(url.removeprefix("sqlite:///")), synchronous=synchronous, threaded=threaded
-        )
+        return SqliteStore.open(Path(url.removeprefix("sqlite:///")), synchronous=synchronous)
     if url.startswith(("postgresql://", "postgres://")):
         return await PostgresStore.open(url)
     raise ConfigError(f"unsupported store url {url!r} (sqlite:///PATH, postgresql://... or memory://)")

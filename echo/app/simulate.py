@@ -553,7 +553,7 @@ class _World:
 
     async def run(self) -> dict[str, Any]:
         if self.opts.store_url != "memory://":
-            self.store = await open_store(self.opts.store_url, threaded=False)
+            self.store = await open_store(self.opts.store_url)
         try:
             return await self._run()
         finally:

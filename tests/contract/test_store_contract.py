@@ -114,9 +114,7 @@ def event(event_id: str = "e1", **kw: Any) -> EventRow:
     return EventRow(**base)
 
 
-@pytest.fixture(
-    params=["memory", "sqlite", "sqlite-threaded", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "postgres":
         with postgres_schema() as url:
@@ -126,11 +124,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             finally:
                 await pg.aclose()
         return
-    s: Store = (
-        MemoryStore()
-        if request.param == "memory"
-        else SqliteStore.open(tmp_path / "db" / "echo.db", threaded=request.param == "sqlite-threaded")
-    )
+    s: Store = MemoryStore() if request.param == "memory" else SqliteStore.open(tmp_path / "db" / "echo.db")
     try:
         yield s
     finally:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
@@ -141,9 +141,6 @@ _BIND_ERRORS = (OverflowError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
 """What sqlite3 raises for a parameter it cannot bind, before the statement runs."""
 
 
-R = TypeVar("R")
-
-
 class _Rejected(Exception):
     """Raised inside a write to abort it; carries what is needed to explain the failure after rollback."""
 
@@ -157,17 +154,13 @@ class _Rejected(Exception):
 class SqliteStore:
     """The Store port on one SQLite file. Build it with ``SqliteStore.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path | None = None, *, threaded: bool = False) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         """Wrap a connection that is already configured and migrated (``open`` does both)."""
         self._conn: sqlite3.Connection | None = conn
         self.path = path
-        self._limiter = trio.CapacityLimiter(1) if threaded else None
-        """Threaded: every call runs in a worker thread, one at a time, so a commit's fsync never blocks
-        the event loop (the copier). Not threaded: calls run on the loop, which a virtual clock can wait
-        for (the simulator and the MockClock tests)."""
 
     @classmethod
-    def open(cls, path: str | Path, *, synchronous: str = "FULL", threaded: bool = False) -> SqliteStore:
+    def open(cls, path: str | Path, *, synchronous: str = "FULL") -> SqliteStore:
         """Open (creating if needed) the database at ``path``: WAL journal, the given ``synchronous``
         level (``FULL``: every commit is on disk; ``NORMAL``: a power cut may lose the last commits, never
         corrupt), foreign keys off, a busy timeout, and every pending migration applied."""
@@ -180,7 +173,6 @@ class SqliteStore:
             conn = sqlite3.connect(
                 db_path,
                 isolation_level=None,
-                check_same_thread=False,  # used by one thread at a time (the limiter)
                 timeout=_BUSY_TIMEOUT_MS / 1000,
                 cached_statements=_CACHED_STATEMENTS,
             )
@@ -200,7 +192,7 @@ class SqliteStore:
         except BaseException:
             conn.close()
             raise
-        return cls(conn, db_path, threaded=threaded)
+        return cls(conn, db_path)
 
     def _live(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -209,24 +201,11 @@ class SqliteStore:
 
     # --- writes ---------------------------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run ``fn`` on the connection: in the store's worker thread when threaded (one call at a time,
-        and the event loop runs meanwhile), else right here after a checkpoint."""
-        if self._limiter is None:
-            await trio.lowlevel.checkpoint()
-            return fn(*args)
-        self._live()
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-
     async def write(self, batch: Batch) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._live()
         if batch:
-            if self._limiter is None:
-                self._write(batch)
-            else:
-                # not abandoned on cancel: the caller learns whether the commit happened
-                await trio.to_thread.run_sync(self._write, batch, limiter=self._limiter)
+            self._write(batch)
         # once committed, a cancellation must not make the caller believe the write failed
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -342,10 +321,7 @@ class SqliteStore:
 
     # --- reads ----------------------------------------------------------------------------------------
 
-    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        return await self._call(self._query_now, sql, params)
-
-    def _query_now(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         conn = self._live()
         try:
             return conn.execute(sql, params).fetchall()
@@ -353,68 +329,77 @@ class SqliteStore:
             raise StoreError(f"query failed: {exc}") from exc
 
     async def get_trade(self, trade_id: str) -> TradeRow | None:
-        rows = await self._query(_TRADE_BY_ID, (trade_id,))
+        await trio.lowlevel.checkpoint()
+        rows = self._query(_TRADE_BY_ID, (trade_id,))
         return TradeRow(*rows[0]) if rows else None
 
     async def trades(self, status: TradeStatus | None = None, limit: int = 1000) -> list[TradeRow]:
         _check_limit(limit)
+        await trio.lowlevel.checkpoint()
         if status is None:
-            rows = await self._query(_TRADES_ALL, (limit,))
+            rows = self._query(_TRADES_ALL, (limit,))
         else:
-            rows = await self._query(_TRADES_BY_STATUS, (status, limit))
+            rows = self._query(_TRADES_BY_STATUS, (status, limit))
         return [TradeRow(*r) for r in rows]
 
     async def tickets(self, trade_id: str) -> list[TicketRow]:
-        return [TicketRow(*r) for r in await self._query(_TICKETS, (trade_id,))]
+        await trio.lowlevel.checkpoint()
+        return [TicketRow(*r) for r in self._query(_TICKETS, (trade_id,))]
 
     async def commands(self, trade_id: str) -> list[CommandRow]:
-        return [CommandRow(*r) for r in await self._query(_COMMANDS, (trade_id,))]
+        await trio.lowlevel.checkpoint()
+        return [CommandRow(*r) for r in self._query(_COMMANDS, (trade_id,))]
 
     async def decisions(self, trade_id: str | None = None, limit: int = 1000) -> list[DecisionRow]:
         _check_limit(limit)
+        await trio.lowlevel.checkpoint()
         if trade_id is None:
-            rows = await self._query(_DECISIONS_ALL, (limit,))
+            rows = self._query(_DECISIONS_ALL, (limit,))
         else:
-            rows = await self._query(_DECISIONS_BY_TRADE, (trade_id, limit))
+            rows = self._query(_DECISIONS_BY_TRADE, (trade_id, limit))
         return [DecisionRow(*r) for r in rows]
 
     async def events(self, trade_id: str | None = None, limit: int = 1000) -> list[EventRow]:
         _check_limit(limit)
+        await trio.lowlevel.checkpoint()
         if trade_id is None:
-            rows = await self._query(_EVENTS_ALL, (limit,))
+            rows = self._query(_EVENTS_ALL, (limit,))
         else:
-            rows = await self._query(_EVENTS_BY_TRADE, (trade_id, limit))
+            rows = self._query(_EVENTS_BY_TRADE, (trade_id, limit))
         return [EventRow(*r) for r in rows]
 
     async def journal(self, outcome: str | None = "PENDING", limit: int = 100_000) -> list[JournalRow]:
         _check_limit(limit)
+        await trio.lowlevel.checkpoint()
         if outcome is None:
-            rows = await self._query(_JOURNAL_ALL, (limit,))
+            rows = self._query(_JOURNAL_ALL, (limit,))
         else:
-            rows = await self._query(_JOURNAL_BY_OUTCOME, (outcome, limit))
+            rows = self._query(_JOURNAL_BY_OUTCOME, (outcome, limit))
         return [JournalRow(*r) for r in rows]
 
     async def retry_events(self, command_id: str) -> list[RetryEventRow]:
-        return [RetryEventRow(*r) for r in await self._query(_RETRIES, (command_id,))]
+        await trio.lowlevel.checkpoint()
+        return [RetryEventRow(*r) for r in self._query(_RETRIES, (command_id,))]
 
     async def accounts(self) -> list[AccountRow]:
-        return [AccountRow(*r) for r in await self._query(_ACCOUNTS, ())]
+        await trio.lowlevel.checkpoint()
+        return [AccountRow(*r) for r in self._query(_ACCOUNTS, ())]
 
     async def evaluations(self, account_id: str | None = None, limit: int = 100) -> list[EvaluationRow]:
         _check_limit(limit)
+        await trio.lowlevel.checkpoint()
         if account_id is None:
-            rows = await self._query(_EVALUATIONS_ALL, (limit,))
+            rows = self._query(_EVALUATIONS_ALL, (limit,))
         else:
-            rows = await self._query(_EVALUATIONS_BY_ACCOUNT, (account_id, limit))
+            rows = self._query(_EVALUATIONS_BY_ACCOUNT, (account_id, limit))
         return [EvaluationRow(*r) for r in rows]
 
     async def symbol_evaluations(self, evaluation_id: str) -> list[SymbolEvaluationRow]:
-        return [SymbolEvaluationRow(*r) for r in await self._query(_SYMBOL_EVALUATIONS, (evaluation_id,))]
+        await trio.lowlevel.checkpoint()
+        return [SymbolEvaluationRow(*r) for r in self._query(_SYMBOL_EVALUATIONS, (evaluation_id,))]
 
     async def purge_evaluations(self, before_ms: int) -> int:
-        return await self._call(self._purge_now, before_ms)
-
-    def _purge_now(self, before_ms: int) -> int:
+        await trio.lowlevel.checkpoint()
         conn = self._live()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -432,14 +417,7 @@ class SqliteStore:
         return int(gone)
 
     async def aclose(self) -> None:
-        if self._limiter is not None:
-            async with self._limiter:  # after the call in the worker thread, if any
-                self._close()
-        else:
-            self._close()
-        await trio.lowlevel.checkpoint()
-
-    def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        await trio.lowlevel.checkpoint()
