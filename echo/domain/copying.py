@@ -207,6 +207,24 @@ def mirror_stops(
     )
 
 
+def modified_stops(
+    policy: Policy,
+    side: Side,
+    spec: SymbolSpec,
+    stop_loss: float | None,
+    take_profit: float | None,
+    entry: float,
+) -> tuple[float | None, float | None]:
+    """The slave's stops after a master modification: mirrored as at entry, and when that leaves no SL
+    (the master removed its own) the policy's catastrophic SL from the slave's ``entry`` stays in place:
+    the safety net never goes away because the master took its stop off."""
+    sl, tp = mirror_stops(policy, side, spec, stop_loss, take_profit)
+    if sl is None and policy.catastrophic_sl is not None:
+        hard = entry - (1 if side is Side.BUY else -1) * policy.catastrophic_sl * spec.point
+        sl = spec.round_price(hard) if hard > 0 else None
+    return sl, tp
+
+
 def plan_stops(
     policy: Policy, intent: TradeIntent, spec: SymbolSpec, bid: float | None, ask: float | None
 ) -> StopsPlan:

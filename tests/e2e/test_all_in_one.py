@@ -432,6 +432,41 @@ async def test_policies_size_by_risk_and_windows_omit_with_a_receipt(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_master_removing_its_sl_leaves_the_slaves_catastrophic_sl(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from echo.domain.policy import Policies, Policy
+
+    listener = MemoryPipeListener()
+    config = Config(agent=AgentConfig(agent_id="agent-e2e"), policy=Policies(Policy(catastrophic_sl=2000)))
+    async with trio.open_nursery() as nursery:
+        copier: Copier = await nursery.start(
+            lambda task_status: run_all_in_one(
+                config, store=MemoryStore(), listener=listener, clock=TrioClock(), task_status=task_status
+            )
+        )
+        w = World(nursery, copier, listener, 4)
+        slave = await w.add_slave("51001", 1)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001")
+        bid, _ = master.broker.quote("XAUUSD")
+        trade_id = await master.open("XAUUSD", Side.BUY, 1.0, stop_loss=round(bid - 10.0, 2))
+        await master.wait_all_acked()
+        await copier.core.wait_for(lambda: copier.core.in_flight == 0)
+        (order,) = slave.broker.open_orders()
+        assert order.stop_loss == round(bid - 10.0, 2)  # the master's SL, copied
+        await master.modify(trade_id, None, None)
+        await master.wait_all_acked()
+        await copier.core.wait_for(lambda: copier.core.in_flight == 0)
+        (order,) = slave.broker.open_orders()
+        spec = slave.broker.spec(order.symbol)
+        assert order.stop_loss == pytest.approx(order.open_price - 2000 * spec.point), "safety net removed"
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await w.settled()
+        nursery.cancel_scope.cancel()
+
+
 async def test_slave_positions_closed_by_the_broker_are_recorded_and_never_reopened(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

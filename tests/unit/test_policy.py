@@ -11,7 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from echo.domain.config import ConfigError, config_from_dict
-from echo.domain.copying import Copy, Omit, SlaveQuote, SlaveView, plan_open, plan_stops, size_entry
+from echo.domain.copying import (
+    Copy,
+    Omit,
+    SlaveQuote,
+    SlaveView,
+    modified_stops,
+    plan_open,
+    plan_stops,
+    size_entry,
+)
 from echo.domain.ids import uuid7
 from echo.domain.messages import TradeIntent
 from echo.domain.policy import Policy, Window
@@ -219,6 +228,17 @@ def test_offsets_move_stops_outward_for_buys_and_sells() -> None:
 def test_catastrophic_stop_when_no_stop_is_copied() -> None:
     plan = plan_stops(Policy(catastrophic_sl=2000), gold_intent(sl=None), GOLD, 2400.0, 2400.2)
     assert plan.stop_loss == 2380.2 and plan.detail["catastrophic_sl_points"] == 2000
+
+
+def test_a_master_removing_its_sl_leaves_the_catastrophic_sl_in_place() -> None:
+    policy = Policy(catastrophic_sl=2000, sl_offset=5)
+    # the master moves its SL: mirrored with the offset, as at entry
+    assert modified_stops(policy, Side.BUY, GOLD, 2390.0, 2420.0, 2400.2) == (2389.95, 2420.0)
+    # the master takes its SL off: the slave keeps the catastrophic SL from its own fill price
+    assert modified_stops(policy, Side.BUY, GOLD, None, 2420.0, 2400.2) == (2380.2, 2420.0)
+    assert modified_stops(policy, Side.SELL, GOLD, None, None, 2400.0) == (2420.0, None)
+    # without a catastrophic SL in the policy, removing the master's SL removes the slave's
+    assert modified_stops(Policy(), Side.BUY, GOLD, None, 2420.0, 2400.2) == (None, 2420.0)
 
 
 def test_stops_inside_the_stop_level_go_on_after_the_fill() -> None:

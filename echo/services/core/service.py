@@ -27,7 +27,7 @@ from echo.domain.copying import (
     SlaveQuote,
     SlaveView,
     canonical_symbol,
-    mirror_stops,
+    modified_stops,
     plan_open,
     plan_partial_close,
     stops_too_close,
@@ -130,6 +130,9 @@ class SlavePosition:
     """The modify that sets ``after_fill`` stops, while it is out."""
     closed_by_broker: str | None = None
     """SL, TP or STOP_OUT: the slave's broker closed the position on its own; it is never reopened."""
+    entry_price: float | None = None
+    """The slave's fill price (the master's entry stands in after a restart): a catastrophic SL is set
+    from it when a master modification leaves no SL."""
 
 
 @dataclass
@@ -1483,7 +1486,10 @@ class Core:
                         pos.after_fill = (sl, tp)
                     else:
                         policy = self.policies.for_account(pos.account_id)
-                        sl, tp = mirror_stops(policy, intent.side, spec, op.stop_loss, op.take_profit)
+                        entry = pos.entry_price or intent.price
+                        sl, tp = modified_stops(
+                            policy, intent.side, spec, op.stop_loss, op.take_profit, entry
+                        )
                         pos.after_fill = None  # the master's new levels supersede stops still waiting
                     cmd = m.ModifyOrder(
                         self._ids.uuid7(),
@@ -1574,6 +1580,8 @@ class Core:
                 pos.tickets[res.ticket] = lots
                 pos.opened = True
                 pos.failed = False
+                if res.executed_price:
+                    pos.entry_price = res.executed_price
                 if pos.after_fill is not None:
                     sl, tp = pos.after_fill
                     pos.after_fill = None
