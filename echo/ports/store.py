@@ -255,6 +255,10 @@ class Store(Protocol):
         """Ordered by (account_id, opened_at_ms, ticket)."""
         ...
 
+    async def trades_with_open_tickets(self, limit: int = 1_000_000) -> list[str]:
+        """trade_ids with at least one slave ticket still open (whatever the trade's own status), sorted."""
+        ...
+
     async def commands(self, trade_id: str) -> list[CommandRow]:
         """Ordered by created_at_ms, then command_id."""
         ...

@@ -425,6 +425,33 @@ async def test_tickets_ordered_by_account_opened_ticket(store: Store) -> None:
     assert await store.tickets("t3") == []
 
 
+async def test_trades_with_open_tickets_whatever_the_trades_status(store: Store) -> None:
+    await store.write(
+        Batch(
+            trades=[trade("t1"), trade("t2"), trade("t3")],
+            tickets=[
+                ticket("2001", 1, trade_id="t2"),
+                ticket("2002", 2, trade_id="t2"),
+                ticket("2001", 3, trade_id="t1"),
+                ticket("2001", 4, trade_id="t3"),
+            ],
+        )
+    )
+    assert await store.trades_with_open_tickets() == ["t1", "t2", "t3"]
+    await store.write(
+        Batch(
+            trade_updates=[TradeUpdate("t2", "closed", T0 + 5), TradeUpdate("t3", "closed", T0 + 5)],
+            ticket_updates=[
+                TicketUpdate("2001", 1, "closed", 0.1, T0 + 5),
+                TicketUpdate("2001", 4, "closed", 0.1, T0 + 5),
+            ],
+        )
+    )
+    # t2 is closed at the master but 2002's ticket is still open; t3 has nothing open any more
+    assert await store.trades_with_open_tickets() == ["t1", "t2"]
+    assert await store.trades_with_open_tickets(limit=1) == ["t1"]
+
+
 async def test_commands_ordered_by_created_then_id(store: Store) -> None:
     rows = [
         command("c3", created_at_ms=T0),

@@ -18,7 +18,7 @@ from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config, CoreConfig
+from echo.domain.config import AgentConfig, Config, CoreConfig, DeliverySettings
 from echo.domain.types import Side
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
@@ -170,6 +170,72 @@ async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
         assert len(closes) == 1
         await master.close(trade_id)
         await master.wait_all_acked()
+        await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+        assert broker.open_orders() == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_close_waiting_for_an_offline_slave_survives_two_restarts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The slave is offline when the master closes, Core gives the close up after its retries, and the
+    copier restarts twice before the slave returns: the slave's position is still closed once it is back
+    (the trade is closed at the master and no command is pending: only the slave's open ticket says there
+    is work left)."""
+    store, listener, clock = MemoryStore(), MemoryPipeListener(), TrioClock()
+    config = Config(
+        core=CoreConfig(fixed_lot=1.0),
+        agent=AgentConfig(agent_id="agent-1"),
+        delivery=DeliverySettings(ack_timeout_ms=100, retry_backoff_ms=50, max_retries=2),
+    )
+    market = SimMarket(random.Random(11))
+    copiers: list[Copier] = []
+
+    async def copier_process(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as n:
+                copiers.append(
+                    await n.start(
+                        lambda task_status: run_all_in_one(
+                            config, store=store, listener=listener, clock=clock, task_status=task_status
+                        )
+                    )
+                )
+                task_status.started(scope)
+
+    broker = slave_broker(1, market, random.Random(1))
+    async with trio.open_nursery() as nursery:
+        process: trio.CancelScope = await nursery.start(copier_process)
+        master = SimMasterEA(
+            "9001", master_broker(market, random.Random(2)), listener.connect, clock.now_ms, random.Random(3)
+        )
+        await nursery.start(master.run)
+        async with trio.open_nursery() as terminal:
+            await terminal.start(SimSlaveEA("51001", broker, listener.connect, clock.now_ms).run)
+            core = copiers[-1].core
+            await core.wait_for(
+                lambda: {"9001", "51001"} <= {a for a, x in core.accounts.items() if x.online}
+            )
+            trade_id = await master.open("GER30", Side.BUY, 1.0)
+            await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 1)
+            terminal.cancel_scope.cancel()
+        await core.wait_for(lambda: not core.accounts["51001"].online)
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        # the slave stays away long enough for Core to give the close up (it would revive it when the
+        # slave returns, but only the store remembers it across a restart)
+        await trio.sleep(3600)
+        assert core.in_flight == 0 and core.stats.get("gave_up") == 1, core.stats
+        for _ in range(2):
+            process.cancel()
+            await trio.sleep(1)
+            process = await nursery.start(copier_process)
+            restarted = copiers[-1].core
+            await restarted.wait_for(lambda c=restarted: c.accounts["9001"].online)  # type: ignore[misc]
+            core = restarted
+        assert trade_id in core.trades, "the restart forgot the slave's open position"
+        assert len(broker.open_orders()) == 1
+        await nursery.start(SimSlaveEA("51001", broker, listener.connect, clock.now_ms).run)
         await core.wait_for(lambda: not core.trades and core.in_flight == 0)
         assert broker.open_orders() == []
         nursery.cancel_scope.cancel()

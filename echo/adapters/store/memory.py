@@ -241,6 +241,12 @@ class MemoryStore:
         rows.sort(key=lambda t: (t.opened_at_ms, t.trade_id), reverse=True)
         return rows[:limit]
 
+    async def trades_with_open_tickets(self, limit: int = 1_000_000) -> list[str]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        self._live()
+        return sorted({t.trade_id for t in self._tickets.values() if t.status == "open"})[:limit]
+
     async def tickets(self, trade_id: str) -> list[TicketRow]:
         await trio.lowlevel.checkpoint()
         self._live()

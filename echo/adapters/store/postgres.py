@@ -237,6 +237,10 @@ class PostgresStore:
     async def tickets(self, trade_id: str) -> list[TicketRow]:
         return [TicketRow(*r) for r in await self._rows(sql.TICKETS, (trade_id,))]
 
+    async def trades_with_open_tickets(self, limit: int = 1_000_000) -> list[str]:
+        sql.check_limit(limit)
+        return [r[0] for r in await self._rows(sql.OPEN_TICKET_TRADES, (limit,))]
+
     async def commands(self, trade_id: str) -> list[CommandRow]:
         return [CommandRow(*r) for r in await self._rows(sql.COMMANDS, (trade_id,))]
 

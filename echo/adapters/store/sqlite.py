@@ -66,6 +66,9 @@ from echo.adapters.store.statements import (
     JOURNAL_UPSERT as _JOURNAL_UPSERT,
 )
 from echo.adapters.store.statements import (
+    OPEN_TICKET_TRADES as _OPEN_TICKET_TRADES,
+)
+from echo.adapters.store.statements import (
     RETRIES as _RETRIES,
 )
 from echo.adapters.store.statements import (
@@ -345,6 +348,11 @@ class SqliteStore:
     async def tickets(self, trade_id: str) -> list[TicketRow]:
         await trio.lowlevel.checkpoint()
         return [TicketRow(*r) for r in self._query(_TICKETS, (trade_id,))]
+
+    async def trades_with_open_tickets(self, limit: int = 1_000_000) -> list[str]:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        return [r[0] for r in self._query(_OPEN_TICKET_TRADES, (limit,))]
 
     async def commands(self, trade_id: str) -> list[CommandRow]:
         await trio.lowlevel.checkpoint()

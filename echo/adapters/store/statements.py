@@ -206,6 +206,9 @@ TRADES_ALL = select("trades", TRADE_COLS, "ORDER BY opened_at_ms DESC, trade_id 
 TRADES_BY_STATUS = select(
     "trades", TRADE_COLS, "WHERE status = ? ORDER BY opened_at_ms DESC, trade_id DESC LIMIT ?"
 )
+OPEN_TICKET_TRADES = (
+    "SELECT DISTINCT trade_id FROM slave_tickets WHERE status = 'open' ORDER BY trade_id LIMIT ?"
+)
 TICKETS = select("slave_tickets", TICKET_COLS, "WHERE trade_id = ? ORDER BY account_id, opened_at_ms, ticket")
 COMMANDS = select("commands", COMMAND_COLS, "WHERE trade_id = ? ORDER BY created_at_ms, command_id")
 DECISIONS_ALL = select("copy_decisions", DECISION_COLS, "ORDER BY at_ms, decision_id LIMIT ?")

@@ -288,6 +288,8 @@ class Core:
         pending = await self._store.journal("PENDING")
         trade_ids = {t.trade_id for t in await self._store.trades(status="open", limit=1_000_000)}
         trade_ids |= {j.trade_id for j in pending}
+        # closed at the master, a slave's ticket still open (its close waited, e.g. for the slave's spec)
+        trade_ids |= set(await self._store.trades_with_open_tickets())
         by_trade: dict[str, list[JournalRow]] = {}
         for j in pending:
             by_trade.setdefault(j.trade_id, []).append(j)
