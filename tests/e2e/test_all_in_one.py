@@ -467,6 +467,58 @@ async def test_a_master_removing_its_sl_leaves_the_slaves_catastrophic_sl(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_send_to_an_agent_that_is_gone_fails_that_command_and_core_serves_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A slave's account is announced by an Agent that then has no connection (as when a gRPC stream
+    breaks before its AccountOffline is handled): Core's send fails, the command is marked undelivered at
+    the Agent's hop and sent again later, the other slave is served meanwhile, and once the terminal is
+    back on a live Agent it gets the trade exactly once."""
+    with trio.fail_after(600):
+        await _stranded_slave_scenario()
+
+
+async def _stranded_slave_scenario() -> None:
+    async with trio.open_nursery() as nursery:
+        w = await start_world(nursery, seed=6)
+        core = w.copier.core
+        healthy = await w.add_slave("51001", 0)
+        stranded = SimSlaveEA(
+            "51002", slave_broker(1, w.market, random.Random(7)), w.listener.connect, w.clock.now_ms
+        )
+        scope = trio.CancelScope()
+
+        async def run_stranded(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await stranded.run(task_status=task_status)
+
+        await nursery.start(run_stranded)
+        master = await w.add_master("9001")
+        await w.online("9001", "51001", "51002")
+        hs = core.accounts["51002"].handshake
+        await trio.sleep(1)  # the reports are a second apart, as a terminal moving between hosts would be
+        await core.handle("agent-gone", m.AccountOnline("agent-gone", hs, w.clock.now_ms()))
+        assert core.accounts["51002"].agent_id == "agent-gone"
+        with capture_logs() as logs:
+            trade_id = await master.open("XAUUSD", Side.BUY, 0.2)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: fills(healthy) == Counter({trade_id: 1}))
+        assert any(e["event"] == "core_agent_unavailable" and e["agent_id"] == "agent-gone" for e in logs)
+        assert any(e["event"] == "core_command_not_delivered" for e in logs)
+        # the terminal reconnects to the live Agent: its handshake moves the account back
+        scope.cancel()
+        await trio.sleep(1)
+        back = SimSlaveEA("51002", stranded.broker, w.listener.connect, w.clock.now_ms)
+        await nursery.start(back.run)
+        await core.wait_for(lambda: core.accounts["51002"].agent_id == "agent-e2e" and core.in_flight == 0)
+        assert fills(stranded) + fills(back) == Counter({trade_id: 1})
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await w.settled()
+        assert healthy.broker.open_orders() == [] and stranded.broker.open_orders() == []
+        nursery.cancel_scope.cancel()
+
+
 async def test_slave_positions_closed_by_the_broker_are_recorded_and_never_reopened(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
