@@ -6,6 +6,7 @@ not answered with the same command_ids; the slave answers repeats from memory.""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 
@@ -20,6 +21,8 @@ from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig, DeliverySettings
 from echo.domain.types import Side
+from echo.services.core.service import Core
+from echo.sim.broker import SimBroker
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
@@ -106,39 +109,49 @@ async def test_copier_restarts_mid_traffic(seed: int, autojump_clock: trio.testi
             nursery.cancel_scope.cancel()
 
 
-async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """A partial close goes out to an offline slave and waits; the master's SL change that follows queues
-    behind it. The copier dies, starts again, the slave returns: the close is applied once and the SL
-    change too (it was recorded as a master event not yet applied to that slave)."""
-    store, listener, clock = MemoryStore(), MemoryPipeListener(), TrioClock()
-    config = Config(core=CoreConfig(fixed_lot=1.0), agent=AgentConfig(agent_id="agent-1"))
-    market = SimMarket(random.Random(9))
-    copiers: list[Copier] = []
+class CopierProcess:
+    """The all-in-one copier as a process that dies and starts again on the same store, socket and clock."""
 
-    async def copier_process(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store, self.listener, self.clock = MemoryStore(), MemoryPipeListener(), TrioClock()
+        self.copiers: list[Copier] = []
+
+    @property
+    def core(self) -> Core:
+        return self.copiers[-1].core
+
+    async def run(self, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as n:
-                copiers.append(
+                self.copiers.append(
                     await n.start(
-                        lambda task_status: run_all_in_one(
-                            config, store=store, listener=listener, clock=clock, task_status=task_status
+                        functools.partial(
+                            run_all_in_one,
+                            self.config,
+                            store=self.store,
+                            listener=self.listener,
+                            clock=self.clock,
                         )
                     )
                 )
                 task_status.started(scope)
 
-    broker = slave_broker(1, market, random.Random(1))
-    async with trio.open_nursery() as nursery:
-        process: trio.CancelScope = await nursery.start(copier_process)
+    async def copied_then_slave_away(
+        self, nursery: trio.Nursery, market: SimMarket, broker: SimBroker
+    ) -> tuple[SimMasterEA, str]:
+        """Master 9001 and slave 51001 online, one GER30 trade copied, then the slave's terminal gone."""
         master = SimMasterEA(
-            "9001", master_broker(market, random.Random(2)), listener.connect, clock.now_ms, random.Random(3)
+            "9001",
+            master_broker(market, random.Random(2)),
+            self.listener.connect,
+            self.clock.now_ms,
+            random.Random(3),
         )
         await nursery.start(master.run)
         async with trio.open_nursery() as terminal:
-            await terminal.start(SimSlaveEA("51001", broker, listener.connect, clock.now_ms).run)
-            core = copiers[-1].core
+            await terminal.start(SimSlaveEA("51001", broker, self.listener.connect, self.clock.now_ms).run)
+            core = self.core
             await core.wait_for(
                 lambda: {"9001", "51001"} <= {a for a, x in core.accounts.items() if x.online}
             )
@@ -146,6 +159,22 @@ async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
             await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 1)
             terminal.cancel_scope.cancel()
         await core.wait_for(lambda: not core.accounts["51001"].online)
+        return master, trade_id
+
+
+async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A partial close goes out to an offline slave and waits; the master's SL change that follows queues
+    behind it. The copier dies, starts again, the slave returns: the close is applied once and the SL
+    change too (it was recorded as a master event not yet applied to that slave)."""
+    proc = CopierProcess(Config(core=CoreConfig(fixed_lot=1.0), agent=AgentConfig(agent_id="agent-1")))
+    market = SimMarket(random.Random(9))
+    broker = slave_broker(1, market, random.Random(1))
+    async with trio.open_nursery() as nursery:
+        process: trio.CancelScope = await nursery.start(proc.run)
+        master, trade_id = await proc.copied_then_slave_away(nursery, market, broker)
+        core = proc.core
         await master.partial_close(trade_id, 0.4)
         sl, tp = master._random_stops("GER30", Side.BUY)
         await master.modify(trade_id, sl, tp)
@@ -155,10 +184,10 @@ async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
 
         process.cancel()
         await trio.sleep(1)
-        process = await nursery.start(copier_process)
-        slave = SimSlaveEA("51001", broker, listener.connect, clock.now_ms)
+        process = await nursery.start(proc.run)
+        slave = SimSlaveEA("51001", broker, proc.listener.connect, proc.clock.now_ms)
         await nursery.start(slave.run)
-        core = copiers[-1].core
+        core = proc.core
         await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("slave_closes") == 1)
         await core.wait_for(
             lambda: core.in_flight == 0 and not core.trades[trade_id].positions["51001"].queue
@@ -182,44 +211,19 @@ async def test_a_close_waiting_for_an_offline_slave_survives_two_restarts(
     copier restarts twice before the slave returns: the slave's position is still closed once it is back
     (the trade is closed at the master and no command is pending: only the slave's open ticket says there
     is work left)."""
-    store, listener, clock = MemoryStore(), MemoryPipeListener(), TrioClock()
-    config = Config(
-        core=CoreConfig(fixed_lot=1.0),
-        agent=AgentConfig(agent_id="agent-1"),
-        delivery=DeliverySettings(ack_timeout_ms=100, retry_backoff_ms=50, max_retries=2),
+    proc = CopierProcess(
+        Config(
+            core=CoreConfig(fixed_lot=1.0),
+            agent=AgentConfig(agent_id="agent-1"),
+            delivery=DeliverySettings(ack_timeout_ms=100, retry_backoff_ms=50, max_retries=2),
+        )
     )
     market = SimMarket(random.Random(11))
-    copiers: list[Copier] = []
-
-    async def copier_process(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as n:
-                copiers.append(
-                    await n.start(
-                        lambda task_status: run_all_in_one(
-                            config, store=store, listener=listener, clock=clock, task_status=task_status
-                        )
-                    )
-                )
-                task_status.started(scope)
-
     broker = slave_broker(1, market, random.Random(1))
     async with trio.open_nursery() as nursery:
-        process: trio.CancelScope = await nursery.start(copier_process)
-        master = SimMasterEA(
-            "9001", master_broker(market, random.Random(2)), listener.connect, clock.now_ms, random.Random(3)
-        )
-        await nursery.start(master.run)
-        async with trio.open_nursery() as terminal:
-            await terminal.start(SimSlaveEA("51001", broker, listener.connect, clock.now_ms).run)
-            core = copiers[-1].core
-            await core.wait_for(
-                lambda: {"9001", "51001"} <= {a for a, x in core.accounts.items() if x.online}
-            )
-            trade_id = await master.open("GER30", Side.BUY, 1.0)
-            await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 1)
-            terminal.cancel_scope.cancel()
-        await core.wait_for(lambda: not core.accounts["51001"].online)
+        process: trio.CancelScope = await nursery.start(proc.run)
+        master, trade_id = await proc.copied_then_slave_away(nursery, market, broker)
+        core = proc.core
         await master.close(trade_id)
         await master.wait_all_acked()
         # the slave stays away long enough for Core to give the close up (it would revive it when the
@@ -229,13 +233,13 @@ async def test_a_close_waiting_for_an_offline_slave_survives_two_restarts(
         for _ in range(2):
             process.cancel()
             await trio.sleep(1)
-            process = await nursery.start(copier_process)
-            restarted = copiers[-1].core
+            process = await nursery.start(proc.run)
+            restarted = proc.core
             await restarted.wait_for(lambda c=restarted: c.accounts["9001"].online)  # type: ignore[misc]
             core = restarted
         assert trade_id in core.trades, "the restart forgot the slave's open position"
         assert len(broker.open_orders()) == 1
-        await nursery.start(SimSlaveEA("51001", broker, listener.connect, clock.now_ms).run)
+        await nursery.start(SimSlaveEA("51001", broker, proc.listener.connect, proc.clock.now_ms).run)
         await core.wait_for(lambda: not core.trades and core.in_flight == 0)
         assert broker.open_orders() == []
         nursery.cancel_scope.cancel()

@@ -206,46 +206,70 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
     assert out["recorded"][0]["status"] == "ACCEPTED", "the demo recorded the verdict it sent"
 
 
+class Split:
+    """``run --role core`` and ``run --role agent`` as processes on one TOML file, and the simulated
+    terminals a test starts on the Agent's socket; ``stop`` ends every one (SIGCONT, then SIGTERM)."""
+
+    def __init__(self, tmp_path: Path, extra_config: str = "") -> None:
+        self.sock, self.db = tmp_path / "echo.sock", tmp_path / "echo.db"
+        self.config = tmp_path / "echo.toml"
+        self.config.write_text(
+            f'[agent]\nsocket_path = "{self.sock}"\n[store]\nurl = "sqlite:///{self.db}"\n{extra_config}'
+        )
+        self.where = f"127.0.0.1:{free_port()}"
+        self.cli = [sys.executable, "-m", "echo"]
+        self.sim = [*self.cli, "sim-ea", "--socket", str(self.sock), "--log-format", "json"]
+        self.procs: list[trio.Process] = []
+
+    async def _open(self, argv: list[str], ready: bytes) -> trio.Process:
+        proc = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        await read_until(proc, ready)
+        return proc
+
+    async def start(self, slave_profile: str = "2") -> tuple[trio.Process, trio.Process, trio.Process]:
+        """Core, then the Agent, then slave 51001 connected to it."""
+        config = str(self.config)
+        core = await self._open(
+            [*self.cli, "run", "--role", "core", "--config", config, "--listen", self.where],
+            b"Agents connect to " + self.where.encode(),
+        )
+        agent = await self._open(
+            [*self.cli, "run", "--role", "agent", "--config", config, "--core", self.where],
+            b"serving terminals",
+        )
+        slave = await self._open(
+            [*self.sim, "--role", "slave", "--account", "51001", "--profile", slave_profile], b"connected"
+        )
+        return core, agent, slave
+
+    async def master(self, *args: str) -> bytes:
+        """Run master 9001 to the end; its log."""
+        done = await trio.run_process(
+            [*self.sim, "--role", "master", "--account", "9001", *args], capture_stderr=True
+        )
+        return bytes(done.stderr)
+
+    async def stop(self) -> list[int | None]:
+        for proc in reversed(self.procs):
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+        return [p.returncode for p in self.procs]
+
+
 async def test_split_core_and_agent_as_processes(tmp_path: Path) -> None:
     """`run --role core` and `run --role agent` as two processes over gRPC: a master's trades reach a
     slave through them, and the store of Core holds the trades and the decisions."""
-    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
-    config = tmp_path / "echo.toml"
-    config.write_text(f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n')
-    where = f"127.0.0.1:{free_port()}"
-    cli = [sys.executable, "-m", "echo"]
-    sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
-    procs: list[trio.Process] = []
+    split = Split(tmp_path)
     with trio.fail_after(60):
         try:
-            core = await trio.lowlevel.open_process(
-                [*cli, "run", "--role", "core", "--config", str(config), "--listen", where],
-                stderr=subprocess.PIPE,
-            )
-            procs.append(core)
-            await read_until(core, b"Agents connect to " + where.encode())
-            agent = await trio.lowlevel.open_process(
-                [*cli, "run", "--role", "agent", "--config", str(config), "--core", where],
-                stderr=subprocess.PIPE,
-            )
-            procs.append(agent)
-            await read_until(agent, b"serving terminals")
-            slave = await trio.lowlevel.open_process(
-                [*sim, "--role", "slave", "--account", "51001", "--profile", "2"], stderr=subprocess.PIPE
-            )
-            procs.append(slave)
-            await read_until(slave, b"connected")
-            master = await trio.run_process(
-                [*sim, "--role", "master", "--account", "9001", "--trades", "3", "--pace", "0.05"],
-                capture_stderr=True,
-            )
-            assert b"3 trades done" in master.stderr
+            await split.start()
+            assert b"3 trades done" in await split.master("--trades", "3", "--pace", "0.05")
         finally:
-            for proc in reversed(procs):
-                proc.send_signal(signal.SIGTERM)
-                await proc.wait()
-    assert [core.returncode, agent.returncode] == [0, 0], "Core and the Agent stop cleanly on SIGTERM"
-    store = SqliteStore.open(db)
+            codes = await split.stop()
+    assert codes[:2] == [0, 0], "Core and the Agent stop cleanly on SIGTERM"
+    store = SqliteStore.open(split.db)
     try:
         trades = await store.trades()
         assert len(trades) == 3 and all(t.status == "closed" for t in trades)
@@ -280,54 +304,21 @@ async def test_split_core_notices_a_frozen_agent_by_keepalive_and_takes_it_back(
     """An Agent process frozen with SIGSTOP keeps its socket open but answers no keepalive ping: Core
     drops its stream within about two heartbeats and marks its accounts offline. After SIGCONT the Agent
     reconnects by itself, its terminal is announced again, and trades are copied through it."""
-    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
-    config = tmp_path / "echo.toml"
-    config.write_text(
-        f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
-        "[delivery]\nheartbeat_interval_ms = 200\n"
-    )
-    where = f"127.0.0.1:{free_port()}"
-    cli = [sys.executable, "-m", "echo"]
-    sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
-    procs: list[trio.Process] = []
+    split = Split(tmp_path, "[delivery]\nheartbeat_interval_ms = 200\n")
     with trio.fail_after(60):
         try:
-            core = await trio.lowlevel.open_process(
-                [*cli, "run", "--role", "core", "--config", str(config), "--listen", where],
-                stderr=subprocess.PIPE,
-            )
-            procs.append(core)
-            await read_until(core, b"Agents connect to " + where.encode())
-            agent = await trio.lowlevel.open_process(
-                [*cli, "run", "--role", "agent", "--config", str(config), "--core", where],
-                stderr=subprocess.PIPE,
-            )
-            procs.append(agent)
-            await read_until(agent, b"serving terminals")
-            slave = await trio.lowlevel.open_process(
-                [*sim, "--role", "slave", "--account", "51001", "--profile", "2"], stderr=subprocess.PIPE
-            )
-            procs.append(slave)
-            await read_until(slave, b"connected")
+            core, agent, _slave = await split.start()
             await read_until(core, b"core_account_online")
-
             agent.send_signal(signal.SIGSTOP)
             with trio.fail_after(10):
                 await read_until(core, b"core_account_offline")
             agent.send_signal(signal.SIGCONT)
             with trio.fail_after(20):
                 await read_until(core, b"core_account_online")
-            master = await trio.run_process(
-                [*sim, "--role", "master", "--account", "9001", "--trades", "2", "--pace", "0.05"],
-                capture_stderr=True,
-            )
-            assert b"2 trades done" in master.stderr
+            assert b"2 trades done" in await split.master("--trades", "2", "--pace", "0.05")
         finally:
-            for proc in reversed(procs):
-                proc.send_signal(signal.SIGCONT)
-                proc.send_signal(signal.SIGTERM)
-                await proc.wait()
-    store = SqliteStore.open(db)
+            await split.stop()
+    store = SqliteStore.open(split.db)
     try:
         decisions = await store.decisions()
         assert [(d.account_id, d.decision) for d in decisions] == [("51001", "copy")] * 2
@@ -343,17 +334,10 @@ async def test_a_burst_beyond_cores_router_queues_is_turned_away_busy_and_retrie
     """Split mode as processes, Core's router at 2 workers x 4 places: a master opening 40 trades back to
     back gets ERR_BROKER_BUSY for some (recorded as router_busy), sends them again, and every trade is
     copied once and closed."""
-    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
-    config = tmp_path / "echo.toml"
-    config.write_text(
-        f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
-        "[router]\nworker_pool_size = 2\nqueue_depth_max = 4\n"
-        "[delivery]\nretry_backoff_ms = 50\n"
+    split = Split(
+        tmp_path,
+        "[router]\nworker_pool_size = 2\nqueue_depth_max = 4\n[delivery]\nretry_backoff_ms = 50\n",
     )
-    where = f"127.0.0.1:{free_port()}"
-    cli = [sys.executable, "-m", "echo"]
-    sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
-    procs: list[trio.Process] = []
     logs: dict[str, bytearray] = {}
     complete = trio.Event()
 
@@ -369,38 +353,16 @@ async def test_a_burst_beyond_cores_router_queues_is_turned_away_busy_and_retrie
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             try:
-                core = await trio.lowlevel.open_process(
-                    [*cli, "run", "--role", "core", "--config", str(config), "--listen", where],
-                    stderr=subprocess.PIPE,
-                )
-                procs.append(core)
-                await read_until(core, b"Agents connect to " + where.encode())
-                nursery.start_soon(drain, "core", core)
-                agent = await trio.lowlevel.open_process(
-                    [*cli, "run", "--role", "agent", "--config", str(config), "--core", where],
-                    stderr=subprocess.PIPE,
-                )
-                procs.append(agent)
-                await read_until(agent, b"serving terminals")
-                nursery.start_soon(drain, "agent", agent)
-                slave = await trio.lowlevel.open_process(
-                    [*sim, "--role", "slave", "--account", "51001", "--profile", "1"], stderr=subprocess.PIPE
-                )
-                procs.append(slave)
-                await read_until(slave, b"connected")
-                nursery.start_soon(drain, "slave", slave)
-                master = await trio.run_process(
-                    [*sim, "--role", "master", "--account", "9001", "--burst", "40"], capture_stderr=True
-                )
-                assert b"40 trades done" in master.stderr
+                started = await split.start(slave_profile="1")
+                for name, proc in zip(("core", "agent", "slave"), started, strict=True):
+                    nursery.start_soon(drain, name, proc)
+                assert b"40 trades done" in await split.master("--burst", "40")
                 with trio.move_on_after(30):
                     await complete.wait()  # Core logs each trade finished on every slave
                 assert complete.is_set(), logs["core"].decode(errors="replace")[-3000:]
             finally:
-                for proc in reversed(procs):
-                    proc.send_signal(signal.SIGTERM)
-                    await proc.wait()
-    store = SqliteStore.open(db)
+                await split.stop()
+    store = SqliteStore.open(split.db)
     try:
         busy = [e for e in await store.events(limit=100_000) if e.kind == "router_busy"]
         assert busy, "the burst fit in the router's queues; it proves nothing"
