@@ -123,14 +123,15 @@ async def test_each_command_goes_only_to_the_agent_that_owns_the_slave_even_afte
             store = MemoryStore()
             core = Core(hub, store, clock, CoreConfig())
             await nursery.start(core.run)
+            agents: dict[str, Agent] = {}
             for agent_id, listener in listeners.items():
                 link = GrpcAgentLink("127.0.0.1", port, agent_id)
                 await nursery.start(link.run)
                 await link.connected.wait()
-                agent = Agent(
+                agents[agent_id] = Agent(
                     link, listener, clock, AgentConfig(agent_id=agent_id), DeliverySettings(), MemoryLedger()
                 )
-                await nursery.start(agent.run)
+                await nursery.start(agents[agent_id].run)
 
             def slave(account: str, agent_id: str, broker: object = None) -> SimSlaveEA:
                 return SimSlaveEA(
@@ -169,6 +170,16 @@ async def test_each_command_goes_only_to_the_agent_that_owns_the_slave_even_afte
             # the slave's terminal moves to the other host: it goes offline at agent-b, online at agent-a
             s2_scope.cancel()
             await core.wait_for(lambda: not core.accounts["51002"].online)
+            # meanwhile the master closes: agent-b holds the slave's close for when its terminal returns
+            await master.close(first)
+            await master.wait_all_acked()
+            await core.wait_for(
+                lambda: any(
+                    p.account_id == "51002" and p.state.stage.name == "AGENT_BUFFERED"
+                    for p in core._pending.values()
+                )
+            )
+            assert any(h.account_id == "51002" for h in agents["agent-b"].held.values())
             moved = slave("51002", "agent-a", s2.broker)
             with capture_logs() as logs:
                 await nursery.start(moved.run)
@@ -177,8 +188,7 @@ async def test_each_command_goes_only_to_the_agent_that_owns_the_slave_even_afte
             assert any(e["event"] == "core_account_moved" and e["to_agent"] == "agent-a" for e in logs)
             before = len(sent)
             second = await master.open("GER30", Side.SELL, 0.5)
-            for t in (first, second):
-                await master.close(t)
+            await master.close(second)
             await master.wait_all_acked()
             await core.wait_for(lambda: not core.trades and core.in_flight == 0)
             assert sent[before:] and all(agent == "agent-a" for agent, _ in sent[before:]), sent[before:]
@@ -187,6 +197,8 @@ async def test_each_command_goes_only_to_the_agent_that_owns_the_slave_even_afte
             assert s1.broker.open_orders() == [] and s2.broker.open_orders() == []
             events = [e.kind for e in await store.events(limit=1000)]
             assert "account_moved" in events
+            # Core told agent-b to let go of what it held for the account that left it
+            assert not any(h.account_id == "51002" for h in agents["agent-b"].held.values())
             nursery.cancel_scope.cancel()
 
 

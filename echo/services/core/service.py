@@ -164,6 +164,9 @@ class _Tx:
         self.sends: list[m.ToAccount] = []
         self.drops: list[m.DropCommand] = []
         """Commands given up: their Agents stop delivering them (sent after the commit, like ``sends``)."""
+        self.released: list[tuple[str, m.DropCommand]] = []
+        """(former Agent, command): an account moved away from that Agent, which lets go of what it holds
+        for the account (the new owner gets the command instead)."""
         self.queued = False
         """Waiting for the journal (``Core._enqueue``)."""
         self.done = False
@@ -171,7 +174,7 @@ class _Tx:
         """Recorded (or nothing to record); False: the journal refused it and it is rolled back."""
 
     def __bool__(self) -> bool:
-        return bool(self.batch or self.sends or self.drops)
+        return bool(self.batch or self.sends or self.drops or self.released)
 
 
 def _merge(group: list[_Tx]) -> Batch:
@@ -525,6 +528,12 @@ class Core:
             await self._send(out, failed)
         for drop in tx.drops:
             await self._send(drop, failed)
+        for former, release in tx.released:
+            try:
+                with trio.fail_after(self._send_timeout_s):
+                    await self._hub.send(former, release)
+            except (AgentUnavailable, trio.TooSlowError):
+                pass  # that Agent is gone: its ledger lets the command go after agent.ledger_hold_ms
         self._changed.set()
         self._changed = trio.Event()
         if failed:
@@ -819,6 +828,12 @@ class Core:
             self._event(
                 tx, "account_moved", account_id=hs.account_id, from_agent=prev.agent_id, to_agent=agent_id
             )
+            reason = f"account {hs.account_id} moved to agent {agent_id}"
+            for pend in self._pending.values():
+                if pend.account_id == hs.account_id:
+                    tx.released.append(
+                        (prev.agent_id, m.DropCommand(hs.account_id, pend.command.command_id, reason))
+                    )
         log.info(
             "core_account_online",
             account_id=hs.account_id,
