@@ -167,8 +167,6 @@ class _Tx:
         self.released: list[tuple[str, m.DropCommand]] = []
         """(former Agent, command): an account moved away from that Agent, which lets go of what it holds
         for the account (the new owner gets the command instead)."""
-        self.queued = False
-        """Waiting for the journal (``Core._enqueue``)."""
         self.done = False
         self.ok = True
         """Recorded (or nothing to record); False: the journal refused it and it is rolled back."""
@@ -490,7 +488,6 @@ class Core:
     def _enqueue(self, tx: _Tx) -> None:
         """Queue an applied transaction for the journal; the journal writes in this order."""
         if tx.batch:
-            tx.queued = True
             self._journal.append(tx)
         else:
             tx.done = True
