@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -144,9 +144,9 @@ class Applied:
 
 async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Applied:
     """A changed configuration, applied while running: [core], [policy], [protocol], [symbols] and
-    [delivery] at once (every account evaluated again, terminals told); [agent], [store], [log], [split]
-    and [router] are reported as needing a restart. An invalid one is refused with the key and the reason, and
-    the last good configuration stays in force."""
+    [delivery] at once (every account evaluated again, terminals told); [agent], [store], [log], [split],
+    [router] and [metrics] are reported as needing a restart. An invalid one is refused with the key and
+    the reason, and the last good configuration stays in force."""
     try:
         if "__error__" in raw:
             raise ConfigError(str(raw["__error__"]))
@@ -163,7 +163,9 @@ async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Appl
     await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
     # compared with what the source said before (command-line overrides are not changes)
     restart = [
-        s for s in ("agent", "store", "log", "split", "router") if getattr(new, s) != getattr(baseline, s)
+        s
+        for s in ("agent", "store", "log", "split", "router", "metrics")
+        if getattr(new, s) != getattr(baseline, s)
     ]
     copier.source_config = new
     if restart:
@@ -203,6 +205,15 @@ class CoreOnly:
     source_config: Config | None = None
 
 
+def _metrics(config: Config) -> AbstractContextManager[None]:
+    """The Prometheus endpoint at ``metrics.listen``, or nothing when it is empty."""
+    if not config.metrics.listen:
+        return nullcontext()
+    from echo.adapters.metrics import prometheus_endpoint  # the SDK loads only when metrics are served
+
+    return prometheus_endpoint(*parse_host_port(config.metrics.listen, "metrics.listen"))
+
+
 def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFactory | None) -> Core:
     d = config.delivery
     return Core(
@@ -233,28 +244,29 @@ async def run_core(
     store = store or await open_store(config.store.url, config.store.synchronous)
     host, port = parse_host_port(config.split.listen, "split.listen")
     try:
-        async with asyncio_loop(), trio.open_nursery() as nursery:
-            split, d = config.split, config.delivery
-            hub = GrpcCoreHub(
-                host,
-                port,
-                token=split.token,
-                core_version=__version__,
-                heartbeat_interval_ms=d.heartbeat_interval_ms,
-                delivery=m.DeliveryHeartbeat(
-                    m.DeliveryConfig(
-                        d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries, d.heartbeat_interval_ms
-                    )
-                ),
-                tls=server_tls(split.tls_cert, split.tls_key) if split.tls_cert else None,
-            )
-            await nursery.start(hub.serve)
-            core = _core(config, hub, store, clock, None)
-            await nursery.start(core.run)
-            running = CoreOnly(config, store, core, hub)
-            if config_source is not None:
-                await nursery.start(follow_config, config_source, running)
-            task_status.started(running)
+        with _metrics(config):
+            async with asyncio_loop(), trio.open_nursery() as nursery:
+                split, d = config.split, config.delivery
+                hub = GrpcCoreHub(
+                    host,
+                    port,
+                    token=split.token,
+                    core_version=__version__,
+                    heartbeat_interval_ms=d.heartbeat_interval_ms,
+                    delivery=m.DeliveryHeartbeat(
+                        m.DeliveryConfig(
+                            d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries, d.heartbeat_interval_ms
+                        )
+                    ),
+                    tls=server_tls(split.tls_cert, split.tls_key) if split.tls_cert else None,
+                )
+                await nursery.start(hub.serve)
+                core = _core(config, hub, store, clock, None)
+                await nursery.start(core.run)
+                running = CoreOnly(config, store, core, hub)
+                if config_source is not None:
+                    await nursery.start(follow_config, config_source, running)
+                task_status.started(running)
     finally:
         if own_store:
             with trio.CancelScope(shield=True):
@@ -361,16 +373,17 @@ async def run_all_in_one(
         raise
     transport = InProcTransport()
     try:
-        async with trio.open_nursery() as nursery:
-            core = _core(config, transport.hub(), store, clock, ids)
-            await nursery.start(core.run)
-            link = await transport.connect(config.agent.agent_id)
-            agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
-            await nursery.start(agent.run)
-            copier = Copier(config, store, core, agent)
-            if config_source is not None:
-                await nursery.start(follow_config, config_source, copier)
-            task_status.started(copier)
+        with _metrics(config):
+            async with trio.open_nursery() as nursery:
+                core = _core(config, transport.hub(), store, clock, ids)
+                await nursery.start(core.run)
+                link = await transport.connect(config.agent.agent_id)
+                agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
+                await nursery.start(agent.run)
+                copier = Copier(config, store, core, agent)
+                if config_source is not None:
+                    await nursery.start(follow_config, config_source, copier)
+                task_status.started(copier)
     finally:
         if own_ledger:
             ledger.close()

@@ -164,6 +164,18 @@ class SplitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus scrape endpoint for the copier's OpenTelemetry metrics (router, copies, omissions)."""
+
+    listen: str = ""
+    """HOST:PORT to serve ``/metrics`` on; empty: no endpoint (the metrics cost nothing then)."""
+
+    def __post_init__(self) -> None:
+        if self.listen:
+            parse_host_port(self.listen, "metrics.listen")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     format: Literal["console", "json"] = "console"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -187,6 +199,7 @@ class Config:
     symbols: SymbolCatalog = field(default_factory=SymbolCatalog)
     split: SplitConfig = field(default_factory=SplitConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     policy: Policies | None = None
     """Per-account copy policies; None: every account uses ``core.fixed_lot`` and ``core.copy_sl_tp``."""
 
@@ -208,6 +221,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "symbols": SymbolCatalog,
     "split": SplitConfig,
     "router": RouterConfig,
+    "metrics": MetricsConfig,
 }
 
 

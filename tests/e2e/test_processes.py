@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,59 @@ async def test_run_and_sim_terminals_as_processes(tmp_path: Path) -> None:
         assert [(d.account_id, d.decision) for d in decisions] == [("51001", "copy")] * 4
     finally:
         await store.aclose()
+
+
+async def test_the_copier_serves_its_metrics_for_prometheus(tmp_path: Path) -> None:
+    """`[metrics] listen`: the router's metrics (seed 001's names) and Core's event counts at /metrics."""
+    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
+    port = free_port()
+    config = tmp_path / "echo.toml"
+    config.write_text(
+        f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    cli = [sys.executable, "-m", "echo"]
+    sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
+    with trio.fail_after(60):
+        copier = await trio.lowlevel.open_process(
+            [*cli, "run", "--role", "all", "--config", str(config)], stderr=subprocess.PIPE
+        )
+        slave = None
+        try:
+            await read_until(copier, b"copying")
+            slave = await trio.lowlevel.open_process(
+                [*sim, "--role", "slave", "--account", "51001", "--profile", "1"], stderr=subprocess.PIPE
+            )
+            await read_until(slave, b"connected")
+            master = await trio.run_process(
+                [*sim, "--role", "master", "--account", "9001", "--trades", "3", "--pace", "0.05"],
+                capture_stderr=True,
+            )
+            assert b"3 trades done" in master.stderr
+            assert copier.stderr is not None
+            said = b""
+            while said.count(b"core_trade_complete") < 3:  # every slave fill and close is in
+                chunk = await copier.stderr.receive_some()
+                assert chunk, said.decode(errors="replace")
+                said += chunk
+            url = f"http://127.0.0.1:{port}/metrics"
+            text = await trio.to_thread.run_sync(
+                lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+            )
+        finally:
+            for proc in (slave, copier):
+                if proc is not None:
+                    proc.send_signal(signal.SIGTERM)
+                    await proc.wait()
+    for name in ("echo_core_router_dispatch_total", "echo_core_router_queue_depth"):
+        assert f"{name}{{" in text, name
+    assert "echo_core_router_dispatch_duration_ms_count{" in text
+    copied = [
+        line
+        for line in text.splitlines()
+        if line.startswith("echo_core_events_total{") and 'event="copied"' in line
+    ]
+    assert len(copied) == 1 and copied[0].endswith(" 3.0"), copied
 
 
 def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> None:

@@ -41,7 +41,9 @@ DISPATCH_TOTAL = _meter.create_counter(
     "echo_core_router_dispatch_total", description="Messages a router worker handled, by result"
 )
 DISPATCH_DURATION = _meter.create_histogram(
-    "echo_core_router_dispatch_duration_ms", unit="ms", description="From enqueue to dispatch by a worker"
+    # no unit: the exporter would append it to the name, and the seed names the metric with its unit
+    "echo_core_router_dispatch_duration_ms",
+    description="From enqueue to dispatch by a worker, in ms",
 )
 REJECTIONS_TOTAL = _meter.create_counter(
     "echo_core_router_rejections_total", description="Master events turned away, by reason"

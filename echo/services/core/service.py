@@ -9,14 +9,17 @@ that only the result tells us."""
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import msgspec
 import structlog
 import trio
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from echo import __version__
 from echo.delivery import machine as delivery
@@ -64,6 +67,25 @@ from echo.services.ids import IdFactory
 from echo.services.timers import DueTimers
 
 log = structlog.get_logger("echo.core")
+
+_LIVE: weakref.WeakSet[Core] = weakref.WeakSet()
+"""Cores running in this process (one, outside tests), read by the metrics callback."""
+
+
+def _observe_stats(_options: CallbackOptions) -> Iterator[Observation]:
+    totals: dict[str, int] = {}
+    for core in list(_LIVE):
+        for key, n in core.stats.items():
+            totals[key] = totals.get(key, 0) + n
+    for key, n in sorted(totals.items()):
+        yield Observation(n, {"event": key, "component": "core"})
+
+
+metrics.get_meter("echo.core").create_observable_counter(
+    "echo_core_events_total",
+    callbacks=[_observe_stats],
+    description="What Core did, by event: copied, omitted, execute_sent, resends, router_busy and more",
+)
 
 
 _encoder = msgspec.json.Encoder()
@@ -218,6 +240,7 @@ class Core:
             trade_of_command=self.trade_of_command,
         )
         self._send_timeout_s = self.router.config.worker_timeout_ms / 1000.0
+        _LIVE.add(self)
         self._store = store
         self._clock = clock
         self.config = config
