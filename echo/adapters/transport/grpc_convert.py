@@ -79,12 +79,23 @@ def _domain_member(cls: type[enum.Enum], pb_member: enum.Enum) -> enum.Enum:
 # --- domain -> protobuf ---------------------------------------------------------------------------------
 
 
+_PB_SHAPES: dict[type[Any], tuple[Any, tuple[str, ...]]] = {}
+"""domain dataclass -> (its protobuf class, its field names): looked up once per type."""
+
+
+def _pb_shape(cls: type[Any]) -> tuple[Any, tuple[str, ...]]:
+    shape = _PB_SHAPES.get(cls)
+    if shape is None:
+        shape = _PB_SHAPES[cls] = (getattr(pb, cls.__name__), tuple(f.name for f in dataclasses.fields(cls)))
+    return shape
+
+
 def to_pb_value(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return _ENUMS[type(value)][_member_name(value)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        pb_cls = getattr(pb, type(value).__name__)
-        return pb_cls(**{f.name: to_pb_value(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        pb_cls, names = _pb_shape(type(value))
+        return pb_cls(**{name: to_pb_value(getattr(value, name)) for name in names})
     if isinstance(value, list):
         return [to_pb_value(v) for v in value]
     if isinstance(value, dict):
@@ -94,41 +105,72 @@ def to_pb_value(value: Any) -> Any:
 
 # --- protobuf -> domain ---------------------------------------------------------------------------------
 
-
-_HINTS: dict[type[Any], dict[str, Any]] = {}
-
-
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+Decoder = Callable[[Any], Any]
+_DECODERS: dict[Any, Decoder] = {}
+_PLANS: dict[type[Any], tuple[tuple[str, Decoder], ...]] = {}
 
 
-def from_pb_value(value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
-        return from_pb_value(value, inner)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return [from_pb_value(v, item) for v in value]
-    if origin is dict:
-        return dict(value)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return _domain_member(hint, value)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return from_pb_message(value, hint)
+def _same(value: Any) -> Any:
     return value
 
 
+def _decoder(hint: Any) -> Decoder:
+    """How a protobuf value becomes the domain value a type hint asks for, worked out once per hint."""
+    found = _DECODERS.get(hint)
+    if found is not None:
+        return found
+    origin = typing.get_origin(hint)
+    decode: Decoder
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner_decode = _decoder(inner)
+
+        def decode(value: Any) -> Any:
+            return None if value is None else inner_decode(value)
+
+    elif origin is list:
+        (item,) = typing.get_args(hint)
+        item_decode = _decoder(item)
+
+        def decode(value: Any) -> Any:
+            return [item_decode(v) for v in value]
+
+    elif origin is dict:
+        decode = dict
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        enum_cls = hint
+
+        def decode(value: Any) -> Any:
+            return _domain_member(enum_cls, value)
+
+    elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        message_cls = hint
+
+        def decode(value: Any) -> Any:
+            return from_pb_message(value, message_cls)
+
+    else:
+        decode = _same
+    _DECODERS[hint] = decode
+    return decode
+
+
+def from_pb_value(value: Any, hint: Any) -> Any:
+    return _decoder(hint)(value)
+
+
+def _plan(cls: type[Any]) -> tuple[tuple[str, Decoder], ...]:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        plan = _PLANS[cls] = tuple(
+            (f.name, _decoder(hints[f.name])) for f in dataclasses.fields(cls) if f.init
+        )
+    return plan
+
+
 def from_pb_message(msg: Any, cls: type[Any]) -> Any:
-    hints = _hints(cls)
-    kwargs = {
-        f.name: from_pb_value(getattr(msg, f.name), hints[f.name]) for f in dataclasses.fields(cls) if f.init
-    }
+    kwargs = {name: decode(getattr(msg, name)) for name, decode in _plan(cls)}
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # the domain's validation: a bad value from the peer
