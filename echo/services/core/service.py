@@ -549,11 +549,8 @@ class Core:
         for drop in tx.drops:
             await self._send(drop, failed)
         for former, release in tx.released:
-            try:
-                with trio.fail_after(self._send_timeout_s):
-                    await self._hub.send(former, release)
-            except (AgentUnavailable, trio.TooSlowError):
-                pass  # that Agent is gone: its ledger lets the command go after agent.ledger_hold_ms
+            # a former Agent that is gone lets the command go after agent.ledger_hold_ms anyway
+            await self._to_agent(former, release)
         self._changed.set()
         self._changed = trio.Event()
         if failed:
@@ -593,11 +590,9 @@ class Core:
             )
         )
         for agent_id in sorted({a.agent_id for a in self.accounts.values() if a.online}):
-            try:
-                with trio.fail_after(self._send_timeout_s):
-                    await self._hub.send(agent_id, beat)
-            except (AgentUnavailable, trio.TooSlowError) as exc:
-                log.warning("core_agent_unavailable", agent_id=agent_id, error=str(exc) or "too slow")
+            problem = await self._to_agent(agent_id, beat)
+            if problem is not None:
+                log.warning("core_agent_unavailable", agent_id=agent_id, error=problem)
 
     async def set_rules(
         self, config: CoreConfig, policies: Policies, protocol: ProtocolPolicy, catalog: SymbolCatalog
@@ -642,6 +637,17 @@ class Core:
     def _count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
 
+    async def _to_agent(self, agent_id: str, msg: m.CoreToAgent) -> str | None:
+        """Hand a message to an Agent, waiting at most ``router.worker_timeout_ms``; why not, or None."""
+        try:
+            with trio.fail_after(self._send_timeout_s):
+                await self._hub.send(agent_id, msg)
+        except AgentUnavailable as exc:
+            return str(exc) or "agent unavailable"
+        except trio.TooSlowError:
+            return "agent too slow"
+        return None
+
     async def _send(self, out: m.ToAccount | m.DropCommand, failed: list[tuple[str, m.AgentToCore]]) -> None:
         """Send to the Agent that owns the account (never to the others). An Agent that is gone, or that
         takes no message within ``router.worker_timeout_ms``, fails the command at the Agent's hop (the
@@ -650,17 +656,12 @@ class Core:
         if acc is None:
             log.error("core_send_unknown_account", account_id=out.account_id)
             return
-        try:
-            with trio.fail_after(self._send_timeout_s):
-                await self._hub.send(acc.agent_id, out)
-        except (AgentUnavailable, trio.TooSlowError) as exc:
-            reason = "agent unavailable" if isinstance(exc, AgentUnavailable) else "agent too slow"
+        problem = await self._to_agent(acc.agent_id, out)
+        if problem is not None:
             log.warning(
-                "core_agent_unavailable",
-                account_id=out.account_id,
-                agent_id=acc.agent_id,
-                error=str(exc) or reason,
+                "core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=problem
             )
+            reason = "agent too slow" if problem == "agent too slow" else "agent unavailable"
             if isinstance(out, m.ToAccount) and isinstance(
                 out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
             ):
