@@ -214,6 +214,37 @@ def _metrics(config: Config) -> AbstractContextManager[None]:
     return prometheus_endpoint(*parse_host_port(config.metrics.listen, "metrics.listen"))
 
 
+def _grpc_hub(config: Config) -> GrpcCoreHub:
+    """Core's gRPC end at ``split.listen``: the token, keepalive at the heartbeat, the delivery settings
+    every hello carries, and TLS when a certificate is configured."""
+    split, d = config.split, config.delivery
+    host, port = parse_host_port(split.listen, "split.listen")
+    return GrpcCoreHub(
+        host,
+        port,
+        token=split.token,
+        core_version=__version__,
+        heartbeat_interval_ms=d.heartbeat_interval_ms,
+        delivery=m.DeliveryHeartbeat(
+            m.DeliveryConfig(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries, d.heartbeat_interval_ms)
+        ),
+        tls=server_tls(split.tls_cert, split.tls_key) if split.tls_cert else None,
+    )
+
+
+def _grpc_link(config: Config, host: str, port: int) -> GrpcAgentLink:
+    """An Agent's gRPC end, dialling Core at ``host:port``."""
+    split = config.split
+    return GrpcAgentLink(
+        host,
+        port,
+        config.agent.agent_id,
+        token=split.token,
+        heartbeat_interval_ms=config.delivery.heartbeat_interval_ms,
+        tls=client_tls(split.tls_ca) if split.tls_ca else None,
+    )
+
+
 def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFactory | None) -> Core:
     d = config.delivery
     return Core(
@@ -242,24 +273,10 @@ async def run_core(
     clock = clock or SystemClock()
     own_store = store is None
     store = store or await open_store(config.store.url, config.store.synchronous)
-    host, port = parse_host_port(config.split.listen, "split.listen")
     try:
         with _metrics(config):
             async with asyncio_loop(), trio.open_nursery() as nursery:
-                split, d = config.split, config.delivery
-                hub = GrpcCoreHub(
-                    host,
-                    port,
-                    token=split.token,
-                    core_version=__version__,
-                    heartbeat_interval_ms=d.heartbeat_interval_ms,
-                    delivery=m.DeliveryHeartbeat(
-                        m.DeliveryConfig(
-                            d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries, d.heartbeat_interval_ms
-                        )
-                    ),
-                    tls=server_tls(split.tls_cert, split.tls_key) if split.tls_cert else None,
-                )
+                hub = _grpc_hub(config)
                 await nursery.start(hub.serve)
                 core = _core(config, hub, store, clock, None)
                 await nursery.start(core.run)
@@ -289,14 +306,7 @@ async def run_agent(
     ledger = ledger or open_ledger(ledger_url(config))
     try:
         async with asyncio_loop(), trio.open_nursery() as nursery:
-            link = GrpcAgentLink(
-                host,
-                port,
-                config.agent.agent_id,
-                token=config.split.token,
-                heartbeat_interval_ms=config.delivery.heartbeat_interval_ms,
-                tls=client_tls(config.split.tls_ca) if config.split.tls_ca else None,
-            )
+            link = _grpc_link(config, host, port)
             await nursery.start(link.run)
             agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
             await nursery.start(agent.run)
@@ -320,25 +330,12 @@ async def run_split_in_process(
     ``split.listen`` (``simulate --transport grpc``: the same wiring as ``run --role core`` plus
     ``run --role agent``, on whatever clock the caller runs). The caller provides the trio-asyncio loop."""
     host, port = parse_host_port(config.split.listen, "split.listen")
-    d = config.delivery
     async with trio.open_nursery() as nursery:
-        hub = GrpcCoreHub(
-            host,
-            port,
-            token=config.split.token,
-            core_version=__version__,
-            heartbeat_interval_ms=d.heartbeat_interval_ms,
-        )
+        hub = _grpc_hub(config)
         await nursery.start(hub.serve)
         core = _core(config, hub, store, clock, ids)
         await nursery.start(core.run)
-        link = GrpcAgentLink(
-            host,
-            port,
-            config.agent.agent_id,
-            token=config.split.token,
-            heartbeat_interval_ms=d.heartbeat_interval_ms,
-        )
+        link = _grpc_link(config, host, port)
         await nursery.start(link.run)
         await link.connected.wait()
         agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
