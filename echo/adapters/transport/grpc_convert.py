@@ -155,10 +155,6 @@ def _decoder(hint: Any) -> Decoder:
     return decode
 
 
-def from_pb_value(value: Any, hint: Any) -> Any:
-    return _decoder(hint)(value)
-
-
 def _plan(cls: type[Any]) -> tuple[tuple[str, Decoder], ...]:
     plan = _PLANS.get(cls)
     if plan is None:

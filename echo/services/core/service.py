@@ -193,9 +193,6 @@ class _Tx:
         self.ok = True
         """Recorded (or nothing to record); False: the journal refused it and it is rolled back."""
 
-    def __bool__(self) -> bool:
-        return bool(self.batch or self.sends or self.drops or self.released)
-
 
 def _merge(group: list[_Tx]) -> Batch:
     """The batches of several transactions as one write, in the order they were applied."""
