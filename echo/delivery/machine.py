@@ -10,7 +10,10 @@ only produce a log line.
 -> AGENT_BUFFERED -> PIPE_DELIVERED -> EA_CONFIRMED, with the outcome PENDING until the slave's result
 (OK or FAILED) or until ``max_retries`` sends went unanswered (FAILED, ``gave_up``). Retries re-send the
 same command_id: the slave answers a repeated command_id with its original result, so a command whose
-reply was lost ("timed out but executed") is never executed twice.
+reply was lost ("timed out but executed") is never executed twice. Core's sends go to the Agent, which is
+the one writer into the terminal (``relay``): a send is a request the Agent writes only when it is not
+already waiting on a fresh write of its own, so ``attempt`` here counts Core's sends, and the number on
+the pipe is the Agent's (never below Core's).
 
 **Intent** (master -> Core, one per trade_id or close/modify event_id): SENT -> ACKED, re-sent with
 backoff until acknowledged. After ``max_retries`` sends it is PAUSED with an alert, never dropped: each
@@ -192,10 +195,16 @@ def _journaled(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
 
 
 def _advance(stage: Stage) -> Callable[[Command, CommandInput, int, Settings], Result]:
-    # AGENT_BUFFERED / PIPE_DELIVERED: progress only; the retry timer keeps running until the result.
+    # AGENT_BUFFERED: progress only; the retry timer keeps running (each send renews the Agent's hold).
+    # PIPE_DELIVERED: the terminal took the line now, so its result gets a whole retry delay from now
+    # before Core asks the Agent again.
     def step(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
         if s.stage >= stage:
             return s, [Ignore(f"already at {s.stage.name}")]
+        if stage is Stage.PIPE_DELIVERED and s.next_retry_at_ms is not None:
+            at = now + cfg.retry_delay_ms(s.attempt)
+            if at > s.next_retry_at_ms:
+                return replace(s, stage=stage, next_retry_at_ms=at), [Persist(), RetryAt(at)]
         return replace(s, stage=stage), [Persist()]
 
     return step

@@ -1,8 +1,9 @@
 """The Agent's hop of a command, as a pure transition table (seed 000 section 6, "DeliveryManager").
 
 Core hands the Agent a command for a slave account; the Agent owns getting that line *into the
-terminal*: it keeps the command in its ack ledger until the terminal's ``pipe_delivery_ack`` says OK
-(or FAILED), writes it again when the ack does not come within the ack timeout (same command_id: the
+terminal*, and is the only one that writes it there: it keeps the command in its ack ledger until the
+terminal's ``pipe_delivery_ack`` says OK (or FAILED), writes it again when the ack does not come within
+the ack timeout (plus backoff), or ``retry_backoff_ms`` after a ``RETRY`` ack (same command_id: the
 terminal answers a repeated one with its stored result), holds it while the terminal is offline and
 writes it as soon as the terminal is back, and tells Core each stage with a ``CommandAck``:
 
@@ -13,9 +14,18 @@ writes it as soon as the terminal is back, and tells Core each stage with a ``Co
 - ``PIPE_DELIVERED / OK``: the terminal acknowledged the line.
 - ``PIPE_DELIVERED / FAILED``: the terminal refused it (e.g. not ready); Core retries later.
 
-Only writes to a connected terminal count as attempts: an offline terminal is waited for, not retried.
-Core drops a command it has given up on (``DropCommand``), so the ledger never holds one longer than
-Core's journal does. Same shape as ``machine``: state, input, time -> (state, effects).
+**One writer, rising attempts.** Every write carries an ``attempt`` above every earlier write of the
+command and never below the attempt of Core's latest send. Core sending a command again is a request,
+not a write: while the Agent waits for the pipe ack of its own write (``WRITTEN``), or wrote the command
+less than ``ack_timeout_ms`` ago, the request only renews the hold, so the terminal never gets the same
+command twice within moments. Once the Agent's part is over (``IDLE``: acknowledged, refused, or its
+writes used up) the command leaves the ledger but its numbers stay in memory until Core is done with it
+(the result passes, Core drops it, or Core has not asked for ``hold_ms``): a later send from Core (a lost
+result, a reconnect) is written once more, numbered past the last write.
+
+Only writes to a connected terminal count towards ``max_retries``: an offline terminal is waited for,
+not retried. Core drops a command it has given up on (``DropCommand``), so the ledger never holds one
+longer than Core's journal does. Same shape as ``machine``: state, input, time -> (state, effects).
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ class RelayStatus(enum.Enum):
     """Waiting for the terminal to be connected."""
     WRITTEN = "WRITTEN"
     """Written to the terminal's connection; waiting for its pipe_delivery_ack."""
+    IDLE = "IDLE"
+    """The Agent's part is over until Core sends the command again (acknowledged, refused, or written
+    ``max_retries`` times): out of the ledger, kept in memory to number the next write."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +63,16 @@ class Relay:
     affirmed_ms: int
     """When Core last sent the command."""
     status: RelayStatus = RelayStatus.BUFFERED
-    attempts: int = 0
-    """Writes to a connected terminal so far."""
+    attempt: int = 0
+    """The attempt of the last write to the terminal (0: never written)."""
     next_at_ms: int | None = None
-    """When an unacknowledged write is written again."""
+    """WRITTEN: when an unacknowledged write is written again. IDLE: when the entry is forgotten."""
+    writes: int = 0
+    """Writes to a connected terminal since Core last asked after an IDLE (counted against max_retries)."""
+    written_at_ms: int | None = None
+    """When the last write was queued."""
+    floor: int = 1
+    """The attempt of Core's latest send: no write is numbered below it."""
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -61,9 +80,10 @@ class Relay:
 
 @dataclass(frozen=True, slots=True)
 class Arrived:
-    """Core sent the command (the first time, or again with the same command_id)."""
+    """Core sent the command (the first time, or again with the same command_id and ``attempt``)."""
 
     connected: bool
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +130,22 @@ RelayInput: TypeAlias = Arrived | TerminalConnected | WriteFailed | PipeAck | Re
 @dataclass(frozen=True, slots=True)
 class Write:
     attempt: int
+    """The attempt number the line carries."""
 
 
 @dataclass(frozen=True, slots=True)
 class Store:
-    """Record the entry in the ledger (new, or its attempt count changed)."""
+    """Record the entry in the ledger (new, or its attempt changed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Delete the entry from the ledger (nothing left to write) but keep it in memory (IDLE)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Forget:
-    """Delete the entry from the ledger: the Agent's part is over."""
+    """Delete the entry from the ledger and from memory: the Agent's part is over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +169,7 @@ class Nothing:
     reason: str
 
 
-RelayEffect: TypeAlias = Write | Store | Forget | AckCore | WakeAt | Nothing
+RelayEffect: TypeAlias = Write | Store | Release | Forget | AckCore | WakeAt | Nothing
 RelayResult: TypeAlias = tuple[Relay | None, list[RelayEffect]]
 """A ``None`` state means the entry is gone."""
 
@@ -160,14 +186,27 @@ def _write(s: Relay, now: int, cfg: RelaySettings) -> RelayResult:
                 "AGENT_BUFFERED", "FAILED", f"held {now - s.affirmed_ms} ms without Core sending it again"
             ),
         ]
-    if s.attempts >= cfg.timing.max_retries:
-        return None, [
-            Forget(),
-            AckCore("AGENT_BUFFERED", "FAILED", f"no pipe_delivery_ack after {s.attempts} writes"),
+    if s.writes >= cfg.timing.max_retries:
+        return _idle(s, cfg), [
+            Release(),
+            AckCore("AGENT_BUFFERED", "FAILED", f"no pipe_delivery_ack after {s.writes} writes"),
+            *_expiry(s, cfg),
         ]
-    attempt = s.attempts + 1
-    at = now + cfg.timing.retry_delay_ms(attempt)
-    return Relay(s.affirmed_ms, RelayStatus.WRITTEN, attempt, at), [Store(), Write(attempt), WakeAt(at)]
+    attempt = max(s.attempt + 1, s.floor)
+    writes = s.writes + 1
+    at = now + cfg.timing.retry_delay_ms(writes)
+    new = replace(
+        s, status=RelayStatus.WRITTEN, attempt=attempt, next_at_ms=at, writes=writes, written_at_ms=now
+    )
+    return new, [Store(), Write(attempt), WakeAt(at)]
+
+
+def _idle(s: Relay, cfg: RelaySettings) -> Relay:
+    return replace(s, status=RelayStatus.IDLE, next_at_ms=s.affirmed_ms + cfg.hold_ms)
+
+
+def _expiry(s: Relay, cfg: RelaySettings) -> list[RelayEffect]:
+    return [WakeAt(s.affirmed_ms + cfg.hold_ms)]
 
 
 def _buffer(s: Relay, reason: str) -> RelayResult:
@@ -178,40 +217,60 @@ def _buffer(s: Relay, reason: str) -> RelayResult:
 
 
 def _arrived(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayResult:
-    # NEW or known --Arrived--> written at once when the terminal is connected, else buffered. A command
-    # Core re-sends (its own timer fired) is written again: the terminal answers a repeat from its memory.
+    # NEW --Arrived--> written at once when the terminal is connected, else buffered. Core sending a known
+    # command again renews the hold and raises the floor of the attempt; it is written only when the Agent
+    # is not already waiting on a write of its own (one writer: no second copy within moments).
     assert isinstance(i, Arrived)
-    state = Relay(now) if s is None else replace(s, affirmed_ms=now)
-    if i.connected:
+    if s is None:
+        state = Relay(now, floor=i.attempt)
+        return _write(state, now, cfg) if i.connected else _buffer(state, "account not connected")
+    state = replace(s, affirmed_ms=now, floor=max(s.floor, i.attempt))
+    if not i.connected:
+        if s.status is RelayStatus.BUFFERED:
+            return state, [Store(), AckCore("AGENT_BUFFERED", "PENDING", "account not connected")]
+        return _buffer(
+            replace(state, writes=0) if s.status is RelayStatus.IDLE else state, "account not connected"
+        )
+    if s.status is RelayStatus.BUFFERED:
         return _write(state, now, cfg)
-    if s is not None and s.status is RelayStatus.BUFFERED:
-        return state, [Store(), AckCore("AGENT_BUFFERED", "PENDING", "account not connected")]
-    return _buffer(state, "account not connected")
+    if s.status is RelayStatus.WRITTEN:
+        return state, [Store(), Nothing("written, waiting for its pipe ack: the Agent writes it again")]
+    # IDLE: Core asks again (no result came, or the terminal reconnected): a new round of writes, unless the
+    # last write is too recent for its answer to have come.
+    if s.written_at_ms is not None and now - s.written_at_ms < cfg.timing.ack_timeout_ms:
+        state = replace(state, next_at_ms=now + cfg.hold_ms)
+        return state, [Nothing(f"written {now - s.written_at_ms} ms ago"), WakeAt(now + cfg.hold_ms)]
+    return _write(replace(state, writes=0), now, cfg)
 
 
 def _connected(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayResult:
     # The terminal is back: whatever it has not acknowledged goes out now (its old connection may have
-    # taken the line down with it).
+    # taken the line down with it). An IDLE command is Core's to send again.
     assert s is not None
+    if s.status is RelayStatus.IDLE:
+        return s, [Nothing("the Agent's part is over until Core sends it again")]
     return _write(s, now, cfg)
 
 
 def _write_failed(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayResult:
     assert s is not None and isinstance(i, WriteFailed)
+    if s.status is RelayStatus.IDLE:
+        return s, [Nothing("write failure after the Agent's part was over")]
     return _buffer(s, i.reason)
 
 
 def _pipe_ack(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayResult:
-    # OK: delivered, done. FAILED: the terminal will not take it; Core is told and retries on its own
-    # schedule. RETRY: write again after the backoff.
+    # OK: delivered. FAILED: the terminal will not take it; Core is told and retries on its own schedule.
+    # Either way the Agent's part is over (IDLE). RETRY: write again after retry_backoff_ms.
     assert s is not None and isinstance(i, PipeAck)
-    if i.status == "OK":
-        return None, [Forget(), AckCore("PIPE_DELIVERED", "OK")]
-    if i.status == "FAILED":
-        return None, [Forget(), AckCore("PIPE_DELIVERED", "FAILED", i.reason)]
+    if s.status is RelayStatus.IDLE:
+        return s, [Nothing(f"pipe ack {i.status} after the Agent's part was over")]
+    if i.status in ("OK", "FAILED"):
+        ack = AckCore("PIPE_DELIVERED", i.status, i.reason if i.status == "FAILED" else "")
+        return _idle(s, cfg), [Release(), ack, *_expiry(s, cfg)]
     if s.status is RelayStatus.BUFFERED:
         return s, [Nothing("RETRY ack for a buffered command")]
-    at = now + cfg.timing.retry_delay_ms(s.attempts)
+    at = now + cfg.timing.retry_backoff_ms
     return replace(s, next_at_ms=at), [WakeAt(at)]
 
 
@@ -222,8 +281,10 @@ def _result_seen(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -
 
 def _due(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayResult:
     assert s is not None and isinstance(i, Due)
-    if s.status is not RelayStatus.WRITTEN or s.next_at_ms is None or now < s.next_at_ms:
+    if s.status is RelayStatus.BUFFERED or s.next_at_ms is None or now < s.next_at_ms:
         return s, [Nothing("timer not due")]
+    if s.status is RelayStatus.IDLE:
+        return None, [Forget()]  # Core has not asked for hold_ms: it is done with the command
     if not i.connected:
         return _buffer(s, "account not connected")
     return _write(s, now, cfg)

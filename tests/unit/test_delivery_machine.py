@@ -154,6 +154,19 @@ def test_progress_moves_the_stage_and_keeps_the_timer(
     assert effects == [Persist()]
 
 
+@pytest.mark.parametrize("before", [Stage.CORE_ACCEPTED, Stage.AGENT_BUFFERED])
+def test_pipe_delivered_gives_the_result_a_whole_retry_delay_from_now(before: Stage) -> None:
+    """The terminal took the line just before Core's timer: Core waits a full delay for the result
+    instead of asking the Agent again at once (the Agent would only find its write fresh)."""
+    s = started(before, attempt=2, due=4000)
+    new, effects = command_transition(s, PipeDelivered(), 3990, CFG)
+    at = 3990 + CFG.retry_delay_ms(2)
+    assert new == replace(s, stage=Stage.PIPE_DELIVERED, next_retry_at_ms=at)
+    assert effects == [Persist(), RetryAt(at)]
+    late, effects = command_transition(new, Timeout(), 4000, CFG)
+    assert late == new and effects == [Ignore("timer not due")]
+
+
 @pytest.mark.parametrize(
     ("before", "event"),
     [

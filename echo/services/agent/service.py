@@ -6,13 +6,14 @@ never delays the others: when its queue is full it is disconnected (it reconnect
 Bad lines get an ``error`` reply on that connection only; the connection stays open.
 
 Commands (execute/close/modify) go through the ack ledger: held until the terminal's
-``pipe_delivery_ack``, written again on its timeout, kept while the terminal is offline and written when
-it is back, across an Agent restart too. The rules are ``echo.delivery.relay``; this module only carries
-out its effects and keeps the clock."""
+``pipe_delivery_ack``, written again on its timeout (or ``retry_backoff_ms`` after a RETRY), kept while the
+terminal is offline and written when it is back, across an Agent restart too. The Agent is the one writer
+of a command into its terminal and numbers every write (``attempt``) past the one before. The rules are
+``echo.delivery.relay``; this module only carries out its effects and keeps the clock."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 import trio
@@ -92,6 +93,10 @@ class Agent:
         self._ledger = ledger
         self.held: dict[str, Held] = {}
         """command_id -> the command the Agent is getting into its terminal (arrival order)."""
+        self.settled: dict[str, Held] = {}
+        """command_id -> a command whose part at the Agent is over for now (acknowledged, refused, or its
+        writes used up), kept until Core is done with it so that a later send is numbered past its last
+        write (``relay.RelayStatus.IDLE``)."""
         self._puts: dict[str, LedgerEntry] = {}
         self._deletes: set[str] = set()
         self._acks: list[m.CommandAck] = []
@@ -140,7 +145,7 @@ class Agent:
                 log.error("agent_ledger_entry_unreadable", command_id=e.command_id, account_id=e.account_id)
                 self._deletes.add(e.command_id)
                 continue
-            state = relay.Relay(e.affirmed_ms, relay.RelayStatus.BUFFERED, e.attempts)
+            state = relay.Relay(e.affirmed_ms, relay.RelayStatus.BUFFERED, attempt=e.attempts)
             self.held[e.command_id] = Held(e.account_id, command, e.line, state)
         self._flush_ledger()
         if self.held:
@@ -149,21 +154,31 @@ class Agent:
     def _relay(self, command_id: str, event: relay.RelayInput, now_ms: int) -> None:
         """Feed one input to a held command's rules and carry out the effects (ledger writes and acks to
         Core are collected; ``_flush`` sends them)."""
-        held = self.held.get(command_id)
+        held = self.held.get(command_id) or self.settled.get(command_id)
         state, effects = relay.relay_transition(
             held.state if held else None, event, now_ms, self._relay_settings()
         )
         if held is None:
-            return  # only Arrived creates an entry, and _arrived_command builds it first
-        held.state = state if state is not None else held.state
+            return  # only Arrived creates an entry, and _arrived builds it first
+        if state is not None:
+            held.state = state
+            if state.status is relay.RelayStatus.IDLE:
+                self.held.pop(command_id, None)
+                self.settled[command_id] = held
+            elif command_id in self.settled:
+                self.held[command_id] = self.settled.pop(command_id)
         for effect in effects:
             if isinstance(effect, relay.Store):
                 self._puts[command_id] = LedgerEntry(
-                    command_id, held.account_id, held.line, held.state.affirmed_ms, held.state.attempts
+                    command_id, held.account_id, held.line, held.state.affirmed_ms, held.state.attempt
                 )
                 self._deletes.discard(command_id)
+            elif isinstance(effect, relay.Release):
+                self._puts.pop(command_id, None)
+                self._deletes.add(command_id)
             elif isinstance(effect, relay.Forget):
                 self.held.pop(command_id, None)
+                self.settled.pop(command_id, None)
                 self._puts.pop(command_id, None)
                 self._deletes.add(command_id)
             elif isinstance(effect, relay.AckCore):
@@ -197,7 +212,7 @@ class Agent:
                         account_id=held.account_id,
                         attempt=effect.attempt,
                     )
-                reason = self._write(held.account_id, held.command, now_ms)
+                reason = self._write(held.account_id, replace(held.command, attempt=effect.attempt), now_ms)
                 if reason is not None:
                     self._relay(command_id, relay.WriteFailed(reason), now_ms)
                     return
@@ -226,7 +241,7 @@ class Agent:
         while True:
             now, due = await self._timers.next_due()
             for command_id in due:
-                held = self.held.get(command_id)
+                held = self.held.get(command_id) or self.settled.get(command_id)
                 if held is not None:
                     self._relay(command_id, relay.Due(held.account_id in self.connections), now)
             await self._flush()
@@ -247,7 +262,7 @@ class Agent:
                 if isinstance(msg, m.DeliveryHeartbeat):
                     self._apply_delivery(msg.config, now)
                 elif isinstance(msg, m.DropCommand):
-                    if msg.command_id in self.held:
+                    if msg.command_id in self.held or msg.command_id in self.settled:
                         log.info("agent_command_dropped", command_id=msg.command_id, reason=msg.reason)
                         self._relay(msg.command_id, relay.Dropped(), now)
                 elif isinstance(msg.message, Command):
@@ -285,7 +300,7 @@ class Agent:
                 )
             )
             return
-        held = self.held.get(command.command_id)
+        held = self.held.get(command.command_id) or self.settled.get(command.command_id)
         if held is None:
             held = Held(account_id, command, encode(command, now_ms), relay.Relay(now_ms))
             self.held[command.command_id] = held
@@ -297,8 +312,10 @@ class Agent:
                 sent_for=account_id,
             )
             return
-        held.command = command  # a re-send carries its attempt number
-        self._relay(command.command_id, relay.Arrived(account_id in self.connections), now_ms)
+        held.command = command
+        self._relay(
+            command.command_id, relay.Arrived(account_id in self.connections, command.attempt), now_ms
+        )
 
     def _apply_delivery(self, config: m.DeliveryConfig, now_ms: int) -> None:
         """New delivery settings from Core: every connected terminal hears them at once."""
@@ -439,7 +456,7 @@ class Agent:
             await self._flush()
             return
         if isinstance(payload, m.ExecutionResult | m.CloseResult | m.ModifyResult):
-            held = self.held.get(payload.command_id)
+            held = self.held.get(payload.command_id) or self.settled.get(payload.command_id)
             if held is not None and held.account_id == conn.account_id:
                 self._relay(payload.command_id, relay.ResultSeen(), self._clock.now_ms())
                 self._flush_ledger()
