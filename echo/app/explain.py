@@ -1,17 +1,20 @@
 """``echo-copier explain TRADE_ID``: the copy receipt of one master trade, from the store.
 
-For every slave account: copied or omitted and why, how the size was chosen (inputs and result), the
-stops intended and placed, prices, and the time each hop took (master open -> Core -> slave fill). A
-table for people, ``--json`` for tools."""
+For every slave account: copied or omitted and why (``why``: every omission reason in words, with the
+numbers behind it), how the size was chosen (inputs, result, and ``sized``: rounded to the lot step or
+clamped to ``min_lot``/``max_lot``), the stops intended and placed, prices, and the time each hop took
+(master open -> Core -> slave fill). A table for people, ``--json`` for tools."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from echo.domain.copying import OmitReason
 from echo.ports.store import CommandRow, DecisionRow, Store
 
 
@@ -86,6 +89,7 @@ async def receipt(store: Store, trade_id: str) -> dict[str, Any]:
             for t in tickets
             if t.account_id == d.account_id
         ]
+        entry["why"] = _why(entry)
         slaves.append(entry)
     return {
         "trade": {
@@ -109,27 +113,90 @@ async def receipt(store: Store, trade_id: str) -> dict[str, Any]:
     }
 
 
+def _offline(d: dict[str, Any]) -> str:
+    if d.get("needs") == "quote":
+        return (
+            f"terminal offline: no quote for {d.get('broker_symbol')} within {d.get('quote_max_age_ms')} ms, "
+            "which max_spread / max_slippage need"
+        )
+    if d.get("needs") == "tick_value":
+        return (
+            f"terminal offline: its tick value is {d.get('tick_value_age_ms')} ms old "
+            f"(> {d.get('tick_value_max_age_ms')} ms), which risk sizing needs"
+        )
+    return "terminal offline, and its symbols are not known yet (no handshake)"
+
+
+def _tick_value(d: dict[str, Any]) -> str:
+    if d.get("stale"):
+        return (
+            f"tick value {d.get('tick_value')} is {d.get('tick_value_age_ms')} ms old "
+            f"(> {d.get('tick_value_max_age_ms')} ms), risk sizing needs a fresh one"
+        )
+    return f"no tick value for {d.get('broker_symbol')} (risk sizing needs one)"
+
+
+def _below_min_lot(d: dict[str, Any]) -> str:
+    text = f"{d.get('raw_lots', d.get('fixed_lot'))} lots < min {d.get('min_lot')}"
+    if d.get("min_lot_action") != "clamp":
+        return f"{text} (min_lot_action = skip)"
+    risk = f", risk {d.get('min_lot_risk')} vs {d.get('risk')}" if d.get("min_lot_risk") is not None else ""
+    return (
+        f"{text}; min_lot would be {d.get('min_lot_multiple')}x the size{risk}, "
+        f"more than max_risk_multiple {d.get('max_risk_multiple')}"
+    )
+
+
+OMIT_WHY: dict[OmitReason, Callable[[dict[str, Any]], str]] = {
+    "slave_offline": _offline,
+    "account_rejected": lambda d: "the account's handshake was REJECTED (see its evaluation)",
+    "symbol_rejected": lambda d: f"{d.get('canonical')} rejected for this account: {d.get('why')}",
+    "symbol_not_mapped": lambda d: f"{d.get('canonical')} not among {d.get('known')}",
+    "no_trade_window": lambda d: f"no-trade window {d.get('window')}",
+    "max_delay_exceeded": lambda d: f"age {d.get('intent_age_ms')} ms > {d.get('max_delay_ms')} ms",
+    "quote_missing": lambda d: (
+        f"no quote for {d.get('broker_symbol')} within {d.get('quote_max_age_ms')} ms, "
+        "which max_spread / max_slippage need"
+    ),
+    "spread_too_wide": lambda d: f"spread {d.get('spread_points')} > {d.get('max_spread')} pts",
+    "slippage_too_high": lambda d: f"slippage {d.get('slippage_points')} > {d.get('max_slippage')} pts",
+    "no_stop_loss": lambda d: f"risk sizing needs the master's stop loss (it is {d.get('master_stop_loss')})",
+    "tick_value_missing": _tick_value,
+    "lot_below_min_lot": _below_min_lot,
+}
+"""Every omission reason (``echo.domain.copying.OmitReason``) in words, with the receipt's numbers."""
+
+
+def _sized(entry: dict[str, Any]) -> str:
+    d = entry["detail"]
+    if d.get("sized") == "min_lot":
+        risk = (
+            f", risk {d.get('min_lot_risk')} vs {d.get('risk')}" if d.get("min_lot_risk") is not None else ""
+        )
+        return (
+            f" (raised from {d.get('clamped_from')} to min_lot: {d.get('min_lot_multiple')}x the size{risk}, "
+            f"max_risk_multiple {d.get('max_risk_multiple')})"
+        )
+    if d.get("sized") == "max_lot" or "clamped_from" in d:
+        return f" (capped at max_lot from {d.get('clamped_from')})"
+    return ""
+
+
 def _why(entry: dict[str, Any]) -> str:
     d = entry["detail"]
     if entry["decision"] == "omit":
-        limits = {
-            "spread_too_wide": f"spread {d.get('spread_points')} > {d.get('max_spread')} pts",
-            "slippage_too_high": f"slippage {d.get('slippage_points')} > {d.get('max_slippage')} pts",
-            "max_delay_exceeded": f"age {d.get('intent_age_ms')} ms > {d.get('max_delay_ms')} ms",
-            "no_trade_window": str(d.get("window", "")),
-            "lot_below_min_lot": f"{d.get('raw_lots', d.get('fixed_lot'))} lots < min {d.get('min_lot')}",
-            "symbol_not_mapped": f"{d.get('canonical')} not among {d.get('known')}",
-        }
-        return limits.get(entry["reason"], "")
+        explain = OMIT_WHY.get(entry["reason"])
+        return explain(d) if explain is not None else str(entry["reason"])
     sizing = d.get("sizing", "")
     if sizing == "risk":
         return (
             f"risk {d.get('risk')} / ({d.get('sl_distance_ticks')} ticks x {d.get('tick_value')}) "
             f"= {d.get('raw_lots')} -> {entry['lots']} lots, effective risk {d.get('effective_risk')}"
+            + _sized(entry)
         )
     if sizing == "multiplier":
-        return f"{d.get('master_lots')} x {d.get('lot_multiplier')} -> {entry['lots']} lots"
-    return f"fixed {d.get('fixed_lot')} -> {entry['lots']} lots"
+        return f"{d.get('master_lots')} x {d.get('lot_multiplier')} -> {entry['lots']} lots" + _sized(entry)
+    return f"fixed {d.get('fixed_lot')} -> {entry['lots']} lots" + _sized(entry)
 
 
 def render(r: dict[str, Any], console: Console) -> None:
@@ -158,7 +225,7 @@ def render(r: dict[str, Any], console: Console) -> None:
             s["reason"] if s["decision"] == "omit" else "copied",
             str(d.get("broker_symbol", "")),
             "" if s["lots"] is None else str(s["lots"]),
-            _why(s),
+            s["why"],
             sl_tp,
             str(fill or ""),
             "" if latency is None else str(latency),

@@ -4,6 +4,7 @@ reason and its inputs, so it can be logged, stored as the copy receipt and expla
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
@@ -128,8 +129,12 @@ def size_entry(
 ) -> Sized | NotSized:
     """Lots for one slave: by fixed money risk from the stop distance (``lots = risk / (distance in ticks x
     tick value per lot)``), a fixed lot, or a multiple of the master's lots; then rounded *down* to the
-    lot step and clamped to ``max_lot``. Below ``min_lot`` the entry is omitted rather than rounded up:
-    a copier never risks more than the budget. Missing inputs omit the entry (fail-safe)."""
+    lot step and clamped to ``max_lot``. Below ``min_lot`` the policy's ``min_lot_action`` decides:
+    ``skip`` (the default) omits the entry, since a copier never risks more than the budget; ``clamp``
+    opens ``min_lot`` when that is at most ``max_risk_multiple`` times the size asked for (the risk at
+    ``min_lot`` over the configured risk, for risk sizing), and omits it otherwise. ``detail["sized"]``
+    says how the size came out: ``lot_step`` (rounded down to the step), ``max_lot`` or ``min_lot``
+    (clamped). Missing inputs omit the entry (fail-safe)."""
     detail: dict[str, object] = {
         "sizing": policy.sizing,
         "lot_step": spec.lot_step,
@@ -170,10 +175,23 @@ def size_entry(
         raw = round(raw, 9)
     lots = spec.round_lots_down(raw)
     detail["raw_lots"] = raw
+    detail["sized"] = "lot_step"
     if lots < spec.min_lot:
-        return NotSized("lot_below_min_lot", {**detail, "rounded": lots})
+        multiple = spec.min_lot / raw if raw > 0 else math.inf
+        below = {**detail, "rounded": lots, "min_lot_action": policy.min_lot_action}
+        if policy.min_lot_action == "skip":
+            return NotSized("lot_below_min_lot", below)
+        below.update(
+            min_lot_multiple=round(multiple, 4) if math.isfinite(multiple) else None,
+            max_risk_multiple=policy.max_risk_multiple,
+        )
+        if money_per_lot is not None:
+            below["min_lot_risk"] = round(spec.min_lot * money_per_lot, 2)
+        if not multiple <= policy.max_risk_multiple + 1e-9:
+            return NotSized("lot_below_min_lot", below)
+        detail, lots = {**below, "sized": "min_lot", "clamped_from": lots}, spec.min_lot
     if lots > spec.max_lot:
-        detail["clamped_from"] = lots
+        detail.update(sized="max_lot", clamped_from=lots)
         lots = spec.max_lot
     detail["lots"] = lots
     if money_per_lot is not None:
@@ -314,7 +332,8 @@ def _plan_one(
 ) -> Copy | Omit:
     account, policy = slave.account_id, slave.policy
     # A slave that is known but offline still gets its copy: the command is journaled and delivered when
-    # its terminal is back. Only a slave that never said which symbols it has cannot be planned for.
+    # its terminal is back. Only a slave that never said which symbols it has cannot be planned for, and
+    # one whose policy needs its live figures (a fresh quote, a fresh tick value) is omitted as offline.
     if slave.registration == "REJECTED":
         return Omit(account, "account_rejected", {"canonical": canonical})
     if canonical in slave.rejected_symbols:
@@ -344,7 +363,10 @@ def _plan_one(
         base.update(bid=quote.bid, ask=quote.ask, quote_age_ms=now_ms - quote.received_ms)
     needs_quote = policy.max_spread is not None or policy.max_slippage is not None
     if needs_quote and quote is None:
-        return Omit(account, "quote_missing", {**base, "quote_max_age_ms": policy.quote_max_age_ms})
+        missing = {**base, "quote_max_age_ms": policy.quote_max_age_ms}
+        if not slave.online:
+            return Omit(account, "slave_offline", {**missing, "needs": "quote"})
+        return Omit(account, "quote_missing", missing)
     if quote is not None:
         spread = (quote.ask - quote.bid) / spec.point
         slippage = abs((quote.ask if intent.side is Side.BUY else quote.bid) - intent.price) / spec.point
@@ -357,11 +379,16 @@ def _plan_one(
     if tick_value is not None and slave.tick_values_at_ms is not None:
         age = now_ms - slave.tick_values_at_ms
         if age > policy.tick_value_max_age_ms and policy.sizing == "risk":
-            return Omit(
-                account,
-                "tick_value_missing",
-                {**base, "tick_value": tick_value, "tick_value_age_ms": age, "stale": True},
-            )
+            stale = {
+                **base,
+                "tick_value": tick_value,
+                "tick_value_age_ms": age,
+                "tick_value_max_age_ms": policy.tick_value_max_age_ms,
+                "stale": True,
+            }
+            if not slave.online:
+                return Omit(account, "slave_offline", {**stale, "needs": "tick_value"})
+            return Omit(account, "tick_value_missing", stale)
     if tick_value is None:
         tick_value = spec.tick_value  # as the handshake reported it, until a state snapshot says
     sized = size_entry(policy, intent, spec, tick_value)

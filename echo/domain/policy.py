@@ -20,6 +20,7 @@ from echo.domain.ids import parse_account_id
 from echo.domain.types import normalize_symbol
 
 Sizing = Literal["risk", "fixed_lot", "multiplier"]
+MinLotAction = Literal["skip", "clamp"]
 
 _DAY_MS = 86_400_000
 
@@ -128,6 +129,13 @@ class Policy:
     tick_value_max_age_ms: int = 60_000
     """Risk sizing omits the entry when the slave's last reported tick value is older than this."""
     windows: tuple[Window, ...] = ()
+    min_lot_action: MinLotAction = "skip"
+    """A size that rounds below the broker's ``min_lot``: ``skip`` omits the entry (``lot_below_min_lot``);
+    ``clamp`` opens ``min_lot`` instead (RFC-001 section 6: "clamp [min_lot, max_lot]"), but only while
+    that stays within ``max_risk_multiple`` of the size asked for."""
+    max_risk_multiple: float = 1.5
+    """With ``min_lot_action = "clamp"``: the most ``min_lot`` may be, as a multiple of the computed size
+    (for risk sizing: of the configured risk). Beyond it the entry is omitted as with ``skip``."""
 
     def __post_init__(self) -> None:
         if self.sizing not in ("risk", "fixed_lot", "multiplier"):
@@ -149,6 +157,9 @@ class Policy:
         _range("tick_value_max_age_ms", self.tick_value_max_age_ms, 1_000, 86_400_000, integer=True)
         if not isinstance(self.copy_sl_tp, bool):
             raise ConfigError(f"copy_sl_tp must be true or false, got {self.copy_sl_tp!r}")
+        if self.min_lot_action not in ("skip", "clamp"):
+            raise ConfigError(f"min_lot_action must be skip or clamp, got {self.min_lot_action!r}")
+        _range("max_risk_multiple", self.max_risk_multiple, 1, 100)
 
     def risk_for(self, strategy_id: str, magic_number: int) -> float | None:
         return self.risk_by_strategy.get(

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from echo.domain.config import ConfigError, config_from_dict
 from echo.domain.copying import (
     Copy,
+    NotSized,
     Omit,
+    Sized,
     SlaveQuote,
     SlaveView,
     modified_stops,
@@ -278,6 +280,9 @@ def test_policy_config_merges_default_and_account() -> None:
         ({"max_delay_ms": 1.5}, "max_delay_ms must be an integer"),
         ({"copy_sl_tp": "yes"}, "copy_sl_tp must be true or false"),
         ({"spread": 3}, "unknown key policy.51001.spread"),
+        ({"min_lot_action": "round_up"}, "min_lot_action must be skip or clamp"),
+        ({"max_risk_multiple": 0.5}, "policy.51001: max_risk_multiple must be 1..100"),
+        ({"max_risk_multiple": "2"}, "max_risk_multiple must be a number"),
     ],
 )
 def test_bad_policy_values_name_the_key_and_range(table: dict[str, object], message: str) -> None:
@@ -288,6 +293,116 @@ def test_bad_policy_values_name_the_key_and_range(table: dict[str, object], mess
 def test_policy_tables_must_be_accounts() -> None:
     with pytest.raises(ConfigError, match=r"policy\.not an account"):
         config_from_dict({"policy": {"not an account": {}}})
+
+
+def test_min_lot_action_from_config_defaults_to_skip() -> None:
+    policies = config_from_dict(
+        {"policy": {"51001": {"min_lot_action": "clamp", "max_risk_multiple": 2}}}
+    ).policies()
+    assert (policies.default.min_lot_action, policies.default.max_risk_multiple) == ("skip", 1.5)
+    clamp = policies.for_account("51001")
+    assert (clamp.min_lot_action, clamp.max_risk_multiple) == ("clamp", 2)
+
+
+# --------------------------------------------------------------------------------- below the broker's min_lot
+
+
+def test_below_min_lot_is_skipped_by_default() -> None:
+    # risk 7 over 10.00 of stop (1000 per lot) = 0.007 lots, below min_lot 0.01
+    sized = size_entry(Policy(sizing="risk", risk_fixed=7.0), gold_intent(), GOLD, 1.0)
+    assert isinstance(sized, NotSized) and sized.reason == "lot_below_min_lot"
+    assert sized.detail["min_lot_action"] == "skip" and sized.detail["raw_lots"] == 0.007
+
+
+def test_clamp_opens_min_lot_when_its_risk_stays_within_the_multiple() -> None:
+    policy = Policy(sizing="risk", risk_fixed=7.0, min_lot_action="clamp", max_risk_multiple=1.5)
+    sized = size_entry(policy, gold_intent(), GOLD, 1.0)
+    assert isinstance(sized, Sized) and sized.lots == GOLD.min_lot
+    assert sized.detail["sized"] == "min_lot"
+    assert sized.detail["min_lot_risk"] == 10.0 and sized.detail["effective_risk"] == 10.0
+    assert sized.detail["min_lot_multiple"] == pytest.approx(10 / 7, abs=1e-4)
+    # risk 6: min_lot would risk 10, 1.67x the configured 6: more than 1.5x, skipped all the same
+    over = size_entry(dataclasses.replace(policy, risk_fixed=6.0), gold_intent(), GOLD, 1.0)
+    assert isinstance(over, NotSized) and over.reason == "lot_below_min_lot"
+    assert over.detail["min_lot_risk"] == 10.0 and over.detail["max_risk_multiple"] == 1.5
+
+
+def test_clamp_applies_to_fixed_and_multiplied_sizes_as_a_size_multiple() -> None:
+    clamp = Policy(fixed_lot=0.007, min_lot_action="clamp", max_risk_multiple=2.0)
+    sized = size_entry(clamp, gold_intent(), GOLD, 1.0)
+    assert isinstance(sized, Sized) and sized.lots == 0.01 and sized.detail["sized"] == "min_lot"
+    tiny = dataclasses.replace(clamp, sizing="multiplier", lot_multiplier=0.004)  # 1.0 x 0.004 lots
+    assert isinstance(size_entry(tiny, gold_intent(), GOLD, 1.0), NotSized)
+
+
+def test_a_size_on_the_step_says_so_and_a_capped_one_says_max_lot() -> None:
+    assert size_entry(Policy(fixed_lot=0.3), gold_intent(), GOLD, 1.0).detail["sized"] == "lot_step"
+    capped = size_entry(Policy(fixed_lot=80.0), gold_intent(), GOLD, 1.0)
+    assert isinstance(capped, Sized) and capped.lots == 50.0 and capped.detail["sized"] == "max_lot"
+
+
+@given(
+    risk=st.floats(0.01, 1_000),
+    distance_ticks=st.integers(1, 239_999),
+    tick_value=st.floats(0.01, 100),
+    step_exp=st.integers(0, 2),
+    multiple=st.floats(1, 100),
+    clamp=st.booleans(),
+)
+def test_min_lot_action_properties(
+    risk: float, distance_ticks: int, tick_value: float, step_exp: int, multiple: float, clamp: bool
+) -> None:
+    """On the step, within [min_lot, max_lot] or omitted; never above the configured risk unless clamped
+    to min_lot, and then never above ``max_risk_multiple`` times it; ``skip`` never clamps."""
+    step = [0.01, 0.1, 1.0][step_exp]
+    spec = dataclasses.replace(GOLD, lot_step=step, min_lot=step, max_lot=step * 5000)
+    intent = gold_intent(sl=round(2400.0 - distance_ticks * 0.01, 2))
+    policy = Policy(
+        sizing="risk",
+        risk_fixed=risk,
+        min_lot_action="clamp" if clamp else "skip",
+        max_risk_multiple=multiple,
+    )
+    sized = size_entry(policy, intent, spec, tick_value)
+    skipped = size_entry(dataclasses.replace(policy, min_lot_action="skip"), intent, spec, tick_value)
+    if isinstance(sized, NotSized):
+        assert sized.reason in ("lot_below_min_lot", "no_stop_loss")
+        assert isinstance(skipped, NotSized)
+        return
+    assert intent.stop_loss is not None
+    money_per_lot = abs(intent.price - intent.stop_loss) / spec.tick_size * tick_value
+    assert spec.min_lot <= sized.lots <= spec.max_lot
+    assert (Decimal(repr(sized.lots)) / Decimal(repr(step))) % 1 == 0
+    if sized.detail["sized"] == "min_lot":
+        assert clamp and isinstance(skipped, NotSized) and sized.lots == spec.min_lot
+        assert sized.lots * money_per_lot <= risk * multiple * (1 + 1e-6)
+    else:
+        assert isinstance(skipped, Sized) and skipped.lots == sized.lots
+        assert sized.lots * money_per_lot <= risk * (1 + 1e-9)
+
+
+# ----------------------------------------------------------------------------------------- offline slave
+
+
+def test_an_offline_slave_that_needs_a_fresh_quote_is_omitted_as_offline() -> None:
+    offline = dataclasses.replace(view(Policy(max_spread=50), age_ms=60_000), online=False)
+    (plan,) = plan_open(gold_intent(), "XAUUSD", [offline], NOW, NOW)
+    assert isinstance(plan, Omit) and plan.reason == "slave_offline"
+    assert plan.detail["needs"] == "quote" and plan.detail["quote_max_age_ms"] == 5_000
+    # online with the same stale quote: the quote is what is missing
+    (online,) = plan_open(gold_intent(), "XAUUSD", [dataclasses.replace(offline, online=True)], NOW, NOW)
+    assert isinstance(online, Omit) and online.reason == "quote_missing"
+    # offline without a limit that needs a price: copied, delivered when the terminal is back
+    (held,) = plan_open(gold_intent(), "XAUUSD", [dataclasses.replace(offline, policy=Policy())], NOW, NOW)
+    assert isinstance(held, Copy)
+
+
+def test_an_offline_slave_with_a_stale_tick_value_is_omitted_as_offline() -> None:
+    stale = dataclasses.replace(
+        view(Policy(sizing="risk", risk_fixed=100.0)), tick_values_at_ms=NOW - 60_001, online=False
+    )
+    (plan,) = plan_open(gold_intent(), "XAUUSD", [stale], NOW, NOW)
+    assert isinstance(plan, Omit) and plan.reason == "slave_offline" and plan.detail["needs"] == "tick_value"
 
 
 def test_without_a_slave_quote_stops_need_twice_the_stop_level_from_the_masters_price() -> None:
@@ -318,6 +433,7 @@ _KEY_NAMES = [
     "sizing", "risk_fixed", "fixed_lot", "max_spread", "max_delay_ms", "windows", "risk_by_strategy",
     "copy_sl_tp", "sl_offset", "catastrophic_sl", "symbol", "start_utc", "end_utc", "pre_buffer_sec",
     "min_version", "blocked_versions", "required_features", "canonical", "unknown_action",
+    "min_lot_action", "max_risk_multiple",
 ]  # fmt: skip
 _KEYS = st.sampled_from(_KEY_NAMES)
 
