@@ -80,6 +80,7 @@ async def test_transcript_replays_against_the_agent(
             )
             player = Player(await listener.connect())
             account: str | None = None
+            sent: set[str | None] = set()
             i = 0
             while i < len(steps):
                 step = steps[i]
@@ -96,10 +97,15 @@ async def test_transcript_replays_against_the_agent(
                 expected: list[Step] = []
                 for s in run:
                     if s.type in CORE_ORIGINATED:
-                        # stand in for Core: send exactly the transcript's command to the account
+                        # stand in for Core: send exactly the transcript's command to the account; a
+                        # command sent again goes no sooner than Core would send it (PROTOCOL.md X13a)
                         assert account is not None
                         event = decode_line(json.dumps(s.line).encode(), AGENT_TO_EA)
                         assert isinstance(event, Decoded), event
+                        command_id = getattr(event.payload, "command_id", None)
+                        if command_id in sent:
+                            await trio.sleep(config.delivery.ack_timeout_ms / 1000)
+                        sent.add(command_id)
                         await copier.core._hub.send("agent-host1", m.ToAccount(account, event.payload))
                     expected.append(s)
                 received = [await player.next_line() for _ in expected]
