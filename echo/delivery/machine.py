@@ -339,8 +339,8 @@ class Connected:
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """trade_intent_ack for this intent. OK and DUPLICATE end it; RETRY asks for another send; REJECTED
-    ends it as refused."""
+    """trade_intent_ack for this intent. OK and DUPLICATE end it; RETRY asks for another send after
+    ``retry_backoff_ms``; REJECTED ends it as refused."""
 
     status: str
 
@@ -389,7 +389,8 @@ def intent_transition(state: Intent, event: IntentInput, now_ms: int, settings: 
         if event.status == "RETRY" and state.status is IntentStatus.PAUSED:
             return state, [Ignore("RETRY while paused; waiting for a reconnect")]
         if event.status == "RETRY":
-            at = now_ms + settings.retry_delay_ms(state.attempt)
+            # Core asks for the line again later: after retry_backoff_ms (PROTOCOL.md X9)
+            at = now_ms + settings.retry_backoff_ms
             return replace(state, next_retry_at_ms=at), [Persist(), RetryAt(at)]
         return state, [Invalid(state.status.value, f"Acked({event.status})", "unknown ack status")]
     # Timeout

@@ -9,7 +9,8 @@ Every pending line follows ``echo.delivery.machine.intent_transition``, the Inte
 ``Connected`` after every (re)connection's handshake (and for a new line while connected) sends it,
 ``Acked`` on its ``trade_intent_ack``, ``Timeout`` from a timer task that sleeps until the earliest retry
 time. A line whose send or ack was lost goes out again under the same ids with ``attempt + 1`` after
-``ack_timeout + backoff``; after ``max_retries`` sends it pauses until the next reconnect. The timing is the
+``ack_timeout + backoff``, and one answered RETRY after ``retry_backoff_ms``; after ``max_retries`` sends it
+pauses until the next reconnect. The timing is the
 Agent's ``delivery_config`` (``Settings()`` until one arrives). With ``queue_path`` the pending lines are
 kept in a JSON-lines file (the protocol line and the lifecycle state), so a restarted terminal with the
 same file sends them again after its handshake.

@@ -388,9 +388,9 @@ def test_acked_rejected_drops_the_intent(state: Intent) -> None:
     assert effects == [Persist(), CancelRetry(), Done(False, "rejected")]
 
 
-def test_acked_retry_reschedules_without_sending() -> None:
+def test_acked_retry_reschedules_after_retry_backoff_ms_without_sending() -> None:
     new, effects = intent_transition(sent(2, 3500), Acked("RETRY"), 100, CFG)
-    at = 100 + CFG.retry_delay_ms(2)
+    at = 100 + CFG.retry_backoff_ms
     assert new == sent(2, at)
     assert effects == [Persist(), RetryAt(at)]
 

@@ -516,8 +516,8 @@ async def test_master_retry_ack_resends_and_rejected_ends(autojump_clock: trio.t
             retried = (await agent.next("trade_intent")).payload
             assert (retried.trade_id, retried.attempt) == (trade_id, 2)
             assert (
-                round(trio.current_time() - acked_at, 3) == 1.5
-            )  # the RETRY ack re-armed the timer: 1000 + 500 ms
+                round(trio.current_time() - acked_at, 3) == 0.5
+            )  # the RETRY ack re-armed the timer: retry_backoff_ms (PROTOCOL.md X9)
 
             await agent.send(
                 m.TradeIntentAck(
