@@ -89,7 +89,7 @@ async def receipt(store: Store, trade_id: str) -> dict[str, Any]:
             for t in tickets
             if t.account_id == d.account_id
         ]
-        entry["why"] = _why(entry)
+        entry["why"] = why_of(entry)
         slaves.append(entry)
     return {
         "trade": {
@@ -182,7 +182,8 @@ def _sized(entry: dict[str, Any]) -> str:
     return ""
 
 
-def _why(entry: dict[str, Any]) -> str:
+def why_of(entry: dict[str, Any]) -> str:
+    """One receipt entry in words: why it was omitted, or how its size was chosen."""
     d = entry["detail"]
     if entry["decision"] == "omit":
         explain = OMIT_WHY.get(entry["reason"])
