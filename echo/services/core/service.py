@@ -541,8 +541,9 @@ class Core:
     EVALUATION_RETENTION_MS = 30 * 86_400_000
     """Handshake evaluations are kept this long (RFC-005a: 30 days)."""
     RETENTION_EVERY_S = 3600.0
-    PURGE_BATCH = 100
-    """Closed trades purged per store transaction: each batch is short, so copying never waits long."""
+    PURGE_BATCH = 20
+    """Closed trades purged per store transaction: a batch of 15-slave trades takes a few ms on SQLite, so
+    copying never waits long behind it."""
     PURGE_PAUSE_S = 0.05
     """Between two purge batches: the workers' commits go first."""
 
