@@ -116,7 +116,7 @@ def held_by_core(core: Core) -> dict[str, int]:
 
 
 async def test_closed_trades_leave_cores_memory_but_their_ids(autojump_clock: trio.testing.MockClock) -> None:
-    config = Config(agent=AgentConfig(agent_id="agent-1"))
+    config = Config(agent=AgentConfig(agent_id="agent-1", ledger_url="memory://"))
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery, world(nursery, config) as w:
             for _ in range(5):
@@ -140,7 +140,7 @@ async def test_closed_trades_are_purged_after_retention_and_explained_before(
     monkeypatch.setattr(Core, "RETENTION_EVERY_S", 60.0)  # hourly in production
     config = Config(
         core=CoreConfig(dedupe_window_ms=3_600_000),
-        agent=AgentConfig(agent_id="agent-1"),
+        agent=AgentConfig(agent_id="agent-1", ledger_url="memory://"),
         store=StoreConfig(url="memory://", retention_days=2),
     )
     with trio.fail_after(3 * Core.RETENTION_EVERY_S):
@@ -202,7 +202,7 @@ async def test_a_slave_copy_costs_at_most_3_kb_of_store(
     the trade's, indexes included, on SQLite."""
     db = tmp_path / "echo.db"
     store = SqliteStore.open(db)
-    config = Config(agent=AgentConfig(agent_id="agent-1"))
+    config = Config(agent=AgentConfig(agent_id="agent-1", ledger_url="memory://"))
     trades = 60
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery, world(nursery, config, store) as w:
