@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck imports unit demo demo-big sweep proto clean
+.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak proto clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,12 @@ SWEEP_SEEDS ?= 1..200
 SWEEP_FAULTS ?= drop=0.05,dup=0.05,reorder=0.05,disconnect=0.01,crash=5
 sweep: setup
 	$(BIN)/echo-copier simulate --seeds $(SWEEP_SEEDS) --masters 2 --slaves 5 --trades 40 --faults $(SWEEP_FAULTS)
+
+# Not part of `make test`: the all-in-one copier copying 1 master to 15 slaves for SOAK_SECONDS; prints JSON
+# with its RSS after the warm-up and at the end, and the store's bytes per 1,000 copies.
+SOAK_SECONDS ?= 1800
+soak: setup
+	$(BIN)/python bench/bench_soak.py --seconds $(SOAK_SECONDS)
 
 PB := echo/adapters/transport/pb
 proto: setup  ## regenerate the Core <-> Agent contracts' Python code from protos/ (betterproto2, grpclib stubs)

@@ -258,6 +258,7 @@ def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFacto
         protocol=config.protocol,
         catalog=config.symbols,
         router=config.router,
+        retention_days=config.store.retention_days,
     )
 
 

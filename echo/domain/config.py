@@ -119,6 +119,9 @@ class RouterConfig:
 class StoreConfig:
     url: str = "sqlite:///var/echo.db"
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    retention_days: int = 90
+    """Closed trades (their commands, delivery journal, events and copy decisions) are purged this long
+    after they closed, never sooner than ``core.dedupe_window_ms``."""
 
     def __post_init__(self) -> None:
         if not (
@@ -130,6 +133,8 @@ class StoreConfig:
             )
         if self.synchronous not in ("FULL", "NORMAL"):
             raise ConfigError(f"store.synchronous must be FULL or NORMAL, got {self.synchronous!r}")
+        if isinstance(self.retention_days, bool) or not 1 <= self.retention_days <= 36_500:
+            raise ConfigError(f"store.retention_days must be 1..36500, got {self.retention_days!r}")
 
 
 def parse_host_port(value: str, key: str) -> tuple[str, int]:

@@ -296,4 +296,11 @@ class Store(Protocol):
         evaluations went."""
         ...
 
+    async def purge_closed_trades(self, before_ms: int, limit: int = 100) -> int:
+        """Delete at most ``limit`` trades closed before ``before_ms`` (oldest first) that have no slave
+        ticket open and no command pending in the delivery journal, with everything kept for them: slave
+        tickets, commands, journal rows and re-sends, events and copy decisions. One transaction; returns
+        how many trades went (fewer than ``limit``: nothing older is left to purge)."""
+        ...
+
     async def aclose(self) -> None: ...

@@ -910,3 +910,87 @@ async def test_evaluations_read_back_newest_first_per_account_and_purge(store: S
     assert await store.evaluations() == [new, mid]
     assert await store.symbol_evaluations(old.evaluation_id) == []
     assert await store.purge_evaluations(T0 + 10) == 0
+
+
+# --- retention ----------------------------------------------------------------------------------------------
+
+
+def copied_trade(n: int, closed_at: int | None, *, ticket_open: bool = False, pending: bool = False) -> Batch:
+    """One master trade copied to one slave, with every kind of row kept for it; closed at ``closed_at``
+    (or open), its slave ticket open or closed, its close command answered or still pending."""
+    tid, execute, close = f"t-{n}", f"c-{n}-1", f"c-{n}-2"
+    status: TradeStatus = "open" if closed_at is None else "closed"
+    return Batch(
+        trades=[trade(tid, master_ticket=n, status=status, closed_at_ms=closed_at)],
+        commands=[
+            command(execute, tid, status="ok", result="{}", completed_at_ms=T0 + 1),
+            command(close, tid, kind="close", created_at_ms=T0 + 2),
+        ],
+        tickets=[ticket(number=9000 + n, trade_id=tid, status="open" if ticket_open else "closed")],
+        decisions=[decision(f"d-{n}", tid)],
+        events=[event(f"e-{n}-1", trade_id=tid), event(f"e-{n}-2", trade_id=tid, command_id=close)],
+        journal=[
+            JournalRow(execute, tid, "2001", "execute", "EA_CONFIRMED", "OK", 1, None, "", T0 + 1),
+            JournalRow(
+                close,
+                tid,
+                "2001",
+                "close",
+                "CORE_ACCEPTED",
+                "PENDING" if pending else "OK",
+                2,
+                None,
+                "",
+                T0 + 2,
+            ),
+        ],
+        retry_events=[RetryEventRow(f"r-{n}", close, 2, "no result", T0 + 3)],
+    )
+
+
+async def everything(s: Store, tid: str) -> list[object]:
+    return [
+        await s.get_trade(tid),
+        *await s.commands(tid),
+        *await s.tickets(tid),
+        *await s.decisions(tid),
+        *await s.events(tid),
+        *[j for j in await s.journal(None) if j.trade_id == tid],
+        *await s.retry_events(f"c-{tid[2:]}-2"),
+    ]
+
+
+async def test_purge_closed_trades_takes_old_closed_trades_with_all_their_rows(store: Store) -> None:
+    await store.write(copied_trade(1, T0 + 10))
+    await store.write(copied_trade(2, T0 + 20))
+    await store.write(copied_trade(3, T0 + 30))  # closed too recently
+    await store.write(copied_trade(4, None))  # open at the master
+    await store.write(copied_trade(5, T0 + 5, ticket_open=True))  # a slave still holds a position
+    await store.write(copied_trade(6, T0 + 5, pending=True))  # a command still unanswered
+    unrelated = event("e-free", kind="account_online", account_id="2001")
+    await store.write(Batch(events=[unrelated]))
+    kept = {f"t-{n}": await everything(store, f"t-{n}") for n in (3, 4, 5, 6)}
+    assert all(len(rows) == 10 for rows in kept.values())
+
+    # oldest first, at most ``limit`` a call
+    assert await store.purge_closed_trades(T0 + 30, limit=1) == 1
+    assert await everything(store, "t-1") == [None]
+    assert len(await everything(store, "t-2")) == 10
+    assert await store.purge_closed_trades(T0 + 30, limit=10) == 1
+    assert await everything(store, "t-2") == [None]
+    assert await store.purge_closed_trades(T0 + 30, limit=10) == 0
+
+    for tid, rows in kept.items():
+        assert await everything(store, tid) == rows, tid
+    assert [t.trade_id for t in await store.trades(limit=10)] == ["t-6", "t-5", "t-4", "t-3"]
+    assert unrelated in await store.events()
+    assert await store.retry_events("c-1-2") == []
+    with pytest.raises(ValueError):
+        await store.purge_closed_trades(T0, limit=-1)
+
+
+async def test_purged_trade_ids_can_be_written_again(store: Store) -> None:
+    await store.write(copied_trade(1, T0 + 10))
+    assert await store.purge_closed_trades(T0 + 11) == 1
+    await store.write(copied_trade(1, T0 + 10))
+    assert len(await everything(store, "t-1")) == 10

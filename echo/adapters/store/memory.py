@@ -80,6 +80,11 @@ def _check_updates(
             raise StoreError(f"batch rejected: {part}: no row with {_describe(names, describe_key(k))}")
 
 
+def _drop(table: dict[_K, _R], gone: Callable[[_R], bool]) -> None:
+    for key in [k for k, row in table.items() if gone(row)]:
+        del table[key]
+
+
 def _one(k: str) -> tuple[object, ...]:
     return (k,)
 
@@ -321,6 +326,33 @@ class MemoryStore:
         for key in [k for k, r in self._symbol_evaluations.items() if r.evaluated_at_ms < before_ms]:
             del self._symbol_evaluations[key]
         return len(old)
+
+    async def purge_closed_trades(self, before_ms: int, limit: int = 100) -> int:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        self._live()
+        busy = {t.trade_id for t in self._tickets.values() if t.status == "open"}
+        busy |= {j.trade_id for j in self._journal.values() if j.outcome == "PENDING"}
+        old = sorted(
+            (t.closed_at_ms, t.trade_id)
+            for t in self._trades.values()
+            if t.status == "closed"
+            and t.closed_at_ms is not None
+            and t.closed_at_ms < before_ms
+            and t.trade_id not in busy
+        )
+        gone = {trade_id for _, trade_id in old[:limit]}
+        if not gone:
+            return 0
+        commands = {k for k, c in self._commands.items() if c.trade_id in gone}
+        _drop(self._retry_events, lambda r: r.command_id in commands)
+        _drop(self._journal, lambda r: r.trade_id in gone)
+        _drop(self._commands, lambda r: r.trade_id in gone)
+        _drop(self._events, lambda r: r.trade_id in gone)
+        _drop(self._decisions, lambda r: r.trade_id in gone)
+        _drop(self._tickets, lambda r: r.trade_id in gone)
+        _drop(self._trades, lambda r: r.trade_id in gone)
+        return len(gone)
 
     async def aclose(self) -> None:
         self._closed = True

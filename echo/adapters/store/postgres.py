@@ -296,6 +296,19 @@ class PostgresStore:
 
         return await self._call(purge)
 
+    async def purge_closed_trades(self, before_ms: int, limit: int = 100) -> int:
+        sql.check_limit(limit)
+
+        def purge(conn: psycopg.Connection[Any]) -> int:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_pg(sql.PURGEABLE_TRADES), (before_ms, limit))
+                gone = [(r[0],) for r in cur.fetchall()]
+                for statement in sql.PURGE_TRADE if gone else ():
+                    cur.executemany(_pg(statement), gone)
+                return len(gone)
+
+        return await self._call(purge)
+
     async def aclose(self) -> None:
         self._closed = True
         conn, self._conn = self._conn, None

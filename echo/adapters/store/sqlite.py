@@ -69,6 +69,12 @@ from echo.adapters.store.statements import (
     OPEN_TICKET_TRADES as _OPEN_TICKET_TRADES,
 )
 from echo.adapters.store.statements import (
+    PURGE_TRADE as _PURGE_TRADE,
+)
+from echo.adapters.store.statements import (
+    PURGEABLE_TRADES as _PURGEABLE_TRADES,
+)
+from echo.adapters.store.statements import (
     RETRIES as _RETRIES,
 )
 from echo.adapters.store.statements import (
@@ -423,6 +429,24 @@ class SqliteStore:
         except (sqlite3.Error, OverflowError) as exc:
             raise StoreError(f"purge failed: {exc}") from exc
         return int(gone)
+
+    async def purge_closed_trades(self, before_ms: int, limit: int = 100) -> int:
+        _check_limit(limit)
+        await trio.lowlevel.checkpoint()
+        conn = self._live()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                gone = [(r[0],) for r in conn.execute(_PURGEABLE_TRADES, (before_ms, limit)).fetchall()]
+                for statement in _PURGE_TRADE if gone else ():
+                    conn.executemany(statement, gone)
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
+        except (sqlite3.Error, OverflowError) as exc:
+            raise StoreError(f"purge failed: {exc}") from exc
+        return len(gone)
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

@@ -236,5 +236,26 @@ SYMBOL_EVALUATIONS = select(
 RETRIES = select("delivery_retry_event", RETRY_COLS, "WHERE command_id = ? ORDER BY at_ms, event_id")
 
 
+PURGEABLE_TRADES = (
+    "SELECT trade_id FROM trades WHERE status = 'closed' AND closed_at_ms < ?"
+    " AND NOT EXISTS (SELECT 1 FROM slave_tickets s WHERE s.trade_id = trades.trade_id AND s.status = 'open')"
+    " AND NOT EXISTS (SELECT 1 FROM delivery_journal j WHERE j.trade_id = trades.trade_id"
+    " AND j.outcome = 'PENDING')"
+    " ORDER BY closed_at_ms, trade_id LIMIT ?"
+)
+"""Closed trades old enough to purge, with no slave work left (``trades_closed_idx`` finds them)."""
+PURGE_TRADE = (
+    "DELETE FROM delivery_retry_event"
+    " WHERE command_id IN (SELECT command_id FROM commands WHERE trade_id = ?)",
+    "DELETE FROM delivery_journal WHERE trade_id = ?",
+    "DELETE FROM commands WHERE trade_id = ?",
+    "DELETE FROM events WHERE trade_id = ?",
+    "DELETE FROM copy_decisions WHERE trade_id = ?",
+    "DELETE FROM slave_tickets WHERE trade_id = ?",
+    "DELETE FROM trades WHERE trade_id = ?",
+)
+"""What a purged trade leaves, in this order (re-sends are found through the trade's commands)."""
+
+
 def describe(key_names: tuple[str, ...], key: tuple[Any, ...]) -> str:
     return ", ".join(f"{name}={value!r}" for name, value in zip(key_names, key, strict=True))

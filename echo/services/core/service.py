@@ -96,6 +96,29 @@ def _json(obj: object) -> str:
     return _encoder.encode(obj).decode()
 
 
+_ROW_COLUMNS = frozenset({"command_id", "trade_id", "trace_id", "error_code"})
+"""Message fields a command row keeps in its own columns: not repeated in its payload or result."""
+_KEPT_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
+def _compact(msg: Any, comment: str = "") -> str:
+    """A command or a result as its command row keeps it: JSON without the fields the row's columns hold,
+    without the fields at their default and without the trade's own order ``comment`` (``_recover`` puts
+    them back)."""
+    kept = _KEPT_FIELDS.get(type(msg))
+    if kept is None:
+        kept = _KEPT_FIELDS[type(msg)] = tuple(
+            (f.name, f.default) for f in fields(msg) if f.name not in _ROW_COLUMNS
+        )
+    return _json(
+        {
+            name: value
+            for name, default in kept
+            if (value := getattr(msg, name)) != (comment if name == "comment" else default)
+        }
+    )
+
+
 @dataclass
 class Account:
     account_id: str
@@ -167,6 +190,9 @@ class Trade:
     closed: bool = False
     comment: str = ""
     """The order comment stamped on every slave order of this trade (carries the trade_id)."""
+    done_commands: set[str] = field(default_factory=set)
+    """Commands of this trade already answered: a repeated answer is expected, not an anomaly. Forgotten
+    with the trade (a result for a trade that is gone and still known for dedupe is a repeat too)."""
 
 
 @dataclass
@@ -206,6 +232,24 @@ def _merge(group: list[_Tx]) -> Batch:
     return merged
 
 
+_TRADE_COLUMNS = frozenset({"canonical", "master_price", "master_stop_loss", "master_take_profit"})
+"""What a copy's sizing and stops detail repeats from the trade row: not kept in its receipt."""
+
+
+def _copy_detail(plan: Copy) -> dict[str, Any]:
+    """The receipt's detail of a copy: how its size, symbol and stops were chosen. The command (and its id)
+    is the trade's execute row for the account; the stops went with the order as ``stops`` unless
+    ``after_fill`` holds them for a modify once it fills."""
+    detail: dict[str, Any] = {k: v for k, v in plan.detail.items() if k not in _TRADE_COLUMNS}
+    stops = detail.get("stops")
+    if isinstance(stops, dict):
+        detail["stops"] = {k: v for k, v in stops.items() if k not in _TRADE_COLUMNS}
+    detail["broker_symbol"] = plan.broker_symbol
+    if plan.after_fill:
+        detail["after_fill"] = list(plan.after_fill)
+    return detail
+
+
 class Core:
     def __init__(
         self,
@@ -220,8 +264,11 @@ class Core:
         protocol: ProtocolPolicy | None = None,
         catalog: SymbolCatalog | None = None,
         router: RouterConfig | None = None,
+        retention_days: int = 90,
     ) -> None:
         self._hub = hub
+        self.retention_ms = retention_days * 86_400_000
+        """Closed trades are purged from the store this long after they closed (``store.retention_days``)."""
         self.delivery = delivery_settings or delivery.Settings()
         self._timers = DueTimers(clock)
         """When the reconciler looks at a command again."""
@@ -250,8 +297,6 @@ class Core:
         self._seen_trade_ids: set[str] = set()
         """Trades handled within the dedupe window (pruned by ``_prune``)."""
         self._pending: dict[str, Pending] = {}
-        self._done_commands: set[str] = set()
-        """Commands answered within the dedupe window: a repeated answer is expected, not an anomaly."""
         self._pruned_at_ms = 0
         self._given_up: dict[str, Pending] = {}
         """Commands that got no result after every send: a late result is still applied."""
@@ -384,7 +429,12 @@ class Core:
                 if c is None or pos is None:
                     log.error("core_recover_orphan_command", command_id=j.command_id, trade_id=trade_id)
                     continue
-                cmd = msgspec.json.decode(c.payload, type=self._COMMAND_TYPES[c.kind])
+                # the payload leaves out what the row's columns hold (and fields at their default)
+                known = {"command_id": c.command_id, "trade_id": c.trade_id, "trace_id": c.trace_id}
+                data = {"comment": trade.comment} if c.kind == "execute" else {}
+                cmd = msgspec.convert(
+                    {**data, **msgspec.json.decode(c.payload), **known}, type=self._COMMAND_TYPES[c.kind]
+                )
                 state = delivery.Command(
                     delivery.Stage[j.stage],
                     delivery.Outcome.PENDING,
@@ -491,9 +541,15 @@ class Core:
     EVALUATION_RETENTION_MS = 30 * 86_400_000
     """Handshake evaluations are kept this long (RFC-005a: 30 days)."""
     RETENTION_EVERY_S = 3600.0
+    PURGE_BATCH = 20
+    """Closed trades purged per store transaction: a batch of 15-slave trades takes a few ms on SQLite, so
+    copying never waits long behind it."""
+    PURGE_PAUSE_S = 0.05
+    """Between two purge batches: the workers' commits go first."""
 
     async def _retention(self) -> None:
-        """Purges handshake evaluations past their retention, at start and then hourly."""
+        """Purges handshake evaluations and closed trades past their retention, at start and then hourly.
+        A closed trade is kept at least ``core.dedupe_window_ms`` (a restart reads its id from the store)."""
         while True:
             before = self._clock.now_ms() - self.EVALUATION_RETENTION_MS
             try:
@@ -503,7 +559,26 @@ class Core:
             else:
                 if gone:
                     log.info("core_retention_purged", evaluations=gone, before_ms=before)
+            await self._purge_trades()
             await trio.sleep(self.RETENTION_EVERY_S)
+
+    async def _purge_trades(self) -> int:
+        """Closed trades older than the retention leave the store, a small batch at a time."""
+        before = self._clock.now_ms() - max(self.retention_ms, self.config.dedupe_window_ms)
+        purged = 0
+        while True:
+            try:
+                n = await self._store.purge_closed_trades(before, self.PURGE_BATCH)
+            except StoreError as exc:
+                log.warning("core_retention_failed", error=str(exc), purged_trades=purged)
+                return purged
+            purged += n
+            if n < self.PURGE_BATCH:
+                break
+            await trio.sleep(self.PURGE_PAUSE_S)
+        if purged:
+            log.info("core_retention_purged", trades=purged, closed_before_ms=before)
+        return purged
 
     def _enqueue(self, tx: _Tx) -> None:
         """Queue an applied transaction for the journal; the journal writes in this order."""
@@ -628,8 +703,9 @@ class Core:
 
     @property
     def remembered(self) -> tuple[int, int]:
-        """(trade ids, answered command ids) held for dedupe: bounded by the dedupe window."""
-        return len(self._seen_trade_ids), len(self._done_commands)
+        """(trade ids held for dedupe, trades held whole): the first is bounded by the dedupe window, the
+        second by the trades still open or with slave work left (closed trades are forgotten)."""
+        return len(self._seen_trade_ids), len(self.trades)
 
     def _count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
@@ -1140,16 +1216,7 @@ class Core:
                 "copy",
                 "copied",
                 plan.lot_size,
-                _json(
-                    {
-                        **plan.detail,
-                        "broker_symbol": plan.broker_symbol,
-                        "command_id": cmd.command_id,
-                        "stop_loss": plan.stop_loss,
-                        "take_profit": plan.take_profit,
-                        "after_fill": list(plan.after_fill) if plan.after_fill else None,
-                    }
-                ),
+                _json(_copy_detail(plan)),
                 now,
             )
         )
@@ -1166,7 +1233,15 @@ class Core:
     ) -> None:
         now = self._clock.now_ms()
         tx.batch.commands.append(
-            CommandRow(cmd.command_id, cmd.trade_id, pos.account_id, kind, cmd.trace_id, _json(cmd), now)
+            CommandRow(
+                cmd.command_id,
+                cmd.trade_id,
+                pos.account_id,
+                kind,
+                cmd.trace_id,
+                _compact(cmd, trade.comment),
+                now,
+            )
         )
         pend = Pending(cmd, kind, pos.account_id, cmd.trade_id)
         self._pending[cmd.command_id] = pend
@@ -1305,14 +1380,16 @@ class Core:
     PRUNE_EVERY_MS = 60_000
 
     def _prune(self, now_ms: int) -> None:
-        """Forget, about once a minute, trade and command ids older than the dedupe window (by their UUIDv7
-        time): memory stays bounded however long Core runs. Open trades stay in ``trades``."""
+        """Forget, about once a minute, trade ids and given-up commands older than the dedupe window (by
+        their UUIDv7 time): memory stays bounded however long Core runs. Open trades stay in ``trades``;
+        a closed trade keeps only its id here (``_maybe_forget`` drops the rest)."""
         if now_ms - self._pruned_at_ms < self.PRUNE_EVERY_MS:
             return
         self._pruned_at_ms = now_ms
         horizon = now_ms - self.config.dedupe_window_ms
         self._seen_trade_ids = {t for t in self._seen_trade_ids if uuid7_time_ms(t) >= horizon}
-        self._done_commands = {c for c in self._done_commands if uuid7_time_ms(c) >= horizon}
+        for command_id in [c for c in self._given_up if uuid7_time_ms(c) < horizon]:
+            del self._given_up[command_id]
 
     def _master_trade(
         self, acc: Account, trade_id: str, event_id: str, trace_id: str, kind: str, tx: _Tx
@@ -1551,7 +1628,12 @@ class Core:
         )
         if pend is None:
             # A re-sent command is answered again with the same result: expected, nothing to do.
-            dup = res.command_id in self._done_commands
+            held = self.trades.get(res.trade_id)
+            dup = (
+                res.command_id in held.done_commands
+                if held is not None
+                else res.trade_id in self._seen_trade_ids
+            )
             (blog.info if dup else blog.warning)(
                 "core_result_duplicate" if dup else "core_result_unknown_command", result=type(res).__name__
             )
@@ -1575,25 +1657,16 @@ class Core:
         else:
             del self._pending[res.command_id]
         self._drive(pend, delivery.Confirmed(res.success, res.error_code.value), tx)
-        self._done_commands.add(res.command_id)
         now = self._clock.now_ms()
         trade = self.trades.get(pend.trade_id)
+        if trade is not None:
+            trade.done_commands.add(res.command_id)
         pos = trade.positions.get(acc.account_id) if trade else None
         if pos is not None:
             pos.in_flight.discard(res.command_id)
         status: CommandStatus = "ok" if res.success else "failed"
         tx.batch.command_updates.append(
-            CommandUpdate(res.command_id, status, res.error_code.value, _json(res), now)
-        )
-        self._event(
-            tx,
-            f"{pend.kind}_result",
-            trade_id=res.trade_id,
-            account_id=acc.account_id,
-            command_id=res.command_id,
-            trace_id=res.trace_id,
-            success=res.success,
-            error_code=res.error_code.value,
+            CommandUpdate(res.command_id, status, res.error_code.value, _compact(res), now)
         )
         if not res.success and res.error_code in OMITTED_AT_SLAVE:
             # The slave's live-price re-check kept the order from the broker: an omission, not a failure.
