@@ -72,6 +72,16 @@ def migrate(url: str, directory: str | None = None) -> list[str]:
         raise StoreError(f"migration of {schema} failed: {exc}") from exc
 
 
+def drop_schema(url: str) -> None:
+    """Drop the URL's schema and everything in it, if it exists (a simulation's scratch store)."""
+    conninfo, schema = split_url(url)
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot drop schema {schema}: {exc}") from exc
+
+
 def _migrate(conn: psycopg.Connection[Any], schema: str, directory: str | None = None) -> list[str]:
     migrations = discover(directory)
     applied: list[str] = []
