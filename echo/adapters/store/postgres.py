@@ -35,6 +35,7 @@ from echo.ports.store import (
     JournalRow,
     RetryEventRow,
     StoreError,
+    StoreUnavailable,
     SymbolEvaluationRow,
     TicketRow,
     TradeRow,
@@ -149,7 +150,7 @@ class PostgresStore:
             if self._conn is not None and (self._conn.broken or self._conn.closed):
                 self._conn.close()
                 self._conn = None
-            raise StoreError(f"PostgreSQL unavailable: {exc}".strip()) from exc
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}".strip()) from exc
 
