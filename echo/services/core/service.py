@@ -13,7 +13,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import structlog
@@ -55,6 +55,7 @@ from echo.ports.store import (
     RetryEventRow,
     Store,
     StoreError,
+    StoreUnavailable,
     SymbolEvaluationRow,
     TicketRow,
     TicketUpdate,
@@ -192,6 +193,11 @@ class _Tx:
         self.done = False
         self.ok = True
         """Recorded (or nothing to record); False: the journal refused it and it is rolled back."""
+        self.held = False
+        """The store was unavailable: the batch stays first in the journal, in order, and whoever writes the
+        journal once the store is back sends what this transaction holds (its worker has moved on)."""
+        self.retries: list[m.ToAccount] = []
+        """While held: RETRY for each master event it acknowledged, sent at once by its worker."""
 
 
 def _merge(group: list[_Tx]) -> Batch:
@@ -229,6 +235,8 @@ class Core:
         """Transactions applied and not yet written, in the order they were applied."""
         self._writing = False
         self._wrote = trio.Event()
+        self._held = trio.Event()
+        """Set when a batch is held (the store unavailable): ``_rewrite_held`` takes over."""
         self.router = Router(
             router or RouterConfig(),
             apply=self.apply,
@@ -290,6 +298,7 @@ class Core:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconciler)
+            nursery.start_soon(self._rewrite_held)
             nursery.start_soon(self._retention)
             await nursery.start(self.router.run, self._hub)
             task_status.started()
@@ -520,26 +529,23 @@ class Core:
             if self._writing:
                 await self._wrote.wait()
                 continue
-            self._writing = True
-            group, self._journal = self._journal, []
-            try:
-                ok = await self._write_with_retries(_merge(group))
-            except BaseException:
-                self._journal[:0] = group
-                raise
-            finally:
-                self._writing = False
-            if not ok:
-                # What was applied after a refused batch may build on it: refused too.
-                group, self._journal = group + self._journal, []
-            for t in group:
-                t.done, t.ok = True, ok
-            self._wrote.set()
-            self._wrote = trio.Event()
+            await self._write_journal()
+        if tx.held:
+            # Not recorded yet: nothing leaves but the masters' RETRY; the rest goes once it is written.
+            self._count("store_failures")
+            for out in tx.retries:
+                await self._to_account(out)
+            self._changed.set()
+            self._changed = trio.Event()
+            return
         if not tx.ok:
             # Never send what was not recorded. The masters are told to retry their messages.
             self._count("store_failures")
             self._rollback(tx)
+        await self._deliver(tx)
+
+    async def _deliver(self, tx: _Tx) -> None:
+        """Send what a recorded (or rolled back) transaction produced; wake whoever waits for a change."""
         failed: list[tuple[str, m.AgentToCore]] = []
         for out in tx.sends:
             await self._send(out, failed)
@@ -553,25 +559,90 @@ class Core:
         if failed:
             await self._finish(self.apply(failed))
 
+    async def _to_account(self, out: m.ToAccount) -> None:
+        failed: list[tuple[str, m.AgentToCore]] = []
+        await self._send(out, failed)
+
+    async def _write_journal(self) -> None:
+        """Write everything queued as one batch. The store unavailable (disk full, server down): the batch
+        is held, first in the journal, and written again before anything applied after it, once the store
+        is back (``_rewrite_held`` tries while nothing else does); what Core applied stays applied, so the
+        store ends as if it had never been away. The batch refused for what it holds: it is rolled back,
+        with everything applied after it (which may build on it)."""
+        self._writing = True
+        group, self._journal = self._journal, []
+        try:
+            outcome = await self._write_with_retries(_merge(group))
+        except BaseException:
+            self._journal[:0] = group
+            raise
+        finally:
+            self._writing = False
+        late = [t for t in group if t.held]  # held before: their workers moved on, this writer finishes them
+        if outcome == "unavailable":
+            self._journal[:0] = group
+            late = []
+            for t in group:
+                if not t.held:
+                    t.held, t.done, t.retries = True, True, self._retry_acks(t)
+            log.warning("core_journal_held", transactions=len(self._journal))
+            self._held.set()
+        elif outcome == "rejected":
+            # What was applied after a refused batch may build on it: refused too.
+            group, self._journal = group + self._journal, []
+            for t in group:
+                t.done, t.ok = True, False
+        else:
+            for t in group:
+                t.done, t.ok = True, True
+            if late:
+                log.info("core_journal_written_after_outage", transactions=len(late))
+        self._wrote.set()
+        self._wrote = trio.Event()
+        for t in late:
+            t.held = False
+            if outcome == "rejected":
+                self._rollback(t)
+                t.sends = []  # its masters were told to retry when it was held
+            else:
+                t.sends = [out for out in t.sends if not isinstance(out.message, m.TradeIntentAck)]
+            await self._deliver(t)
+
+    HELD_RETRY_S = 1.0
+    """While a batch is held and no other write comes, the journal is tried again this often."""
+
+    async def _rewrite_held(self) -> None:
+        """Writes a held journal once the store is back, even when no message arrives to do it."""
+        while True:
+            await self._held.wait()
+            while self._journal and self._journal[0].held:
+                if self._writing:
+                    await self._wrote.wait()
+                    continue
+                await trio.sleep(self.HELD_RETRY_S)
+                if self._journal and self._journal[0].held and not self._writing:
+                    await self._write_journal()
+            self._held = trio.Event()
+
     JOURNAL_BACKOFF_S = (0.02, 0.1, 0.5)
     """Waits between attempts to write a batch. Everything else waits meanwhile: the fan-out stops rather
     than send what is not journaled."""
 
-    async def _write_with_retries(self, batch: Batch) -> bool:
+    async def _write_with_retries(self, batch: Batch) -> Literal["written", "unavailable", "rejected"]:
         for attempt, wait in enumerate((*self.JOURNAL_BACKOFF_S, None), start=1):
             try:
                 await self._store.write(batch)
-                return True
+                return "written"
             except StoreError as exc:
                 if wait is None:
                     log.error(
                         "core_delivery_failed", error=str(exc), commands=len(batch.commands), attempts=attempt
                     )
-                    return False
+                    return "unavailable" if isinstance(exc, StoreUnavailable) else "rejected"
                 log.warning("core_journal_retry", error=str(exc), attempt=attempt, wait_s=wait)
                 self._count("journal_retries")
                 await trio.sleep(wait)
-        return False  # pragma: no cover - the loop returns
+        return "rejected"  # pragma: no cover - the loop returns
 
     async def set_delivery(self, settings: delivery.Settings, heartbeat_interval_ms: int) -> None:
         """New delivery settings, applied without a restart: the next timers use them, and every Agent
@@ -704,6 +775,12 @@ class Core:
         for trade_row in tx.batch.trades:
             self.trades.pop(trade_row.trade_id, None)
             self._seen_trade_ids.discard(trade_row.trade_id)
+        tx.sends = self._retry_acks(tx)
+        tx.drops = []
+
+    @staticmethod
+    def _retry_acks(tx: _Tx) -> list[m.ToAccount]:
+        """RETRY in place of each acknowledgement of a master event the transaction holds."""
         retry: list[m.ToAccount] = []
         for out in tx.sends:
             if isinstance(out.message, m.TradeIntentAck):
@@ -721,8 +798,7 @@ class Core:
                         ),
                     )
                 )
-        tx.sends = retry
-        tx.drops = []
+        return retry
 
     def _event(
         self,
