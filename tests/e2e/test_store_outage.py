@@ -22,10 +22,12 @@ import pytest
 import trio
 import trio.testing
 
+from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.domain.types import Side
-from echo.ports.store import Batch, Store
+from echo.ports.store import Batch, Store, StoreError, StoreUnavailable
+from echo.services.core.service import Core
 from echo.sim.master import SimMasterEA
 from tests.backends import PostgresCluster, postgres_cluster, unavailable
 from tests.e2e.test_all_in_one import World, fills, start_world
@@ -97,6 +99,12 @@ async def check_the_store_matches(w: World, store: Store, trades: list[str]) -> 
     assert await store.trades_with_open_tickets() == []
 
 
+async def settled_and_recorded(w: World) -> None:
+    """No trade and no command left in Core, and everything it applied written to the store."""
+    core = w.copier.core
+    await core.wait_for(lambda: not core.trades and core.in_flight == 0 and core.recorded)
+
+
 async def open_some(master: SimMasterEA, n: int) -> list[str]:
     return [await master.open("XAUUSD", Side.BUY if i % 2 else Side.SELL, 0.5) for i in range(n)]
 
@@ -136,8 +144,7 @@ async def test_a_full_disk_then_space_again_the_store_ends_right_without_a_resta
                     for t in [*first[3:], *during, *after]:
                         await master.close(t)
                     await master.wait_all_acked()
-                    await w.settled()
-                    await trio.sleep(10)
+                    await settled_and_recorded(w)
                     await check_the_store_matches(w, store, [*first, *during, *after])
                     nursery.cancel_scope.cancel()
         finally:
@@ -197,8 +204,81 @@ async def test_postgresql_stopped_and_started_the_store_ends_right_without_a_res
                     await trio.sleep(2)
                     await trio.to_thread.run_sync(cluster.start)
                     await master.wait_all_acked()
-                    await w.settled()
+                    await settled_and_recorded(w)
                     await check_the_store_matches(w, store, trades)
                     nursery.cancel_scope.cancel()
         finally:
             await store.aclose()
+
+
+# ------------------------------------------------------------------------------ held, then refused
+
+
+class DownStore(MemoryStore):
+    """A memory store that is unavailable while ``down``, and refuses its next ``refuse`` batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.refuse = 0
+
+    async def write(self, batch: Batch) -> None:
+        if self.down:
+            raise StoreUnavailable("the store is down")
+        if self.refuse and batch:
+            self.refuse -= 1
+            raise StoreError("batch rejected: refused")
+        await super().write(batch)
+
+
+async def test_a_held_batch_the_store_then_refuses_is_rolled_back_and_retried_by_the_master(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A batch held through an outage that the store, once back, refuses for what it holds does not block
+    the journal: it is rolled back like any refused batch, and the master's retry is copied once."""
+    store = DownStore()
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery, store=store)
+            for i in range(1, 3):
+                await w.add_slave(f"5100{i}", i)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001", "51002")
+            core = w.copier.core
+            store.down = True
+            trade = await master.open("XAUUSD", Side.BUY, 0.5)
+            await trio.sleep(3)
+            assert core.stats.get("store_failures", 0) >= 1
+            assert all(fills(s)[trade] == 0 for s in w.slaves)  # nothing left that was not recorded
+            store.down, store.refuse = False, 1
+            await master.wait_all_acked()
+            await core.wait_for(lambda: core.in_flight == 0)
+            await master.close(trade)
+            await master.wait_all_acked()
+            await settled_and_recorded(w)
+            await check_the_store_matches(w, store, [trade])
+            nursery.cancel_scope.cancel()
+
+
+async def test_held_batches_are_written_in_order_by_the_background_retry_when_nothing_else_comes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = DownStore()
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery, store=store)
+            await w.add_slave("51001", 1)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001")
+            core = w.copier.core
+            trade = await master.open("XAUUSD", Side.SELL, 0.5)
+            await master.wait_all_acked()
+            store.down = True  # the execute's fill comes back while the store is down
+            await trio.sleep(3)
+            assert core.in_flight == 0 and core.stats.get("store_failures", 0) >= 1
+            assert [c.status for c in await store.commands(trade)] == ["sent"]
+            store.down = False
+            await trio.sleep(Core.HELD_RETRY_S * 2)
+            assert [c.status for c in await store.commands(trade)] == ["ok"]
+            assert [t.status for t in await store.tickets(trade)] == ["open"]
+            nursery.cancel_scope.cancel()

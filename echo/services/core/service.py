@@ -698,6 +698,11 @@ class Core:
         return len(self._pending)
 
     @property
+    def recorded(self) -> bool:
+        """Everything applied is in the store: nothing queued, held or being written."""
+        return not self._journal and not self._writing
+
+    @property
     def remembered(self) -> tuple[int, int]:
         """(trade ids, answered command ids) held for dedupe: bounded by the dedupe window."""
         return len(self._seen_trade_ids), len(self._done_commands)
