@@ -282,3 +282,53 @@ async def test_held_batches_are_written_in_order_by_the_background_retry_when_no
             assert [c.status for c in await store.commands(trade)] == ["ok"]
             assert [t.status for t in await store.tickets(trade)] == ["open"]
             nursery.cancel_scope.cancel()
+
+
+class LostReplyStore(DownStore):
+    """Also: the next ``lose`` writes commit and then fail as unavailable (the server committed; its answer
+    was lost with the connection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose = 0
+        self.then_down = False
+
+    async def write(self, batch: Batch) -> None:
+        await super().write(batch)
+        if self.lose and batch:
+            self.lose -= 1
+            self.down = self.then_down
+            raise StoreUnavailable("connection lost during COMMIT")
+
+
+async def test_a_write_that_committed_but_failed_is_not_written_twice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A write that fails as unavailable may have committed: writing it again is refused for keys that
+    exist. Core finds it in the store, counts it written and sends what it produced: copied once, and the
+    store right."""
+    store = LostReplyStore()
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery, store=store)
+            for i in range(1, 3):
+                await w.add_slave(f"5100{i}", i)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001", "51002")
+            core = w.copier.core
+            store.lose = 1
+            first = await master.open("XAUUSD", Side.BUY, 0.5)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: core.in_flight == 0)
+            store.lose, store.then_down = 1, True  # the next commit's answer is lost, then the store is down
+            await master.close(first)
+            await trio.sleep(3)
+            assert store.down and core.stats.get("store_failures", 0) >= 1
+            store.down = False
+            second = await master.open("XAUUSD", Side.SELL, 0.3)
+            await master.wait_all_acked()
+            await master.close(second)
+            await master.wait_all_acked()
+            await settled_and_recorded(w)
+            await check_the_store_matches(w, store, [first, second])
+            nursery.cancel_scope.cancel()

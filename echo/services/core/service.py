@@ -237,6 +237,8 @@ class Core:
         self._wrote = trio.Event()
         self._held = trio.Event()
         """Set when a batch is held (the store unavailable): ``_rewrite_held`` takes over."""
+        self._unsure = False
+        """A write failed as unavailable since the last one that succeeded: it may have committed."""
         self.router = Router(
             router or RouterConfig(),
             apply=self.apply,
@@ -571,14 +573,24 @@ class Core:
         with everything applied after it (which may build on it)."""
         self._writing = True
         group, self._journal = self._journal, []
+        landed: list[_Tx] = []
         try:
             outcome = await self._write_with_retries(_merge(group))
+            if outcome == "rejected" and self._unsure:
+                landed = await self._landed(group)
+                if landed:
+                    log.warning("core_journal_landed_before", transactions=len(landed))
+                    group = group[len(landed) :]
+                    outcome = await self._write_with_retries(_merge(group)) if group else "written"
         except BaseException:
             self._journal[:0] = group
             raise
         finally:
             self._writing = False
-        late = [t for t in group if t.held]  # held before: their workers moved on, this writer finishes them
+        for t in landed:
+            t.done, t.ok = True, True
+        # held before (their workers moved on) or found in the store: this writer finishes them
+        late = [t for t in landed if t.held] + [t for t in group if t.held]
         if outcome == "unavailable":
             self._journal[:0] = group
             late = []
@@ -601,12 +613,47 @@ class Core:
         self._wrote = trio.Event()
         for t in late:
             t.held = False
-            if outcome == "rejected":
+            if not t.ok:
                 self._rollback(t)
                 t.sends = []  # its masters were told to retry when it was held
             else:
                 t.sends = [out for out in t.sends if not isinstance(out.message, m.TradeIntentAck)]
             await self._deliver(t)
+
+    async def _landed(self, group: list[_Tx]) -> list[_Tx]:
+        """The leading transactions of ``group`` already in the store: a write that failed as unavailable
+        may have committed all the same (the server committed, its answer was lost), and writing it again
+        is then refused for keys that exist. Told by looking up one row each inserts; a transaction that
+        inserts nothing is counted with those before it (its updates may be applied again in order)."""
+        landed = 0
+        for i, t in enumerate(group):
+            found = await self._in_store(t.batch)
+            if found is False:
+                break
+            if found:
+                landed = i + 1
+        return group[:landed]
+
+    async def _in_store(self, b: Batch) -> bool | None:
+        """Whether the batch's first inserted row is in the store; None when it inserts nothing to tell by."""
+        try:
+            if b.trades:
+                return await self._store.get_trade(b.trades[0].trade_id) is not None
+            if b.commands:
+                c = b.commands[0]
+                return any(r.command_id == c.command_id for r in await self._store.commands(c.trade_id))
+            if b.tickets:
+                k = b.tickets[0]
+                rows = await self._store.tickets(k.trade_id)
+                return any((r.account_id, r.ticket) == (k.account_id, k.ticket) for r in rows)
+            for e in b.events:
+                if e.trade_id is not None:
+                    rows_e = await self._store.events(e.trade_id, limit=1_000_000)
+                    return any(r.event_id == e.event_id for r in rows_e)
+        except StoreError as exc:
+            log.warning("core_journal_lookup_failed", error=str(exc))
+            return False
+        return None
 
     HELD_RETRY_S = 1.0
     """While a batch is held and no other write comes, the journal is tried again this often."""
@@ -632,8 +679,11 @@ class Core:
         for attempt, wait in enumerate((*self.JOURNAL_BACKOFF_S, None), start=1):
             try:
                 await self._store.write(batch)
+                self._unsure = False
                 return "written"
             except StoreError as exc:
+                if isinstance(exc, StoreUnavailable):
+                    self._unsure = True
                 if wait is None:
                     log.error(
                         "core_delivery_failed", error=str(exc), commands=len(batch.commands), attempts=attempt
