@@ -26,7 +26,7 @@ from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.domain.types import Side
-from echo.ports.store import Batch, Store, StoreError, StoreUnavailable
+from echo.ports.store import Batch, EventRow, Store, StoreError, StoreUnavailable
 from echo.services.core.service import Core
 from echo.sim.master import SimMasterEA
 from tests.backends import PostgresCluster, postgres_cluster, unavailable
@@ -332,3 +332,35 @@ async def test_a_write_that_committed_but_failed_is_not_written_twice(
             await settled_and_recorded(w)
             await check_the_store_matches(w, store, [first, second])
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.postgres
+async def test_a_stopped_server_is_unavailable_and_a_started_one_takes_the_write() -> None:
+    with postgres_cluster() as cluster:
+        store = await PostgresStore.open(f"{cluster.url}?schema=echo")
+        try:
+            batch = Batch(events=[EventRow("e1", 1, "k", None, None, None, None, "{}")])
+            await trio.to_thread.run_sync(cluster.stop)
+            with pytest.raises(StoreUnavailable, match="PostgreSQL unavailable"):
+                await store.write(batch)
+            await trio.to_thread.run_sync(cluster.start)
+            await store.write(batch)
+            assert [e.event_id for e in await store.events()] == ["e1"]
+        finally:
+            await store.aclose()
+
+
+async def test_a_full_disk_is_unavailable_and_freed_space_takes_the_write(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        store = SqliteStore.open(disk / "echo.db")
+        try:
+            filler = fill(disk)
+            rows = [EventRow(f"e{i}", i, "k", None, None, None, None, "x" * 4000) for i in range(50)]
+            big = Batch(events=rows)
+            with pytest.raises(StoreUnavailable, match="full"):
+                await store.write(big)
+            filler.unlink()
+            await store.write(big)
+            assert len(await store.events(limit=1000)) == 50
+        finally:
+            await store.aclose()
