@@ -617,8 +617,19 @@ class Core:
                 self._rollback(t)
                 t.sends = []  # its masters were told to retry when it was held
             else:
-                t.sends = [out for out in t.sends if not isinstance(out.message, m.TradeIntentAck)]
+                t.sends = [out for out in t.sends if not self._stale(out)]
             await self._deliver(t)
+
+    def _stale(self, out: m.ToAccount) -> bool:
+        """Not worth sending once a held transaction is written: an acknowledgement its masters got as RETRY,
+        or a command answered since, or sent again since (a later send carries the later attempt)."""
+        msg = out.message
+        if isinstance(msg, m.TradeIntentAck):
+            return True
+        if isinstance(msg, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder):
+            pend = self._pending.get(msg.command_id)
+            return pend is None or pend.state.attempt > msg.attempt
+        return False
 
     async def _landed(self, group: list[_Tx]) -> list[_Tx]:
         """The leading transactions of ``group`` already in the store: a write that failed as unavailable
