@@ -35,10 +35,13 @@ demo-big: setup
 
 # Not part of `make test`: 200 seeded whole-system simulations with faults (minutes). One line per seed, then a
 # JSON object with the counts; the exit status is 1 if any seed lost, duplicated or left open a copy.
+# SWEEP_STORE=postgresql://...?schema=NAME (or sqlite:///PATH) runs each seed on a store of its own beside it.
 SWEEP_SEEDS ?= 1..200
 SWEEP_FAULTS ?= drop=0.05,dup=0.05,reorder=0.05,disconnect=0.01,crash=5
+SWEEP_STORE ?=
 sweep: setup
-	$(BIN)/echo-copier simulate --seeds $(SWEEP_SEEDS) --masters 2 --slaves 5 --trades 40 --faults $(SWEEP_FAULTS)
+	$(BIN)/echo-copier simulate --seeds $(SWEEP_SEEDS) --masters 2 --slaves 5 --trades 40 --faults $(SWEEP_FAULTS) \
+	    $(if $(SWEEP_STORE),--store '$(SWEEP_STORE)')
 
 # Not part of `make test`: the all-in-one copier copying 1 master to 15 slaves for SOAK_SECONDS; prints JSON
 # with its RSS after the warm-up and at the end, and the store's bytes per 1,000 copies.

@@ -5,6 +5,7 @@ Outside CI a missing server skips those tests and ``conftest`` prints a loud sum
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -180,3 +181,91 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (``initdb`` + ``pg_ctl``) on a free port, which a test may stop and
+    start again (same data, same port); never the machine's shared server. As root, the server runs as the
+    ``postgres`` user (PostgreSQL refuses root)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.bindir = self._bindir()
+        self.port = free_port()
+        self.data = Path(tempfile.mkdtemp(prefix="echo-pg-"))
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                unavailable("postgres cluster", "running as root and there is no postgres user to run it as")
+            runuser = shutil.which("runuser")
+            if runuser is None:
+                unavailable("postgres cluster", "running as root and there is no runuser binary")
+            os.chown(self.data, owner.pw_uid, owner.pw_gid)
+            self._as = [str(runuser), "-u", "postgres", "--"]
+
+    @staticmethod
+    def _bindir() -> Path:
+        config = shutil.which("pg_config")
+        candidates: list[Path] = []
+        if config is not None:
+            out = subprocess.run([config, "--bindir"], capture_output=True, text=True, check=False)
+            candidates.append(Path(out.stdout.strip()))
+        candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+        for d in candidates:
+            if (d / "initdb").exists() and (d / "pg_ctl").exists():
+                return d
+        unavailable("postgres cluster", "no initdb/pg_ctl (pg_config --bindir, /usr/lib/postgresql/*/bin)")
+        raise AssertionError("unreachable")
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run([*self._as, *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {done.stdout}{done.stderr}")
+
+    def init(self) -> None:
+        self._run(
+            str(self.bindir / "initdb"), "-D", str(self.data / "db"), "-U", "postgres", "--auth=trust", "-N"
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} -c fsync=off"
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data / "db"),
+            "-o",
+            options,
+            "-l",
+            str(self.data / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data / "db"), "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.stop("immediate")
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster, started; removed afterwards."""
+    cluster = PostgresCluster()
+    try:
+        try:
+            cluster.init()
+            cluster.start()
+        except RuntimeError as exc:
+            unavailable("postgres cluster", str(exc))
+        yield cluster
+    finally:
+        cluster.destroy()

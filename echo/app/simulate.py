@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import io
 import json
 import logging
@@ -52,7 +54,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import msgspec
 import structlog
@@ -64,6 +66,7 @@ from echo.adapters.clock import TrioClock
 from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
+from echo.adapters.store.postgres import drop_schema, split_url
 from echo.app.demo import master_ids, slave_ids
 from echo.app.root import Copier, open_store, run_all_in_one, run_split_in_process
 from echo.domain import messages as m
@@ -294,7 +297,8 @@ class SimOptions:
     """The whole run must settle within this much virtual time."""
     store_url: str = "memory://"
     """Where the copier keeps its state. memory:// and sqlite:/// keep a seed's run identical every time;
-    postgresql:// works too, but its calls run in a thread, which the virtual clock does not wait for."""
+    postgresql:// settles alike (virtual time stands still while a store call runs in its thread), but the
+    moment a call returns is real, so a seed's run may differ from one time to the next."""
     config: Config | None = None
     """Policies, catalog, protocol and delivery settings to run under (agent and store stay the run's)."""
     transport: Literal["inproc", "grpc"] = "inproc"
@@ -320,6 +324,58 @@ def simulation_ok(summary: dict[str, Any]) -> bool:
         and summary["duplicates"] == 0
         and summary["open_after"] == 0
     )
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+class _StillClockStore:
+    """The store, with virtual time standing still while one of its calls is in flight.
+
+    PostgreSQL's calls run in a worker thread (``trio.to_thread``), which the ``MockClock`` cannot see: every
+    task is blocked meanwhile, so autojump would move virtual time to the next deadline (timeouts fire, the
+    masters re-send, the router turns events away) while the database answers in real time. During a call
+    the clock's autojump is off: trio sleeps until the thread is done, the clock unmoved, as it would be on
+    a store that answers at once (SQLite, memory)."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self._in_flight = 0
+        self._threshold = 0.0
+
+    @contextlib.contextmanager
+    def _still(self) -> Iterator[None]:
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, trio.testing.MockClock):
+            yield
+            return
+        if self._in_flight == 0:
+            self._threshold = clock.autojump_threshold
+            clock.autojump_threshold = math.inf
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                clock.autojump_threshold = self._threshold
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        @functools.wraps(attr)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            with self._still():
+                return await attr(*args, **kwargs)
+
+        return call
+
+
+def still_clock_store(store: Store) -> Store:
+    """``store`` with virtual time held still during its calls (see ``_StillClockStore``)."""
+    return cast(Store, _StillClockStore(store))
 
 
 # ------------------------------------------------------------------------------------------------ copier
@@ -553,7 +609,7 @@ class _World:
 
     async def run(self) -> dict[str, Any]:
         if self.opts.store_url != "memory://":
-            self.store = await open_store(self.opts.store_url)
+            self.store = still_clock_store(await open_store(self.opts.store_url))
         try:
             return await self._run()
         finally:
@@ -773,6 +829,28 @@ def _deterministic_trio(seed: int) -> Iterator[None]:
         run_mod._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag
 
 
+def seed_store(url: str, seed: int) -> str:
+    """The store one seed of a multi-seed run uses: a schema (PostgreSQL) or file (SQLite) of its own beside
+    the given one, so that no seed meets another's trades."""
+    if url.startswith(("postgresql://", "postgres://")):
+        conninfo, schema = split_url(url)
+        return f"{conninfo}{'&' if '?' in conninfo else '?'}schema={schema}_s{seed}"
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        return f"sqlite:///{path.removesuffix('.db')}-s{seed}.db"
+    return url
+
+
+def discard_store(url: str) -> None:
+    """Remove a seed's own store (``seed_store``): before the seed runs, and after it if it passed."""
+    if url.startswith(("postgresql://", "postgres://")):
+        drop_schema(url)
+    elif url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
+
+
 def run_simulation(opts: SimOptions) -> dict[str, Any]:
     """Run one seed to the end (in its own ``trio.run`` on a ``MockClock``) and return the summary."""
     with tempfile.TemporaryDirectory(prefix="echo-sim-") as tmp, _deterministic_trio(opts.seed):
@@ -904,7 +982,11 @@ def main(opts: SimOptions, *, seeds: list[int] | None = None, json_out: bool = F
     started = time.perf_counter()  # reporting only: the simulations themselves never read the wall clock
     for seed in seeds:
         t = time.perf_counter()
-        summary = run_simulation(dataclasses.replace(opts, seed=seed))
+        store_url = seed_store(opts.store_url, seed)
+        discard_store(store_url)
+        summary = run_simulation(dataclasses.replace(opts, seed=seed, store_url=store_url))
+        if simulation_ok(summary):
+            discard_store(store_url)
         print(f"{_line(summary)} wall={time.perf_counter() - t:.2f}s", flush=True)
         for key in (
             "master_trades",
@@ -923,7 +1005,10 @@ def main(opts: SimOptions, *, seeds: list[int] | None = None, json_out: bool = F
             totals[f"crash_{key}"] += n
         if not simulation_ok(summary):
             failed.append({"seed": seed, "first_problem": first_problem(summary)})
-            print(f"simulate: seed {seed} FAILED: {first_problem(summary)}", file=sys.stderr, flush=True)
+            kept = f" (its store is kept: {store_url})" if store_url != "memory://" else ""
+            print(
+                f"simulate: seed {seed} FAILED: {first_problem(summary)}{kept}", file=sys.stderr, flush=True
+            )
     result = {
         "seeds": len(seeds),
         "ok": len(seeds) - len(failed),

@@ -18,6 +18,11 @@ class StoreError(Exception):
     """A store operation failed (the adapter's own errors are translated into this)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store could not take the call now (server unreachable, disk full, I/O error, locked): the same
+    call may succeed later. A batch refused for what it holds raises plain StoreError."""
+
+
 @dataclass(frozen=True, slots=True)
 class TradeRow:
     trade_id: str

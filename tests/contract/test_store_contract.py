@@ -32,6 +32,7 @@ from echo.ports.store import (
     RetryEventRow,
     Store,
     StoreError,
+    StoreUnavailable,
     SymbolEvaluationRow,
     TicketRow,
     TicketUpdate,
@@ -280,8 +281,10 @@ async def test_store_is_usable_after_a_rejected_batch(store: Store) -> None:
 )
 async def test_duplicate_insert_raises(store: Store, first: Batch, again: Batch, words: str) -> None:
     await store.write(first)
-    with pytest.raises(StoreError, match=f"{words} already exists"):
+    with pytest.raises(StoreError, match=f"{words} already exists") as refused:
         await store.write(again)
+    # refused for what it holds, not unavailable: Core would hold and write it again for ever
+    assert not isinstance(refused.value, StoreUnavailable)
 
 
 @pytest.mark.parametrize(
@@ -294,8 +297,9 @@ async def test_duplicate_insert_raises(store: Store, first: Batch, again: Batch,
     ids=["insert", "insert-optional", "update"],
 )
 async def test_integer_outside_64_bits_is_refused(store: Store, batch: Batch) -> None:
-    with pytest.raises(StoreError, match="outside the 64-bit range"):
+    with pytest.raises(StoreError, match="outside the 64-bit range") as refused:
         await store.write(batch)
+    assert not isinstance(refused.value, StoreUnavailable)
     await assert_empty(store)
 
 
@@ -378,8 +382,9 @@ async def test_update_of_unknown_key_raises_and_writes_nothing(
     update.events.append(event("e1"))
     update.trade_updates.insert(0, TradeUpdate("t1", "closed", T0))
     update.command_updates.insert(0, CommandUpdate("c1", "ok", "NO_ERROR", "{}", T0))
-    with pytest.raises(StoreError, match=words):
+    with pytest.raises(StoreError, match=words) as refused:
         await store.write(update)
+    assert not isinstance(refused.value, StoreUnavailable)
     assert await store.get_trade("t1") == trade("t1")
     assert await store.commands("t1") == [command("c1")]
     assert await store.events() == []

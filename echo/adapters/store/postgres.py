@@ -35,6 +35,7 @@ from echo.ports.store import (
     JournalRow,
     RetryEventRow,
     StoreError,
+    StoreUnavailable,
     SymbolEvaluationRow,
     TicketRow,
     TradeRow,
@@ -70,6 +71,16 @@ def migrate(url: str, directory: str | None = None) -> list[str]:
             return _migrate(conn, schema, directory)
     except psycopg.Error as exc:
         raise StoreError(f"migration of {schema} failed: {exc}") from exc
+
+
+def drop_schema(url: str) -> None:
+    """Drop the URL's schema and everything in it, if it exists (a simulation's scratch store)."""
+    conninfo, schema = split_url(url)
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot drop schema {schema}: {exc}") from exc
 
 
 def _migrate(conn: psycopg.Connection[Any], schema: str, directory: str | None = None) -> list[str]:
@@ -139,7 +150,7 @@ class PostgresStore:
             if self._conn is not None and (self._conn.broken or self._conn.closed):
                 self._conn.close()
                 self._conn = None
-            raise StoreError(f"PostgreSQL unavailable: {exc}".strip()) from exc
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}".strip()) from exc
 

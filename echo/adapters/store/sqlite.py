@@ -114,6 +114,7 @@ from echo.ports.store import (
     JournalRow,
     RetryEventRow,
     StoreError,
+    StoreUnavailable,
     SymbolEvaluationRow,
     TicketRow,
     TradeRow,
@@ -158,6 +159,12 @@ class _Rejected(Exception):
         self.step = step
         self.rows = rows
         self.cause = cause
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """An error of the database file, not of the batch (disk full, I/O error, locked, read-only): the same
+    batch may be written later. A bad value or a key that exists is an IntegrityError or a bind error."""
+    return isinstance(exc, sqlite3.OperationalError)
 
 
 class SqliteStore:
@@ -222,6 +229,8 @@ class SqliteStore:
         conn = self._live()
         try:
             conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"cannot begin a transaction: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"cannot begin a transaction: {exc}") from exc
         try:
@@ -237,9 +246,13 @@ class SqliteStore:
             conn.execute("COMMIT")
         except _Rejected as rejected:
             self._rollback(conn)
+            if _unavailable(rejected.cause):
+                raise StoreUnavailable(f"batch not written: {rejected.cause}") from rejected.cause
             raise StoreError(self._explain(conn, rejected)) from rejected.cause
         except (sqlite3.Error, OverflowError) as exc:
             self._rollback(conn)
+            if _unavailable(exc):
+                raise StoreUnavailable(f"batch not written: {exc}") from exc
             raise StoreError(f"batch rejected: {exc}") from exc
         except BaseException:
             self._rollback(conn)

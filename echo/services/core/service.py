@@ -13,7 +13,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import structlog
@@ -55,6 +55,7 @@ from echo.ports.store import (
     RetryEventRow,
     Store,
     StoreError,
+    StoreUnavailable,
     SymbolEvaluationRow,
     TicketRow,
     TicketUpdate,
@@ -218,6 +219,11 @@ class _Tx:
         self.done = False
         self.ok = True
         """Recorded (or nothing to record); False: the journal refused it and it is rolled back."""
+        self.held = False
+        """The store was unavailable: the batch stays first in the journal, in order, and whoever writes the
+        journal once the store is back sends what this transaction holds (its worker has moved on)."""
+        self.retries: list[m.ToAccount] = []
+        """While held: RETRY for each master event it acknowledged, sent at once by its worker."""
 
 
 def _merge(group: list[_Tx]) -> Batch:
@@ -276,6 +282,10 @@ class Core:
         """Transactions applied and not yet written, in the order they were applied."""
         self._writing = False
         self._wrote = trio.Event()
+        self._held = trio.Event()
+        """Set when a batch is held (the store unavailable): ``_rewrite_held`` takes over."""
+        self._unsure = False
+        """A write failed as unavailable since the last one that succeeded: it may have committed."""
         self.router = Router(
             router or RouterConfig(),
             apply=self.apply,
@@ -335,6 +345,7 @@ class Core:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconciler)
+            nursery.start_soon(self._rewrite_held)
             nursery.start_soon(self._retention)
             await nursery.start(self.router.run, self._hub)
             task_status.started()
@@ -595,26 +606,23 @@ class Core:
             if self._writing:
                 await self._wrote.wait()
                 continue
-            self._writing = True
-            group, self._journal = self._journal, []
-            try:
-                ok = await self._write_with_retries(_merge(group))
-            except BaseException:
-                self._journal[:0] = group
-                raise
-            finally:
-                self._writing = False
-            if not ok:
-                # What was applied after a refused batch may build on it: refused too.
-                group, self._journal = group + self._journal, []
-            for t in group:
-                t.done, t.ok = True, ok
-            self._wrote.set()
-            self._wrote = trio.Event()
+            await self._write_journal()
+        if tx.held:
+            # Not recorded yet: nothing leaves but the masters' RETRY; the rest goes once it is written.
+            self._count("store_failures")
+            for out in tx.retries:
+                await self._to_account(out)
+            self._changed.set()
+            self._changed = trio.Event()
+            return
         if not tx.ok:
             # Never send what was not recorded. The masters are told to retry their messages.
             self._count("store_failures")
             self._rollback(tx)
+        await self._deliver(tx)
+
+    async def _deliver(self, tx: _Tx) -> None:
+        """Send what a recorded (or rolled back) transaction produced; wake whoever waits for a change."""
         failed: list[tuple[str, m.AgentToCore]] = []
         for out in tx.sends:
             await self._send(out, failed)
@@ -628,25 +636,149 @@ class Core:
         if failed:
             await self._finish(self.apply(failed))
 
+    async def _to_account(self, out: m.ToAccount) -> None:
+        failed: list[tuple[str, m.AgentToCore]] = []
+        await self._send(out, failed)
+
+    async def _write_journal(self) -> None:
+        """Write everything queued as one batch. The store unavailable (disk full, server down): the batch
+        is held, first in the journal, and written again before anything applied after it, once the store
+        is back (``_rewrite_held`` tries while nothing else does); what Core applied stays applied, so the
+        store ends as if it had never been away. The batch refused for what it holds: it is rolled back,
+        with everything applied after it (which may build on it)."""
+        self._writing = True
+        group, self._journal = self._journal, []
+        landed: list[_Tx] = []
+        try:
+            outcome = await self._write_with_retries(_merge(group))
+            if outcome == "rejected" and self._unsure:
+                landed = await self._landed(group)
+                if landed:
+                    log.warning("core_journal_landed_before", transactions=len(landed))
+                    group = group[len(landed) :]
+                    outcome = await self._write_with_retries(_merge(group)) if group else "written"
+        except BaseException:
+            self._journal[:0] = group
+            raise
+        finally:
+            self._writing = False
+        for t in landed:
+            t.done, t.ok = True, True
+        # held before (their workers moved on) or found in the store: this writer finishes them
+        late = [t for t in landed if t.held] + [t for t in group if t.held]
+        if outcome == "unavailable":
+            self._journal[:0] = group
+            late = []
+            for t in group:
+                if not t.held:
+                    t.held, t.done, t.retries = True, True, self._retry_acks(t)
+            log.warning("core_journal_held", transactions=len(self._journal))
+            self._held.set()
+        elif outcome == "rejected":
+            # What was applied after a refused batch may build on it: refused too.
+            group, self._journal = group + self._journal, []
+            for t in group:
+                t.done, t.ok = True, False
+        else:
+            for t in group:
+                t.done, t.ok = True, True
+            if late:
+                log.info("core_journal_written_after_outage", transactions=len(late))
+        self._wrote.set()
+        self._wrote = trio.Event()
+        for t in late:
+            t.held = False
+            if not t.ok:
+                self._rollback(t)
+                t.sends = []  # its masters were told to retry when it was held
+            else:
+                t.sends = [out for out in t.sends if not self._stale(out)]
+            await self._deliver(t)
+
+    def _stale(self, out: m.ToAccount) -> bool:
+        """Not worth sending once a held transaction is written: an acknowledgement its masters got as RETRY,
+        or a command answered since, or sent again since (a later send carries the later attempt)."""
+        msg = out.message
+        if isinstance(msg, m.TradeIntentAck):
+            return True
+        if isinstance(msg, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder):
+            pend = self._pending.get(msg.command_id)
+            return pend is None or pend.state.attempt > msg.attempt
+        return False
+
+    async def _landed(self, group: list[_Tx]) -> list[_Tx]:
+        """The leading transactions of ``group`` already in the store: a write that failed as unavailable
+        may have committed all the same (the server committed, its answer was lost), and writing it again
+        is then refused for keys that exist. Told by looking up one row each inserts; a transaction that
+        inserts nothing is counted with those before it (its updates may be applied again in order)."""
+        landed = 0
+        for i, t in enumerate(group):
+            found = await self._in_store(t.batch)
+            if found is False:
+                break
+            if found:
+                landed = i + 1
+        return group[:landed]
+
+    async def _in_store(self, b: Batch) -> bool | None:
+        """Whether the batch's first inserted row is in the store; None when it inserts nothing to tell by."""
+        try:
+            if b.trades:
+                return await self._store.get_trade(b.trades[0].trade_id) is not None
+            if b.commands:
+                c = b.commands[0]
+                return any(r.command_id == c.command_id for r in await self._store.commands(c.trade_id))
+            if b.tickets:
+                k = b.tickets[0]
+                rows = await self._store.tickets(k.trade_id)
+                return any((r.account_id, r.ticket) == (k.account_id, k.ticket) for r in rows)
+            for e in b.events:
+                if e.trade_id is not None:
+                    rows_e = await self._store.events(e.trade_id, limit=1_000_000)
+                    return any(r.event_id == e.event_id for r in rows_e)
+        except StoreError as exc:
+            log.warning("core_journal_lookup_failed", error=str(exc))
+            return False
+        return None
+
+    HELD_RETRY_S = 1.0
+    """While a batch is held and no other write comes, the journal is tried again this often."""
+
+    async def _rewrite_held(self) -> None:
+        """Writes a held journal once the store is back, even when no message arrives to do it."""
+        while True:
+            await self._held.wait()
+            while self._journal and self._journal[0].held:
+                if self._writing:
+                    await self._wrote.wait()
+                    continue
+                await trio.sleep(self.HELD_RETRY_S)
+                if self._journal and self._journal[0].held and not self._writing:
+                    await self._write_journal()
+            self._held = trio.Event()
+
     JOURNAL_BACKOFF_S = (0.02, 0.1, 0.5)
     """Waits between attempts to write a batch. Everything else waits meanwhile: the fan-out stops rather
     than send what is not journaled."""
 
-    async def _write_with_retries(self, batch: Batch) -> bool:
+    async def _write_with_retries(self, batch: Batch) -> Literal["written", "unavailable", "rejected"]:
         for attempt, wait in enumerate((*self.JOURNAL_BACKOFF_S, None), start=1):
             try:
                 await self._store.write(batch)
-                return True
+                self._unsure = False
+                return "written"
             except StoreError as exc:
+                if isinstance(exc, StoreUnavailable):
+                    self._unsure = True
                 if wait is None:
                     log.error(
                         "core_delivery_failed", error=str(exc), commands=len(batch.commands), attempts=attempt
                     )
-                    return False
+                    return "unavailable" if isinstance(exc, StoreUnavailable) else "rejected"
                 log.warning("core_journal_retry", error=str(exc), attempt=attempt, wait_s=wait)
                 self._count("journal_retries")
                 await trio.sleep(wait)
-        return False  # pragma: no cover - the loop returns
+        return "rejected"  # pragma: no cover - the loop returns
 
     async def set_delivery(self, settings: delivery.Settings, heartbeat_interval_ms: int) -> None:
         """New delivery settings, applied without a restart: the next timers use them, and every Agent
@@ -700,6 +832,11 @@ class Core:
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    @property
+    def recorded(self) -> bool:
+        """Everything applied is in the store: nothing queued, held or being written."""
+        return not self._journal and not self._writing
 
     @property
     def remembered(self) -> tuple[int, int]:
@@ -780,6 +917,12 @@ class Core:
         for trade_row in tx.batch.trades:
             self.trades.pop(trade_row.trade_id, None)
             self._seen_trade_ids.discard(trade_row.trade_id)
+        tx.sends = self._retry_acks(tx)
+        tx.drops = []
+
+    @staticmethod
+    def _retry_acks(tx: _Tx) -> list[m.ToAccount]:
+        """RETRY in place of each acknowledgement of a master event the transaction holds."""
         retry: list[m.ToAccount] = []
         for out in tx.sends:
             if isinstance(out.message, m.TradeIntentAck):
@@ -797,8 +940,7 @@ class Core:
                         ),
                     )
                 )
-        tx.sends = retry
-        tx.drops = []
+        return retry
 
     def _event(
         self,
