@@ -256,7 +256,7 @@ def _section(name: str, cls: type[T], raw: Any) -> T:
         return cls(**raw)
     except ConfigError:
         raise
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer too big for a float
         raise ConfigError(f"[{name}]: {exc}") from exc
 
 

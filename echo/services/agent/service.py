@@ -12,6 +12,7 @@ out its effects and keeps the clock."""
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 
 import structlog
@@ -40,6 +41,16 @@ _CHATTY_TYPES = frozenset({"quotes", "state_snapshot"})
 """Forwarded without a log line each (several per second per terminal)."""
 _MAX_CONSECUTIVE_ERRORS = 1000
 """A peer that sends nothing but garbage this long is disconnected."""
+
+
+def _describe(exc: BaseException) -> dict[str, str]:
+    """The error and where it was raised, in two fields (a traceback of a deep recursion would be
+    thousands of lines)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": where}
 
 
 @dataclass(eq=False)
@@ -346,6 +357,9 @@ class Agent:
                     nursery.start_soon(self._writer, conn, recv)
                     await self._reader(conn)
                     nursery.cancel_scope.cancel()
+        except Exception as exc:  # whatever one connection causes ends that connection only
+            self._count("connection_failures")
+            clog.error("agent_connection_failed", account_id=conn.account_id, **_describe(exc))
         finally:
             with trio.CancelScope(shield=True):
                 await self._disconnected(conn)
