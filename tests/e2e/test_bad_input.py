@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
+from structlog.testing import capture_logs
 
 from echo.adapters.clock import SystemClock
 from echo.adapters.pipe.unix import connect_unix
@@ -23,6 +25,8 @@ from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
+from tests.e2e.test_all_in_one import fills as all_in_one_fills
+from tests.e2e.test_all_in_one import start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -176,4 +180,56 @@ async def test_a_deeply_nested_line_ends_nothing_and_copying_goes_on(tmp_path: P
             assert [e.code for e in await read_errors(before, 1)] == ["ERR_PROTOCOL_UNKNOWN_TYPE"]
             await before.aclose()
             await handshaken.aclose()
+            nursery.cancel_scope.cancel()
+
+
+class _FailingStream(trio.abc.Stream):
+    """A connection whose transport fails in a way no handler expects, after a valid handshake."""
+
+    def __init__(self) -> None:
+        self.lines = [encode(m.Handshake("51999", Role.SLAVE, 2), 1)]
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if self.lines:
+            return self.lines.pop()
+        raise RuntimeError("the transport failed in an unexpected way")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_an_unexpected_error_in_one_connection_ends_that_connection_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery)
+            slave = await w.add_slave("51001", 0)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001")
+            agent = w.copier.agent
+            with capture_logs() as logs:
+                # the handler the pipe listener runs for every connection
+                await agent._serve_connection(_FailingStream())
+            (failed,) = [e for e in logs if e["event"] == "agent_connection_failed"]
+            assert failed["error"] == "RuntimeError: the transport failed in an unexpected way"
+            assert failed["account_id"] == "51999" and "where" in failed
+            assert agent.stats["connection_failures"] == 1 and "51999" not in agent.connections
+            await w.copier.core.wait_for(lambda: not w.copier.core.accounts["51999"].online)
+
+            t = await master.open("XAUUSD", Side.BUY, 0.3)
+            await master.close(t)
+            await master.wait_all_acked()
+            await w.settled()
+            assert all_in_one_fills(slave) == Counter({t: 1})
             nursery.cancel_scope.cancel()
