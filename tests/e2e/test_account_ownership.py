@@ -280,7 +280,9 @@ async def test_accounts_outside_core_follow_are_rejected_without_a_trace(tmp_pat
                     assert await c.store.trades(limit=100) == []
                 await raw.stream.aclose()
 
-            # nothing of them is kept: no accounts row, no evaluation, nothing in Core's memory
+            # nothing of them is kept: no accounts row, no evaluation, nothing in Core's or the Agent's memory
+            agent = copier.agent
+            await core.wait_for(lambda: not {"66666", "7777"} & {*agent.registration, *agent.connections})
             assert sorted(core.accounts) == ["51001", "9001"]
             assert sorted(a.account_id for a in await c.store.accounts()) == ["51001", "9001"]
             for account in ("66666", "7777"):

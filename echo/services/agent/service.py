@@ -621,5 +621,7 @@ class Agent:
         if account is None or self.connections.get(account) is not conn:
             return
         del self.connections[account]
+        if self.registration.get(account) is m.RegistrationStatus.REJECTED:
+            del self.registration[account]  # an invented account leaves nothing behind here either
         log.info("agent_account_disconnected", account_id=account, conn_id=conn.conn_id)
         await self._to_core(m.AccountOffline(self.agent_id, account, self._clock.now_ms()))
