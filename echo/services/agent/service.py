@@ -44,6 +44,9 @@ _MAX_CONSECUTIVE_ERRORS = 1000
 """A peer that sends nothing but garbage this long is disconnected."""
 _DEAD_AFTER_BEATS = 3
 """A connection with no line for this many heartbeat intervals no longer holds its account (PROTOCOL 5.6)."""
+_EA_HEARTBEAT_MS = 2000
+"""The EAs' own heartbeat period (their ``HeartbeatMs`` input): a shorter ``heartbeat_interval_ms`` does
+not make a terminal that keeps to it look dead."""
 
 
 def _describe(exc: BaseException) -> dict[str, str]:
@@ -554,7 +557,8 @@ class Agent:
                     ProtocolError.ERR_PROTOCOL_ACCOUNT_IN_USE,
                     f"account {hs.account_id} is connected from another terminal; a new connection takes "
                     "it over only with that terminal's terminal_id, or once that connection is dead "
-                    f"(no line for {_DEAD_AFTER_BEATS} x heartbeat_interval_ms)",
+                    f"(no line for {_DEAD_AFTER_BEATS} x heartbeat_interval_ms, at least "
+                    f"{_DEAD_AFTER_BEATS * _EA_HEARTBEAT_MS // 1000} s)",
                 )
                 return
             log.warning(
@@ -596,7 +600,7 @@ class Agent:
         if conn.broken:
             return "broken write"
         silent = self._clock.now_ms() - conn.last_seen_ms
-        if silent > _DEAD_AFTER_BEATS * self.delivery.heartbeat_interval_ms:
+        if silent > _DEAD_AFTER_BEATS * max(self.delivery.heartbeat_interval_ms, _EA_HEARTBEAT_MS):
             return f"no line for {silent} ms"
         return None
 
