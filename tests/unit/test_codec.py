@@ -935,3 +935,12 @@ def test_long_strings_are_decoded_or_refused_never_raised(size: int, char: str, 
         assert len(event.message) <= 500
     events = LineDecoder(EA_TO_AGENT).feed(body + b"\n")
     assert len(events) == 1
+
+
+def test_a_handshake_carries_a_terminal_id_and_a_token_checked_by_the_codec() -> None:
+    hs = {"account_id": "51001", "role": "slave", "terminal_id": "0123456789abcdef" * 2, "token": "t"}
+    event = decode_line(line("handshake", hs), EA_TO_AGENT)
+    assert isinstance(event, Decoded) and event.payload.terminal_id == hs["terminal_id"]
+    for bad in ({"terminal_id": "short"}, {"terminal_id": "x y" * 8}, {"token": "t" * 257}):
+        failure = fail(line("handshake", {**hs, **bad}))
+        assert failure.code is P.ERR_PROTOCOL_INVALID_VALUE and next(iter(bad)) in failure.message
