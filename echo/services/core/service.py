@@ -187,11 +187,11 @@ class _Tx:
         self.drops: list[m.DropCommand] = []
         """Commands given up: their Agents stop delivering them (sent after the commit, like ``sends``)."""
         self.released: list[tuple[str, m.DropCommand]] = []
+        """(former Agent, command): an account moved away from that Agent, which lets go of what it holds
+        for the account (the new owner gets the command instead)."""
         self.direct: list[tuple[str, m.ToAccount]] = []
         """(Agent, message) for a terminal Core keeps no account of: a refused handshake's verdict, a
         refused event's ack."""
-        """(former Agent, command): an account moved away from that Agent, which lets go of what it holds
-        for the account (the new owner gets the command instead)."""
         self.done = False
         self.ok = True
         """Recorded (or nothing to record); False: the journal refused it and it is rolled back."""
