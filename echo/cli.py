@@ -188,12 +188,19 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
                     connect,
                     now_ms,
                     state_path=args.state,
+                    token=args.token,
                 )
                 await nursery.start(slave.run)
                 print(f"sim slave {args.account} connected to {args.socket}", file=sys.stderr)
             else:
                 master = SimMasterEA(
-                    args.account, master_broker(market, rng), connect, now_ms, rng, queue_path=args.state
+                    args.account,
+                    master_broker(market, rng),
+                    connect,
+                    now_ms,
+                    rng,
+                    queue_path=args.state,
+                    token=args.token,
                 )
                 await nursery.start(master.run)
                 print(f"sim master {args.account} connected to {args.socket}", file=sys.stderr)
@@ -359,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a JSON-lines file that survives restarts: the slave's results, or the master's unacked queue",
     )
     s.add_argument("--log-format", choices=["console", "json"])
+    s.add_argument("--token", default="", help="the agent's agent.token, presented in the handshake")
     s.set_defaults(func=cmd_sim_ea)
 
     d = sub.add_parser("demo", help="copier + simulated terminals on real sockets, with a summary")
@@ -455,6 +463,7 @@ def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
                 core_version=__version__,
                 evaluation_id=uuid7(now, os.urandom(10)),
                 now_ms=now,
+                configured=config.core.allows(hs.account_id, hs.role),
             )
             recorded = [_row(e) for e in await store.evaluations(args.account, limit=args.history)]
             return {"evaluation": msgspec.to_builtins(ev.result), "recorded": recorded}

@@ -13,6 +13,7 @@
 
 #include <Echo/Json.mqh>
 #include <Echo/Pipe.mqh>
+#include <Echo/Identity.mqh>
 
 input string PipeName = "echo";                       // the Agent's pipe (\\.\pipe\NAME)
 input string SymbolMappings = "";                     // canonical:broker pairs, e.g. "GER30:DE30.cash,XAUUSD:XAUUSD.r"
@@ -21,11 +22,14 @@ input int    ReconnectMs = 1000;                      // wait between connection
 input int    HeartbeatMs = 2000;                      // heartbeat period
 input string QueueFile = "echo_master_intents.jsonl"; // MQL4/Files: events not yet acknowledged
 input string TradesFile = "echo_master_trades.txt";   // MQL4/Files: the trades being followed
+input string IdentityFile = "echo_terminal_id.txt";   // MQL4/Files: this terminal's id (made once)
+input string AgentToken = "";                         // the Agent's agent.token, if it has one
 
 #define ECHO_PROTOCOL_VERSION 2
 #define ECHO_SEMVER "1.0.0"
 
 string g_Account = "";
+string g_TerminalId = "";
 uint   g_LastConnectTry = 0;
 uint   g_LastHeartbeat = 0;
 int    g_HeartbeatSeq = 0;
@@ -468,6 +472,7 @@ bool SendHandshake()
                              JsonStr("account_id", g_Account) + "," + JsonStr("role", "master") + "," +
                              JsonInt("protocol_version", ECHO_PROTOCOL_VERSION) + "," +
                              JsonStr("client_semver", ECHO_SEMVER) + "," + JsonStr("client_id", "master-" + g_Account) +
+                             "," + EchoIdentityMembers(g_TerminalId, AgentToken) +
                              ",\"capabilities\":{\"features\":[\"intent_queue/v1\"],\"metrics\":[]}," +
                              "\"symbols\":[],\"symbol_mappings\":" + MappingsJson()));
 }
@@ -477,6 +482,7 @@ bool SendHandshake()
 int OnInit()
 {
    g_Account = IntegerToString(AccountNumber());
+   g_TerminalId = EchoTerminalId(IdentityFile);
    MathSrand(GetTickCount() + (uint)AccountNumber());
    LoadTrades();
    LoadQueue();

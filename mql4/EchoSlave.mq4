@@ -13,6 +13,7 @@
 
 #include <Echo/Json.mqh>
 #include <Echo/Pipe.mqh>
+#include <Echo/Identity.mqh>
 
 input string PipeName = "echo";              // the Agent's pipe (\\.\pipe\NAME)
 input int    TimerMs = 20;                   // how often the pipe is polled
@@ -21,11 +22,14 @@ input int    QuotesMs = 250;                 // quotes period
 input int    SnapshotMs = 5000;              // state snapshot period
 input int    HeartbeatMs = 2000;             // heartbeat period
 input string ResultsFile = "echo_slave_results.jsonl";  // MQL4/Files: results by command_id
+input string IdentityFile = "echo_terminal_id.txt";     // MQL4/Files: this terminal's id (made once)
+input string AgentToken = "";                          // the Agent's agent.token, if it has one
 
 #define ECHO_PROTOCOL_VERSION 2
 #define ECHO_SEMVER "1.0.0"
 
 string g_Account = "";
+string g_TerminalId = "";
 uint   g_LastConnectTry = 0;
 uint   g_LastQuotes = 0;
 uint   g_LastSnapshot = 0;
@@ -149,6 +153,7 @@ bool SendHandshake()
    string members = JsonStr("account_id", g_Account) + "," + JsonStr("role", "slave") + "," +
                     JsonInt("protocol_version", ECHO_PROTOCOL_VERSION) + "," + JsonStr("client_semver", ECHO_SEMVER) +
                     "," + JsonStr("client_id", "slave-" + g_Account) + "," +
+                    EchoIdentityMembers(g_TerminalId, AgentToken) + "," +
                     "\"capabilities\":{\"features\":[\"spec_report/v1\",\"quotes/250ms\"],\"metrics\":[]}," +
                     "\"symbols\":[" + symbols + "]";
    return Send("handshake", members);
@@ -505,6 +510,7 @@ void OnLine(const string line)
 int OnInit()
 {
    g_Account = IntegerToString(AccountNumber());
+   g_TerminalId = EchoTerminalId(IdentityFile);
    LoadResults();
    EventSetMillisecondTimer(TimerMs);
    return INIT_SUCCEEDED;

@@ -140,6 +140,7 @@ async def _run_demo(
             connect_to(i),
             now_ms,
             on_execute_received=lat.on_execute_received,
+            token=config.agent.token,
         )
         for i, acc in enumerate(slave_ids(opts.slaves))
     ]
@@ -150,6 +151,7 @@ async def _run_demo(
             connect_to(i),
             now_ms,
             random.Random(rng.random()),
+            token=config.agent.token,
         )
         for i, acc in enumerate(master_ids(opts.masters))
     ]

@@ -11,6 +11,7 @@ from echo.domain.errors import ConfigError as ConfigError
 from echo.domain.ids import parse_account_id, parse_agent_id
 from echo.domain.policy import Policies, Policy, policies_from_dict
 from echo.domain.registration import ProtocolPolicy, SymbolCatalog
+from echo.domain.types import Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,16 @@ class CoreConfig:
             for s in slaves:
                 parse_account_id(s)
 
+    def allows(self, account_id: str, role: Role) -> bool:
+        """Whether an account may connect in this role. With ``follow`` empty, any account may; once
+        ``follow`` names accounts it is the list of accounts: its masters connect as masters, the slaves
+        it lists as slaves, and every other handshake is REJECTED."""
+        if not self.follow:
+            return True
+        if role is Role.MASTER:
+            return account_id in self.follow
+        return any(account_id in slaves for slaves in self.follow.values())
+
     def followers(self, master: str, slaves: list[str]) -> list[str]:
         """The slaves (of those known) that copy ``master``, in a stable order."""
         if not self.follow:
@@ -55,6 +66,8 @@ class AgentConfig:
     ledger_hold_ms: int = 15 * 60_000
     """How long the ledger keeps a command Core has not sent again (at load and at each retry): a stale
     ledger never opens positions its Core no longer asks for."""
+    token: str = ""
+    """Shared secret every EA presents in its handshake (EA input ``AgentToken``); empty: none required."""
 
     def __post_init__(self) -> None:
         parse_agent_id(self.agent_id)
@@ -68,6 +81,8 @@ class AgentConfig:
             )
         if not 1000 <= self.ledger_hold_ms <= 7 * 86_400_000:
             raise ConfigError(f"agent.ledger_hold_ms must be 1000..604800000, got {self.ledger_hold_ms}")
+        if len(self.token) > 256 or (self.token and not self.token.isprintable()):
+            raise ConfigError("agent.token must be at most 256 printable characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +276,7 @@ def _section(name: str, cls: type[T], raw: Any) -> T:
         return cls(**raw)
     except ConfigError:
         raise
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer too big for a float
         raise ConfigError(f"[{name}]: {exc}") from exc
 
 

@@ -50,6 +50,8 @@ def decode_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError as exc:  # json recurses once per nested array or object
+        raise ConfigError("a JSON value nested too deep to read") from exc
 
 
 def _segment(value: str, what: str) -> str:
@@ -107,7 +109,10 @@ def from_tree(tree: dict[str, str]) -> dict[str, Any]:
     for key in sorted(tree):
         if not key.startswith(PREFIX):
             continue
-        path, value = key[len(PREFIX) :], decode_value(tree[key])
+        try:
+            path, value = key[len(PREFIX) :], decode_value(tree[key])
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
         parts = path.split("/")
         if path == "core/canonical_symbols":
             raw.setdefault("symbols", {})["canonical"] = value

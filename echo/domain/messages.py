@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field, fields
 
 from echo.domain.errors import ErrorCode
@@ -33,6 +34,9 @@ PROTOCOL_VERSION = 2
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _NUMERIC_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+_TERMINAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 def _numeric_fields(cls: type) -> tuple[str, ...]:
@@ -110,10 +114,21 @@ class Handshake:
     symbols: list[SymbolSpec] = field(default_factory=list)
     symbol_mappings: dict[str, str] = field(default_factory=dict)
     """Master only: broker symbol -> canonical symbol (the EA input ``SymbolMappings``)."""
+    terminal_id: str = ""
+    """Random, generated once by the EA and kept in the terminal's files folder: proves a new connection
+    comes from the terminal that holds the account's live one."""
+    token: str = ""
+    """The Agent's ``agent.token``, when it has one (the EA input ``AgentToken``)."""
 
     def __post_init__(self) -> None:
         _numbers(self)
         parse_account_id(self.account_id)
+        if self.terminal_id and not _TERMINAL_ID_RE.match(self.terminal_id):
+            raise ValueError(
+                f"terminal_id must be 16-64 characters of [A-Za-z0-9_-], got {self.terminal_id!r}"
+            )
+        if len(self.token) > 256:
+            raise ValueError("token must be at most 256 characters")
         if self.protocol_version < 1:
             raise ValueError(f"protocol_version must be >= 1, got {self.protocol_version}")
         seen: set[str] = set()

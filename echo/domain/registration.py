@@ -26,6 +26,7 @@ ISSUE_FEATURE_MISSING = "FEATURE_MISSING"
 ISSUE_CLIENT_SEMVER_INVALID = "CLIENT_SEMVER_INVALID"
 ISSUE_DUPLICATE_CANONICAL = "DUPLICATE_CANONICAL"
 ISSUE_CANONICAL_NOT_ALLOWED = "CANONICAL_NOT_ALLOWED"
+ISSUE_ACCOUNT_NOT_CONFIGURED = "ACCOUNT_NOT_CONFIGURED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +124,22 @@ def evaluate(
     core_version: str,
     evaluation_id: str,
     now_ms: int,
+    configured: bool = True,
 ) -> Evaluation:
     """Core's verdict on one handshake. Slaves are judged on their ``symbols`` (with specs), masters on
-    the canonical targets of their ``symbol_mappings``."""
+    the canonical targets of their ``symbol_mappings``. ``configured`` False: the configuration names its
+    accounts and not this one in this role (``CoreConfig.allows``), which REJECTS it."""
     errors: list[m.RegistrationIssue] = []
     warnings: list[m.RegistrationIssue] = []
+    if not configured:
+        errors.append(
+            _issue(
+                ISSUE_ACCOUNT_NOT_CONFIGURED,
+                f"account {hs.account_id} is not a {hs.role.value} in core.follow, which lists the accounts "
+                "this copier serves",
+                role=hs.role.value,
+            )
+        )
     version = hs.protocol_version
     if not protocol.accepts(version):
         why = "blocked" if version in protocol.blocked_versions else "outside the accepted range"

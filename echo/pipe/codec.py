@@ -19,6 +19,10 @@ from echo.domain.errors import ProtocolError
 
 MAX_LINE_BYTES: Final = 1 << 20
 """1 MiB: room for a handshake with a few thousand symbols."""
+MAX_DEPTH: Final = 16
+"""Arrays and objects nested deeper than this are refused before any decoder reads the line (the deepest
+message of the protocol nests 4 levels; a decoder that recursed through thousands would exhaust the
+stack)."""
 
 # type name -> payload class. The table is the protocol's vocabulary; PROTOCOL.md documents each row.
 PAYLOADS: Final[dict[str, type]] = {
@@ -144,6 +148,27 @@ def _classify(exc: msgspec.ValidationError) -> ProtocolError:
     return ProtocolError.ERR_PROTOCOL_INVALID_VALUE
 
 
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\Z)', re.DOTALL)
+"""A JSON string, or an unterminated one up to the end of the line: one linear pass (possessive)."""
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def too_deep(line: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays/objects nest deeper than ``limit`` in ``line`` (brackets inside strings do not
+    count). Linear in the line; nearly free for a line with few brackets."""
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False
+    depth = 0
+    for c in _STRINGS.sub(b"", line).translate(None, _NOT_BRACKETS):
+        if c == 0x5B or c == 0x7B:  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def decode_line(line: bytes, accept: frozenset[str]) -> Event:
     """Decode one line (without its newline). ``accept`` is the set of types this side may receive."""
     try:
@@ -153,8 +178,14 @@ def decode_line(line: bytes, accept: frozenset[str]) -> Event:
             ProtocolError.ERR_PROTOCOL_INVALID_UTF8,
             f"line is not valid UTF-8 at byte {exc.start}: {exc.reason}",
         )
+    if too_deep(line):
+        return DecodeFailure(
+            ProtocolError.ERR_PROTOCOL_TOO_DEEP, f"arrays/objects nested deeper than {MAX_DEPTH} levels"
+        )
     try:
         env = _full_decoder.decode(line)
+    except RecursionError:  # the depth check makes this unreachable; kept so no line can end the reader
+        return DecodeFailure(ProtocolError.ERR_PROTOCOL_TOO_DEEP, "nested too deep for the decoder")
     except msgspec.ValidationError as exc:
         ref = _ref_type(line)
         if ref is None and "at `$.type`" in str(exc):
@@ -182,7 +213,7 @@ def decode_line(line: bytes, accept: frozenset[str]) -> Event:
 def _ref_type(line: bytes) -> str | None:
     try:
         t = _type_decoder.decode(line).type
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return None
     return t[:64] if isinstance(t, str) else None
 

@@ -36,7 +36,7 @@ from echo.domain.types import Role, Side
 from echo.pipe.codec import EA_TO_AGENT, Decoded
 from echo.sim import jsonl
 from echo.sim.broker import BrokerError, SimBroker
-from echo.sim.terminal import DISCONNECTS, SimTerminal
+from echo.sim.terminal import DISCONNECTS, SimTerminal, identity_beside
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class SimMasterEA(SimTerminal):
         heartbeat_interval: float = 2.0,
         client_semver: str = "0.1.0",
         queue_path: str | Path | None = None,
+        token: str = "",
     ) -> None:
         super().__init__(
             account_id,
@@ -99,6 +100,8 @@ class SimMasterEA(SimTerminal):
             reconnect_delay=reconnect_delay,
             heartbeat_interval=heartbeat_interval,
             client_semver=client_semver,
+            identity_path=identity_beside(queue_path),
+            token=token,
         )
         self.rng = rng
         self.symbols = list(symbols) if symbols is not None else list(broker.specs)

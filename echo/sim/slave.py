@@ -29,7 +29,7 @@ from echo.domain.types import Role, Side
 from echo.pipe.codec import EA_TO_AGENT, Decoded
 from echo.sim import jsonl
 from echo.sim.broker import BrokerError, SimBroker, SimOrder
-from echo.sim.terminal import Periodic, SimTerminal
+from echo.sim.terminal import Periodic, SimTerminal, identity_beside
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class SimSlaveEA(SimTerminal):
         on_execute_received: Callable[[str, str, int], None] | None = None,
         client_semver: str = "0.1.0",
         state_path: str | Path | None = None,
+        token: str = "",
     ) -> None:
         super().__init__(
             account_id,
@@ -71,6 +72,8 @@ class SimSlaveEA(SimTerminal):
             reconnect_delay=reconnect_delay,
             heartbeat_interval=heartbeat_interval,
             client_semver=client_semver,
+            identity_path=identity_beside(state_path),
+            token=token,
         )
         self.quote_interval = quote_interval
         self.snapshot_interval = snapshot_interval

@@ -11,8 +11,10 @@ every other message goes to the subclass's ``_on_message``.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import ClassVar
 
 import trio
@@ -27,6 +29,29 @@ DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 Periodic = tuple[float, Callable[[], object | None]]
 """An interval in seconds and what to write each time (nothing when it returns None)."""
+
+
+def load_terminal_id(path: str | Path | None) -> str:
+    """The terminal's identity: read from ``path``, or generated (and written there when there is a path),
+    as the MQL4 EAs keep theirs in the terminal's files folder."""
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if 16 <= len(text) <= 64 and all(c.isalnum() or c in "_-" for c in text):
+            return text
+    terminal_id = secrets.token_hex(16)
+    if path is not None:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(terminal_id + "\n", encoding="ascii")
+    return terminal_id
+
+
+def identity_beside(state_path: str | Path | None) -> Path | None:
+    """Where a simulated terminal with a state file keeps its identity: next to that file."""
+    return None if state_path is None else Path(f"{state_path}.terminal_id")
 
 
 class SimTerminal:
@@ -46,6 +71,8 @@ class SimTerminal:
         reconnect_delay: float,
         heartbeat_interval: float,
         client_semver: str,
+        identity_path: str | Path | None = None,
+        token: str = "",
     ) -> None:
         self.account_id = account_id
         self.broker = broker
@@ -54,6 +81,11 @@ class SimTerminal:
         self.reconnect_delay = reconnect_delay
         self.heartbeat_interval = heartbeat_interval
         self.client_semver = client_semver
+        self.terminal_id = load_terminal_id(identity_path)
+        """Presented in every handshake: generated once, kept in ``identity_path`` when there is one (a
+        restarted terminal presents the same), else for the life of this object."""
+        self.token = token
+        """The Agent's ``agent.token``, presented in every handshake."""
 
         self.connections = 0
         self.protocol_version = m.PROTOCOL_VERSION
@@ -83,6 +115,8 @@ class SimTerminal:
             capabilities=m.Capabilities(features=list(self._features)),
             symbols=list(self.broker.specs.values()) if self._role is Role.SLAVE else [],  # a master: none
             symbol_mappings=self._symbol_mappings(),
+            terminal_id=self.terminal_id,
+            token=self.token,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
+from structlog.testing import capture_logs
 
 from echo.adapters.clock import SystemClock
 from echo.adapters.pipe.unix import connect_unix
@@ -17,12 +19,14 @@ from echo.adapters.store.sqlite import SqliteStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config
-from echo.domain.types import Side
-from echo.pipe.codec import AGENT_TO_EA, Decoded, LineDecoder
+from echo.domain.types import Role, Side
+from echo.pipe.codec import AGENT_TO_EA, Decoded, LineDecoder, encode
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
+from tests.e2e.test_all_in_one import fills as all_in_one_fills
+from tests.e2e.test_all_in_one import start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -122,4 +126,110 @@ async def test_garbage_gets_errors_and_others_keep_copying(tmp_path: Path) -> No
             assert copier.agent.protocol_errors >= 10
             await bad.aclose()
             await big.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_deeply_nested_line_ends_nothing_and_copying_goes_on(tmp_path: Path) -> None:
+    """A JSON object nested 100,000 levels deep, before a handshake and inside a handshaken terminal's
+    heartbeat, gets ERR_PROTOCOL_TOO_DEEP on that connection; the copier keeps copying for the others."""
+    sock = tmp_path / "agent.sock"
+    config = Config(agent=AgentConfig(socket_path=str(sock)))
+    store = SqliteStore.open(tmp_path / "echo.db")
+    market = SimMarket(random.Random(1))
+    clock = SystemClock()
+
+    async def connect() -> trio.abc.Stream:
+        return await connect_unix(sock)
+
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    heartbeat_deep = b'{"type":"heartbeat","timestamp_ms":1,"payload":{"seq":1,"x":' + deep + b"}}\n"
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            copier: Copier = await nursery.start(
+                lambda task_status: run_all_in_one(config, store=store, task_status=task_status)
+            )
+            slave = SimSlaveEA("51001", slave_broker(0, market, random.Random(2)), connect, clock.now_ms)
+            master = SimMasterEA(
+                "9001", master_broker(market, random.Random(3)), connect, clock.now_ms, random.Random(4)
+            )
+            await nursery.start(slave.run)
+            await nursery.start(master.run)
+            core = copier.core
+            await core.wait_for(lambda: all(a in core.accounts for a in ("51001", "9001")))
+
+            before = await connect_unix(sock)
+            await before.send_all(deep + b"\n" + heartbeat_deep)
+            assert [e.code for e in await read_errors(before, 2)] == ["ERR_PROTOCOL_TOO_DEEP"] * 2
+
+            handshaken = await connect_unix(sock)
+            hs = m.Handshake("51777", Role.SLAVE, 2)
+            await handshaken.send_all(encode(hs, 1) + heartbeat_deep)
+            assert [e.code for e in await read_errors(handshaken, 1)] == ["ERR_PROTOCOL_TOO_DEEP"]
+
+            trade_ids = [await master.open("XAUUSD", Side.BUY, 0.3) for _ in range(2)]
+            for t in trade_ids:
+                await master.close(t)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+            fills = Counter(
+                r.trade_id for r in slave.results.values() if isinstance(r, m.ExecutionResult) and r.success
+            )
+            assert fills == Counter({t: 1 for t in trade_ids})
+            # both connections are still served: a valid line gets its answer
+            await before.send_all(b'{"type":"bogus","timestamp_ms":1,"payload":{}}\n')
+            assert [e.code for e in await read_errors(before, 1)] == ["ERR_PROTOCOL_UNKNOWN_TYPE"]
+            await before.aclose()
+            await handshaken.aclose()
+            nursery.cancel_scope.cancel()
+
+
+class _FailingStream(trio.abc.Stream):
+    """A connection whose transport fails in a way no handler expects, after a valid handshake."""
+
+    def __init__(self) -> None:
+        self.lines = [encode(m.Handshake("51999", Role.SLAVE, 2), 1)]
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if self.lines:
+            return self.lines.pop()
+        raise RuntimeError("the transport failed in an unexpected way")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_an_unexpected_error_in_one_connection_ends_that_connection_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery)
+            slave = await w.add_slave("51001", 0)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001")
+            agent = w.copier.agent
+            with capture_logs() as logs:
+                # the handler the pipe listener runs for every connection
+                await agent._serve_connection(_FailingStream())
+            (failed,) = [e for e in logs if e["event"] == "agent_connection_failed"]
+            assert failed["error"] == "RuntimeError: the transport failed in an unexpected way"
+            assert failed["account_id"] == "51999" and "where" in failed
+            assert agent.stats["connection_failures"] == 1 and "51999" not in agent.connections
+            await w.copier.core.wait_for(lambda: not w.copier.core.accounts["51999"].online)
+
+            t = await master.open("XAUUSD", Side.BUY, 0.3)
+            await master.close(t)
+            await master.wait_all_acked()
+            await w.settled()
+            assert all_in_one_fills(slave) == Counter({t: 1})
             nursery.cancel_scope.cancel()

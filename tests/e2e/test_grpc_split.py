@@ -5,13 +5,19 @@ announces its accounts again; an Agent with a wrong token is refused. Real clock
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 import trio_asyncio
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 from structlog.testing import capture_logs
 
 from echo.adapters.clock import SystemClock
@@ -19,6 +25,7 @@ from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub, client_tls, server_tls
+from echo.adapters.transport.pb.echo import v1 as pb
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, ConfigError, CoreConfig, DeliverySettings
 from echo.domain.types import Side
@@ -246,4 +253,97 @@ async def test_tls_compat_mode_and_the_delivery_settings_in_core_hello(tmp_path:
                 client_tls(str(tmp_path / "missing.pem"))
             with pytest.raises(ConfigError, match=r"split\.tls_cert"):
                 server_tls(str(key), str(key))
+            nursery.cancel_scope.cancel()
+
+
+class _RawBytes(CodecBase):
+    """A hostile peer's codec: whatever bytes it likes, as protobuf."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return bytes(message)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return data
+
+
+def _unknown_fields(n: int) -> bytes:
+    return b"\x98\x06\x05" * n  # field 99, varint 5: a field no side knows
+
+
+async def _hostile_stream(port: int, messages: list[bytes]) -> str:
+    """Send raw messages on a StreamBidi stream; how the stream ended."""
+    channel = Channel("127.0.0.1", port, codec=_RawBytes())
+    try:
+        async with channel.request(
+            "/echo.v1.AgentService/StreamBidi", Cardinality.STREAM_STREAM, bytes, bytes
+        ) as stream:
+            for i, raw in enumerate(messages):
+                await stream.send_message(raw, end=i == len(messages) - 1)
+            while (await stream.recv_message()) is not None:
+                pass
+            return "ended"
+    except (GRPCError, StreamTerminatedError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        channel.close()
+
+
+async def test_hostile_grpc_bytes_end_that_stream_only_and_never_stall_core() -> None:
+    """1.5 MB of unknown fields (minutes of work for the protobuf parser) as a stream's first message and
+    after a valid hello, and 100,000 nested groups: each ends its own stream at once; copying goes on."""
+    port = free_port()
+    clock = SystemClock()
+    listener = MemoryPipeListener()
+    market = SimMarket(random.Random(1))
+    hello = bytes(pb.AgentMessage(hello=pb.AgentHello(agent_id="agent-bad", protocol_version=1)))
+    with trio.fail_after(60):
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            hub = GrpcCoreHub("127.0.0.1", port)
+            await nursery.start(hub.serve)
+            core = Core(hub, MemoryStore(), clock, CoreConfig())
+            await nursery.start(core.run)
+            link = GrpcAgentLink("127.0.0.1", port, "agent-grpc")
+            await nursery.start(link.run)
+            await link.connected.wait()
+            agent = Agent(
+                link, listener, clock, AgentConfig(agent_id="agent-grpc"), DeliverySettings(), MemoryLedger()
+            )
+            await nursery.start(agent.run)
+            slave = SimSlaveEA(
+                "51001", slave_broker(1, market, random.Random(2)), listener.connect, clock.now_ms
+            )
+            master = SimMasterEA(
+                "9001",
+                master_broker(market, random.Random(3)),
+                listener.connect,
+                clock.now_ms,
+                random.Random(4),
+            )
+            await nursery.start(slave.run)
+            await nursery.start(master.run)
+            await core.wait_for(
+                lambda: all(a in core.accounts and core.accounts[a].online for a in ("9001", "51001"))
+            )
+
+            groups = b"\x9b\x06" * 100_000 + b"\x9c\x06" * 100_000  # field 99 start/end group, nested
+            with capture_logs() as logs:
+                for messages in (
+                    [_unknown_fields(500_000)],
+                    [hello, _unknown_fields(500_000)],
+                    [hello, groups],
+                ):
+                    started = time.monotonic()
+                    ended = await trio_asyncio.aio_as_trio(_hostile_stream)(port, messages)
+                    assert time.monotonic() - started < 5, ended
+            bad = [e for e in logs if e["event"] == "grpc_bad_agent_stream"]
+            assert len(bad) == 2 and "unknown fields" in bad[0]["error"] and "wire type 3" in bad[1]["error"]
+            assert set(hub.outboxes) == {"agent-grpc"}
+
+            t = await master.open("XAUUSD", Side.BUY, 0.5)
+            await master.close(t)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+            assert fills(slave) == Counter({t: 1})
             nursery.cancel_scope.cancel()

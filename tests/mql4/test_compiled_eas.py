@@ -20,7 +20,7 @@ from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
-from echo.domain.types import Side
+from echo.domain.types import Role, Side
 from echo.pipe.codec import encode
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
@@ -77,6 +77,21 @@ async def test_compiled_slave_copies_and_answers_repeats_from_memory(slave_exe: 
                 await nursery.start(master.run)
                 await core.wait_for(lambda: SLAVE in core.accounts and core.accounts[SLAVE].online)
                 assert sorted(core.accounts[SLAVE].symbols) == ["EURUSD", "GER30", "XAUUSD"]
+                # the EA made its terminal id once, kept it in its files folder and presented it
+                terminal_id = (files / "echo_terminal_id.txt").read_text(encoding="ascii").strip()
+                assert len(terminal_id) == 32 and int(terminal_id, 16) >= 0
+                assert copier.agent.connections[SLAVE].terminal_id == terminal_id
+                # another connection claiming the compiled slave's account is refused; it keeps it
+                intruder = await connect_unix(sock)
+                await intruder.send_all(
+                    encode(m.Handshake(SLAVE, Role.SLAVE, 2, terminal_id="e" * 32), _now())
+                )
+                reply = b""
+                while chunk := await intruder.receive_some():
+                    reply += chunk
+                assert b"ERR_PROTOCOL_ACCOUNT_IN_USE" in reply and b"delivery_config" not in reply
+                await intruder.aclose()
+                assert copier.agent.connections[SLAVE].terminal_id == terminal_id
 
                 trade = await master.open("XAUUSD", Side.BUY, 1.0)
                 await master.wait_all_acked()
@@ -190,15 +205,19 @@ async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
     gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
     config = Config(
         core=CoreConfig(fixed_lot=0.5),
-        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock)),
+        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock), token="mql4-token"),
         store=StoreConfig(url="memory://"),
     )
     master = Terminal(
         master_exe, tmp_path / "master", sock, MASTER_BROKER.format(**gold),
-        SymbolMappings="XAUUSD:XAUUSD.r,GER30:DE30.cash",
+        SymbolMappings="XAUUSD:XAUUSD.r,GER30:DE30.cash", AgentToken="mql4-token",
     )  # fmt: skip
-    slave_a = Terminal(slave_exe, tmp_path / "slave-a", sock, BROKER.format(bid=2398.3, ask=2398.7))
-    slave_b = Terminal(slave_exe, tmp_path / "slave-b", sock, SLAVE_B_BROKER.format(**gold))
+    slave_a = Terminal(
+        slave_exe, tmp_path / "slave-a", sock, BROKER.format(bid=2398.3, ask=2398.7), AgentToken="mql4-token"
+    )
+    slave_b = Terminal(
+        slave_exe, tmp_path / "slave-b", sock, SLAVE_B_BROKER.format(**gold), AgentToken="mql4-token"
+    )
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             copier: Copier = await nursery.start(run_all_in_one, config)
@@ -297,6 +316,8 @@ async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_u
                 await master.order(
                     "sync"
                 )  # the EA's next timer tick has seen the order and queued its intent
+                identity = tmp_path / "master" / "files" / "echo_terminal_id.txt"
+                terminal_id = identity.read_text(encoding="ascii")
                 await master.stop()
                 assert (
                     "trade_intent"
@@ -307,6 +328,8 @@ async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_u
                 await everyone_online()
                 core = copiers[-1].core
                 await core.wait_for(lambda: lots() == [0.5, 0.5] and core.in_flight == 0)
+                assert identity.read_text(encoding="ascii") == terminal_id  # made once, kept
+                assert copiers[-1].agent.connections["9101"].terminal_id == terminal_id.strip()
 
                 await master.order(f"close {first} 1.0")
                 await master.order(f"close {second} 0.5")

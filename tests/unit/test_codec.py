@@ -20,6 +20,7 @@ from echo.domain.types import Role, Side, SymbolSpec
 from echo.pipe.codec import (
     AGENT_TO_EA,
     EA_TO_AGENT,
+    MAX_DEPTH,
     MAX_LINE_BYTES,
     PAYLOADS,
     TYPE_OF,
@@ -28,6 +29,7 @@ from echo.pipe.codec import (
     LineDecoder,
     decode_line,
     encode,
+    too_deep,
 )
 
 P = ProtocolError
@@ -820,3 +822,125 @@ def test_invalid_utf8_anywhere_in_the_line_is_refused() -> None:
 
 def test_integers_beyond_int64_are_refused() -> None:
     assert fail(line("heartbeat", {"seq": 2**64})).code is P.ERR_PROTOCOL_INVALID_VALUE
+
+
+# ------------------------------------------------------------- depth, huge numbers, long strings
+
+
+def _nest(depth: int, kinds: str, leaf: bytes = b"1") -> bytes:
+    """``depth`` levels of arrays/objects (``kinds`` picks each level's kind in turn) around ``leaf``."""
+    opened, closed = [], []
+    for i in range(depth):
+        if kinds[i % len(kinds)] == "[":
+            opened.append(b"[")
+            closed.append(b"]")
+        else:
+            opened.append(b'{"k":')
+            closed.append(b"}")
+    return b"".join(opened) + leaf + b"".join(reversed(closed))
+
+
+def _in_heartbeat(value: bytes) -> bytes:
+    return b'{"type":"heartbeat","timestamp_ms":1,"payload":{"seq":1,"extra":' + value + b"}}"
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("kinds", ["{", "[", "[{"])
+def test_deep_nesting_is_refused_precisely_before_any_decoder_reads_it(depth: int, kinds: str) -> None:
+    for raw in (_nest(depth, kinds), _in_heartbeat(_nest(depth, kinds))):
+        for accept in (EA_TO_AGENT, AGENT_TO_EA):
+            failure = fail(raw, accept)
+            assert failure.code is P.ERR_PROTOCOL_TOO_DEEP, failure
+            assert str(MAX_DEPTH) in failure.message
+            assert isinstance(decode_line(failure.reply(1)[:-1], AGENT_TO_EA), Decoded)
+    dec = LineDecoder(EA_TO_AGENT)
+    events = dec.feed(_in_heartbeat(_nest(depth, kinds)) + b"\n" + HEARTBEAT + b"\n")
+    assert [getattr(e, "code", None) for e in events] == [P.ERR_PROTOCOL_TOO_DEEP, None]
+
+
+def test_the_depth_limit_is_inclusive_and_ignores_brackets_in_strings() -> None:
+    at_limit = _in_heartbeat(_nest(MAX_DEPTH - 2, "[{"))  # envelope + payload + the rest
+    assert decode_line(at_limit, EA_TO_AGENT) == Decoded("heartbeat", 1, m.Heartbeat(1))
+    assert fail(_in_heartbeat(_nest(MAX_DEPTH - 1, "[{"))).code is P.ERR_PROTOCOL_TOO_DEEP
+    brackets = json.dumps("[{" * 5000 + '\\"[[[').encode()
+    assert decode_line(_in_heartbeat(brackets), EA_TO_AGENT) == Decoded("heartbeat", 1, m.Heartbeat(1))
+    assert fail(b'{"a":"' + b"[" * 5000).code is P.ERR_PROTOCOL_MALFORMED_JSON  # unterminated string
+
+
+def test_every_message_of_the_protocol_fits_well_inside_the_depth_limit() -> None:
+    for raw in VALID_LINES:
+        assert not too_deep(raw, 5), raw
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    depth=st.integers(1, 3000),
+    kinds=st.text(alphabet="[{", min_size=1, max_size=4),
+    where=st.sampled_from(["bare", "heartbeat", "handshake", "truncated"]),
+)
+def test_any_nesting_is_decoded_or_refused_never_raised(depth: int, kinds: str, where: str) -> None:
+    value = _nest(depth, kinds)
+    raw = {
+        "bare": value,
+        "heartbeat": _in_heartbeat(value),
+        "handshake": line("handshake", {"account_id": "1", "role": "slave"})[:-2] + b',"x":' + value + b"}}",
+        "truncated": _in_heartbeat(value)[: len(value) // 2 + 40],
+    }[where]
+    for accept in (EA_TO_AGENT, AGENT_TO_EA):
+        event = decode_line(raw, accept)
+        assert isinstance(event, Decoded | DecodeFailure)
+        if depth + (2 if where != "bare" else 0) > MAX_DEPTH and where != "truncated":
+            assert isinstance(event, DecodeFailure) and event.code is P.ERR_PROTOCOL_TOO_DEEP
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    digits=st.integers(19, 200_000),
+    sign=st.sampled_from(["", "-"]),
+    tail=st.sampled_from(["", ".5", "e999999", "e-999999", ".0e308"]),
+    field=st.sampled_from(["seq", "extra"]),
+)
+def test_huge_numbers_are_refused_or_skipped_never_raised(
+    digits: int, sign: str, tail: str, field: str
+) -> None:
+    number = (sign + "9" * digits + tail).encode()
+    raw = (
+        b'{"type":"heartbeat","timestamp_ms":1,"payload":{"seq":1,"' + field.encode() + b'":' + number + b"}}"
+    )
+    event = decode_line(raw, EA_TO_AGENT)
+    assert isinstance(event, Decoded | DecodeFailure)
+    if field == "seq":
+        assert isinstance(event, DecodeFailure)
+    for ts in (number, b"1e400"):
+        bad_ts = b'{"type":"heartbeat","timestamp_ms":' + ts + b',"payload":{"seq":1}}'
+        assert isinstance(decode_line(bad_ts, EA_TO_AGENT), DecodeFailure)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(10_000, MAX_LINE_BYTES - 200),
+    char=st.sampled_from(["x", "\\u00e9", "\\\\", '\\"', "[", "{", "é"]),
+    field=st.sampled_from(["symbol", "comment", "unknown"]),
+)
+def test_long_strings_are_decoded_or_refused_never_raised(size: int, char: str, field: str) -> None:
+    text = char * max(1, size // 2 // len(char))  # whole JSON escapes only
+    body = line("trade_intent", intent(**{field: "@@"})).replace(b'"@@"', b'"' + text.encode() + b'"')
+    event = decode_line(body, EA_TO_AGENT)
+    assert isinstance(event, Decoded | DecodeFailure)
+    if field == "symbol":
+        assert isinstance(event, DecodeFailure) and event.code is P.ERR_PROTOCOL_INVALID_VALUE, event
+    else:
+        assert isinstance(event, Decoded), event
+    if isinstance(event, DecodeFailure):
+        assert len(event.message) <= 500
+    events = LineDecoder(EA_TO_AGENT).feed(body + b"\n")
+    assert len(events) == 1
+
+
+def test_a_handshake_carries_a_terminal_id_and_a_token_checked_by_the_codec() -> None:
+    hs = {"account_id": "51001", "role": "slave", "terminal_id": "0123456789abcdef" * 2, "token": "t"}
+    event = decode_line(line("handshake", hs), EA_TO_AGENT)
+    assert isinstance(event, Decoded) and event.payload.terminal_id == hs["terminal_id"]
+    for bad in ({"terminal_id": "short"}, {"terminal_id": "x y" * 8}, {"token": "t" * 257}):
+        failure = fail(line("handshake", {**hs, **bad}))
+        assert failure.code is P.ERR_PROTOCOL_INVALID_VALUE and next(iter(bad)) in failure.message

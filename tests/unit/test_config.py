@@ -3,6 +3,7 @@ the code, and every unknown key or bad value rejected by name."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import tomllib
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from echo.adapters.config.file import load_toml
 from echo.domain.config import (
@@ -23,6 +26,7 @@ from echo.domain.config import (
     StoreConfig,
     config_from_dict,
 )
+from echo.domain.config_tree import from_tree
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "echo.example.toml"
 _COMMENTED_KEY = re.compile(r"^#\s*([A-Za-z_][A-Za-z0-9_]*\s*=.*)$")
@@ -369,3 +373,77 @@ def test_load_toml_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_toml(tmp_path)
     assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("shape", ["[{}]", "{a={}}"])
+def test_load_toml_nested_too_deep_is_a_config_error(tmp_path: Path, depth: int, shape: str) -> None:
+    path = tmp_path / "echo.toml"
+    value = "[" * depth + "]" * depth if shape == "[{}]" else "{a=" * depth + "1" + "}" * depth
+    path.write_text(f"[core]\nfixed_lot = {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="nested too deep") as info:
+        load_toml(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_an_etcd_value_nested_too_deep_is_a_config_error_naming_its_key(depth: int) -> None:
+    tree = {"/echo/core/follow": '{"1":' * depth + "1" + "}" * depth, "/echo/core/fixed_lot": "0.2"}
+    with pytest.raises(ConfigError, match=r"/echo/core/follow: .*nested too deep"):
+        from_tree(tree)
+
+
+_GARBAGE_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+    st.integers(1, 3000).map(lambda d: "[" * d + "]" * d),
+    st.integers(1, 3000).map(lambda d: '{"a":' * d + "1" + "}" * d),
+    st.integers(19, 6000).map(lambda n: "9" * n),
+    st.sampled_from(["1e999", "-1e999", "NaN", "null", "true", '"x"', "[]", "{}", '{"51001": ["51002"]}']),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    values=st.dictionaries(
+        st.sampled_from(
+            [
+                "/echo/core/fixed_lot",
+                "/echo/core/follow",
+                "/echo/core/canonical_symbols",
+                "/echo/agent/token",
+                "/echo/delivery/ack_timeout_ms",
+                "/echo/policy/51001/risk_percent",
+                "/echo/policy/default/sizing",
+                "/echo/windows/51001/XAUUSD/start_utc",
+                "/echo/protocol/blocked_versions",
+                "/echo/nonsense",
+            ]
+        ),
+        _GARBAGE_VALUES,
+        max_size=4,
+    )
+)
+def test_garbage_etcd_values_are_a_config_or_a_config_error(values: dict[str, str]) -> None:
+    with contextlib.suppress(ConfigError):
+        config_from_dict(from_tree(values))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(max_size=200),
+        st.builds(
+            lambda k, v: f"[core]\n{k} = {v}\n",
+            st.sampled_from(["fixed_lot", "follow", "x"]),
+            _GARBAGE_VALUES,
+        ),
+    )
+)
+def test_garbage_toml_is_a_config_or_a_config_error(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    path = tmp_path_factory.mktemp("toml") / "echo.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    with contextlib.suppress(ConfigError):
+        load_toml(path)

@@ -91,3 +91,84 @@ def test_garbage_from_a_peer_is_a_convert_error_or_a_valid_message(data: bytes) 
             continue  # undecodable bytes end the stream (logged as grpc_bad_agent_stream)
         with contextlib.suppress(conv.ConvertError):
             convert(msg)
+
+
+# ------------------------------------------------------------------ what a peer's bytes may be
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, wire: int, body: bytes = b"") -> bytes:
+    return _varint(number << 3 | wire) + body
+
+
+def _len_delim(number: int, body: bytes) -> bytes:
+    return _field(number, 2, _varint(len(body)) + body)
+
+
+UNKNOWN_VARINT = _field(99, 0, _varint(5))
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (_field(99, 3) * 100_000 + _field(99, 4) * 100_000, "wire type 3"),
+        (UNKNOWN_VARINT * 500_000, "more than 64 unknown fields"),
+        (_len_delim(2, UNKNOWN_VARINT * 65), "more than 64 unknown fields"),  # inside account_online
+        (_len_delim(1, b"x" * (5 << 20)), "bytes (at most"),
+        (_field(2, 2, _varint(1000)) + b"ab", "beyond the end"),
+        (_field(1, 0) + b"\xff" * 11, "varint"),
+        (_field(0, 0, b"\x01"), "field number 0"),
+        (_field(99, 6), "wire type 6"),
+    ],
+)
+def test_hostile_peer_bytes_are_refused_before_the_parser_reads_them(data: bytes, problem: str) -> None:
+    """Each of these costs the pure-Python parser seconds to minutes (groups and unknown fields are kept by
+    concatenating bytes), or nothing at all; the check is one linear walk."""
+    found = conv.wire_problem(data, pb.AgentMessage)
+    assert found is not None and problem in found, found
+
+
+def test_real_messages_pass_the_wire_check_even_with_a_few_unknown_fields() -> None:
+    syms = [
+        pb.SymbolSpec(broker_symbol=f"S{i}", canonical_symbol=f"S{i}", digits=5, point=1e-5, tick_size=1e-5,
+                      min_lot=0.01, max_lot=100, lot_step=0.01, stop_level=10)
+        for i in range(5000)
+    ]  # fmt: skip
+    report = pb.AccountSymbolsReport(
+        account_id="51001", role=pb.Role.SLAVE, symbols=syms, symbol_mappings={"DE30.cash": "GER30"}
+    )
+    data = bytes(pb.AgentMessage(account_online=report))
+    assert conv.wire_problem(data, pb.AgentMessage) is None
+    assert conv.wire_problem(data + UNKNOWN_VARINT * 10, pb.AgentMessage) is None  # a newer peer's fields
+    beat = bytes(conv.core_message(m.DeliveryHeartbeat(m.DeliveryConfig(1000, 500, 100, 2000))))
+    assert conv.wire_problem(beat, pb.CoreMessage) is None
+
+
+@pytest.mark.parametrize("name", FROM_EA)
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_every_message_an_agent_sends_passes_the_wire_check(name: str, data: st.DataObject) -> None:
+    payload: Any = data.draw(STRATEGIES[name])
+    raw = bytes(conv.agent_message(m.FromAccount("51001", payload, 1764063000000)))
+    assert conv.wire_problem(raw, pb.AgentMessage) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.lists(st.sampled_from([UNKNOWN_VARINT, _field(99, 3), _field(99, 4), _len_delim(2, b"\x08\x01")]),
+                 max_size=400).map(b"".join),
+    )
+)  # fmt: skip
+def test_the_wire_check_never_raises(data: bytes) -> None:
+    for cls in (pb.AgentMessage, pb.CoreMessage):
+        assert conv.wire_problem(data, cls) is None or isinstance(conv.wire_problem(data, cls), str)

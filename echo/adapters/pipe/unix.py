@@ -26,7 +26,7 @@ class UnixPipeListener:
         sock = trio.socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             await sock.bind(str(self.path))
-            os.chmod(self.path, 0o660)
+            os.chmod(self.path, 0o600)  # owner only: another local user cannot speak for an account
             sock.listen(self.backlog)
             listener = trio.SocketListener(sock)
         except BaseException:

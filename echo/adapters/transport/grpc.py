@@ -32,6 +32,7 @@ import structlog
 import trio
 from grpclib.client import Channel
 from grpclib.config import Configuration
+from grpclib.encoding.proto import ProtoCodec
 from grpclib.server import Server
 from trio_asyncio import aio_as_trio, trio_as_aio
 
@@ -81,6 +82,18 @@ def keepalive(heartbeat_interval_ms: int) -> Configuration:
         _http2_max_pings_without_data=0,
         _http2_min_sent_ping_interval_without_data=every,
     )
+
+
+class _CheckedCodec(ProtoCodec):
+    """Protobuf, with a peer's bytes checked before the (pure-Python) parser reads them: an oversized
+    message, groups, thousands of unknown fields or bad lengths end that stream (logged), never stall the
+    process."""
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        problem = conv.wire_problem(data, message_type)
+        if problem is not None:
+            raise conv.ConvertError(f"{message_type.__name__}: {problem}")
+        return super().decode(data, message_type)
 
 
 class _Service(pb.AgentServiceBase):
@@ -232,7 +245,7 @@ class GrpcCoreHub:
         await _to_trio(self._inbox_send, (agent_id, msg))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        server = Server([_Service(self)], config=keepalive(self.heartbeat_interval_ms))
+        server = Server([_Service(self)], codec=_CheckedCodec(), config=keepalive(self.heartbeat_interval_ms))
         await aio_as_trio(server.start)(self.host, self.port, ssl=self.tls)
         self._server = server
         log.info("grpc_core_listening", host=self.host, port=self.port, tls=self.tls is not None)
@@ -318,7 +331,13 @@ class GrpcAgentLink:
             backoff = min(backoff * 2, 5.0)
 
     async def _stream(self) -> None:
-        channel = Channel(self.host, self.port, ssl=self.tls, config=keepalive(self.heartbeat_interval_ms))
+        channel = Channel(
+            self.host,
+            self.port,
+            ssl=self.tls,
+            config=keepalive(self.heartbeat_interval_ms),
+            codec=_CheckedCodec(),
+        )
         try:
             async with channel.request(
                 "/echo.v1.AgentService/StreamBidi",

@@ -76,6 +76,83 @@ def _domain_member(cls: type[enum.Enum], pb_member: enum.Enum) -> enum.Enum:
         raise ConvertError(f"{cls.__name__} has no member {name}") from None
 
 
+# --- what a peer's bytes may be -------------------------------------------------------------------------
+
+MAX_MESSAGE_BYTES = 4 << 20
+"""A stream message larger than this is refused unread (the largest real one, a handshake with a few
+thousand symbols, is well under 1 MiB)."""
+MAX_UNKNOWN_FIELDS = 64
+"""Fields this side does not know, in one message at every depth: a newer peer adds a few; thousands would
+cost the pure-Python parser quadratic time."""
+_MAX_WIRE_DEPTH = 16
+
+
+class _WireError(ValueError):
+    pass
+
+
+def _varint(data: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise _WireError("a truncated or overlong varint")
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def wire_problem(data: bytes, message_type: type[Any]) -> str | None:
+    """Why a peer's bytes must not reach the protobuf parser, or None. One linear walk over the wire
+    format against the message's schema: a size limit, proto3 wire types only (no groups), lengths inside
+    the message, a bounded nesting depth and at most ``MAX_UNKNOWN_FIELDS`` unknown fields (the parser
+    keeps those by concatenating bytes, quadratic in their number)."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return f"a message of {len(data)} bytes (at most {MAX_MESSAGE_BYTES})"
+    unknown = [0]
+    try:
+        _walk(memoryview(data), message_type, unknown, 0)
+    except _WireError as exc:
+        return str(exc)
+    return None
+
+
+def _walk(data: memoryview, cls: type[Any], unknown: list[int], depth: int) -> None:
+    if depth > _MAX_WIRE_DEPTH:
+        raise _WireError(f"messages nested deeper than {_MAX_WIRE_DEPTH}")
+    meta: Any = getattr(cls, "_betterproto", None)
+    i, end = 0, len(data)
+    while i < end:
+        tag, i = _varint(data, i)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise _WireError("field number 0")
+        name = meta.field_name_by_number.get(number) if meta is not None else None
+        if wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            length, i = _varint(data, i)
+            if i + length > end:
+                raise _WireError("a length beyond the end of its message")
+            if name is not None and meta.meta_by_field_name[name].proto_type in ("message", "map"):
+                _walk(data[i : i + length], meta.cls_by_field[name], unknown, depth + 1)
+            i += length
+        else:
+            raise _WireError(f"wire type {wire} (groups and reserved types are not proto3)")
+        if i > end:
+            raise _WireError("a field beyond the end of its message")
+        if name is None:
+            unknown[0] += 1
+            if unknown[0] > MAX_UNKNOWN_FIELDS:
+                raise _WireError(f"more than {MAX_UNKNOWN_FIELDS} unknown fields")
+
+
 # --- domain -> protobuf ---------------------------------------------------------------------------------
 
 

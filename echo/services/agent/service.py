@@ -13,6 +13,8 @@ of a command into its terminal and numbers every write (``attempt``) past the on
 
 from __future__ import annotations
 
+import hmac
+import traceback
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -41,6 +43,21 @@ _CHATTY_TYPES = frozenset({"quotes", "state_snapshot"})
 """Forwarded without a log line each (several per second per terminal)."""
 _MAX_CONSECUTIVE_ERRORS = 1000
 """A peer that sends nothing but garbage this long is disconnected."""
+_DEAD_AFTER_BEATS = 3
+"""A connection with no line for this many heartbeat intervals no longer holds its account (PROTOCOL 5.6)."""
+_EA_HEARTBEAT_MS = 2000
+"""The EAs' own heartbeat period (their ``HeartbeatMs`` input): a shorter ``heartbeat_interval_ms`` does
+not make a terminal that keeps to it look dead."""
+
+
+def _describe(exc: BaseException) -> dict[str, str]:
+    """The error and where it was raised, in two fields (a traceback of a deep recursion would be
+    thousands of lines)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": where}
 
 
 @dataclass(eq=False)
@@ -52,6 +69,14 @@ class Connection:
     role: Role | None = None
     stats: dict[str, int] = field(default_factory=dict)
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    terminal_id: str = ""
+    """What the handshake presented: a later connection for the account must present the same."""
+    last_seen_ms: int = 0
+    """When the last bytes arrived (any line is a sign of life)."""
+    broken: bool = False
+    """A write to it failed: whatever it still holds, it no longer reaches the terminal."""
+    refused: bool = False
+    """Its handshake was refused for good: the refusal is written, then the connection closes."""
 
 
 Command = m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
@@ -354,7 +379,7 @@ class Agent:
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         self._next_conn += 1
         send, recv = trio.open_memory_channel[bytes](self.config.outbox_lines)
-        conn = Connection(self._next_conn, stream, send)
+        conn = Connection(self._next_conn, stream, send, last_seen_ms=self._clock.now_ms())
         clog = log.bind(conn_id=conn.conn_id)
         clog.debug("agent_connection_opened")
         try:
@@ -362,7 +387,14 @@ class Agent:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, conn, recv)
                     await self._reader(conn)
-                    nursery.cancel_scope.cancel()
+                    if conn.refused:  # the writer sends what is queued (the refusal), then ends
+                        conn.outbox.close()
+                        nursery.cancel_scope.deadline = trio.current_time() + 1.0
+                    else:
+                        nursery.cancel_scope.cancel()
+        except Exception as exc:  # whatever one connection causes ends that connection only
+            self._count("connection_failures")
+            clog.error("agent_connection_failed", account_id=conn.account_id, **_describe(exc))
         finally:
             with trio.CancelScope(shield=True):
                 await self._disconnected(conn)
@@ -373,6 +405,7 @@ class Agent:
             async for line in recv:
                 await conn.stream.send_all(line)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.broken = True
             conn.cancel.cancel()
 
     def _reply(self, conn: Connection, line: bytes) -> None:
@@ -380,6 +413,8 @@ class Agent:
             conn.outbox.send_nowait(line)
         except trio.WouldBlock:
             conn.cancel.cancel()
+        except trio.ClosedResourceError:
+            pass  # a refused connection, closing
 
     async def _reader(self, conn: Connection) -> None:
         decoder = LineDecoder(EA_TO_AGENT, self.config.max_line_bytes)
@@ -391,6 +426,7 @@ class Agent:
                 return
             if not data:
                 return
+            conn.last_seen_ms = self._clock.now_ms()
             for event in decoder.feed(bytes(data)):
                 if isinstance(event, DecodeFailure):
                     consecutive_errors += 1
@@ -403,6 +439,8 @@ class Agent:
                     continue
                 consecutive_errors = 0
                 await self._on_message(conn, event)
+                if conn.refused:
+                    return
 
     def _protocol_error(self, conn: Connection, failure: DecodeFailure) -> None:
         self.protocol_errors += 1
@@ -513,17 +551,43 @@ class Agent:
                 ),
             )
             return
+        if self.config.token and not hmac.compare_digest(hs.token.encode(), self.config.token.encode()):
+            self._count("handshakes_unauthorized")
+            self._refuse(
+                conn,
+                hs,
+                ProtocolError.ERR_PROTOCOL_UNAUTHORIZED,
+                "the handshake must carry this agent's token (agent.token; EA input AgentToken)"
+                if not hs.token
+                else "the handshake's token is not this agent's agent.token",
+            )
+            return
         old = self.connections.get(hs.account_id)
         if old is not None and old is not conn:
+            dead = self._dead(old)
+            same = bool(hs.terminal_id) and hmac.compare_digest(hs.terminal_id, old.terminal_id)
+            if dead is None and not same:
+                self._count("handshakes_account_in_use")
+                self._refuse(
+                    conn,
+                    hs,
+                    ProtocolError.ERR_PROTOCOL_ACCOUNT_IN_USE,
+                    f"account {hs.account_id} is connected from another terminal; a new connection takes "
+                    "it over only with that terminal's terminal_id, or once that connection is dead "
+                    f"(no line for {_DEAD_AFTER_BEATS} x heartbeat_interval_ms, at least "
+                    f"{_DEAD_AFTER_BEATS * _EA_HEARTBEAT_MS // 1000} s)",
+                )
+                return
             log.warning(
                 "agent_connection_replaced",
                 account_id=hs.account_id,
                 old_conn=old.conn_id,
                 new_conn=conn.conn_id,
+                reason=dead or "same terminal_id",
             )
             old.account_id = None  # the old connection no longer speaks for the account
             old.cancel.cancel()
-        conn.account_id, conn.role = hs.account_id, hs.role
+        conn.account_id, conn.role, conn.terminal_id = hs.account_id, hs.role, hs.terminal_id
         self.connections[hs.account_id] = conn
         log.info(
             "agent_handshake",
@@ -545,12 +609,40 @@ class Agent:
         if waiting:
             log.info("agent_ledger_flushed_to_terminal", account_id=hs.account_id, commands=len(waiting))
         await self._flush()
-        await self._to_core(m.AccountOnline(self.agent_id, hs, now))
+        # the terminal's proofs stay here: Core neither needs nor records them
+        await self._to_core(m.AccountOnline(self.agent_id, replace(hs, terminal_id="", token=""), now))
+
+    def _dead(self, conn: Connection) -> str | None:
+        """Why a connection no longer speaks for its terminal, or None while it does."""
+        if conn.broken:
+            return "broken write"
+        silent = self._clock.now_ms() - conn.last_seen_ms
+        if silent > _DEAD_AFTER_BEATS * max(self.delivery.heartbeat_interval_ms, _EA_HEARTBEAT_MS):
+            return f"no line for {silent} ms"
+        return None
+
+    def _refuse(self, conn: Connection, hs: m.Handshake, code: ProtocolError, why: str) -> None:
+        """Refuse a handshake for good: the error line is written, then the connection is closed (the EA
+        reconnects and tries again; the account's live connection, if any, is untouched)."""
+        log.warning(
+            "agent_handshake_refused",
+            conn_id=conn.conn_id,
+            account_id=hs.account_id,
+            role=hs.role.value,
+            code=code.value,
+            reason=why,
+            live_conn=getattr(self.connections.get(hs.account_id), "conn_id", None),
+        )
+        self.protocol_errors += 1
+        self._reply(conn, DecodeFailure(code, why, "handshake").reply(self._clock.now_ms()))
+        conn.refused = True
 
     async def _disconnected(self, conn: Connection) -> None:
         account = conn.account_id
         if account is None or self.connections.get(account) is not conn:
             return
         del self.connections[account]
+        if self.registration.get(account) is m.RegistrationStatus.REJECTED:
+            del self.registration[account]  # an invented account leaves nothing behind here either
         log.info("agent_account_disconnected", account_id=account, conn_id=conn.conn_id)
         await self._to_core(m.AccountOffline(self.agent_id, account, self._clock.now_ms()))

@@ -216,6 +216,9 @@ class _Tx:
         self.released: list[tuple[str, m.DropCommand]] = []
         """(former Agent, command): an account moved away from that Agent, which lets go of what it holds
         for the account (the new owner gets the command instead)."""
+        self.direct: list[tuple[str, m.ToAccount]] = []
+        """(Agent, message) for a terminal Core keeps no account of: a refused handshake's verdict, a
+        refused event's ack."""
         self.done = False
         self.ok = True
         """Recorded (or nothing to record); False: the journal refused it and it is rolled back."""
@@ -631,6 +634,8 @@ class Core:
         for former, release in tx.released:
             # a former Agent that is gone lets the command go after agent.ledger_hold_ms anyway
             await self._to_agent(former, release)
+        for agent_id, out in tx.direct:
+            await self._to_agent(agent_id, out)
         self._changed.set()
         self._changed = trio.Event()
         if failed:
@@ -969,11 +974,49 @@ class Core:
     def _dispatch(self, agent_id: str, msg: m.AgentToCore, tx: _Tx) -> None:
         if isinstance(msg, m.FromAccount):
             acc = self.accounts.get(msg.account_id)
+            inner = msg.message
             if acc is None:
                 log.warning("core_message_from_unknown_account", account_id=msg.account_id)
+                if isinstance(inner, m.TradeIntent | m.TradeClose | m.TradeModify):
+                    # refused, never stored: an account whose handshake was refused (RETRY: one Core has
+                    # not heard of yet may still be accepted)
+                    allowed = self.config.allows(msg.account_id, Role.MASTER)
+                    self._count("events_from_unknown_accounts")
+                    tx.direct.append(
+                        (
+                            agent_id,
+                            m.ToAccount(
+                                msg.account_id,
+                                m.TradeIntentAck(
+                                    inner.trade_id,
+                                    inner.trace_id,
+                                    m.AckStatus.RETRY if allowed else m.AckStatus.REJECTED,
+                                    getattr(inner, "event_id", None),
+                                    message=f"account {msg.account_id} is not known to Core"
+                                    + ("" if allowed else ": it is not a master in core.follow"),
+                                ),
+                            ),
+                        )
+                    )
                 return
-            inner = msg.message
-            if (
+            if isinstance(inner, m.TradeIntent) and not self.config.allows(acc.account_id, Role.MASTER):
+                self._count("intents_from_unlisted_masters")
+                log.error(
+                    "core_intent_refused",
+                    account_id=acc.account_id,
+                    trade_id=inner.trade_id,
+                    reason="not a master in core.follow",
+                )
+                self._ack(
+                    tx,
+                    acc.account_id,
+                    inner.trade_id,
+                    inner.trace_id,
+                    m.AckStatus.REJECTED,
+                    None,
+                    f"account {acc.account_id} is not a master in core.follow: its trades are not copied",
+                )
+            elif (
                 isinstance(inner, m.TradeIntent | m.TradeClose | m.TradeModify)
                 and acc.registration is m.RegistrationStatus.REJECTED
             ):
@@ -1039,6 +1082,20 @@ class Core:
             )
             return
         ev = self._evaluate(hs, agent_id)
+        if prev is None and not self.config.allows(hs.account_id, hs.role):
+            # An account the configuration does not list: refused, and nothing of it is kept (no accounts
+            # row, no evaluation rows, no state), so invented ids cost nothing.
+            self._count("handshakes_not_configured")
+            log.error(
+                "core_handshake_refused",
+                account_id=hs.account_id,
+                role=hs.role.value,
+                agent_id=agent_id,
+                reason="not in core.follow",
+                evaluation_id=ev.result.evaluation_id,
+            )
+            tx.direct.append((agent_id, m.ToAccount(hs.account_id, ev.result)))
+            return
         acc = Account(
             hs.account_id,
             hs.role,
@@ -1134,6 +1191,7 @@ class Core:
             core_version=__version__,
             evaluation_id=self._ids.uuid7(),
             now_ms=self._clock.now_ms(),
+            configured=self.config.allows(hs.account_id, hs.role),
         )
 
     def _send_evaluation(self, acc: Account, ev: Evaluation, tx: _Tx) -> None:
