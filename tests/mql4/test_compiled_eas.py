@@ -22,6 +22,7 @@ from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
 from echo.domain.types import Role, Side
 from echo.pipe.codec import encode
+from echo.services.core.service import command_of
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker
@@ -113,9 +114,7 @@ async def test_compiled_slave_copies_and_answers_repeats_from_memory(slave_exe: 
 
                 # the first command again, byte for byte: answered from memory, nothing executed
                 rows = await copier.store.commands(trade)
-                first = msgspec.json.decode(
-                    next(r.payload for r in rows if r.kind == "execute"), type=m.ExecuteOrder
-                )
+                first = command_of(next(r for r in rows if r.kind == "execute"))
                 with capture_logs() as logs:
                     copier.agent.connections[SLAVE].outbox.send_nowait(encode(first, 0))
                     await core.wait_for(lambda: any(e["event"] == "core_result_duplicate" for e in logs))

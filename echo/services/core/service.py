@@ -102,6 +102,23 @@ _ROW_COLUMNS = frozenset({"command_id", "trade_id", "trace_id", "error_code"})
 _KEPT_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {}
 
 
+_COMMAND_TYPES: dict[str, type[m.ExecuteOrder] | type[m.CloseOrder] | type[m.ModifyOrder]] = {
+    "execute": m.ExecuteOrder,
+    "close": m.CloseOrder,
+    "modify": m.ModifyOrder,
+}
+
+
+def command_of(row: CommandRow) -> m.ExecuteOrder | m.CloseOrder | m.ModifyOrder:
+    """A command as it was sent, from its row (the inverse of ``_compact``): the payload leaves out what
+    the row's columns hold, the fields at their default and the trade's order comment."""
+    known = {"command_id": row.command_id, "trade_id": row.trade_id, "trace_id": row.trace_id}
+    data = {"comment": trade_comment(row.trade_id)} if row.kind == "execute" else {}
+    return msgspec.convert(
+        {**data, **msgspec.json.decode(row.payload), **known}, type=_COMMAND_TYPES[row.kind]
+    )
+
+
 def _compact(msg: Any, comment: str = "") -> str:
     """A command or a result as its command row keeps it: JSON without the fields the row's columns hold,
     without the fields at their default and without the trade's own order ``comment`` (``_recover`` puts
@@ -353,11 +370,6 @@ class Core:
             await nursery.start(self.router.run, self._hub)
             task_status.started()
 
-    _COMMAND_TYPES: dict[str, type[m.ExecuteOrder] | type[m.CloseOrder] | type[m.ModifyOrder]] = {
-        "execute": m.ExecuteOrder,
-        "close": m.CloseOrder,
-        "modify": m.ModifyOrder,
-    }
     _MASTER_EVENTS = frozenset({"master_close", "master_partial_close", "master_modify"})
 
     async def _recover(self) -> int:
@@ -443,12 +455,7 @@ class Core:
                 if c is None or pos is None:
                     log.error("core_recover_orphan_command", command_id=j.command_id, trade_id=trade_id)
                     continue
-                # the payload leaves out what the row's columns hold (and fields at their default)
-                known = {"command_id": c.command_id, "trade_id": c.trade_id, "trace_id": c.trace_id}
-                data = {"comment": trade.comment} if c.kind == "execute" else {}
-                cmd = msgspec.convert(
-                    {**data, **msgspec.json.decode(c.payload), **known}, type=self._COMMAND_TYPES[c.kind]
-                )
+                cmd = command_of(c)
                 state = delivery.Command(
                     delivery.Stage[j.stage],
                     delivery.Outcome.PENDING,
