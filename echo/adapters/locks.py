@@ -29,9 +29,9 @@ class InUse(StartError):
     """Another process holds the resource."""
 
 
-def parent_folder(path: str | Path, what: str) -> Path:
+def parent_folder(path: str | Path, what: str, error: type[Exception] = StartError) -> Path:
     """``path``'s folder, which must exist; only the default data folder (``var/``) is created. A missing
-    folder is an error naming it (a typo in a path should not create a tree of folders somewhere)."""
+    folder is an ``error`` naming it (a typo in a path should not create a tree of folders somewhere)."""
     parent = Path(path).parent
     if parent.is_dir():
         return parent
@@ -39,11 +39,11 @@ def parent_folder(path: str | Path, what: str) -> Path:
         try:
             parent.mkdir(exist_ok=True)
         except OSError as exc:
-            raise StartError(f"{what} {path}: cannot create the folder {parent}: {exc.strerror}") from exc
+            raise error(f"{what} {path}: cannot create the folder {parent}: {exc.strerror}") from exc
         return parent
     if parent.exists():
-        raise StartError(f"{what} {path}: {parent} is not a folder")
-    raise StartError(f"{what} {path}: the folder {parent} does not exist")
+        raise error(f"{what} {path}: {parent} is not a folder")
+    raise error(f"{what} {path}: the folder {parent} does not exist")
 
 
 def _try_lock(fd: int) -> bool:

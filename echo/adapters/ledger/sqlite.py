@@ -36,7 +36,7 @@ class SqliteLedger:
     def open(cls, path: str | Path) -> SqliteLedger:
         db_path = Path(path)
         try:
-            parent_folder(db_path, "the ack ledger")
+            parent_folder(db_path, "the ack ledger", LedgerError)
             conn = sqlite3.connect(db_path, isolation_level=None, timeout=5.0)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the ack ledger at {db_path}: {exc}") from exc

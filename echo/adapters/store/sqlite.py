@@ -183,7 +183,7 @@ class SqliteStore:
         db_path = Path(path)
         if not create and not db_path.is_file():
             raise StoreError(f"no store at {db_path} (the file does not exist)")
-        parent_folder(db_path, "the store")
+        parent_folder(db_path, "the store", StoreError)
         lock = FileLock(f"{db_path}.lock", f"the store {db_path}") if exclusive else None
         if lock is not None:
             lock.acquire()
