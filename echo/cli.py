@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         else f"terminals connect to {config.agent.socket_path}"
                     )
                     print(
-                        f"echo-copier: copying; {where}; store {config.store.url}; config "
+                        f"echo-copier: copying; {where}; store {_redacted(config.store.url)}; config "
                         f"{source.description if source else 'built-in defaults'} (changes apply live). "
                         "Ctrl-C or SIGTERM stops; SIGHUP reloads.",
                         file=sys.stderr,
@@ -299,7 +299,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, Any]:
         store = await open_store(args.store, create=False)
-        print(f"store: {args.store}", file=sys.stderr)
+        print(f"store: {_redacted(args.store)}", file=sys.stderr)
         try:
             if args.trade:
                 trade = await store.get_trade(args.trade)
@@ -326,7 +326,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, Any]:
         store = await open_store(args.store, create=False)
-        print(f"store: {args.store}", file=sys.stderr)
+        print(f"store: {_redacted(args.store)}", file=sys.stderr)
         try:
             return await explain.receipt(store, args.trade_id)
         finally:
@@ -342,6 +342,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         explain.render(r, Console())
     return 0
+
+
+def _redacted(url: str) -> str:
+    """A store URL fit to print: a password in it becomes ``***``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _row(row: object) -> Any:

@@ -173,3 +173,45 @@ async def test_a_stopping_process_leaves_a_socket_it_does_not_own(tmp_path: Path
         assert sock.is_socket(), "the listener removed a socket it did not create"
     finally:
         other.close()
+
+
+@pytest.mark.postgres
+async def test_a_copier_that_lost_its_postgres_lock_takes_it_again_or_stops_writing() -> None:
+    """The server drops the store's sessions (as a restart would): on reconnecting, the store takes the
+    schema's lock again; if another copier took it meanwhile, this one's calls fail instead of writing."""
+    from echo.adapters.locks import InUse
+    from echo.adapters.store.postgres import split_url
+    from echo.ports.store import StoreError
+
+    def drop_sessions(schema: str) -> None:
+        import psycopg
+
+        conninfo, _ = split_url(url)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE application_name = %s OR application_name LIKE %s",
+                (f"echo-store-{schema}", f"echo-copier pid {os.getpid()} %"),
+            )
+
+    with postgres_schema() as url:
+        schema = url.rsplit("schema=", 1)[1]
+        store = await PostgresStore.open(url, exclusive=True)
+        try:
+            drop_sessions(schema)
+            with pytest.raises(StoreError):
+                await store.trades()  # the call that meets the dead connection
+            assert await store.trades() == []  # connected again, holding the lock again
+            with pytest.raises(InUse, match=f"schema {schema} .* in use by another copier"):
+                await PostgresStore.open(url, exclusive=True)
+            drop_sessions(schema)
+            with pytest.raises(StoreError):
+                await store.trades()
+            other = await PostgresStore.open(url, exclusive=True)  # takes the schema meanwhile
+            try:
+                with pytest.raises(StoreError, match="lost its hold on the store"):
+                    await store.trades()
+            finally:
+                await other.aclose()
+        finally:
+            await store.aclose()

@@ -144,15 +144,16 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, directory: str | None =
 class PostgresStore:
     """Build it with ``await PostgresStore.open(url)``: migrates the schema, then serves the Store port."""
 
-    def __init__(self, conninfo: str, schema: str, *, exclusive: bool = False) -> None:
+    def __init__(self, conninfo: str, schema: str) -> None:
         self._conninfo = conninfo
         self.schema = schema
         self._conn: psycopg.Connection[Any] | None = None
         self._closed = False
         self._limiter = trio.CapacityLimiter(1)
-        self._exclusive = exclusive
         self._owner: psycopg.Connection[Any] | None = None
         """With ``exclusive``: the connection that holds the schema's owner lock."""
+        self._owns = False
+        """The owner lock was taken: it is checked (and taken again) whenever the store reconnects."""
 
     @classmethod
     async def open(cls, url: str, *, exclusive: bool = False, create: bool = True) -> PostgresStore:
@@ -160,7 +161,7 @@ class PostgresStore:
         advisory lock on a connection of its own; a second one gets InUse naming the first).
         ``create=False``: a schema that does not exist is an error, not a new empty store."""
         conninfo, schema = split_url(url)
-        store = cls(conninfo, schema, exclusive=exclusive)
+        store = cls(conninfo, schema)
         try:
             if not create:
                 found = await store._rows("SELECT 1 FROM pg_namespace WHERE nspname = ?", (schema,))
@@ -201,6 +202,7 @@ class PostgresStore:
             conn.close()
             raise
         self._owner = conn
+        self._owns = True
 
     def _holder(self, conn: psycopg.Connection[Any]) -> str:
         row = conn.execute(
@@ -239,8 +241,8 @@ class PostgresStore:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()
-                if self._exclusive:
-                    self._check_owner()
+            if self._owns:
+                self._check_owner()
             self._conn = psycopg.connect(
                 self._conninfo,
                 autocommit=True,
