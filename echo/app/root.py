@@ -237,7 +237,9 @@ def is_loopback(host: str) -> bool:
 
 
 def check_listen_is_safe(split: SplitConfig) -> None:
-    """Core serving beyond this machine needs ``split.token`` or TLS, unless ``split.allow_insecure``."""
+    """Core serving beyond this machine needs both ``split.token`` and TLS (``split.tls_cert``): without
+    the token any host could stream as an Agent, without TLS the token and the trades travel in the clear.
+    ``split.allow_insecure`` serves it anyway. A ConfigError naming what is missing otherwise."""
     host, _port = parse_host_port(split.listen, "split.listen")
     if is_loopback(host) or split.allow_insecure or (split.token and split.tls_cert):
         return
