@@ -101,6 +101,7 @@ async def second_copier_refused(
                 subprocess.CompletedProcess(second.args, second.returncode, "", second.stderr.decode())
             )
             assert holder in line and "in use by another copier" in line, line
+            assert f"pid {first.pid} on " in line, "the holder is named: its pid"
             assert first.returncode is None, "the first copier runs on"
             assert sock.is_socket() and os.stat(sock).st_ino == inode, "its socket is untouched"
             await copy_trades(sock, 2)
@@ -114,14 +115,13 @@ async def second_copier_refused(
 async def test_a_second_copier_on_the_same_socket_refuses_and_the_first_keeps_copying(
     tmp_path: Path,
 ) -> None:
-    line = await second_copier_refused(
+    await second_copier_refused(
         tmp_path,
         f"sqlite:///{tmp_path / 'a.db'}",
         f"sqlite:///{tmp_path / 'b.db'}",  # another store: the socket alone is the conflict
         None,
         holder=f"socket {tmp_path / 'echo.sock'}",
     )
-    assert "pid " in line
     assert await copied(SqliteStore.open(tmp_path / "a.db")) == [("51001", "copy")] * 2
     assert not (tmp_path / "b.db").exists(), "the second copier created nothing"
 
@@ -215,3 +215,43 @@ async def test_a_copier_that_lost_its_postgres_lock_takes_it_again_or_stops_writ
                 await other.aclose()
         finally:
             await store.aclose()
+
+
+async def test_a_second_agent_on_the_same_socket_refuses(tmp_path: Path) -> None:
+    """``run --role agent`` claims its socket the same way (no Core needs to be up for that)."""
+    from tests.backends import free_port
+
+    sock = tmp_path / "agent.sock"
+    core = f"127.0.0.1:{free_port()}"
+
+    def agent_config(n: int) -> Path:
+        path = tmp_path / f"agent-{n}.toml"
+        path.write_text(
+            f'[agent]\nagent_id = "a{n}"\nsocket_path = "{sock}"\n'
+            f'ledger_url = "sqlite:///{tmp_path / f"ledger-{n}.db"}"\n'
+            f'[split]\ncore = "{core}"\n[log]\nfile = "{tmp_path / f"agent-{n}.log"}"\n'
+        )
+        return path
+
+    with trio.fail_after(60):
+        first = await trio.lowlevel.open_process(
+            [*CLI, "run", "--role", "agent", "--config", str(agent_config(1))], stderr=subprocess.PIPE
+        )
+        try:
+            await read_until(first, b"serving terminals")
+            inode = os.stat(sock).st_ino
+            second = await trio.run_process(
+                [*CLI, "run", "--role", "agent", "--config", str(agent_config(2))],
+                capture_stderr=True,
+                check=False,
+            )
+            line = refusal(
+                subprocess.CompletedProcess(second.args, second.returncode, "", second.stderr.decode())
+            )
+            assert f"socket {sock} is in use by another copier (pid {first.pid} " in line, line
+            assert not (tmp_path / "ledger-2.db").exists(), "the second Agent opened nothing"
+            assert first.returncode is None and os.stat(sock).st_ino == inode
+        finally:
+            first.send_signal(signal.SIGTERM)
+            await first.wait()
+    assert not sock.exists(), "the first Agent removes its own socket when it stops"
