@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from echo.ports.config import ConfigSource
 
 T = TypeVar("T")
+_DEFAULT_STORE = "sqlite:///var/echo.db"
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -67,25 +68,24 @@ def _override(config: Config, args: argparse.Namespace) -> Config:
 
         config = replace(config, store=StoreConfig(args.store, config.store.synchronous))
     if getattr(args, "listen", None) or getattr(args, "core", None):
-        from echo.domain.config import SplitConfig
-
         split = config.split
         config = replace(
-            config,
-            split=SplitConfig(args.listen or split.listen, args.core or split.core, split.token),
+            config, split=replace(split, listen=args.listen or split.listen, core=args.core or split.core)
         )
     return config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from echo.adapters.locks import parent_folder
     from echo.app.logs import configure
     from echo.app.root import open_config, run_agent, run_all_in_one, run_core
 
     from_source = _load_config(args.config)
     config = _override(from_source, args)
+    _preflight(config, args.role)
     log_file = None
     if config.log.file:
-        Path(config.log.file).parent.mkdir(parents=True, exist_ok=True)
+        parent_folder(config.log.file, "log.file")
         log_file = open(config.log.file, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
     configure(args.log_format or config.log.format, config.log.level, stream=log_file)
 
@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         else f"terminals connect to {config.agent.socket_path}"
                     )
                     print(
-                        f"echo-copier: copying; {where}; store {config.store.url}; config "
+                        f"echo-copier: copying; {where}; store {_redacted(config.store.url)}; config "
                         f"{source.description if source else 'built-in defaults'} (changes apply live). "
                         "Ctrl-C or SIGTERM stops; SIGHUP reloads.",
                         file=sys.stderr,
@@ -135,6 +135,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         if log_file is not None:
             log_file.close()
     return 0
+
+
+def _preflight(config: Config, role: str) -> None:
+    """What can be checked before anything starts: the folders of the socket and the store, and whether
+    Core may serve ``split.listen`` (the services check again as they start)."""
+    from echo.adapters.locks import parent_folder
+    from echo.app.root import check_listen_is_safe
+
+    if role != "core":
+        parent_folder(config.agent.socket_path, "agent.socket_path")
+    if role != "agent" and config.store.url.startswith("sqlite:///"):
+        parent_folder(config.store.url.removeprefix("sqlite:///"), "store.url")
+    if role == "core":
+        check_listen_is_safe(config.split)
 
 
 async def _reload(source: ConfigSource | None, copier: Running) -> None:
@@ -161,6 +175,7 @@ async def _reload(source: ConfigSource | None, copier: Running) -> None:
 
 
 def cmd_sim_ea(args: argparse.Namespace) -> int:
+    from echo.adapters.locks import StartError
     from echo.adapters.pipe.unix import connect_unix
     from echo.app.logs import configure
     from echo.sim.market import SimMarket
@@ -179,6 +194,10 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
         return await connect_unix(args.socket)
 
     async def main() -> None:
+        try:
+            await (await connect()).aclose()  # an Agent answers there, or one line says it does not
+        except OSError as exc:
+            raise StartError(f"no agent answers at the socket {args.socket}: {exc.strerror or exc}") from exc
         async with trio.open_nursery() as nursery:
             nursery.start_soon(market.run)
             if args.role == "slave":
@@ -221,11 +240,13 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from echo.adapters.locks import parent_folder
     from echo.app import demo
     from echo.app.logs import configure
 
     workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    parent_folder(workdir, "--workdir")
+    workdir.mkdir(exist_ok=True)
     log_path = workdir / f"echo-seed-{args.seed}.log"
     log_file = log_path.open("w", encoding="utf-8")
     configure("json", args.log_level, stream=log_file)
@@ -251,6 +272,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from echo.adapters.locks import parent_folder
     from echo.app import simulate
 
     try:
@@ -273,7 +295,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         log_file = None
         if args.log_file:
-            Path(args.log_file).parent.mkdir(parents=True, exist_ok=True)
+            parent_folder(args.log_file, "--log-file")
             log_file = stack.enter_context(open(args.log_file, "w", encoding="utf-8"))
         simulate.configure_logs(log_file, args.log_level)
         return simulate.main(opts, seeds=seeds, json_out=args.json)
@@ -283,7 +305,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from echo.app.root import open_store
 
     async def main() -> dict[str, Any]:
-        store = await open_store(args.store)
+        store = await open_store(args.store, create=False)
+        print(f"store: {_redacted(args.store)}", file=sys.stderr)
         try:
             if args.trade:
                 trade = await store.get_trade(args.trade)
@@ -309,7 +332,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from echo.app.root import open_store
 
     async def main() -> dict[str, Any]:
-        store = await open_store(args.store)
+        store = await open_store(args.store, create=False)
+        print(f"store: {_redacted(args.store)}", file=sys.stderr)
         try:
             return await explain.receipt(store, args.trade_id)
         finally:
@@ -327,6 +351,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redacted(url: str) -> str:
+    """A store URL fit to print: a password in it becomes ``***``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 def _row(row: object) -> Any:
     if row is None:
         return None
@@ -334,52 +368,106 @@ def _row(row: object) -> Any:
     return {k: getattr(row, k) for k in fields}
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
+_positive = _int_at_least(1)
+_count = _int_at_least(0)
+_LOG_FORMAT_HELP = "console (readable) or json (one object a line); default: the config's log.format"
+_LOG_LEVEL_HELP = "the least severe log entries written"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from echo import __version__
+
     p = argparse.ArgumentParser(
         prog="echo-copier", description="Echo: copy MetaTrader trades to many accounts."
     )
+    p.add_argument("--version", action="version", version=f"echo-copier {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the copier")
-    r.add_argument("--role", choices=["all", "core", "agent"], default="all")
-    r.add_argument("--config", help="TOML config file (default: built-in defaults)")
-    r.add_argument("--socket", help="override agent.socket_path")
-    r.add_argument("--store", help="override store.url (sqlite:///PATH or memory://)")
+    r.add_argument(
+        "--role",
+        choices=["all", "core", "agent"],
+        default="all",
+        help="all: Core and an Agent in this process (default); core: Core serving Agents over gRPC; "
+        "agent: an Agent serving terminals, joined to Core",
+    )
+    r.add_argument("--config", help="TOML config file or etcd://HOST:PORT (default: built-in defaults)")
+    r.add_argument("--socket", help="override agent.socket_path, the Unix socket terminals connect to")
+    r.add_argument("--store", help="override store.url (sqlite:///PATH, postgresql://... or memory://)")
     r.add_argument("--listen", help="override split.listen, where Core serves its Agents (HOST:PORT)")
     r.add_argument("--core", help="override split.core, where an Agent finds Core (HOST:PORT)")
-    r.add_argument("--log-format", choices=["console", "json"])
+    r.add_argument("--log-format", choices=["console", "json"], help=_LOG_FORMAT_HELP)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("sim-ea", help="a simulated terminal against a running agent")
-    s.add_argument("--role", choices=["master", "slave"], required=True)
-    s.add_argument("--account", required=True)
-    s.add_argument("--socket", default="var/echo.sock")
-    s.add_argument("--profile", type=int, default=0, help="slave broker profile index")
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--trades", type=int, default=0, help="master: run a random script of N trades, then exit")
-    s.add_argument("--pace", type=float, default=0.2, help="master: mean seconds between actions")
+    s.add_argument("--role", choices=["master", "slave"], required=True, help="the terminal's role")
+    s.add_argument("--account", required=True, help="the account id the terminal presents")
+    s.add_argument("--socket", default="var/echo.sock", help="the Agent's socket (default: %(default)s)")
+    s.add_argument("--profile", type=_count, default=0, help="slave broker profile index")
+    s.add_argument("--seed", type=int, default=1, help="seed of the simulated market and broker")
     s.add_argument(
-        "--burst", type=int, default=0, help="master: open N trades back to back, then close them all; exit"
+        "--trades", type=_count, default=0, help="master: run a random script of N trades, then exit"
+    )
+    s.add_argument("--pace", type=_seconds, default=0.2, help="master: mean seconds between actions")
+    s.add_argument(
+        "--burst",
+        type=_count,
+        default=0,
+        help="master: open N trades back to back, then close them all; exit",
     )
     s.add_argument(
         "--state",
         help="a JSON-lines file that survives restarts: the slave's results, or the master's unacked queue",
     )
-    s.add_argument("--log-format", choices=["console", "json"])
+    s.add_argument("--log-format", choices=["console", "json"], help="console (default) or json")
     s.add_argument("--token", default="", help="the agent's agent.token, presented in the handshake")
     s.set_defaults(func=cmd_sim_ea)
 
     d = sub.add_parser("demo", help="copier + simulated terminals on real sockets, with a summary")
-    d.add_argument("--masters", type=int, default=1)
-    d.add_argument("--slaves", type=int, default=2)
-    d.add_argument("--trades", type=int, default=50)
-    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--masters", type=_positive, default=1, help="master terminals (1 or more)")
+    d.add_argument("--slaves", type=_positive, default=2, help="slave terminals (1 or more)")
+    d.add_argument("--trades", type=_positive, default=50, help="master trades in all (1 or more)")
+    d.add_argument("--seed", type=int, default=7, help="seed of the trade scripts, market and brokers")
     d.add_argument("--json", action="store_true", help="last stdout line is the summary as JSON")
-    d.add_argument("--workdir", default="var/demo")
+    d.add_argument(
+        "--workdir",
+        default="var/demo",
+        help="folder for the demo's store, sockets and log (its parent must exist)",
+    )
     d.add_argument("--store", help="store url (default: a fresh SQLite file in the workdir)")
-    d.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
-    d.add_argument("--pace", type=float, default=0.04, help="mean seconds between a master's actions")
-    d.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    d.add_argument(
+        "--synchronous",
+        choices=["FULL", "NORMAL"],
+        default="FULL",
+        help="SQLite durability (store.synchronous)",
+    )
+    d.add_argument("--pace", type=_seconds, default=0.04, help="mean seconds between a master's actions")
+    d.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default="info", help=_LOG_LEVEL_HELP
+    )
     d.add_argument(
         "--config",
         help="a TOML file or etcd://HOST:PORT (policies, follow, delivery...; changes apply to the next "
@@ -395,11 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser(
         "simulate", help="the whole system on a virtual clock with injected faults; deterministic per seed"
     )
-    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--seed", type=int, default=1, help="the run's seed (the same seed, the same run)")
     sim.add_argument("--seeds", help="a sweep, A..B: one line per seed and a final JSON with the counts")
-    sim.add_argument("--masters", type=int, default=1)
-    sim.add_argument("--slaves", type=int, default=3)
-    sim.add_argument("--trades", type=int, default=15)
+    sim.add_argument("--masters", type=_positive, default=1, help="master terminals (1 or more)")
+    sim.add_argument("--slaves", type=_positive, default=3, help="slave terminals (1 or more)")
+    sim.add_argument("--trades", type=_positive, default=15, help="master trades in all (1 or more)")
     sim.add_argument(
         "--faults",
         default="",
@@ -407,9 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
         "crash = number of crash-restarts)",
     )
     sim.add_argument(
-        "--pace", type=float, default=0.1, help="mean virtual seconds between a master's actions"
+        "--pace", type=_seconds, default=0.1, help="mean virtual seconds between a master's actions"
     )
-    sim.add_argument("--max-virtual-seconds", type=float, default=3600.0, help="fail if not settled by then")
+    sim.add_argument(
+        "--max-virtual-seconds", type=_seconds, default=3600.0, help="fail if not settled by then"
+    )
     sim.add_argument("--json", action="store_true", help="the summary as one JSON line")
     sim.add_argument(
         "--store", help="store url (default memory://; a fresh sqlite:/// or postgresql:// works)"
@@ -422,13 +512,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="join Core and the Agent in-process (deterministic) or over gRPC on localhost TCP",
     )
     sim.add_argument("--log-file", help="structured log (virtual timestamps); default: no log")
-    sim.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    sim.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default="info", help=_LOG_LEVEL_HELP
+    )
     sim.set_defaults(func=cmd_simulate)
 
     w = sub.add_parser("show", help="what the store recorded: trades, or one trade's decisions and events")
-    w.add_argument("--store", default="sqlite:///var/echo.db")
-    w.add_argument("--trade", help="a trade_id")
-    w.add_argument("--limit", type=int, default=50)
+    w.add_argument(
+        "--store", default=_DEFAULT_STORE, help="the store to read (default: %(default)s); never created"
+    )
+    w.add_argument("--trade", help="a trade_id: its decisions, commands, tickets and events")
+    w.add_argument("--limit", type=_positive, default=50, help="the most recent trades to list")
     w.set_defaults(func=cmd_show)
     _add_explain(sub)
     return p
@@ -448,7 +542,7 @@ def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
 
     async def main() -> dict[str, Any] | None:
-        store = await open_store(args.store or config.store.url)
+        store = await open_store(args.store or config.store.url, create=False)
         try:
             row = next((a for a in await store.accounts() if a.account_id == args.account), None)
             if row is None:
@@ -537,6 +631,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply the pending schema migrations of ``sql/`` to a store (versioned, idempotent, one transaction)."""
     import sqlite3
 
+    from echo.adapters.locks import parent_folder
     from echo.adapters.store import migrations, postgres
     from echo.ports.store import StoreError
 
@@ -547,7 +642,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             where = f"schema {postgres.split_url(url)[1]}"
         elif url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
-            path.parent.mkdir(parents=True, exist_ok=True)
+            parent_folder(path, "the store")
             conn = sqlite3.connect(path, isolation_level=None)
             try:
                 applied = migrations.apply_sqlite(conn)
@@ -568,17 +663,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _add_explain(sub: Any) -> None:
     e = sub.add_parser("explain", help="the copy receipt of one master trade: per slave, what and why")
-    e.add_argument("trade_id")
-    e.add_argument("--store", default="sqlite:///var/echo.db")
+    e.add_argument("trade_id", help="the master trade's id (as the master terminal stamped it)")
+    e.add_argument(
+        "--store", default=_DEFAULT_STORE, help="the store to read (default: %(default)s); never created"
+    )
     e.add_argument("--json", action="store_true", help="the receipt as JSON")
     e.set_defaults(func=cmd_explain)
     h = sub.add_parser("handshake", help="handshake evaluation (protocol policy and symbol catalog)")
     hsub = h.add_subparsers(dest="handshake_command", required=True)
     ev = hsub.add_parser("evaluate", help="evaluate an account's last recorded handshake against a config")
-    ev.add_argument("--account", required=True)
+    ev.add_argument("--account", required=True, help="the account whose handshake to evaluate")
     ev.add_argument("--config", help="TOML config whose [protocol] and [symbols] apply (default: built-in)")
-    ev.add_argument("--store", help="store url (default: the config's store.url)")
-    ev.add_argument("--history", type=int, default=5, help="recorded evaluations to show")
+    ev.add_argument("--store", help="store url to read (default: the config's store.url); never created")
+    ev.add_argument("--history", type=_positive, default=5, help="recorded evaluations to show")
     ev.add_argument("--json", action="store_true", help="one JSON line")
     ev.set_defaults(func=cmd_handshake_evaluate)
     cfg = sub.add_parser("config", help="read and change the configuration (a TOML file or etcd)")
@@ -587,25 +684,59 @@ def _add_explain(sub: Any) -> None:
     g = csub.add_parser("get", help="one value, as JSON")
     g.add_argument("key", help="SECTION.KEY or policy.ACCOUNT.KEY, e.g. policy.51001.max_spread")
     st = csub.add_parser("set", help="set one value (refused if the result would not validate)")
-    st.add_argument("key")
+    st.add_argument("key", help="SECTION.KEY or policy.ACCOUNT.KEY")
     st.add_argument("value", help='JSON (30, true, [1,2], "text") or a bare word')
     csub.add_parser("validate", help="check the whole configuration")
     ex = csub.add_parser("export", help="the configuration as TOML")
     ex.add_argument("--to", help="write to this file (default: stdout)")
     im = csub.add_parser("import", help="replace the configuration with a TOML file's")
-    im.add_argument("file")
+    im.add_argument("file", help="the TOML file to import")
     cfg.set_defaults(func=cmd_config)
     mig = sub.add_parser("migrate", help="apply pending schema migrations to a store")
     mig.add_argument(
-        "--store", required=True, help="postgresql://USER@HOST:PORT/DB[?schema=NAME] or sqlite:///PATH"
+        "--store",
+        required=True,
+        help="postgresql://USER@HOST:PORT/DB[?schema=NAME] (the database is created if missing) or "
+        "sqlite:///PATH",
     )
     mig.set_defaults(func=cmd_migrate)
+
+
+def _mistake(exc: BaseException) -> BaseException | None:
+    """The error to tell a person about in one line, when ``exc`` (often a group from a nursery) is only
+    about things a person can put right: configuration, a store or socket that cannot be opened or is in
+    use, a port taken, a server that refuses. None for anything else (a bug keeps its traceback)."""
+    from echo.adapters.locks import StartError
+    from echo.ports.ledger import LedgerError
+    from echo.ports.store import StoreError
+
+    leaves: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(e.exceptions)
+        elif not isinstance(e, trio.Cancelled):
+            leaves.append(e)
+    if not leaves or not all(
+        isinstance(e, ConfigError | StoreError | LedgerError | StartError | OSError) for e in leaves
+    ):
+        return None
+    # ours name the thing; a bare OSError from a library, last
+    return min(leaves, key=lambda e: isinstance(e, OSError))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"echo-copier: configuration error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        problem = _mistake(exc)
+        if problem is None:
+            raise
+        what = "configuration error: " if isinstance(problem, ConfigError) else ""
+        line = " ".join(str(problem).split()) or type(problem).__name__
+        print(f"echo-copier {args.command}: {what}{line}", file=sys.stderr)
+        return 2 if isinstance(problem, ConfigError) else 1

@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
+
+import pytest
 
 from echo.app.logs import configure
 
 configure("json", "debug", stream=io.StringIO())
+
+_REPO_VAR = Path(__file__).resolve().parents[1] / "var"
+"""The repository's data folder, which ``run`` uses by default: tests write to temporary folders only."""
+
+
+def _files_in(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.is_dir() else {}
+
+
+_VAR_BEFORE = _files_in(_REPO_VAR)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    touched = sorted(n for n, t in _files_in(_REPO_VAR).items() if _VAR_BEFORE.get(n) != t)
+    if touched:
+        # a later `run` would open them as its own (an ack ledger of the default agent, say)
+        print(f"\n!!! TESTS WROTE TO {_REPO_VAR}: {', '.join(touched)} (tests use temporary folders only)")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: object) -> None:

@@ -111,7 +111,10 @@ async def _run_demo(
 ) -> dict[str, Any]:
     config = dataclasses.replace(
         base,
-        agent=dataclasses.replace(base.agent, socket_path=str(socket_path), ledger_url=""),
+        # the Agent's ack ledger in the workdir too, whatever the store (never in a shared folder)
+        agent=dataclasses.replace(
+            base.agent, socket_path=str(socket_path), ledger_url=f"sqlite:///{workdir / 'ledger.db'}"
+        ),
         store=StoreConfig(
             url=opts.store_url or f"sqlite:///{workdir / 'echo.db'}", synchronous=opts.synchronous
         ),
@@ -266,7 +269,7 @@ class _Progress:
             "open now",
             "copies",
             "omitted",
-            "slave closes",
+            "close fills",
             "in flight",
             "failures",
         ):
@@ -334,6 +337,8 @@ async def _summarize(
         "omitted": omitted,
         "omitted_reasons": dict(omit_reasons),
         "closed": closed,
+        # close orders the slaves filled: each copy's final close and every partial close
+        "close_fills": copier.core.stats.get("slave_closes", 0),
         "duplicates": duplicates,
         "lost": expected - copied - omitted,
         "open_after": open_after,
@@ -374,24 +379,30 @@ def _feedback(terminals: list[Any]) -> dict[str, float]:
     }
 
 
+_SUMMARY_ROWS = (
+    ("master_trades", "master trades"),
+    ("expected_copies", "expected copies (master trades x followers)"),
+    ("copied", "copied (filled at a slave)"),
+    ("omitted", "omitted (with a reason)"),
+    ("closed", "copies closed"),
+    ("close_fills", "close fills at slaves (partial closes included)"),
+    ("duplicates", "duplicates"),
+    ("lost", "lost"),
+    ("open_after", "slave positions open after"),
+    ("partial_closes", "master partial closes"),
+    ("modifications", "master modifications"),
+    ("elapsed_s", "elapsed (s)"),
+)
+"""The summary's keys and what the table calls them: "copies closed" counts copies (one per trade and
+slave), "close fills" counts close orders (a copy closed in three parts is three)."""
+
+
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     t = Table(title="Summary", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
-    for key in (
-        "master_trades",
-        "expected_copies",
-        "copied",
-        "omitted",
-        "closed",
-        "duplicates",
-        "lost",
-        "open_after",
-        "partial_closes",
-        "modifications",
-        "elapsed_s",
-    ):
-        t.add_row(key, str(summary[key]))
+    for key, label in _SUMMARY_ROWS:
+        t.add_row(label, str(summary[key]))
     lat = summary["copy_latency_ms"]
     t.add_row("copy latency p50 / p99 / max (ms)", f"{lat['p50']} / {lat['p99']} / {lat['max']}")
     fb = summary["registration_feedback_ms"]

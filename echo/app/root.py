@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -17,6 +18,7 @@ from echo.adapters.clock import SystemClock
 from echo.adapters.config.file import FileConfigSource
 from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.ledger.sqlite import SqliteLedger
+from echo.adapters.locks import StartError
 from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.postgres import PostgresStore
@@ -25,7 +27,7 @@ from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub, client_tls,
 from echo.adapters.transport.inproc import InProcTransport
 from echo.delivery import machine as delivery
 from echo.domain import messages as m
-from echo.domain.config import Config, ConfigError, config_from_dict, parse_host_port
+from echo.domain.config import Config, ConfigError, SplitConfig, config_from_dict, parse_host_port
 from echo.ports.clock import Clock
 from echo.ports.config import ConfigSource
 from echo.ports.ledger import AckLedger
@@ -37,13 +39,19 @@ from echo.services.core.service import Core
 from echo.services.ids import IdFactory
 
 
-async def open_store(url: str, synchronous: str = "FULL") -> Store:
+async def open_store(
+    url: str, synchronous: str = "FULL", *, exclusive: bool = False, create: bool = True
+) -> Store:
+    """The store at ``url``. ``exclusive``: as the store's one copier (Core), refused with InUse naming
+    the holder while another process is; ``create=False`` (commands that only read): a store that does
+    not exist is an error naming it instead of a new empty one."""
     if url == "memory://":
         return MemoryStore()
     if url.startswith("sqlite:///"):
-        return SqliteStore.open(Path(url.removeprefix("sqlite:///")), synchronous=synchronous)
+        path = Path(url.removeprefix("sqlite:///"))
+        return SqliteStore.open(path, synchronous=synchronous, exclusive=exclusive, create=create)
     if url.startswith(("postgresql://", "postgres://")):
-        return await PostgresStore.open(url)
+        return await PostgresStore.open(url, exclusive=exclusive, create=create)
     raise ConfigError(f"unsupported store url {url!r} (sqlite:///PATH, postgresql://... or memory://)")
 
 
@@ -214,6 +222,44 @@ def _metrics(config: Config) -> AbstractContextManager[None]:
     return prometheus_endpoint(*parse_host_port(config.metrics.listen, "metrics.listen"))
 
 
+_LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name, IPv6 possibly in brackets) is this machine only."""
+    host = host.strip("[]")
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen_is_safe(split: SplitConfig) -> None:
+    """Core serving beyond this machine needs both ``split.token`` and TLS (``split.tls_cert``): without
+    the token any host could stream as an Agent, without TLS the token and the trades travel in the clear.
+    ``split.allow_insecure`` serves it anyway. A ConfigError naming what is missing otherwise."""
+    host, _port = parse_host_port(split.listen, "split.listen")
+    if is_loopback(host) or split.allow_insecure or (split.token and split.tls_cert):
+        return
+    missing = " and ".join(
+        what for what, have in (("split.token", split.token), ("split.tls_cert", split.tls_cert)) if not have
+    )
+    raise ConfigError(
+        f"split.listen {split.listen} is reachable from other machines and {missing} is not set: set "
+        "split.token and split.tls_cert, or split.allow_insecure = true to serve it anyway"
+    )
+
+
+async def _serve_hub(hub: GrpcCoreHub, listen: str, *, task_status: trio.TaskStatus[None]) -> None:
+    """``hub.serve``, a port that cannot be had said in one line naming it."""
+    try:
+        await hub.serve(task_status=task_status)
+    except OSError as exc:
+        raise StartError(f"split.listen {listen}: cannot serve gRPC there: {exc.strerror or exc}") from exc
+
+
 def _grpc_hub(config: Config) -> GrpcCoreHub:
     """Core's gRPC end at ``split.listen``: the token, keepalive at the heartbeat, the delivery settings
     every hello carries, and TLS when a certificate is configured."""
@@ -272,13 +318,14 @@ async def run_core(
 ) -> None:
     """Core alone (``run --role core``): its Agents stream to it over gRPC at ``split.listen``."""
     clock = clock or SystemClock()
+    check_listen_is_safe(config.split)
     own_store = store is None
-    store = store or await open_store(config.store.url, config.store.synchronous)
+    store = store or await open_store(config.store.url, config.store.synchronous, exclusive=True)
     try:
         with _metrics(config):
             async with asyncio_loop(), trio.open_nursery() as nursery:
                 hub = _grpc_hub(config)
-                await nursery.start(hub.serve)
+                await nursery.start(_serve_hub, hub, config.split.listen)
                 core = _core(config, hub, store, clock, None)
                 await nursery.start(core.run)
                 running = CoreOnly(config, store, core, hub)
@@ -303,8 +350,13 @@ async def run_agent(
     clock = clock or SystemClock()
     host, port = parse_host_port(config.split.core, "split.core")
     listener = listener or UnixPipeListener(config.agent.socket_path)
+    _claim(listener)
     own_ledger = ledger is None
-    ledger = ledger or open_ledger(ledger_url(config))
+    try:
+        ledger = ledger or open_ledger(ledger_url(config))
+    except BaseException:
+        _release(listener)
+        raise
     try:
         async with asyncio_loop(), trio.open_nursery() as nursery:
             link = _grpc_link(config, host, port)
@@ -315,6 +367,18 @@ async def run_agent(
     finally:
         if own_ledger:
             ledger.close()
+        _release(listener)
+
+
+def _claim(listener: PipeListener) -> None:
+    """A Unix socket is claimed before anything else opens: a second copier on it stops here."""
+    if isinstance(listener, UnixPipeListener):
+        listener.claim()
+
+
+def _release(listener: PipeListener) -> None:
+    if isinstance(listener, UnixPipeListener):
+        listener.release()
 
 
 async def run_split_in_process(
@@ -359,13 +423,19 @@ async def run_all_in_one(
     pipe server accepts terminals only once Core is listening); with a ``config_source``, its changes
     apply while running (``apply_config``)."""
     clock = clock or SystemClock()
-    own_store = store is None
-    store = store or await open_store(config.store.url, config.store.synchronous)
     listener = listener or UnixPipeListener(config.agent.socket_path)
+    _claim(listener)
+    own_store = store is None
+    try:
+        store = store or await open_store(config.store.url, config.store.synchronous, exclusive=True)
+    except BaseException:
+        _release(listener)
+        raise
     own_ledger = ledger is None
     try:
         ledger = ledger or open_ledger(ledger_url(config))
     except BaseException:
+        _release(listener)
         if own_store:
             await store.aclose()
         raise
@@ -388,3 +458,4 @@ async def run_all_in_one(
         if own_store:
             with trio.CancelScope(shield=True):
                 await store.aclose()
+        _release(listener)

@@ -175,6 +175,9 @@ class SplitConfig:
     """Core: its PEM private key (empty: inside ``tls_cert``)."""
     tls_ca: str = ""
     """Agent: PEM certificate(s) to verify Core with; set: the Agent connects over TLS."""
+    allow_insecure: bool = False
+    """Core: serve a ``listen`` address other machines can reach without ``token`` and ``tls_cert``
+    (refused at start otherwise)."""
 
     def __post_init__(self) -> None:
         parse_host_port(self.listen, "split.listen")

@@ -62,7 +62,7 @@ def test_a_closed_ledger_refuses_with_ledger_error(ledger: AckLedger) -> None:
 
 
 def test_sqlite_ledger_survives_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "agent" / "acks.db"
+    path = tmp_path / "acks.db"
     first = SqliteLedger.open(path)
     first.apply([entry(1), entry(2, attempts=2)], ["cmd-1"])
     first.close()
@@ -80,6 +80,12 @@ def test_sqlite_ledger_refuses_a_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(LedgerError, match="schema 99"):
         SqliteLedger.open(path)
+
+
+def test_sqlite_ledger_in_a_folder_that_does_not_exist_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match=f"the folder {tmp_path / 'agent'} does not exist"):
+        SqliteLedger.open(tmp_path / "agent" / "acks.db")
+    assert not (tmp_path / "agent").exists()
 
 
 def test_sqlite_ledger_in_an_unwritable_place_is_a_ledger_error(tmp_path: Path) -> None:

@@ -125,7 +125,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             finally:
                 await pg.aclose()
         return
-    s: Store = MemoryStore() if request.param == "memory" else SqliteStore.open(tmp_path / "db" / "echo.db")
+    s: Store = MemoryStore() if request.param == "memory" else SqliteStore.open(tmp_path / "echo.db")
     try:
         yield s
     finally:
@@ -543,7 +543,7 @@ async def test_sqlite_keeps_everything_across_reopen(tmp_path: Path) -> None:
 
 
 async def test_sqlite_open_is_idempotent_and_configures_the_connection(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "dir" / "echo.db"
+    path = tmp_path / "echo.db"
     s1 = SqliteStore.open(path, synchronous="NORMAL")
     s2 = SqliteStore.open(path)
     try:
@@ -557,6 +557,32 @@ async def test_sqlite_open_is_idempotent_and_configures_the_connection(tmp_path:
     finally:
         await s1.aclose()
         await s2.aclose()
+
+
+def test_sqlite_store_in_a_folder_that_does_not_exist_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=f"the folder {tmp_path / 'nested' / 'dir'} does not exist"):
+        SqliteStore.open(tmp_path / "nested" / "dir" / "echo.db")
+    assert not (tmp_path / "nested").exists(), "a typo in a path creates no folders"
+
+
+async def test_a_second_exclusive_sqlite_store_names_the_holder_and_readers_are_free(tmp_path: Path) -> None:
+    import os
+
+    from echo.adapters.locks import InUse
+
+    first = SqliteStore.open(tmp_path / "echo.db", exclusive=True)
+    try:
+        with pytest.raises(InUse, match=f"the store {tmp_path / 'echo.db'} is in use .*pid {os.getpid()}"):
+            SqliteStore.open(tmp_path / "echo.db", exclusive=True)
+        reader = SqliteStore.open(tmp_path / "echo.db", create=False)  # read-only commands take no lock
+        await reader.aclose()
+    finally:
+        await first.aclose()
+    again = SqliteStore.open(tmp_path / "echo.db", exclusive=True)  # let go on close
+    await again.aclose()
+    with pytest.raises(StoreError, match="no store at"):
+        SqliteStore.open(tmp_path / "other.db", create=False)
+    assert not (tmp_path / "other.db").exists()
 
 
 def test_sqlite_rejects_unknown_synchronous(tmp_path: Path) -> None:

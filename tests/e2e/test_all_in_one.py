@@ -19,7 +19,7 @@ from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config, CoreConfig
+from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.domain.types import Side
 from echo.ports.store import Batch, Store, StoreError
@@ -80,7 +80,9 @@ async def start_world(
     nursery: trio.Nursery, seed: int = 1, core: CoreConfig | None = None, store: Store | None = None
 ) -> World:
     listener = MemoryPipeListener()
-    config = Config(core=core or CoreConfig(), agent=AgentConfig(agent_id="agent-e2e"))
+    config = Config(
+        core=core or CoreConfig(), agent=AgentConfig(agent_id="agent-e2e"), store=StoreConfig("memory://")
+    )
     copier: Copier = await nursery.start(
         lambda task_status: run_all_in_one(
             config,
@@ -246,7 +248,8 @@ async def test_duplicate_intent_is_acked_as_duplicate_and_not_copied_twice(
 async def test_demo_on_real_sockets_and_sqlite(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from echo.app.demo import DemoOptions, demo_ok, run_demo
+    from echo.adapters.store.sqlite import SqliteStore
+    from echo.app.demo import DemoOptions, demo_ok, print_summary, run_demo
 
     opts = DemoOptions(masters=2, slaves=3, trades=12, seed=5, workdir=tmp_path, pace=0.01)
     with trio.fail_after(60):
@@ -257,6 +260,19 @@ async def test_demo_on_real_sockets_and_sqlite(tmp_path: Path) -> None:
     assert demo_ok(summary)
     assert summary["copy_latency_ms"]["n"] == 36
     assert (tmp_path / "seed-5" / "echo.db").exists()
+    assert (tmp_path / "seed-5" / "ledger.db").exists(), "the Agent's ledger stays in the workdir"
+    # "closed" counts copies, "close_fills" close orders (each closes one slave ticket; partials too)
+    assert summary["closed"] == summary["copied"]
+    store = SqliteStore.open(tmp_path / "seed-5" / "echo.db")
+    try:
+        tickets = [t for tr in await store.trades(limit=100) for t in await store.tickets(tr.trade_id)]
+    finally:
+        await store.aclose()
+    assert summary["close_fills"] == sum(t.status == "closed" for t in tickets) >= summary["closed"]
+    console = Console(record=True, width=200)
+    print_summary(summary, console)
+    table = console.export_text()
+    assert "copies closed" in table and "close fills at slaves (partial closes included)" in table
 
 
 class FlakyStore(MemoryStore):
@@ -278,7 +294,7 @@ async def test_unrecorded_messages_are_retried_by_the_master_and_copied_once(
 ) -> None:
     store = FlakyStore()
     listener = MemoryPipeListener()
-    config = Config(agent=AgentConfig(agent_id="agent-e2e"))
+    config = Config(agent=AgentConfig(agent_id="agent-e2e"), store=StoreConfig("memory://"))
     async with trio.open_nursery() as nursery:
         copier: Copier = await nursery.start(
             lambda task_status: run_all_in_one(
@@ -337,7 +353,11 @@ async def test_a_brief_store_outage_is_absorbed_by_core_retrying_the_write(
     async with trio.open_nursery() as nursery:
         copier: Copier = await nursery.start(
             lambda task_status: run_all_in_one(
-                Config(), store=store, listener=listener, clock=TrioClock(), task_status=task_status
+                Config(store=StoreConfig("memory://")),
+                store=store,
+                listener=listener,
+                clock=TrioClock(),
+                task_status=task_status,
             )
         )
         w = World(nursery, copier, listener, 5)
@@ -400,7 +420,7 @@ async def test_policies_size_by_risk_and_windows_omit_with_a_receipt(
             "51002": Policy(windows=(Window("*", "00:00", "23:59"),)),
         },
     )
-    config = Config(agent=AgentConfig(agent_id="agent-e2e"), policy=policies)
+    config = Config(agent=AgentConfig(agent_id="agent-e2e"), store=StoreConfig("memory://"), policy=policies)
     async with trio.open_nursery() as nursery:
         copier: Copier = await nursery.start(
             lambda task_status: run_all_in_one(
@@ -438,7 +458,11 @@ async def test_a_master_removing_its_sl_leaves_the_slaves_catastrophic_sl(
     from echo.domain.policy import Policies, Policy
 
     listener = MemoryPipeListener()
-    config = Config(agent=AgentConfig(agent_id="agent-e2e"), policy=Policies(Policy(catastrophic_sl=2000)))
+    config = Config(
+        agent=AgentConfig(agent_id="agent-e2e"),
+        store=StoreConfig("memory://"),
+        policy=Policies(Policy(catastrophic_sl=2000)),
+    )
     async with trio.open_nursery() as nursery:
         copier: Copier = await nursery.start(
             lambda task_status: run_all_in_one(
@@ -615,6 +639,7 @@ async def test_slippage_and_delay_limits_omit_and_a_window_never_blocks_a_close(
     listener, store = MemoryPipeListener(), MemoryStore()
     config = Config(
         agent=AgentConfig(agent_id="agent-e2e"),
+        store=StoreConfig("memory://"),
         policy=Policies(Policy(), {"51001": Policy(max_slippage=0), "51002": Policy(max_delay_ms=3000)}),
     )
     async with trio.open_nursery() as nursery:

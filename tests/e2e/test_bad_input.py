@@ -18,7 +18,7 @@ from echo.adapters.pipe.unix import connect_unix
 from echo.adapters.store.sqlite import SqliteStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config
+from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.domain.types import Role, Side
 from echo.pipe.codec import AGENT_TO_EA, Decoded, LineDecoder, encode
 from echo.sim.market import SimMarket
@@ -43,7 +43,10 @@ async def read_errors(stream: trio.SocketStream, n: int) -> list[m.ErrorReply]:
 
 async def test_garbage_gets_errors_and_others_keep_copying(tmp_path: Path) -> None:
     sock = tmp_path / "agent.sock"
-    config = Config(agent=AgentConfig(socket_path=str(sock)))
+    # the store URL is the store handed in below, so the Agent's ack ledger goes beside it (tmp_path)
+    config = Config(
+        agent=AgentConfig(socket_path=str(sock)), store=StoreConfig(f"sqlite:///{tmp_path / 'echo.db'}")
+    )
     store = SqliteStore.open(tmp_path / "echo.db")
     market = SimMarket(random.Random(1))
     clock = SystemClock()

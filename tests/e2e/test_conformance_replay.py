@@ -16,7 +16,7 @@ from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config
+from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.pipe.codec import AGENT_TO_EA, EA_TO_AGENT, Decoded, DecodeFailure, LineDecoder, decode_line
 from tests.conformance_support import Step, load_transcript, mismatches, transcript_paths
 
@@ -68,7 +68,7 @@ async def test_transcript_replays_against_the_agent(
 ) -> None:
     steps = load_transcript(path)
     listener = MemoryPipeListener()
-    config = Config(agent=AgentConfig(agent_id="agent-host1"))
+    config = Config(agent=AgentConfig(agent_id="agent-host1"), store=StoreConfig("memory://"))
     # the copier's clock starts when the session was recorded: its trade ids are recent to it
     clock = TrioClock(epoch_ms=min(int(s.line["timestamp_ms"]) for s in steps if s.line is not None))
     with trio.fail_after(60):

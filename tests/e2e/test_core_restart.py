@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 from echo.adapters.clock import TrioClock
+from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 async def test_copier_restarts_mid_traffic(seed: int, autojump_clock: trio.testing.MockClock) -> None:
     store = MemoryStore()  # the "disk": it outlives the copier process
+    ledger = MemoryLedger()  # the Agent's ack ledger, on the same "disk"
     listener = MemoryPipeListener()
     config = Config(agent=AgentConfig(agent_id="agent-1"))
     clock = TrioClock()
@@ -47,7 +49,12 @@ async def test_copier_restarts_mid_traffic(seed: int, autojump_clock: trio.testi
                 copiers.append(
                     await n.start(
                         lambda task_status: run_all_in_one(
-                            config, store=store, listener=listener, clock=clock, task_status=task_status
+                            config,
+                            store=store,
+                            ledger=ledger,
+                            listener=listener,
+                            clock=clock,
+                            task_status=task_status,
                         )
                     )
                 )
@@ -115,6 +122,7 @@ class CopierProcess:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store, self.listener, self.clock = MemoryStore(), MemoryPipeListener(), TrioClock()
+        self.ledger = MemoryLedger()  # the Agent's ack ledger: on the "disk" too
         self.copiers: list[Copier] = []
 
     @property
@@ -130,6 +138,7 @@ class CopierProcess:
                             run_all_in_one,
                             self.config,
                             store=self.store,
+                            ledger=self.ledger,
                             listener=self.listener,
                             clock=self.clock,
                         )

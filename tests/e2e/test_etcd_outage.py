@@ -14,7 +14,7 @@ from echo.adapters.clock import TrioClock
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, open_config, run_all_in_one
-from echo.domain.config import AgentConfig, Config, CoreConfig
+from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
 from echo.domain.types import Side
 from tests.backends import etcd_instance
 from tests.e2e.test_all_in_one import World, fills
@@ -33,7 +33,11 @@ async def test_etcd_paused_then_killed_and_restarted_mid_traffic() -> None:
         await trio.run_process(
             [*CLI, "config", "--config", etcd.url, "set", "core.fixed_lot", "0.1"], capture_stdout=True
         )
-        config = Config(core=CoreConfig(fixed_lot=0.1), agent=AgentConfig(agent_id="agent-e2e"))
+        config = Config(
+            core=CoreConfig(fixed_lot=0.1),
+            agent=AgentConfig(agent_id="agent-e2e"),
+            store=StoreConfig("memory://"),
+        )
         listener = MemoryPipeListener()
         with trio.fail_after(90), capture_logs() as logs:
             async with open_config(etcd.url) as source, trio.open_nursery() as nursery:

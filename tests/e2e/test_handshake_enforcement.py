@@ -15,7 +15,7 @@ from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config
+from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.domain.types import Side
 from tests.e2e.test_all_in_one import World, fills
@@ -34,7 +34,7 @@ async def start(nursery: trio.Nursery, config: Config) -> World:
 
 
 def base_config(**kw: object) -> Config:
-    return Config(agent=AgentConfig(agent_id="agent-e2e"), **kw)  # type: ignore[arg-type]
+    return Config(agent=AgentConfig(agent_id="agent-e2e"), store=StoreConfig("memory://"), **kw)  # type: ignore[arg-type]
 
 
 async def test_a_symbol_outside_the_catalog_is_never_traded_and_the_verdict_is_recorded(

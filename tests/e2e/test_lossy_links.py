@@ -17,7 +17,7 @@ from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config, DeliverySettings
+from echo.domain.config import AgentConfig, Config, DeliverySettings, StoreConfig
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
@@ -73,7 +73,11 @@ async def test_every_trade_copied_once_over_lossy_pipes(
     seed: int, autojump_clock: trio.testing.MockClock
 ) -> None:
     listener = MemoryPipeListener()
-    config = Config(agent=AgentConfig(agent_id="agent-lossy"), delivery=DeliverySettings(max_retries=50))
+    config = Config(
+        agent=AgentConfig(agent_id="agent-lossy"),
+        delivery=DeliverySettings(max_retries=50),
+        store=StoreConfig("memory://"),
+    )
     rng = random.Random(seed)
     market = SimMarket(random.Random(seed))
     clock = TrioClock()

@@ -13,7 +13,7 @@ from echo.adapters.clock import TrioClock
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
-from echo.domain.config import AgentConfig, Config, RouterConfig
+from echo.domain.config import AgentConfig, Config, RouterConfig, StoreConfig
 from echo.domain.types import Side
 from echo.ports.store import Batch
 from tests.e2e.test_all_in_one import World, fills
@@ -42,6 +42,7 @@ async def test_a_burst_beyond_the_queues_is_turned_away_busy_and_retried_into_co
     listener = MemoryPipeListener()
     config = Config(
         agent=AgentConfig(agent_id="agent-e2e"),
+        store=StoreConfig("memory://"),
         router=RouterConfig(worker_pool_size=2, queue_depth_max=4, worker_timeout_ms=50),
     )
     with trio.fail_after(600):

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from echo.adapters.locks import parent_folder
 from echo.ports.ledger import LedgerEntry, LedgerError
 
 _SCHEMA_VERSION = 1
@@ -35,7 +36,7 @@ class SqliteLedger:
     def open(cls, path: str | Path) -> SqliteLedger:
         db_path = Path(path)
         try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
+            parent_folder(db_path, "the ack ledger", LedgerError)
             conn = sqlite3.connect(db_path, isolation_level=None, timeout=5.0)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the ack ledger at {db_path}: {exc}") from exc

@@ -14,15 +14,21 @@ journal retries carry it across a server restart.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+import psycopg.conninfo
 import psycopg.errors
+import psycopg.sql
 import trio
 
+from echo.adapters.locks import InUse
 from echo.adapters.store import statements as sql
 from echo.adapters.store.migrations import discover, split_statements
 from echo.ports.store import (
@@ -45,6 +51,9 @@ from echo.ports.store import (
 _T = TypeVar("_T")
 _CONNECT_TIMEOUT_S = 5
 _MIGRATION_LOCK = 0x6563686F  # "echo": the advisory lock that serializes concurrent migrators
+_OWNER_LOCK = 0x65636F70
+"""The class of the session advisory lock (``pg_try_advisory_lock(_OWNER_LOCK, hashtext(schema))``) that
+the one copier of a schema holds on its own connection for as long as it runs."""
 
 
 def _pg(statement: str) -> str:
@@ -62,15 +71,50 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
-def migrate(url: str, directory: str | None = None) -> list[str]:
+def migrate(url: str, directory: str | None = None, *, create_database: bool = True) -> list[str]:
     """Apply the pending migrations of ``sql/`` to the schema, in one transaction under an advisory lock
-    (two migrators never interleave); return the versions applied now. Idempotent."""
+    (two migrators never interleave); return the versions applied now. Idempotent. A database that does
+    not exist is created first (from the server's ``postgres`` database) unless ``create_database`` is
+    False."""
     conninfo, schema = split_url(url)
     try:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+        try:
+            conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            if not (create_database and _no_database(exc)):
+                raise
+            create_database_of(conninfo)
+            conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        with conn:
             return _migrate(conn, schema, directory)
     except psycopg.Error as exc:
-        raise StoreError(f"migration of {schema} failed: {exc}") from exc
+        raise StoreError(f"migration of {schema} failed: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _no_database(exc: psycopg.OperationalError) -> bool:
+    """Whether a failed connect failed because the database does not exist (SQLSTATE 3D000)."""
+    return exc.sqlstate == "3D000" or ("database" in str(exc) and "does not exist" in str(exc))
+
+
+def create_database_of(conninfo: str) -> str:
+    """Create the database ``conninfo`` names, connected to the same server's ``postgres`` database;
+    return its name. One that exists already (created meanwhile by another process) is fine."""
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    name = str(params.get("dbname") or params.get("user") or "")
+    if not name:
+        raise StoreError("the store URL names no database")
+    maintenance = psycopg.conninfo.make_conninfo(conninfo, dbname="postgres")
+    create = psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
+    with (
+        psycopg.connect(maintenance, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn,
+        contextlib.suppress(psycopg.errors.DuplicateDatabase),  # created meanwhile by another process
+    ):
+        conn.execute(create)
+    return name
 
 
 def drop_schema(url: str) -> None:
@@ -117,13 +161,88 @@ class PostgresStore:
         self._conn: psycopg.Connection[Any] | None = None
         self._closed = False
         self._limiter = trio.CapacityLimiter(1)
+        self._owner: psycopg.Connection[Any] | None = None
+        """With ``exclusive``: the connection that holds the schema's owner lock."""
+        self._owns = False
+        """The owner lock was taken: it is checked (and taken again) whenever the store reconnects."""
 
     @classmethod
-    async def open(cls, url: str) -> PostgresStore:
+    async def open(cls, url: str, *, exclusive: bool = False, create: bool = True) -> PostgresStore:
+        """``exclusive``: this process is the schema's one copier while the store is open (a session
+        advisory lock on a connection of its own; a second one gets InUse naming the first).
+        ``create=False``: a schema that does not exist is an error, not a new empty store."""
         conninfo, schema = split_url(url)
         store = cls(conninfo, schema)
-        await store._call(lambda conn: _migrate(conn, schema))
+        try:
+            if not create:
+                found = await store._rows("SELECT 1 FROM pg_namespace WHERE nspname = ?", (schema,))
+                if not found:
+                    raise StoreError(f"no store in schema {schema} of {store._where()}")
+            if exclusive:
+                await store._call(lambda conn: store._take_owner_lock())
+            await store._call(lambda conn: _migrate(conn, schema))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+            raise
         return store
+
+    def _where(self) -> str:
+        params = psycopg.conninfo.conninfo_to_dict(self._conninfo)
+        return f"database {params.get('dbname', '')} at {params.get('host', '')}:{params.get('port', 5432)}"
+
+    def _take_owner_lock(self) -> None:
+        """Hold the schema's owner lock on a connection of its own (worker thread)."""
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.close()
+        me = f"echo-copier pid {os.getpid()} on {socket.gethostname()}"[:63]
+        conn = psycopg.connect(
+            self._conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, application_name=me
+        )
+        try:
+            (got,) = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_OWNER_LOCK, self.schema)
+            ).fetchone() or (False,)
+            if not got:
+                raise InUse(
+                    f"schema {self.schema} of {self._where()} is in use by another copier "
+                    f"({self._holder(conn)})"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        self._owner = conn
+        self._owns = True
+
+    def _holder(self, conn: psycopg.Connection[Any]) -> str:
+        row = conn.execute(
+            "SELECT a.pid, a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid = %s AND l.objid = hashtext(%s)::oid AND l.objsubid = 2 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (_OWNER_LOCK, self.schema),
+        ).fetchone()
+        if row is None:
+            return "its holder has just let go"
+        pid, name, addr, since = row
+        where = addr or "a local socket"
+        return f"{name or 'a session'}, server pid {pid} from {where}, since {since:%Y-%m-%dT%H:%M:%S}"
+
+    def _check_owner(self) -> None:
+        """After the store connection was lost: the owner lock may have gone with the server; take it again
+        (refused if another copier took it meanwhile)."""
+        owner = self._owner
+        try:
+            if owner is not None and not owner.closed and not owner.broken:
+                owner.execute("SELECT 1")
+                return
+        except psycopg.Error:
+            pass
+        try:
+            self._take_owner_lock()
+        except InUse as exc:
+            raise StoreError(f"this copier lost its hold on the store: {exc}") from exc
 
     # --- plumbing -------------------------------------------------------------------------------------
 
@@ -133,6 +252,8 @@ class PostgresStore:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()
+            if self._owns:
+                self._check_owner()
             self._conn = psycopg.connect(
                 self._conninfo,
                 autocommit=True,
@@ -325,3 +446,6 @@ class PostgresStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            await trio.to_thread.run_sync(owner.close, limiter=self._limiter)

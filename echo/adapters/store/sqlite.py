@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from echo.adapters.locks import FileLock, parent_folder
 from echo.adapters.store.migrations import apply_sqlite
 from echo.adapters.store.statements import (
     ACCOUNT_PARAMS as _ACCOUNT_PARAMS,
@@ -170,22 +171,36 @@ def _unavailable(exc: BaseException) -> bool:
 class SqliteStore:
     """The Store port on one SQLite file. Build it with ``SqliteStore.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path | None = None, lock: FileLock | None = None
+    ) -> None:
         """Wrap a connection that is already configured and migrated (``open`` does both)."""
         self._conn: sqlite3.Connection | None = conn
         self.path = path
+        self._lock = lock
 
     @classmethod
-    def open(cls, path: str | Path, *, synchronous: str = "FULL") -> SqliteStore:
+    def open(
+        cls, path: str | Path, *, synchronous: str = "FULL", exclusive: bool = False, create: bool = True
+    ) -> SqliteStore:
         """Open (creating if needed) the database at ``path``: WAL journal, the given ``synchronous``
         level (``FULL``: every commit is on disk; ``NORMAL``: a power cut may lose the last commits, never
-        corrupt), foreign keys off, a busy timeout, and every pending migration applied."""
+        corrupt), foreign keys off, a busy timeout, and every pending migration applied.
+
+        Its folder must exist (only the default ``var/`` is created). ``exclusive``: this process is the
+        store's one copier while it keeps the store open (``PATH.lock``; a second one gets InUse naming
+        the first). ``create=False``: a file that does not exist is an error, not a new empty store."""
         level = synchronous.upper()
         if level not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}")
         db_path = Path(path)
+        if not create and not db_path.is_file():
+            raise StoreError(f"no store at {db_path} (the file does not exist)")
+        parent_folder(db_path, "the store", StoreError)
+        lock = FileLock(f"{db_path}.lock", f"the store {db_path}") if exclusive else None
+        if lock is not None:
+            lock.acquire()
         try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 db_path,
                 isolation_level=None,
@@ -193,6 +208,8 @@ class SqliteStore:
                 cached_statements=_CACHED_STATEMENTS,
             )
         except (OSError, sqlite3.Error) as exc:
+            if lock is not None:
+                lock.release()
             raise StoreError(f"cannot open the store at {db_path}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -202,13 +219,14 @@ class SqliteStore:
             conn.execute(f"PRAGMA synchronous = {level}")
             conn.execute("PRAGMA foreign_keys = OFF")
             apply_sqlite(conn)
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             conn.close()
-            raise StoreError(f"cannot open the store at {db_path}: {exc}") from exc
-        except BaseException:
-            conn.close()
+            if lock is not None:
+                lock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the store at {db_path}: {exc}") from exc
             raise
-        return cls(conn, db_path)
+        return cls(conn, db_path, lock)
 
     def _live(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -465,4 +483,7 @@ class SqliteStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
         await trio.lowlevel.checkpoint()
