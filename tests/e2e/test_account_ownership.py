@@ -126,7 +126,9 @@ class Copy:
 
 
 def socket_config(tmp_path: Path, **kw: object) -> Config:
-    agent = AgentConfig(socket_path=str(tmp_path / "agent.sock"), token=str(kw.pop("token", "")))
+    agent = AgentConfig(
+        socket_path=str(tmp_path / "agent.sock"), token=str(kw.pop("token", "")), ledger_url="memory://"
+    )
     return Config(agent=agent, **kw)  # type: ignore[arg-type]
 
 

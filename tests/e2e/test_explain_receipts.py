@@ -45,7 +45,7 @@ async def test_receipts_name_an_offline_slave_and_how_each_size_came_out(
 ) -> None:
     listener = MemoryPipeListener()
     store = MemoryStore()
-    config = Config(agent=AgentConfig(agent_id="agent-receipts"), policy=POLICIES)
+    config = Config(agent=AgentConfig(agent_id="agent-receipts", ledger_url="memory://"), policy=POLICIES)
     rng = random.Random(7)
     market = SimMarket(random.Random(7))
     clock = TrioClock()

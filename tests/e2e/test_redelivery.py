@@ -91,7 +91,7 @@ async def copy_with_trouble(mode: str, seed: int) -> dict[str, list[Seen]]:
     the slave's end saw, per command_id."""
     listener = MemoryPipeListener()
     config = Config(
-        agent=AgentConfig(agent_id="agent-redelivery"),
+        agent=AgentConfig(agent_id="agent-redelivery", ledger_url="memory://"),
         delivery=DeliverySettings(ack_timeout_ms=ACK_TIMEOUT_MS, retry_backoff_ms=BACKOFF_MS),
     )
     rng = random.Random(seed)
