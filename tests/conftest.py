@@ -20,13 +20,26 @@ def _files_in(folder: Path) -> dict[str, int]:
 
 
 _VAR_BEFORE = _files_in(_REPO_VAR)
+_VAR_WRITERS: dict[str, list[str]] = {}
+"""File in the repository's ``var/`` -> the tests after which it had changed."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    before = _files_in(_REPO_VAR)
+    result = yield
+    for name, mtime in _files_in(_REPO_VAR).items():
+        if before.get(name) != mtime:
+            _VAR_WRITERS.setdefault(name, []).append(item.nodeid)
+    return result
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     touched = sorted(n for n, t in _files_in(_REPO_VAR).items() if _VAR_BEFORE.get(n) != t)
     if touched:
         # a later `run` would open them as its own (an ack ledger of the default agent, say)
-        print(f"\n!!! TESTS WROTE TO {_REPO_VAR}: {', '.join(touched)} (tests use temporary folders only)")
+        by = "; ".join(f"{n} by {', '.join(_VAR_WRITERS.get(n, ['?']))}" for n in touched)
+        print(f"\n!!! TESTS WROTE TO {_REPO_VAR}: {by} (tests use temporary folders only)")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

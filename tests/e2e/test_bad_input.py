@@ -136,7 +136,7 @@ async def test_a_deeply_nested_line_ends_nothing_and_copying_goes_on(tmp_path: P
     """A JSON object nested 100,000 levels deep, before a handshake and inside a handshaken terminal's
     heartbeat, gets ERR_PROTOCOL_TOO_DEEP on that connection; the copier keeps copying for the others."""
     sock = tmp_path / "agent.sock"
-    config = Config(agent=AgentConfig(socket_path=str(sock)))
+    config = Config(agent=AgentConfig(socket_path=str(sock), ledger_url="memory://"))
     store = SqliteStore.open(tmp_path / "echo.db")
     market = SimMarket(random.Random(1))
     clock = SystemClock()
