@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -19,6 +18,8 @@ from echo.adapters.config.file import FileConfigSource
 from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.ledger.sqlite import SqliteLedger
 from echo.adapters.locks import StartError
+from echo.adapters.pipe.group import ListenerGroup
+from echo.adapters.pipe.tcp import TcpPipeListener
 from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.postgres import PostgresStore
@@ -27,7 +28,14 @@ from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub, client_tls,
 from echo.adapters.transport.inproc import InProcTransport
 from echo.delivery import machine as delivery
 from echo.domain import messages as m
-from echo.domain.config import Config, ConfigError, SplitConfig, config_from_dict, parse_host_port
+from echo.domain.config import (
+    Config,
+    ConfigError,
+    SplitConfig,
+    config_from_dict,
+    is_loopback,
+    parse_host_port,
+)
 from echo.ports.clock import Clock
 from echo.ports.config import ConfigSource
 from echo.ports.ledger import AckLedger
@@ -222,20 +230,6 @@ def _metrics(config: Config) -> AbstractContextManager[None]:
     return prometheus_endpoint(*parse_host_port(config.metrics.listen, "metrics.listen"))
 
 
-_LOOPBACK_NAMES = ("localhost", "ip6-localhost")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or a name, IPv6 possibly in brackets) is this machine only."""
-    host = host.strip("[]")
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_listen_is_safe(split: SplitConfig) -> None:
     """Core serving beyond this machine needs both ``split.token`` and TLS (``split.tls_cert``): without
     the token any host could stream as an Agent, without TLS the token and the trades travel in the clear.
@@ -349,7 +343,7 @@ async def run_agent(
     """An Agent alone (``run --role agent``): serves its terminals and streams to Core at ``split.core``."""
     clock = clock or SystemClock()
     host, port = parse_host_port(config.split.core, "split.core")
-    listener = listener or UnixPipeListener(config.agent.socket_path)
+    listener = listener or agent_listener(config)
     _claim(listener)
     own_ledger = ledger is None
     try:
@@ -370,14 +364,30 @@ async def run_agent(
         _release(listener)
 
 
+def agent_listener(config: Config) -> PipeListener:
+    """Where the Agent's terminals connect: its Unix socket, and TCP at ``agent.tcp_listen`` as well when
+    that is set (a warning when other machines can reach it)."""
+    unix = UnixPipeListener(config.agent.socket_path)
+    if not config.agent.tcp_listen:
+        return unix
+    host, _port = parse_host_port(config.agent.tcp_listen, "agent.tcp_listen")
+    if not is_loopback(host):
+        log.warning(
+            "agent_tcp_remote",
+            listen=config.agent.tcp_listen,
+            note="terminals on other machines can connect; each must present agent.token",
+        )
+    return ListenerGroup([unix, TcpPipeListener(config.agent.tcp_listen)])
+
+
 def _claim(listener: PipeListener) -> None:
     """A Unix socket is claimed before anything else opens: a second copier on it stops here."""
-    if isinstance(listener, UnixPipeListener):
+    if isinstance(listener, UnixPipeListener | ListenerGroup):
         listener.claim()
 
 
 def _release(listener: PipeListener) -> None:
-    if isinstance(listener, UnixPipeListener):
+    if isinstance(listener, UnixPipeListener | ListenerGroup):
         listener.release()
 
 
@@ -423,7 +433,7 @@ async def run_all_in_one(
     pipe server accepts terminals only once Core is listening); with a ``config_source``, its changes
     apply while running (``apply_config``)."""
     clock = clock or SystemClock()
-    listener = listener or UnixPipeListener(config.agent.socket_path)
+    listener = listener or agent_listener(config)
     _claim(listener)
     own_store = store is None
     try:

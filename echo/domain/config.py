@@ -3,6 +3,7 @@ unknown key and every bad value rejected by name."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
@@ -68,9 +69,27 @@ class AgentConfig:
     ledger never opens positions its Core no longer asks for."""
     token: str = ""
     """Shared secret every EA presents in its handshake (EA input ``AgentToken``); empty: none required."""
+    tcp_listen: str = ""
+    """HOST:PORT where terminals may also connect over TCP (EAs under Wine, EA input ``Transport = tcp``);
+    empty: no TCP. A loopback address only, unless ``tcp_allow_remote``."""
+    tcp_allow_remote: bool = False
+    """Serve ``tcp_listen`` on an address other machines can reach (then ``token`` must be set)."""
 
     def __post_init__(self) -> None:
         parse_agent_id(self.agent_id)
+        if self.tcp_listen:
+            host, _port = parse_host_port(self.tcp_listen, "agent.tcp_listen")
+            if not is_loopback(host):
+                if not self.tcp_allow_remote:
+                    raise ConfigError(
+                        f"agent.tcp_listen {self.tcp_listen} is reachable from other machines: use a "
+                        "loopback address (127.0.0.1), or set agent.tcp_allow_remote = true and agent.token"
+                    )
+                if not self.token:
+                    raise ConfigError(
+                        f"agent.tcp_listen {self.tcp_listen} is reachable from other machines and "
+                        "agent.token is not set: every EA must present a token there"
+                    )
         if self.max_line_bytes < 4096:
             raise ConfigError("agent.max_line_bytes must be >= 4096")
         if self.outbox_lines < 16:
@@ -150,6 +169,20 @@ class StoreConfig:
             raise ConfigError(f"store.synchronous must be FULL or NORMAL, got {self.synchronous!r}")
         if isinstance(self.retention_days, bool) or not 1 <= self.retention_days <= 36_500:
             raise ConfigError(f"store.retention_days must be 1..36500, got {self.retention_days!r}")
+
+
+_LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name, IPv6 possibly in brackets) is this machine only."""
+    host = host.strip("[]")
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_host_port(value: str, key: str) -> tuple[str, int]:
