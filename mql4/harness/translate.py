@@ -3,8 +3,11 @@
 The EAs keep to a subset of MQL4 that is also C++ once a few MQL4-only forms are rewritten (see
 ``README.md`` next to this file): ``#property`` lines and ``#import`` blocks are dropped, ``input`` /
 ``extern`` become plain globals, ``#include <X>`` is inlined from ``mql4/Include``, dynamic and fixed
-arrays (``T a[]``, ``T &a[]``, ``T a[N]``) become ``MqlArray<T>``, and every top-level function gets a
-prototype (MQL4 needs none; C++ does), which carries the default arguments. Anything outside the subset
+arrays (``T a[]``, ``T &a[]``, ``T a[N]``) become ``MqlArray<T>``, every top-level function gets a
+prototype (MQL4 needs none; C++ does), which carries the default arguments, MQL4's 64-bit ``long`` and
+``ulong`` become ``int64_t`` and ``uint64_t`` (C++ ``long`` is 32 bits on Windows), and calls to functions
+imported from ``ws2_32.dll`` become calls to the shim's ``ws2_32_NAME`` (their POSIX namesakes
+``socket``, ``connect``, ``send``, ``recv`` would clash). Anything outside the subset
 (classes, templates, pointers, ``new``/``delete``, operator overloading, ``goto``, ``::``, datetime
 literals) is refused with the file and line, so that what g++ accepts is also valid MQL4.
 
@@ -49,6 +52,13 @@ FORBIDDEN = [
 _DATETIME_LITERAL = re.compile(r"\bD'")
 _DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _STRING_OR_CHAR = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
+
+
+DLL_PREFIXES = {"ws2_32.dll": "ws2_32_"}
+"""DLLs whose imported functions the shim provides under a prefixed name."""
+_WIDE_INTEGERS = re.compile(r"\b(u?)long\b")
+_IMPORT_DLL = re.compile(r'#import\s+"([^"]+)"')
+_IMPORTED_FUNCTION = re.compile(r"(\w+)\s*\(")
 
 
 class TranslateError(Exception):
@@ -99,6 +109,9 @@ class Translator:
         self.types = list(BASE_TYPES)
         self.included: set[Path] = set()
         self.prototypes: list[str] = []
+        self.renamed: dict[str, str] = {}
+        self.dlls: set[str] = set()
+        """The prefixed DLLs imported: the shim's ``NAME.hpp`` provides their functions."""
 
     def _type_re(self) -> str:
         return "|".join(sorted(self.types, key=len, reverse=True))
@@ -108,6 +121,9 @@ class Translator:
         code = re.sub(rf"\b(const\s+)?({t})\s*&\s*(\w+)\s*\[\s*\]", r"\1MqlArray<\2> &\3", code)
         code = re.sub(rf"\b({t})\s+(\w+)\s*\[\s*\]", r"MqlArray<\1> \2", code)
         code = re.sub(rf"\b({t})\s+(\w+)\s*\[\s*(\w+)\s*\]", r"MqlArray<\1> \2(\3)", code)
+        if self.renamed:
+            names = "|".join(sorted(self.renamed, key=len, reverse=True))
+            code = re.sub(rf"\b({names})(\s*\()", lambda m: self.renamed[m.group(1)] + m.group(2), code)
         return code
 
     def file(self, path: Path) -> str:
@@ -118,13 +134,23 @@ class Translator:
         text = _strip_comments(path.read_text(encoding="utf-8"))
         out: list[str] = []
         in_import = False
+        prefix = ""
         for number, line in enumerate(text.splitlines(), start=1):
             where = f"{path.name}:{number}"
             stripped = line.strip()
             if stripped.startswith("#import"):
                 in_import = not in_import and stripped != "#import"
+                dll = _IMPORT_DLL.match(stripped)
+                prefix = DLL_PREFIXES.get(dll.group(1).lower(), "") if in_import and dll else ""
+                if prefix and dll:
+                    self.dlls.add(dll.group(1).lower())
                 continue
-            if in_import or stripped.startswith("#property"):
+            if in_import:
+                declared = _IMPORTED_FUNCTION.search(stripped)
+                if prefix and declared:
+                    self.renamed[declared.group(1)] = prefix + declared.group(1)
+                continue
+            if stripped.startswith("#property"):
                 continue
             m = re.match(r'#include\s+[<"]([^>"]+)[>"]', stripped)
             if m:
@@ -198,17 +224,26 @@ def _split_params(params: str) -> list[str]:
     return out
 
 
+def _wide_integers(body: str) -> str:
+    """MQL4's ``long`` / ``ulong`` (64 bits everywhere) as ``int64_t`` / ``uint64_t``, outside literals."""
+    return "\n".join(
+        "".join(_WIDE_INTEGERS.sub(r"\1int64_t", p) if c else p for c, p in _split_code(line))
+        for line in body.split("\n")
+    )
+
+
 def translate(source: Path) -> str:
     tr = Translator()
-    body = tr.prototyped(tr.file(source))
+    body = _wide_integers(tr.prototyped(tr.file(source)))
     entry, header = "", "mt4.hpp"
     if re.search(r"\bint\s+OnInit\s*\(", body):  # an Expert Advisor: the terminal's event loop runs it
         entry, header = "\nint main() { return ShimRunEA(); }\n", "mt4_terminal.hpp"
     elif re.search(r"\bvoid\s+OnStart\s*\(", body):  # a script
         entry = "\nint main() { OnStart(); return 0; }\n"
+    dlls = "".join(f'#include "{dll.removesuffix(".dll")}.hpp"\n' for dll in sorted(tr.dlls))
     return (
         f"// Generated from {source.name} by mql4/harness/translate.py; edit the MQL4 source instead.\n"
-        f'#include "{header}"\n\n' + body + entry
+        f'#include "{header}"\n{dlls}\n' + body + entry
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 
@@ -72,3 +73,42 @@ def test_constructs_outside_the_subset_are_refused_with_file_and_line(
 def test_forbidden_words_inside_strings_and_comments_are_fine(tmp_path: Path) -> None:
     cpp = translate.translate(source(tmp_path, '// a class comment\nstring s = "new class :: goto";\n'))
     assert '"new class :: goto"' in cpp
+
+
+def test_mql4_long_is_64_bits_on_every_platform(tmp_path: Path) -> None:
+    """MQL4's ``long`` is 64 bits; C++ ``long`` is 32 on Windows (LLP64), where millisecond timestamps
+    would wrap: the translator writes ``int64_t`` / ``uint64_t``, never ``long``."""
+    src = source(
+        tmp_path,
+        "long Later(long ms, ulong step = 6) { return ms + (long)step; }\n"
+        "long g_Stamps[];\n"
+        'void OnStart() { string word = "long"; ulong big = 4294967296;'
+        " ArrayResize(g_Stamps, 1); g_Stamps[0] = Later(1764063000000);"
+        ' HarnessWrite(word + " " + IntegerToString(g_Stamps[0]) + " " + IntegerToString((long)big)); }\n',
+    )
+    cpp = translate.translate(src)
+    code = cpp.split('#include "mt4.hpp"', 1)[1]
+    assert "int64_t Later(int64_t ms, uint64_t step = 6);" in cpp
+    assert "MqlArray<int64_t> g_Stamps;" in cpp and "(int64_t)step" in cpp
+    assert '"long"' in code  # literals are left alone
+    assert not re.search(r"\blong\b", code.replace('"long"', "")), "no C++ long is left"
+    exe = build(src, tmp_path)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    assert out == "long 1764063000006 4294967296\n"
+
+
+def test_ws2_32_imports_are_called_through_the_shim(tmp_path: Path) -> None:
+    """Winsock's ``socket``/``connect``/``send``/``recv`` share names with POSIX's: calls to functions
+    imported from ws2_32.dll become the shim's ``ws2_32_NAME``; other names, and kernel32's, stay."""
+    cpp = translate.translate(
+        source(
+            tmp_path,
+            '#import "ws2_32.dll"\nint send(int s, uchar &b[], int n, int f);\nint closesocket(int s);\n'
+            '#import\n#import "kernel32.dll"\nbool CloseHandle(int h);\n#import\n'
+            "void OnStart() { uchar b[]; int sent = send(3, b, 0, 0); closesocket(3); CloseHandle(4);"
+            ' HarnessWrite("send(" + IntegerToString(sent)); }\n',
+        )
+    )
+    assert '#include "ws2_32.hpp"' in cpp
+    assert "int sent = ws2_32_send(3, b, 0, 0); ws2_32_closesocket(3); CloseHandle(4);" in cpp
+    assert '"send("' in cpp

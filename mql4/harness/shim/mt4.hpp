@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cctype>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 typedef long long datetime;
@@ -58,8 +60,25 @@ template <typename T> int ArrayResize(MqlArray<T> &a, int n, int reserve = 0) {
     return n;
 }
 template <typename T> void ArrayFree(MqlArray<T> &a) { a.v.clear(); }
+template <typename T, typename V> int ArrayInitialize(MqlArray<T> &a, V value) {
+    for (T &x : a.v) x = static_cast<T>(value);
+    return static_cast<int>(a.v.size());
+}
+template <typename T>
+int ArrayCopy(MqlArray<T> &dst, const MqlArray<T> &src, int dst_start = 0, int src_start = 0, int count = -1) {
+    int n = static_cast<int>(src.v.size()) - src_start;
+    if (count >= 0 && count < n) n = count;
+    if (n <= 0) return 0;
+    if (static_cast<int>(dst.v.size()) < dst_start + n) dst.v.resize(static_cast<size_t>(dst_start + n));
+    for (int i = 0; i < n; i++) dst.v[static_cast<size_t>(dst_start + i)] = src.v[static_cast<size_t>(src_start + i)];
+    return n;
+}
 
 inline int StringLen(const string &s) { return static_cast<int>(s.s.size()); }
+inline bool StringToLower(string &s) {
+    for (char &c : s.s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return true;
+}
 inline ushort StringGetCharacter(const string &s, int i) {
     if (i < 0 || i >= StringLen(s)) return 0;
     return static_cast<uchar>(s.s[static_cast<size_t>(i)]);
@@ -102,6 +121,7 @@ inline int MathMax(int a, int b) { return a > b ? a : b; }
 inline int MathMin(int a, int b) { return a < b ? a : b; }
 inline void MathSrand(uint seed) { std::srand(seed); }
 inline int MathRand() { return std::rand() % 32768; }
+inline void Sleep(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 inline uint GetTickCount() {
     using namespace std::chrono;
     return static_cast<uint>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
@@ -140,6 +160,20 @@ inline double ShimInput(const char *name, double d) {
 inline bool ShimInput(const char *name, bool d) {
     const char *v = ShimInputText(name);
     return v ? std::string(v) == "true" : d;
+}
+
+// --- strings <-> bytes --------------------------------------------------------------------------------
+inline int StringToCharArray(const string &s, MqlArray<uchar> &a, int start = 0, int count = -1, uint cp = 0) {
+    (void)cp;
+    int n = count < 0 ? StringLen(s) : count;
+    if (static_cast<int>(a.v.size()) < start + n) a.v.resize(static_cast<size_t>(start + n));
+    for (int i = 0; i < n; i++) a.v[static_cast<size_t>(start + i)] = static_cast<uchar>(s.s[static_cast<size_t>(i)]);
+    return n;
+}
+inline string CharArrayToString(const MqlArray<uchar> &a, int start = 0, int count = -1, uint cp = 0) {
+    (void)cp;
+    int n = count < 0 ? static_cast<int>(a.v.size()) - start : count;
+    return string(std::string(reinterpret_cast<const char *>(a.v.data()) + start, static_cast<size_t>(n)));
 }
 
 // --- harness-only (not MQL4): line I/O for self-test scripts run by the test-suite ---------------------

@@ -370,20 +370,6 @@ inline void ShimStopOut() {
     ShimSaveState();
 }
 
-// --- strings <-> bytes --------------------------------------------------------------------------------
-inline int StringToCharArray(const string &s, MqlArray<uchar> &a, int start = 0, int count = -1, uint cp = 0) {
-    (void)cp;
-    int n = count < 0 ? StringLen(s) : count;
-    if (static_cast<int>(a.v.size()) < start + n) a.v.resize(static_cast<size_t>(start + n));
-    for (int i = 0; i < n; i++) a.v[static_cast<size_t>(start + i)] = static_cast<uchar>(s.s[static_cast<size_t>(i)]);
-    return n;
-}
-inline string CharArrayToString(const MqlArray<uchar> &a, int start = 0, int count = -1, uint cp = 0) {
-    (void)cp;
-    int n = count < 0 ? static_cast<int>(a.v.size()) - start : count;
-    return string(std::string(reinterpret_cast<const char *>(a.v.data()) + start, static_cast<size_t>(n)));
-}
-
 // --- kernel32 named pipe calls, on the agent's Unix socket --------------------------------------------
 inline int CreateFileW(const string &name, uint access, uint share, int security, uint disposition, uint flags,
                        int templ) {
