@@ -12,10 +12,12 @@
 #property version   "1.00"
 
 #include <Echo/Json.mqh>
-#include <Echo/Pipe.mqh>
+#include <Echo/Link.mqh>
 #include <Echo/Identity.mqh>
 
+input string Transport = "pipe";                      // how to reach the Agent: "pipe" (the named pipe) or "tcp" (127.0.0.1:TcpPort)
 input string PipeName = "echo";                       // the Agent's pipe (\\.\pipe\NAME)
+input int    TcpPort = 7701;                          // the Agent's agent.tcp_listen port (Transport = tcp)
 input string SymbolMappings = "";                     // canonical:broker pairs, e.g. "GER30:DE30.cash,XAUUSD:XAUUSD.r"
 input int    TimerMs = 20;                            // how often orders and the pipe are polled
 input int    ReconnectMs = 1000;                      // wait between connection attempts
@@ -184,13 +186,13 @@ void LoadQueue()
 void SendDue()
 {
    uint now = GetTickCount();
-   for(int i = 0; i < ArraySize(g_QueueKeys) && PipeConnected(); i++)
+   for(int i = 0; i < ArraySize(g_QueueKeys) && LinkConnected(); i++)
    {
       if(g_QueueAttempts[i] >= g_MaxRetries || (int)(now - g_QueueDue[i]) < 0)
          continue;
       g_QueueAttempts[i]++;
       string members = g_QueueMembers[i] + "," + JsonInt("attempt", g_QueueAttempts[i]);
-      if(!PipeWrite(JsonLine(g_QueueTypes[i], NowMs(), members)))
+      if(!LinkWrite(JsonLine(g_QueueTypes[i], NowMs(), members)))
          return;
       int shift = g_QueueAttempts[i] - 1;
       if(shift > 6)
@@ -468,7 +470,7 @@ string MappingsJson()
 
 bool SendHandshake()
 {
-   return PipeWrite(JsonLine("handshake", NowMs(),
+   return LinkWrite(JsonLine("handshake", NowMs(),
                              JsonStr("account_id", g_Account) + "," + JsonStr("role", "master") + "," +
                              JsonInt("protocol_version", ECHO_PROTOCOL_VERSION) + "," +
                              JsonStr("client_semver", ECHO_SEMVER) + "," + JsonStr("client_id", "master-" + g_Account) +
@@ -482,6 +484,11 @@ bool SendHandshake()
 int OnInit()
 {
    g_Account = IntegerToString(AccountNumber());
+   if(!LinkChoose(Transport, TcpPort))
+   {
+      Print("EchoMaster: Transport must be pipe or tcp (with TcpPort 1..65535), got ", Transport);
+      return INIT_FAILED;
+   }
    g_TerminalId = EchoTerminalId(IdentityFile);
    MathSrand(GetTickCount() + (uint)AccountNumber());
    LoadTrades();
@@ -495,7 +502,7 @@ void OnDeinit(const int reason)
    EventKillTimer();
    SaveQueue();
    SaveTrades();
-   PipeClose();
+   LinkClose();
 }
 
 void OnTimer()
@@ -506,12 +513,12 @@ void OnTimer()
       SaveQueue();
    }
    uint now = GetTickCount();
-   if(!PipeConnected())
+   if(!LinkConnected())
    {
       if(now - g_LastConnectTry < (uint)ReconnectMs && g_LastConnectTry != 0)
          return;
       g_LastConnectTry = now;
-      if(!PipeOpen(PipeName) || !SendHandshake())
+      if(!LinkOpen(PipeName, TcpPort) || !SendHandshake())
          return;
       Print("EchoMaster: connected to the Echo agent as ", g_Account);
       for(int i = 0; i < ArraySize(g_QueueKeys); i++)
@@ -522,14 +529,14 @@ void OnTimer()
       }
    }
    string lines[];
-   int n = PipeReadLines(lines);
+   int n = LinkReadLines(lines);
    for(int i = 0; i < n; i++)
       OnLine(lines[i]);
    SendDue();
    if(now - g_LastHeartbeat >= (uint)HeartbeatMs)
    {
       g_HeartbeatSeq++;
-      PipeWrite(JsonLine("heartbeat", NowMs(), JsonInt("seq", g_HeartbeatSeq)));
+      LinkWrite(JsonLine("heartbeat", NowMs(), JsonInt("seq", g_HeartbeatSeq)));
       g_LastHeartbeat = now;
    }
 }

@@ -12,10 +12,12 @@
 #property version   "1.00"
 
 #include <Echo/Json.mqh>
-#include <Echo/Pipe.mqh>
+#include <Echo/Link.mqh>
 #include <Echo/Identity.mqh>
 
+input string Transport = "pipe";             // how to reach the Agent: "pipe" (the named pipe) or "tcp" (127.0.0.1:TcpPort)
 input string PipeName = "echo";              // the Agent's pipe (\\.\pipe\NAME)
+input int    TcpPort = 7701;                 // the Agent's agent.tcp_listen port (Transport = tcp)
 input int    TimerMs = 20;                   // how often the pipe is polled
 input int    ReconnectMs = 1000;             // wait between connection attempts
 input int    QuotesMs = 250;                 // quotes period
@@ -117,7 +119,7 @@ void LoadResults()
 
 bool Send(const string type, const string members)
 {
-   return PipeWrite(JsonLine(type, NowMs(), members));
+   return LinkWrite(JsonLine(type, NowMs(), members));
 }
 
 string SymbolSpec(const string symbol)
@@ -463,7 +465,7 @@ void OnCommand(const string type, const string line)
       return;
    if(known >= 0)
    {
-      PipeWrite(g_ResultLines[known] + "\n");  // a repeat: the stored answer, nothing executed again
+      LinkWrite(g_ResultLines[known] + "\n");  // a repeat: the stored answer, nothing executed again
       return;
    }
    string result = "";
@@ -475,7 +477,7 @@ void OnCommand(const string type, const string line)
       result = Modify(line);
    string stored = StringSubstr(result, 0, StringLen(result) - 1);
    Remember(command_id, stored, true);
-   PipeWrite(result);
+   LinkWrite(result);
    SendSnapshot();
 }
 
@@ -510,6 +512,11 @@ void OnLine(const string line)
 int OnInit()
 {
    g_Account = IntegerToString(AccountNumber());
+   if(!LinkChoose(Transport, TcpPort))
+   {
+      Print("EchoSlave: Transport must be pipe or tcp (with TcpPort 1..65535), got ", Transport);
+      return INIT_FAILED;
+   }
    g_TerminalId = EchoTerminalId(IdentityFile);
    LoadResults();
    EventSetMillisecondTimer(TimerMs);
@@ -519,25 +526,25 @@ int OnInit()
 void OnDeinit(const int reason)
 {
    EventKillTimer();
-   PipeClose();
+   LinkClose();
 }
 
 void OnTimer()
 {
    uint now = GetTickCount();
-   if(!PipeConnected())
+   if(!LinkConnected())
    {
       if(now - g_LastConnectTry < (uint)ReconnectMs && g_LastConnectTry != 0)
          return;
       g_LastConnectTry = now;
-      if(!PipeOpen(PipeName) || !SendHandshake())
+      if(!LinkOpen(PipeName, TcpPort) || !SendHandshake())
          return;
       Print("EchoSlave: connected to the Echo agent as ", g_Account);
       SendSnapshot();
       g_LastSnapshot = now;
    }
    string lines[];
-   int n = PipeReadLines(lines);
+   int n = LinkReadLines(lines);
    for(int i = 0; i < n; i++)
       OnLine(lines[i]);
    if(now - g_LastQuotes >= (uint)QuotesMs)

@@ -1,5 +1,6 @@
-"""EchoSlave.mq4, compiled through the harness, as a process against the real Agent and Core on a Unix
-socket; the master is the Python simulated terminal. Opens, a modification, a partial close and a close
+"""EchoSlave.mq4, compiled through the harness, as a process against the real Agent and Core, over the
+Agent's named pipe (its Unix socket here) and over TCP (``agent.tcp_listen``, the EAs' ws2_32 calls); the
+master is the Python simulated terminal. Opens, a modification, a partial close and a close
 are copied onto the compiled slave; a repeated command_id is answered from its memory, not executed."""
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from echo.adapters.pipe.unix import connect_unix
 from echo.adapters.store.memory import MemoryStore
 from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
+from echo.domain.config import Config, CoreConfig, StoreConfig
 from echo.domain.types import Role, Side
 from echo.pipe.codec import encode
 from echo.services.core.service import command_of
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker
+from tests.mql4.conftest import Wire
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +45,10 @@ def positions(copier: Copier) -> list[m.Position]:
     return [] if snap is None else snap.positions
 
 
-async def test_compiled_slave_copies_and_answers_repeats_from_memory(slave_exe: Path, tmp_path: Path) -> None:
-    sock, files = tmp_path / "echo.sock", tmp_path / "files"
+async def test_compiled_slave_copies_and_answers_repeats_from_memory(
+    slave_exe: Path, tmp_path: Path, wire: Wire
+) -> None:
+    sock, files = wire.sock, tmp_path / "files"
     files.mkdir()
     market = SimMarket(random.Random(1))
     master_side = master_broker(market, random.Random(2))
@@ -52,14 +56,15 @@ async def test_compiled_slave_copies_and_answers_repeats_from_memory(slave_exe: 
     (tmp_path / "broker.txt").write_text(BROKER.format(bid=bid - 0.1, ask=ask + 0.1), encoding="utf-8")
     config = Config(
         core=CoreConfig(fixed_lot=0.5),
-        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock)),
+        agent=wire.agent(agent_id="agent-mql4"),
         store=StoreConfig(url="memory://"),
     )
     env = {
         **os.environ,
-        "ECHO_SOCKET": str(sock),
+        "ECHO_SOCKET": str(wire.ea_socket),
         "ECHO_BROKER": str(tmp_path / "broker.txt"),
         "ECHO_FILES": str(files),
+        **{f"ECHO_INPUT_{k}": v for k, v in wire.inputs.items()},
     }
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
@@ -153,19 +158,19 @@ symbol #GER30_cash 1 0.1 0.1 0.1 50 0.1 25 25 0.25 18497.6 18499.6
 class Terminal:
     """A compiled EA process with its own broker, files folder and (for a master) control socket."""
 
-    def __init__(self, exe: Path, home: Path, sock: Path, broker: str, **inputs: str) -> None:
+    def __init__(self, exe: Path, home: Path, wire: Wire, broker: str, **inputs: str) -> None:
         home.mkdir()
         (home / "broker.txt").write_text(broker, encoding="utf-8")
         (home / "files").mkdir()
         self.control = home / "control.sock"
         self.env = {
             **os.environ,
-            "ECHO_SOCKET": str(sock),
+            "ECHO_SOCKET": str(wire.ea_socket),
             "ECHO_BROKER": str(home / "broker.txt"),
             "ECHO_FILES": str(home / "files"),
             "ECHO_CONTROL": str(self.control),
             "ECHO_BROKER_STATE": str(home / "broker-state.txt"),
-            **{f"ECHO_INPUT_{k}": v for k, v in inputs.items()},
+            **{f"ECHO_INPUT_{k}": v for k, v in {**wire.inputs, **inputs}.items()},
         }
         self.exe = exe
         self.proc: trio.Process | None = None
@@ -198,24 +203,23 @@ class Terminal:
 
 
 async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
-    master_exe: Path, slave_exe: Path, tmp_path: Path
+    master_exe: Path, slave_exe: Path, tmp_path: Path, wire: Wire
 ) -> None:
-    sock = tmp_path / "echo.sock"
     gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
     config = Config(
         core=CoreConfig(fixed_lot=0.5),
-        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock), token="mql4-token"),
+        agent=wire.agent(agent_id="agent-mql4", token="mql4-token"),
         store=StoreConfig(url="memory://"),
     )
     master = Terminal(
-        master_exe, tmp_path / "master", sock, MASTER_BROKER.format(**gold),
+        master_exe, tmp_path / "master", wire, MASTER_BROKER.format(**gold),
         SymbolMappings="XAUUSD:XAUUSD.r,GER30:DE30.cash", AgentToken="mql4-token",
     )  # fmt: skip
     slave_a = Terminal(
-        slave_exe, tmp_path / "slave-a", sock, BROKER.format(bid=2398.3, ask=2398.7), AgentToken="mql4-token"
+        slave_exe, tmp_path / "slave-a", wire, BROKER.format(bid=2398.3, ask=2398.7), AgentToken="mql4-token"
     )
     slave_b = Terminal(
-        slave_exe, tmp_path / "slave-b", sock, SLAVE_B_BROKER.format(**gold), AgentToken="mql4-token"
+        slave_exe, tmp_path / "slave-b", wire, SLAVE_B_BROKER.format(**gold), AgentToken="mql4-token"
     )
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
@@ -258,22 +262,21 @@ async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
 
 
 async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_unacked_intents(
-    master_exe: Path, slave_exe: Path, tmp_path: Path
+    master_exe: Path, slave_exe: Path, tmp_path: Path, wire: Wire
 ) -> None:
     """The Agent (with Core) restarts while the master changes a trade; later the master's terminal
     restarts while an intent is still unacknowledged in its queue file. Everything arrives, once."""
-    sock = tmp_path / "echo.sock"
     store = MemoryStore()  # the copier's disk: it outlives the copier process
     config = Config(
         core=CoreConfig(fixed_lot=0.5),
-        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock)),
+        agent=wire.agent(agent_id="agent-mql4"),
         store=StoreConfig(url="memory://"),
     )
     gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
     master = Terminal(
-        master_exe, tmp_path / "master", sock, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
+        master_exe, tmp_path / "master", wire, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
     )
-    slave = Terminal(slave_exe, tmp_path / "slave", sock, BROKER.format(bid=2398.3, ask=2398.7))
+    slave = Terminal(slave_exe, tmp_path / "slave", wire, BROKER.format(bid=2398.3, ask=2398.7))
     copiers: list[Copier] = []
 
     async def copier_process(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
@@ -281,6 +284,16 @@ async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_u
             async with trio.open_nursery() as n:
                 copiers.append(await n.start(functools.partial(run_all_in_one, config, store=store)))
                 task_status.started(scope)
+        stopped.set()
+
+    async def stop_copier(process: trio.CancelScope) -> None:
+        """The copier process goes down, and is gone (its socket lock let go) before another starts."""
+        nonlocal stopped
+        process.cancel()
+        await stopped.wait()
+        stopped = trio.Event()
+
+    stopped = trio.Event()
 
     def lots() -> list[float]:
         snap = copiers[-1].core.accounts[SLAVE].snapshot
@@ -302,7 +315,7 @@ async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_u
                 first = int((await master.order("open XAUUSD.r BUY 1.0 0 0")).split()[1])
                 await copiers[-1].core.wait_for(lambda: lots() == [0.5])
 
-                process.cancel()  # the Agent and Core go down; the master's SL/TP change must wait
+                await stop_copier(process)  # the Agent and Core go down; the master's SL/TP change must wait
                 await master.order(f"modify {first} 2380.00 2420.00")
                 process = await nursery.start(copier_process)
                 await everyone_online()  # both EAs reconnect by themselves
@@ -310,7 +323,9 @@ async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_u
                 await core.wait_for(lambda: core.stats.get("modify_sent") == 1 and core.in_flight == 0)
                 await core.wait_for(lambda: lots() == [0.5] and _stops(copiers[-1]) == {2380.0})
 
-                process.cancel()  # down again; a new trade's intent stays in the master's queue file
+                await stop_copier(
+                    process
+                )  # down again; a new trade's intent stays in the master's queue file
                 second = int((await master.order("open XAUUSD.r SELL 0.5 0 0")).split()[1])
                 await master.order(
                     "sync"
@@ -349,24 +364,23 @@ def _stops(copier: Copier) -> set[float | None]:
 
 
 async def test_compiled_slaves_report_broker_closes_and_are_never_reopened(
-    master_exe: Path, slave_exe: Path, tmp_path: Path
+    master_exe: Path, slave_exe: Path, tmp_path: Path, wire: Wire
 ) -> None:
     """One compiled slave is stopped out, the other's stop-loss is hit by the price. Each reports it in its
     state snapshot (recent_closes); Core records it with the reason, never reopens, and the master's close
     later sends those slaves nothing."""
-    sock = tmp_path / "echo.sock"
     gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
     config = Config(
         core=CoreConfig(fixed_lot=0.5),
-        agent=AgentConfig(agent_id="agent-mql4", socket_path=str(sock)),
+        agent=wire.agent(agent_id="agent-mql4"),
         store=StoreConfig(url="memory://"),
     )
     master = Terminal(
-        master_exe, tmp_path / "master", sock, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
+        master_exe, tmp_path / "master", wire, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
     )
     quick = {"SnapshotMs": "300"}  # the state snapshot that reports a broker's close comes sooner
-    stopped = Terminal(slave_exe, tmp_path / "slave-a", sock, BROKER.format(bid=2398.3, ask=2398.7), **quick)
-    hit = Terminal(slave_exe, tmp_path / "slave-b", sock, SLAVE_B_BROKER.format(**gold), **quick)
+    stopped = Terminal(slave_exe, tmp_path / "slave-a", wire, BROKER.format(bid=2398.3, ask=2398.7), **quick)
+    hit = Terminal(slave_exe, tmp_path / "slave-b", wire, SLAVE_B_BROKER.format(**gold), **quick)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             copier: Copier = await nursery.start(run_all_in_one, config)

@@ -1,8 +1,9 @@
 """EA-side conformance: every transcript that is a well-formed session, run by one runner
 (``tests/conformance_ea.py``, playing the Agent) against both EA implementations: the compiled MQL4 EAs
-and the Python simulated terminals. Each EA's broker is set up as the session describes (account, symbols,
-specs, first ticket); in a slave session only the symbols it quotes have prices, so the others are off
-quotes, as the session expects; in a master session the runner places the trades in the terminal."""
+(over their named pipe and over TCP) and the Python simulated terminals. Each EA's broker is set up as the
+session describes (account, symbols, specs, first ticket); in a slave session only the symbols it quotes
+have prices, so the others are off quotes, as the session expects; in a master session the runner places
+the trades in the terminal."""
 
 from __future__ import annotations
 
@@ -26,6 +27,28 @@ from tests.conformance_support import Step, load_transcript, transcript_paths
 
 pytestmark = pytest.mark.e2e
 
+EAS = ["compiled", "compiled-tcp", "python"]
+"""The compiled EA over its named pipe (the shim's kernel32 calls) and over TCP (its ws2_32 calls), and the
+Python simulated terminal."""
+
+
+async def agent_end(tmp_path: Path, ea: str) -> tuple[trio.socket.SocketType, Path, dict[str, str]]:
+    """Where the runner, playing the Agent, listens: the Unix socket the EA's pipe calls reach, or, for the
+    compiled EA over TCP, a port on 127.0.0.1 (the EA's socket path is then one nobody serves). Also the
+    EA inputs that pick the transport."""
+    sock = tmp_path / "agent.sock"
+    if ea != "compiled-tcp":
+        listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await listener.bind(str(sock))
+        listener.listen(1)
+        return listener, sock, {}
+    listener = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    return listener, tmp_path / "nobody-serves.sock", {"Transport": "tcp", "TcpPort": str(port)}
+
+
 SLAVE_SESSIONS = [p for p in transcript_paths() if ea_session(load_transcript(p)) and "slave" in p.name]
 
 
@@ -41,7 +64,9 @@ def session_facts(steps: list[Step]) -> tuple[dict[str, Any], dict[str, tuple[fl
     return handshake, priced, int(ticket)
 
 
-async def start_compiled(exe: Path, home: Path, sock: Path, steps: list[Step]) -> trio.Process:
+async def start_compiled(
+    exe: Path, home: Path, sock: Path, steps: list[Step], inputs: dict[str, str]
+) -> trio.Process:
     handshake, priced, first_ticket = session_facts(steps)
     profile = [f"account {handshake['account_id']} USD 10000 100", f"tickets {first_ticket}"]
     for s in handshake["symbols"]:
@@ -57,6 +82,7 @@ async def start_compiled(exe: Path, home: Path, sock: Path, steps: list[Step]) -
         "ECHO_SOCKET": str(sock),
         "ECHO_BROKER": str(home / "broker.txt"),
         "ECHO_FILES": str(home / "files"),
+        **{f"ECHO_INPUT_{k}": v for k, v in inputs.items()},
     }
     return await trio.lowlevel.open_process([str(exe)], env=env)
 
@@ -82,20 +108,17 @@ def python_slave(sock: Path, steps: list[Step]) -> SimSlaveEA:
 
 
 @pytest.mark.parametrize("path", SLAVE_SESSIONS, ids=lambda p: p.name)
-@pytest.mark.parametrize("ea", ["compiled", "python"])
+@pytest.mark.parametrize("ea", EAS)
 async def test_slave_sessions_against_both_ea_implementations(
     path: Path, ea: str, slave_exe: Path, tmp_path: Path
 ) -> None:
     steps = load_transcript(path)
-    sock = tmp_path / "agent.sock"
-    listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    await listener.bind(str(sock))
-    listener.listen(1)
+    listener, sock, inputs = await agent_end(tmp_path, ea)
     proc: trio.Process | None = None
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            if ea == "compiled":
-                proc = await start_compiled(slave_exe, tmp_path, sock, steps)
+            if ea != "python":
+                proc = await start_compiled(slave_exe, tmp_path, sock, steps, inputs)
             else:
                 nursery.start_soon(python_slave(sock, steps).run)
             conn, _ = await listener.accept()
@@ -173,7 +196,7 @@ class PythonTerminal:
 
 
 @pytest.mark.parametrize("path", MASTER_SESSIONS, ids=lambda p: p.name)
-@pytest.mark.parametrize("ea", ["compiled", "python"])
+@pytest.mark.parametrize("ea", EAS)
 async def test_master_sessions_against_both_ea_implementations(
     path: Path, ea: str, master_exe: Path, tmp_path: Path
 ) -> None:
@@ -181,15 +204,12 @@ async def test_master_sessions_against_both_ea_implementations(
     handshake, intent = master_facts(steps)
     symbol, price = intent["symbol"], float(intent["price"])
     mappings = handshake.get("symbol_mappings", {})
-    sock = tmp_path / "agent.sock"
-    listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    await listener.bind(str(sock))
-    listener.listen(1)
+    listener, sock, inputs = await agent_end(tmp_path, ea)
     proc: trio.Process | None = None
     terminal: CompiledTerminal | PythonTerminal
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            if ea == "compiled":
+            if ea != "python":
                 profile = [f"account {handshake['account_id']} USD 100000 100", f"tickets {intent['ticket']}"]
                 for broker_symbol in mappings:
                     bid, ask = (price - 0.05, price) if broker_symbol == symbol else (100.0, 100.1)
@@ -205,6 +225,7 @@ async def test_master_sessions_against_both_ea_implementations(
                     "ECHO_FILES": str(tmp_path / "files"),
                     "ECHO_CONTROL": str(tmp_path / "control.sock"),
                     "ECHO_INPUT_SymbolMappings": ",".join(f"{c}:{b}" for b, c in mappings.items()),
+                    **{f"ECHO_INPUT_{k}": v for k, v in inputs.items()},
                 }
                 proc = await trio.lowlevel.open_process([str(master_exe)], env=env)
                 terminal = CompiledTerminal(tmp_path / "control.sock")
