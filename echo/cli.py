@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from echo.domain.config import Config, ConfigError
+from echo.domain.config import Config, ConfigError, parse_host_port
 
 if TYPE_CHECKING:
     from echo.app.root import Running
@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     await nursery.start(run_agent, config)
                     print(
                         f"echo-copier: agent {config.agent.agent_id} serving terminals at "
-                        f"{config.agent.socket_path}; Core at {config.split.core}. Ctrl-C or SIGTERM stops.",
+                        f"{_terminals_at(config)}; Core at {config.split.core}. Ctrl-C or SIGTERM stops.",
                         file=sys.stderr,
                     )
                 else:
@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     where = (
                         f"Agents connect to {config.split.listen}"
                         if args.role == "core"
-                        else f"terminals connect to {config.agent.socket_path}"
+                        else f"terminals connect to {_terminals_at(config)}"
                     )
                     print(
                         f"echo-copier: copying; {where}; store {_redacted(config.store.url)}; config "
@@ -176,6 +176,7 @@ async def _reload(source: ConfigSource | None, copier: Running) -> None:
 
 def cmd_sim_ea(args: argparse.Namespace) -> int:
     from echo.adapters.locks import StartError
+    from echo.adapters.pipe.tcp import connect_tcp
     from echo.adapters.pipe.unix import connect_unix
     from echo.app.logs import configure
     from echo.sim.market import SimMarket
@@ -190,14 +191,19 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
     def now_ms() -> int:
         return time.time_ns() // 1_000_000
 
+    if args.tcp:
+        parse_host_port(args.tcp, "--tcp")  # a ConfigError naming the flag, before anything starts
+    where = f"TCP {args.tcp}" if args.tcp else str(args.socket)
+
     async def connect() -> trio.abc.Stream:
-        return await connect_unix(args.socket)
+        return await (connect_tcp(args.tcp) if args.tcp else connect_unix(args.socket))
 
     async def main() -> None:
         try:
             await (await connect()).aclose()  # an Agent answers there, or one line says it does not
         except OSError as exc:
-            raise StartError(f"no agent answers at the socket {args.socket}: {exc.strerror or exc}") from exc
+            what = where if args.tcp else f"the socket {args.socket}"
+            raise StartError(f"no agent answers at {what}: {exc.strerror or exc}") from exc
         async with trio.open_nursery() as nursery:
             nursery.start_soon(market.run)
             if args.role == "slave":
@@ -210,7 +216,7 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
                     token=args.token,
                 )
                 await nursery.start(slave.run)
-                print(f"sim slave {args.account} connected to {args.socket}", file=sys.stderr)
+                print(f"sim slave {args.account} connected to {where}", file=sys.stderr)
             else:
                 master = SimMasterEA(
                     args.account,
@@ -222,7 +228,7 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
                     token=args.token,
                 )
                 await nursery.start(master.run)
-                print(f"sim master {args.account} connected to {args.socket}", file=sys.stderr)
+                print(f"sim master {args.account} connected to {where}", file=sys.stderr)
                 if args.burst:
                     await master.burst(args.burst)
                     await master.wait_all_acked()
@@ -351,6 +357,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminals_at(config: Config) -> str:
+    """Where terminals connect: the socket, and TCP when ``agent.tcp_listen`` is set."""
+    tcp = f" and TCP {config.agent.tcp_listen}" if config.agent.tcp_listen else ""
+    return f"{config.agent.socket_path}{tcp}"
+
+
 def _redacted(url: str) -> str:
     """A store URL fit to print: a password in it becomes ``***``."""
     from urllib.parse import urlsplit
@@ -426,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--role", choices=["master", "slave"], required=True, help="the terminal's role")
     s.add_argument("--account", required=True, help="the account id the terminal presents")
     s.add_argument("--socket", default="var/echo.sock", help="the Agent's socket (default: %(default)s)")
+    s.add_argument(
+        "--tcp", metavar="HOST:PORT", help="connect over TCP instead, to the Agent's agent.tcp_listen"
+    )
     s.add_argument("--profile", type=_count, default=0, help="slave broker profile index")
     s.add_argument("--seed", type=int, default=1, help="seed of the simulated market and broker")
     s.add_argument(

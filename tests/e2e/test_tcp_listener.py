@@ -5,7 +5,9 @@ socket of the same Agent copy through it; an address other machines can reach is
 from __future__ import annotations
 
 import random
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
 from tests.backends import free_port
-from tests.e2e.test_mistakes import config, echo, one_line
+from tests.e2e.test_mistakes import CLI, config, echo, one_line
 
 pytestmark = pytest.mark.e2e
 
@@ -127,3 +129,45 @@ def test_a_port_in_use_is_one_line_naming_the_key(tmp_path: Path, taken_port: in
     done = echo("run", "--config", str(conf), cwd=tmp_path)
     one_line(done, f"agent.tcp_listen 127.0.0.1:{taken_port}", "in use")
     assert not (tmp_path / "echo.sock").exists(), "the Unix socket is not left behind"
+
+
+def test_simulated_terminals_copy_over_tcp_through_the_cli(tmp_path: Path) -> None:
+    """As a person tries it: ``run`` with ``agent.tcp_listen``, and ``sim-ea --tcp`` terminals."""
+    listen = f"127.0.0.1:{free_port()}"
+    conf = config(tmp_path)
+    conf.write_text(conf.read_text().replace("[agent]\n", f'[agent]\ntcp_listen = "{listen}"\n'))
+    copier = subprocess.Popen(
+        [*CLI, "run", "--config", str(conf)], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    slave: subprocess.Popen[str] | None = None
+    try:
+        assert copier.stderr is not None
+        started = copier.stderr.readline()
+        assert f"terminals connect to {tmp_path / 'echo.sock'} and TCP {listen}" in started, started
+        slave = subprocess.Popen(
+            [*CLI, "sim-ea", "--role", "slave", "--account", "51001", "--tcp", listen],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert slave.stderr is not None
+        assert f"sim slave 51001 connected to TCP {listen}" in slave.stderr.readline()
+        master = echo(
+            "sim-ea", "--role", "master", "--account", "9001", "--tcp", listen, "--burst", "3", cwd=tmp_path
+        )
+        assert master.returncode == 0, master.stderr
+        assert "3 trades done" in master.stderr
+    finally:
+        for process in (slave, copier):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+    assert copier.returncode == 0
+
+
+def test_sim_ea_with_nobody_on_the_port_is_one_line(tmp_path: Path) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    one_line(echo("sim-ea", "--role", "slave", "--account", "51001", "--tcp", listen, cwd=tmp_path), listen)
+    one_line(
+        echo("sim-ea", "--role", "slave", "--account", "51001", "--tcp", "nowhere", cwd=tmp_path), "--tcp"
+    )
