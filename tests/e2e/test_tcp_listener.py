@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from echo.adapters.pipe.tcp import connect_tcp
@@ -69,6 +71,14 @@ async def test_a_master_over_tcp_and_a_slave_on_the_unix_socket_copy_through_one
             await core.wait_for(
                 lambda: all(a in core.accounts and core.accounts[a].online for a in ("9001", "51001"))
             )
+            # garbage over TCP: an error line naming it, and the Agent keeps serving everyone
+            peer = await connect_tcp(listen)
+            await peer.send_all(b"\xff\xfe not json\n{}\n")
+            reply = b""
+            while reply.count(b"\n") < 2:
+                reply += await peer.receive_some()
+            assert b"ERR_PROTOCOL_INVALID_UTF8" in reply and b"ERR_PROTOCOL" in reply.split(b"\n")[1]
+            await peer.aclose()
             trade = await master.open("XAUUSD", Side.BUY, 1.0)
             await master.wait_all_acked()
             await core.wait_for(lambda: core.stats.get("copied") == 1 and core.in_flight == 0)
@@ -91,6 +101,17 @@ def test_an_address_other_machines_reach_is_refused_unless_allowed(host: str) ->
         config_from_dict({"agent": {"tcp_listen": listen, "tcp_allow_remote": True}})
     allowed = config_from_dict({"agent": {"tcp_listen": listen, "tcp_allow_remote": True, "token": "s3cret"}})
     assert allowed.agent.tcp_listen == listen
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.booleans(), st.text(max_size=8))
+def test_any_tcp_listen_value_is_taken_or_refused_by_name(listen: str, remote: bool, token: str) -> None:
+    try:
+        conf = config_from_dict({"agent": {"tcp_listen": listen, "tcp_allow_remote": remote, "token": token}})
+    except ConfigError as exc:
+        assert "agent." in str(exc)
+    else:
+        assert conf.agent.tcp_listen == listen
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:7701", "localhost:7701", "[::1]:7701", "127.3.4.5:1"])
