@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from echo.adapters.locks import StartError
 from echo.adapters.pipe.tcp import connect_tcp
 from echo.adapters.pipe.unix import connect_unix
 from echo.app.root import Copier, run_all_in_one
@@ -184,6 +185,28 @@ def test_simulated_terminals_copy_over_tcp_through_the_cli(tmp_path: Path) -> No
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=30)
     assert copier.returncode == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+async def test_the_listener_serves_loopback_addresses_as_written(host: str) -> None:
+    from echo.adapters.pipe.tcp import TcpPipeListener
+
+    listen = f"{host}:{free_port()}"
+
+    async def echo_back(stream: trio.abc.Stream) -> None:
+        await stream.send_all(await stream.receive_some())
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(TcpPipeListener(listen).serve, echo_back)
+            except StartError as exc:  # a machine without IPv6
+                pytest.skip(str(exc))
+            stream = await connect_tcp(listen)
+            await stream.send_all(b"ping\n")
+            assert await stream.receive_some() == b"ping\n"
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
 
 
 def test_sim_ea_with_nobody_on_the_port_is_one_line(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from echo.ports.pipe import ConnectionHandler
 class TcpPipeListener:
     def __init__(self, listen: str, *, backlog: int = 128) -> None:
         self.listen = listen
-        self.host, self.port = parse_host_port(listen, "agent.tcp_listen")
+        host, self.port = parse_host_port(listen, "agent.tcp_listen")
+        self.host = host.strip("[]")  # an IPv6 address is written in brackets
         self.backlog = backlog
         self.description = f"tcp:{listen}"
 
@@ -43,4 +44,4 @@ class TcpPipeListener:
 async def connect_tcp(listen: str) -> trio.SocketStream:
     """What a terminal does over TCP: connect to ``HOST:PORT``."""
     host, port = parse_host_port(listen, "agent.tcp_listen")
-    return await trio.open_tcp_stream(host, port)
+    return await trio.open_tcp_stream(host.strip("[]"), port)
