@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -80,10 +81,11 @@ def test_mql4_long_is_64_bits_on_every_platform(tmp_path: Path) -> None:
     would wrap: the translator writes ``int64_t`` / ``uint64_t``, never ``long``."""
     src = source(
         tmp_path,
+        "input long Step = 6;\n"
         "long Later(long ms, ulong step = 6) { return ms + (long)step; }\n"
         "long g_Stamps[];\n"
         'void OnStart() { string word = "long"; ulong big = 4294967296;'
-        " ArrayResize(g_Stamps, 1); g_Stamps[0] = Later(1764063000000);"
+        " ArrayResize(g_Stamps, 1); g_Stamps[0] = Later(1764063000000, (ulong)Step);"
         ' HarnessWrite(word + " " + IntegerToString(g_Stamps[0]) + " " + IntegerToString((long)big)); }\n',
     )
     cpp = translate.translate(src)
@@ -95,6 +97,9 @@ def test_mql4_long_is_64_bits_on_every_platform(tmp_path: Path) -> None:
     exe = build(src, tmp_path)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
     assert out == "long 1764063000006 4294967296\n"
+    env = {**os.environ, "ECHO_INPUT_Step": "4294967296"}  # an input beyond 32 bits, as set in the dialog
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True, env=env).stdout
+    assert out == "long 1768357967296 4294967296\n"
 
 
 def test_ws2_32_imports_are_called_through_the_shim(tmp_path: Path) -> None:

@@ -153,6 +153,10 @@ inline int ShimInput(const char *name, int d) {
     const char *v = ShimInputText(name);
     return v ? std::atoi(v) : d;
 }
+inline int64_t ShimInput(const char *name, int64_t d) {
+    const char *v = ShimInputText(name);
+    return v ? static_cast<int64_t>(std::strtoll(v, nullptr, 10)) : d;
+}
 inline double ShimInput(const char *name, double d) {
     const char *v = ShimInputText(name);
     return v ? std::atof(v) : d;
