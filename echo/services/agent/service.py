@@ -204,6 +204,7 @@ class Agent:
             elif isinstance(effect, relay.Forget):
                 self.held.pop(command_id, None)
                 self.settled.pop(command_id, None)
+                self._timers.discard(command_id)
                 self._puts.pop(command_id, None)
                 self._deletes.add(command_id)
             elif isinstance(effect, relay.AckCore):
