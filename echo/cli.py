@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from echo.domain.config import Config, ConfigError
+from echo.domain.paths import in_data_folder
 
 if TYPE_CHECKING:
     from echo.app.root import Running
     from echo.ports.config import ConfigSource
 
 T = TypeVar("T")
-_DEFAULT_STORE = "sqlite:///var/echo.db"
+_DEFAULT_STORE = "sqlite:///" + in_data_folder("echo.db")
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -75,6 +76,20 @@ def _override(config: Config, args: argparse.Namespace) -> Config:
     return config
 
 
+if sys.platform == "win32":
+    _STOP_SIGNALS = (signal.SIGINT, signal.SIGBREAK, signal.SIGTERM)
+    _RELOAD_SIGNAL: int | None = None
+    _STOPS = "Ctrl-C or Ctrl-Break stops"
+    _RELOADS = ""
+else:
+    _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    _RELOAD_SIGNAL = signal.SIGHUP
+    _STOPS = "Ctrl-C or SIGTERM stops"
+    _RELOADS = "; SIGHUP reloads"
+"""Windows has no SIGHUP: there a changed configuration is picked up by its watch (the file is polled,
+etcd pushes), as it is on POSIX too."""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from echo.adapters.locks import parent_folder
     from echo.app.logs import configure
@@ -90,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure(args.log_format or config.log.format, config.log.level, stream=log_file)
 
     async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        watched = (*_STOP_SIGNALS, _RELOAD_SIGNAL) if _RELOAD_SIGNAL is not None else _STOP_SIGNALS
+        with trio.open_signal_receiver(*watched) as signals:
             async with open_config(args.config) as source, trio.open_nursery() as nursery:
                 running: Running | None = None
                 if args.role == "agent":
@@ -98,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     await nursery.start(run_agent, config)
                     print(
                         f"echo-copier: agent {config.agent.agent_id} serving terminals at "
-                        f"{config.agent.socket_path}; Core at {config.split.core}. Ctrl-C or SIGTERM stops.",
+                        f"{_terminals_at(config)}; Core at {config.split.core}. {_STOPS}.",
                         file=sys.stderr,
                     )
                 else:
@@ -108,16 +124,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                     where = (
                         f"Agents connect to {config.split.listen}"
                         if args.role == "core"
-                        else f"terminals connect to {config.agent.socket_path}"
+                        else f"terminals connect to {_terminals_at(config)}"
                     )
                     print(
                         f"echo-copier: copying; {where}; store {_redacted(config.store.url)}; config "
                         f"{source.description if source else 'built-in defaults'} (changes apply live). "
-                        "Ctrl-C or SIGTERM stops; SIGHUP reloads.",
+                        f"{_STOPS}{_RELOADS}.",
                         file=sys.stderr,
                     )
                 async for signum in signals:
-                    if signum == signal.SIGHUP:
+                    if signum == _RELOAD_SIGNAL:
                         if running is None:
                             print("echo-copier: an agent reads its configuration at start", file=sys.stderr)
                         else:
@@ -137,13 +153,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminals_at(config: Config) -> str:
+    """Where terminals connect: the named pipe on Windows, the Unix socket elsewhere."""
+    from echo.app.root import terminals_at
+
+    return terminals_at(config)
+
+
 def _preflight(config: Config, role: str) -> None:
     """What can be checked before anything starts: the folders of the socket and the store, and whether
     Core may serve ``split.listen`` (the services check again as they start)."""
     from echo.adapters.locks import parent_folder
     from echo.app.root import check_listen_is_safe
 
-    if role != "core":
+    if role != "core" and sys.platform != "win32":
         parent_folder(config.agent.socket_path, "agent.socket_path")
     if role != "agent" and config.store.url.startswith("sqlite:///"):
         parent_folder(config.store.url.removeprefix("sqlite:///"), "store.url")
@@ -425,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sim-ea", help="a simulated terminal against a running agent")
     s.add_argument("--role", choices=["master", "slave"], required=True, help="the terminal's role")
     s.add_argument("--account", required=True, help="the account id the terminal presents")
-    s.add_argument("--socket", default="var/echo.sock", help="the Agent's socket (default: %(default)s)")
+    s.add_argument(
+        "--socket", default=in_data_folder("echo.sock"), help="the Agent's socket (default: %(default)s)"
+    )
     s.add_argument("--profile", type=_count, default=0, help="slave broker profile index")
     s.add_argument("--seed", type=int, default=1, help="seed of the simulated market and broker")
     s.add_argument(

@@ -28,6 +28,7 @@ from echo.adapters.transport.inproc import InProcTransport
 from echo.delivery import machine as delivery
 from echo.domain import messages as m
 from echo.domain.config import Config, ConfigError, SplitConfig, config_from_dict, parse_host_port
+from echo.domain.paths import in_data_folder
 from echo.ports.clock import Clock
 from echo.ports.config import ConfigSource
 from echo.ports.ledger import AckLedger
@@ -69,8 +70,14 @@ def ledger_url(config: Config) -> str:
         stem = base[:-3] if base.endswith(".db") else base
         return f"sqlite:///{stem}-{config.agent.agent_id}-ledger.db"
     if store.startswith(("postgresql://", "postgres://")):
-        return f"sqlite:///var/echo-{config.agent.agent_id}-ledger.db"  # the ledger is the Agent's own file
+        # the ledger is the Agent's own file
+        return "sqlite:///" + in_data_folder(f"echo-{config.agent.agent_id}-ledger.db")
     return "memory://"
+
+
+def terminals_at(config: Config) -> str:
+    """Where this copier's terminals connect."""
+    return config.agent.socket_path
 
 
 def open_ledger(url: str) -> AckLedger:

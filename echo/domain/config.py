@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from echo.domain.errors import ConfigError as ConfigError
 from echo.domain.ids import parse_account_id, parse_agent_id
+from echo.domain.paths import in_data_folder
 from echo.domain.policy import Policies, Policy, policies_from_dict
 from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.domain.types import Role
@@ -56,7 +57,7 @@ class CoreConfig:
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     agent_id: str = "agent-1"
-    socket_path: str = "var/echo.sock"
+    socket_path: str = in_data_folder("echo.sock")
     max_line_bytes: int = 1 << 20
     outbox_lines: int = 4096
     """Lines queued for one EA before that EA is judged too slow and disconnected."""
@@ -132,7 +133,7 @@ class RouterConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    url: str = "sqlite:///var/echo.db"
+    url: str = "sqlite:///" + in_data_folder("echo.db")
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     retention_days: int = 90
     """Closed trades (their commands, delivery journal, events and copy decisions) are purged this long
