@@ -213,14 +213,22 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
     def now_ms() -> int:
         return time.time_ns() // 1_000_000
 
+    where = f"the named pipe {args.pipe}" if args.pipe else f"the socket {args.socket}"
+
     async def connect() -> trio.abc.Stream:
+        if args.pipe:
+            if sys.platform == "win32":
+                from echo.adapters.pipe.winpipe import connect_pipe
+
+                return await connect_pipe(args.pipe)
+            raise StartError("--pipe: named pipes are served on Windows only")
         return await connect_unix(args.socket)
 
     async def main() -> None:
         try:
             await (await connect()).aclose()  # an Agent answers there, or one line says it does not
         except OSError as exc:
-            raise StartError(f"no agent answers at the socket {args.socket}: {exc.strerror or exc}") from exc
+            raise StartError(f"no agent answers at {where}: {exc.strerror or exc}") from exc
         async with trio.open_nursery() as nursery:
             nursery.start_soon(market.run)
             if args.role == "slave":
@@ -233,7 +241,7 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
                     token=args.token,
                 )
                 await nursery.start(slave.run)
-                print(f"sim slave {args.account} connected to {args.socket}", file=sys.stderr)
+                print(f"sim slave {args.account} connected to {where}", file=sys.stderr)
             else:
                 master = SimMasterEA(
                     args.account,
@@ -245,7 +253,7 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
                     token=args.token,
                 )
                 await nursery.start(master.run)
-                print(f"sim master {args.account} connected to {args.socket}", file=sys.stderr)
+                print(f"sim master {args.account} connected to {where}", file=sys.stderr)
                 if args.burst:
                     await master.burst(args.burst)
                     await master.wait_all_acked()
@@ -450,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--account", required=True, help="the account id the terminal presents")
     s.add_argument(
         "--socket", default=in_data_folder("echo.sock"), help="the Agent's socket (default: %(default)s)"
+    )
+    s.add_argument(
+        "--pipe", help="Windows: the Agent's named pipe NAME (\\\\.\\pipe\\NAME) instead of --socket"
     )
     s.add_argument("--profile", type=_count, default=0, help="slave broker profile index")
     s.add_argument("--seed", type=int, default=1, help="seed of the simulated market and broker")

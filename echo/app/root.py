@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.ledger.sqlite import SqliteLedger
 from echo.adapters.locks import StartError
 from echo.adapters.pipe.unix import UnixPipeListener
+from echo.adapters.pipe.winpipe import pipe_path
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
@@ -76,8 +78,20 @@ def ledger_url(config: Config) -> str:
 
 
 def terminals_at(config: Config) -> str:
-    """Where this copier's terminals connect."""
+    """Where this copier's terminals connect: the named pipe on Windows, the Unix socket elsewhere."""
+    if sys.platform == "win32":
+        return pipe_path(config.agent.pipe_name)
     return config.agent.socket_path
+
+
+def terminal_listener(config: Config) -> PipeListener:
+    """The Agent's own listener: ``\\\\.\\pipe\\<agent.pipe_name>`` on Windows, the Unix socket at
+    ``agent.socket_path`` elsewhere."""
+    if sys.platform == "win32":
+        from echo.adapters.pipe.winpipe import WinPipeListener
+
+        return WinPipeListener(config.agent.pipe_name)
+    return UnixPipeListener(config.agent.socket_path)
 
 
 def open_ledger(url: str) -> AckLedger:
@@ -356,7 +370,7 @@ async def run_agent(
     """An Agent alone (``run --role agent``): serves its terminals and streams to Core at ``split.core``."""
     clock = clock or SystemClock()
     host, port = parse_host_port(config.split.core, "split.core")
-    listener = listener or UnixPipeListener(config.agent.socket_path)
+    listener = listener or terminal_listener(config)
     _claim(listener)
     own_ledger = ledger is None
     try:
@@ -378,14 +392,17 @@ async def run_agent(
 
 
 def _claim(listener: PipeListener) -> None:
-    """A Unix socket is claimed before anything else opens: a second copier on it stops here."""
-    if isinstance(listener, UnixPipeListener):
-        listener.claim()
+    """A Unix socket or a named pipe is claimed before anything else opens: a second copier on it stops
+    here."""
+    claim = getattr(listener, "claim", None)  # a Unix socket, a named pipe
+    if callable(claim):
+        claim()
 
 
 def _release(listener: PipeListener) -> None:
-    if isinstance(listener, UnixPipeListener):
-        listener.release()
+    release = getattr(listener, "release", None)
+    if callable(release):
+        release()
 
 
 async def run_split_in_process(
@@ -430,7 +447,7 @@ async def run_all_in_one(
     pipe server accepts terminals only once Core is listening); with a ``config_source``, its changes
     apply while running (``apply_config``)."""
     clock = clock or SystemClock()
-    listener = listener or UnixPipeListener(config.agent.socket_path)
+    listener = listener or terminal_listener(config)
     _claim(listener)
     own_store = store is None
     try:

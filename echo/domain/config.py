@@ -69,9 +69,18 @@ class AgentConfig:
     ledger never opens positions its Core no longer asks for."""
     token: str = ""
     """Shared secret every EA presents in its handshake (EA input ``AgentToken``); empty: none required."""
+    pipe_name: str = "echo"
+    """Windows: the named pipe terminals connect to, ``\\\\.\\pipe\\NAME`` (EA input ``PipeName``)."""
 
     def __post_init__(self) -> None:
         parse_agent_id(self.agent_id)
+        if not 1 <= len(self.pipe_name) <= 200 or not all(
+            c.isascii() and c.isprintable() and c not in "\\/" for c in self.pipe_name
+        ):
+            raise ConfigError(
+                "agent.pipe_name must be 1..200 printable ASCII characters without \\ or /, "
+                f"got {self.pipe_name!r}"
+            )
         if self.max_line_bytes < 4096:
             raise ConfigError("agent.max_line_bytes must be >= 4096")
         if self.outbox_lines < 16:

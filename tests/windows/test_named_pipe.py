@@ -1,0 +1,87 @@
+"""The copier on Windows serving its terminals on a real named pipe (``\\\\.\\pipe\\NAME``, trio's IOCP with
+overlapped I/O): the Windows build of Python under Wine runs ``run --role all``, and simulated terminals
+(``sim-ea --pipe``, the same Wine Python) copy a master's trades onto two slaves exactly once. Ctrl-C stops
+the copier cleanly. (Wine 8 ignores FILE_FLAG_FIRST_PIPE_INSTANCE, so the refusal of a second copier on the
+same pipe name cannot be shown here.)"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+
+from echo.adapters.store.sqlite import SqliteStore
+from tests.windows.wine import WinePython, read_until, windows_path, wine_python
+
+pytestmark = pytest.mark.e2e
+
+
+async def stop(proc: trio.Process, seen: bytearray) -> int:
+    """Ctrl-C (SIGINT to Wine becomes a console Ctrl-C), then its exit status."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGINT)
+        with trio.move_on_after(20):
+            assert proc.stderr is not None
+            async for chunk in proc.stderr:
+                seen += chunk
+        with trio.move_on_after(10):
+            return await proc.wait()
+        proc.kill()
+    return await proc.wait()
+
+
+async def test_a_master_copies_onto_two_slaves_over_a_named_pipe(tmp_path: Path) -> None:
+    py: WinePython = wine_python()
+    name = f"echo-test-{secrets.token_hex(4)}"
+    db = tmp_path / "echo.db"
+    config = tmp_path / "echo.toml"
+    config.write_text(f"[agent]\npipe_name = {name!r}\n[store]\nurl = 'sqlite:///{windows_path(db)}'\n")
+    said = {k: bytearray() for k in ("copier", "s1", "s2", "master")}
+    procs: dict[str, trio.Process] = {}
+    sim = ["-m", "echo", "sim-ea", "--pipe", name]
+    with trio.fail_after(150):
+        try:
+            procs["copier"] = await py.start("-m", "echo", "run", "--config", windows_path(config))
+            await read_until(procs["copier"], b"Ctrl-C or Ctrl-Break stops.", said["copier"])
+            assert f"terminals connect to \\\\.\\pipe\\{name};".encode() in said["copier"]
+            for key, account, profile in (("s1", "51001", "0"), ("s2", "51002", "1")):
+                procs[key] = await py.start(
+                    *sim, "--role", "slave", "--account", account, "--profile", profile
+                )
+            await read_until(procs["s1"], b"connected to the named pipe", said["s1"])
+            await read_until(procs["s2"], b"connected to the named pipe", said["s2"])
+            master = await py.start(
+                *sim, "--role", "master", "--account", "9001", "--trades", "4", "--pace", "0.05"
+            )
+            procs["master"] = master
+            await read_until(master, b"sim master 9001: 4 trades done", said["master"])
+            assert await master.wait() == 0
+        finally:
+            for key in ("s1", "s2", "copier"):
+                if key in procs:
+                    await stop(procs[key], said[key])
+    assert procs["copier"].returncode == 0, said["copier"].decode(errors="replace")
+    assert b"echo-copier: SIGINT, stopping" in said["copier"]
+    for key, text in said.items():
+        assert b"Traceback" not in text, f"{key}: {text.decode(errors='replace')}"
+    store = SqliteStore.open(db, create=False)
+    try:
+        trades = await store.trades()
+        assert len(trades) == 4 and all(t.status == "closed" for t in trades)
+        decisions = await store.decisions()
+        assert Counter((d.account_id, d.decision) for d in decisions) == {
+            ("51001", "copy"): 4,
+            ("51002", "copy"): 4,
+        }
+        for trade in trades:
+            tickets = await store.tickets(trade.trade_id)
+            opened = Counter(t.account_id for t in tickets if t.parent_ticket is None)
+            assert opened == {"51001": 1, "51002": 1}, tickets  # each slave opened it exactly once
+            assert all(t.status == "closed" for t in tickets)
+            assert all(c.status == "ok" for c in await store.commands(trade.trade_id))
+    finally:
+        await store.aclose()
