@@ -85,3 +85,69 @@ async def test_a_master_copies_onto_two_slaves_over_a_named_pipe(tmp_path: Path)
             assert all(c.status == "ok" for c in await store.commands(trade.trade_id))
     finally:
         await store.aclose()
+
+
+async def test_the_copier_killed_mid_traffic_and_started_again_loses_nothing(tmp_path: Path) -> None:
+    """The copier process is killed (no clean stop) while a master trades; started again on the same store,
+    the terminals reconnect on their own and every trade ends copied onto both slaves exactly once."""
+    py: WinePython = wine_python()
+    name = f"echo-test-{secrets.token_hex(4)}"
+    db = tmp_path / "echo.db"
+    config = tmp_path / "echo.toml"
+    config.write_text(f"[agent]\npipe_name = {name!r}\n[store]\nurl = 'sqlite:///{windows_path(db)}'\n")
+    said = {k: bytearray() for k in ("copier", "again", "s1", "s2", "master")}
+    procs: dict[str, trio.Process] = {}
+    sim = ["-m", "echo", "sim-ea", "--pipe", name]
+    run = ["-m", "echo", "run", "--config", windows_path(config)]
+    with trio.fail_after(200):
+        try:
+            procs["copier"] = await py.start(*run)
+            await read_until(procs["copier"], b"Ctrl-C or Ctrl-Break stops.", said["copier"])
+            for key, account, profile in (("s1", "51001", "0"), ("s2", "51002", "1")):
+                state = windows_path(tmp_path / f"{account}.jsonl")
+                procs[key] = await py.start(
+                    *sim, "--role", "slave", "--account", account, "--profile", profile, "--state", state
+                )
+            await read_until(procs["s1"], b"connected to the named pipe", said["s1"])
+            await read_until(procs["s2"], b"connected to the named pipe", said["s2"])
+            queue = windows_path(tmp_path / "9001.jsonl")
+            master = await py.start(
+                *sim,
+                "--role",
+                "master",
+                "--account",
+                "9001",
+                "--trades",
+                "8",
+                "--pace",
+                "0.3",
+                "--state",
+                queue,
+            )
+            procs["master"] = master
+            await read_until(procs["copier"], b"core_trade_complete", said["copier"])
+            procs["copier"].kill()  # mid-traffic: the master has more trades to make
+            await procs["copier"].wait()
+            procs["again"] = await py.start(*run)
+            await read_until(procs["again"], b"Ctrl-C or Ctrl-Break stops.", said["again"])
+            await read_until(master, b"sim master 9001: 8 trades done", said["master"])
+            assert await master.wait() == 0
+        finally:
+            for key in ("s1", "s2", "again", "copier"):
+                if key in procs:
+                    await stop(procs[key], said[key])
+    assert procs["again"].returncode == 0, said["again"].decode(errors="replace")
+    assert b"core_trade_complete" in said["again"], "no trade was left to copy after the restart"
+    for key, text in said.items():
+        assert b"Traceback" not in text, f"{key}: {text.decode(errors='replace')}"
+    store = SqliteStore.open(db, create=False)
+    try:
+        trades = await store.trades()
+        assert len(trades) == 8 and all(t.status == "closed" for t in trades)
+        for trade in trades:
+            tickets = await store.tickets(trade.trade_id)
+            opened = Counter(t.account_id for t in tickets if t.parent_ticket is None)
+            assert opened == {"51001": 1, "51002": 1}, tickets  # each slave opened it exactly once
+            assert all(t.status == "closed" for t in tickets)
+    finally:
+        await store.aclose()
