@@ -6,6 +6,7 @@ same pipe name cannot be shown here.)"""
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 from collections import Counter
@@ -151,3 +152,16 @@ async def test_the_copier_killed_mid_traffic_and_started_again_loses_nothing(tmp
             assert all(t.status == "closed" for t in tickets)
     finally:
         await store.aclose()
+
+
+def test_only_this_user_system_and_administrators_may_open_the_pipe() -> None:
+    """The pipe's DACL, read back from its handle: protected (nothing inherited), full access for SYSTEM,
+    Administrators and the copier's user, and no entry for anyone else (no Everyone, no Anonymous).
+    (That remote clients are rejected, PIPE_REJECT_REMOTE_CLIENTS, needs a second machine: not shown.)"""
+    py = wine_python()
+    probe = Path(__file__).with_name("pipe_security_probe.py")
+    done = py.run(windows_path(probe), f"echo-test-{secrets.token_hex(4)}")
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["user"].startswith("S-1-5-")
+    assert got["dacl"] == f"D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{got['user']})"
