@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 import trio
 
 from echo.adapters.store.sqlite import SqliteStore
+from tests.backends import free_port
 from tests.windows.wine import WinePython, read_until, windows_path, wine_python
 
 pytestmark = pytest.mark.e2e
@@ -165,3 +168,64 @@ def test_only_this_user_system_and_administrators_may_open_the_pipe() -> None:
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["user"].startswith("S-1-5-")
     assert got["dacl"] == f"D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{got['user']})"
+
+
+async def test_a_windows_agent_serves_the_pipe_for_a_linux_core_over_grpc(tmp_path: Path) -> None:
+    """Split mode across systems: Core runs natively on Linux (``run --role core``); the Agent runs as on
+    Windows (``run --role agent`` under Wine), serving the named pipe and streaming to Core over gRPC."""
+    py: WinePython = wine_python()
+    name = f"echo-test-{secrets.token_hex(4)}"
+    port = free_port()
+    db = tmp_path / "core.db"
+    core_toml, agent_toml = tmp_path / "core.toml", tmp_path / "agent.toml"
+    core_toml.write_text(f"[store]\nurl = 'sqlite:///{db}'\n[split]\nlisten = '127.0.0.1:{port}'\n")
+    agent_toml.write_text(
+        f"[agent]\npipe_name = {name!r}\nledger_url = 'memory://'\n[split]\ncore = '127.0.0.1:{port}'\n"
+    )
+    said = {k: bytearray() for k in ("core", "agent", "s1", "s2", "master")}
+    procs: dict[str, trio.Process] = {}
+    sim = ["-m", "echo", "sim-ea", "--pipe", name]
+    with trio.fail_after(150):
+        try:
+            procs["core"] = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "echo", "run", "--role", "core", "--config", str(core_toml)],
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            await read_until(procs["core"], b"Agents connect to", said["core"])
+            procs["agent"] = await py.start(
+                "-m", "echo", "run", "--role", "agent", "--config", windows_path(agent_toml)
+            )
+            await read_until(
+                procs["agent"], f"serving terminals at \\\\.\\pipe\\{name};".encode(), said["agent"]
+            )
+            for key, account, profile in (("s1", "51001", "0"), ("s2", "51002", "1")):
+                procs[key] = await py.start(
+                    *sim, "--role", "slave", "--account", account, "--profile", profile
+                )
+            await read_until(procs["s1"], b"connected to the named pipe", said["s1"])
+            await read_until(procs["s2"], b"connected to the named pipe", said["s2"])
+            master = await py.start(
+                *sim, "--role", "master", "--account", "9001", "--trades", "4", "--pace", "0.05"
+            )
+            procs["master"] = master
+            await read_until(master, b"sim master 9001: 4 trades done", said["master"])
+            assert await master.wait() == 0
+        finally:
+            for key in ("s1", "s2", "agent", "core"):
+                if key in procs:
+                    await stop(procs[key], said[key])
+    assert procs["agent"].returncode == 0, said["agent"].decode(errors="replace")
+    assert procs["core"].returncode == 0, said["core"].decode(errors="replace")
+    for key, text in said.items():
+        assert b"Traceback" not in text, f"{key}: {text.decode(errors='replace')}"
+    store = SqliteStore.open(db, create=False)
+    try:
+        trades = await store.trades()
+        assert len(trades) == 4 and all(t.status == "closed" for t in trades)
+        for trade in trades:
+            tickets = await store.tickets(trade.trade_id)
+            opened = Counter(t.account_id for t in tickets if t.parent_ticket is None)
+            assert opened == {"51001": 1, "51002": 1}, tickets
+    finally:
+        await store.aclose()
