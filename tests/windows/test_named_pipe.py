@@ -229,3 +229,25 @@ async def test_a_windows_agent_serves_the_pipe_for_a_linux_core_over_grpc(tmp_pa
             assert opened == {"51001": 1, "51002": 1}, tickets
     finally:
         await store.aclose()
+
+
+async def test_bad_lines_on_the_pipe_get_the_same_errors_as_on_the_socket(tmp_path: Path) -> None:
+    """The line protocol and its limits are the Agent's, whatever carries the bytes: a line that is not
+    JSON and a line over ``agent.max_line_bytes`` each get their error reply on the pipe."""
+    py: WinePython = wine_python()
+    name = f"echo-test-{secrets.token_hex(4)}"
+    config = tmp_path / "echo.toml"
+    config.write_text(f"[agent]\npipe_name = {name!r}\nmax_line_bytes = 4096\n[store]\nurl = 'memory://'\n")
+    seen = bytearray()
+    with trio.fail_after(90):
+        copier = await py.start("-m", "echo", "run", "--config", windows_path(config))
+        try:
+            await read_until(copier, b"Ctrl-C or Ctrl-Break stops.", seen)
+            probe = Path(__file__).with_name("pipe_client_probe.py")
+            done = await trio.to_thread.run_sync(lambda: py.run(windows_path(probe), name, "4096"))
+        finally:
+            assert await stop(copier, seen) == 0, seen.decode(errors="replace")
+    assert done.returncode == 0, done.stderr
+    first, second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (first["type"], first["payload"]["code"]) == ("error", "ERR_PROTOCOL_MALFORMED_JSON"), first
+    assert (second["type"], second["payload"]["code"]) == ("error", "ERR_PROTOCOL_LINE_TOO_LONG"), second
