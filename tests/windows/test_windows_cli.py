@@ -4,6 +4,8 @@ Nothing POSIX-only may run at import or start-up; a changed configuration file a
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import signal
 from pathlib import Path
 
@@ -70,3 +72,29 @@ async def test_a_changed_config_file_applies_live_and_ctrl_c_stops(tmp_path: Pat
                 core.kill()
                 await core.wait()
     assert b"Traceback" not in seen, seen.decode(errors="replace")
+
+
+async def test_run_keeps_its_files_in_programdata_by_default(tmp_path: Path) -> None:
+    """With no store configured the copier creates %PROGRAMDATA%\\Echo and keeps its store there (the
+    folder is the Wine prefix's own: emptied before and after)."""
+    py = wine_python()
+    folder = py.home / "prefix" / "drive_c" / "ProgramData" / "Echo"
+    shutil.rmtree(folder, ignore_errors=True)
+    config = tmp_path / "echo.toml"
+    config.write_text(f"[agent]\npipe_name = 'echo-test-{secrets.token_hex(4)}'\n")
+    seen = bytearray()
+    try:
+        with trio.fail_after(90):
+            copier = await py.start("-m", "echo", "run", "--config", windows_path(config))
+            try:
+                await read_until(copier, b"Ctrl-C or Ctrl-Break stops.", seen)
+                assert b"store sqlite:///C:\\ProgramData\\Echo\\echo.db;" in seen
+                assert (folder / "echo.db").is_file()
+                copier.send_signal(signal.SIGINT)
+                assert await copier.wait() == 0
+            finally:
+                if copier.returncode is None:
+                    copier.kill()
+                    await copier.wait()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
