@@ -114,8 +114,12 @@ WINDOWS_MARKERS = {
 
 def _add_windows_only_requirements(pip: list[str], wheels: Path) -> None:
     """Download what the wheels require on Windows only (trio's cffi, say), until nothing is missing."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
+    try:
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
+    except ImportError:  # a bare python3: pip carries its own copy
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+        from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef]
 
     while True:
         have = {canonicalize_name(w.name.split("-")[0]) for w in wheels.glob("*.whl")}
