@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from echo.domain.config import Config, ConfigError, parse_host_port
+from echo.domain.paths import in_data_folder
 
 if TYPE_CHECKING:
     from echo.app.root import Running
     from echo.ports.config import ConfigSource
 
 T = TypeVar("T")
-_DEFAULT_STORE = "sqlite:///var/echo.db"
+_DEFAULT_STORE = "sqlite:///" + in_data_folder("echo.db")
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -75,6 +76,20 @@ def _override(config: Config, args: argparse.Namespace) -> Config:
     return config
 
 
+if sys.platform == "win32":
+    _STOP_SIGNALS = (signal.SIGINT, signal.SIGBREAK, signal.SIGTERM)
+    _RELOAD_SIGNAL: int | None = None
+    _STOPS = "Ctrl-C or Ctrl-Break stops"
+    _RELOADS = ""
+else:
+    _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    _RELOAD_SIGNAL = signal.SIGHUP
+    _STOPS = "Ctrl-C or SIGTERM stops"
+    _RELOADS = "; SIGHUP reloads"
+"""Windows has no SIGHUP: there a changed configuration is picked up by its watch (the file is polled,
+etcd pushes), as it is on POSIX too."""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from echo.adapters.locks import parent_folder
     from echo.app.logs import configure
@@ -90,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure(args.log_format or config.log.format, config.log.level, stream=log_file)
 
     async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        watched = (*_STOP_SIGNALS, _RELOAD_SIGNAL) if _RELOAD_SIGNAL is not None else _STOP_SIGNALS
+        with trio.open_signal_receiver(*watched) as signals:
             async with open_config(args.config) as source, trio.open_nursery() as nursery:
                 running: Running | None = None
                 if args.role == "agent":
@@ -98,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     await nursery.start(run_agent, config)
                     print(
                         f"echo-copier: agent {config.agent.agent_id} serving terminals at "
-                        f"{_terminals_at(config)}; Core at {config.split.core}. Ctrl-C or SIGTERM stops.",
+                        f"{_terminals_at(config)}; Core at {config.split.core}. {_STOPS}.",
                         file=sys.stderr,
                     )
                 else:
@@ -113,11 +129,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                     print(
                         f"echo-copier: copying; {where}; store {_redacted(config.store.url)}; config "
                         f"{source.description if source else 'built-in defaults'} (changes apply live). "
-                        "Ctrl-C or SIGTERM stops; SIGHUP reloads.",
+                        f"{_STOPS}{_RELOADS}.",
                         file=sys.stderr,
                     )
                 async for signum in signals:
-                    if signum == signal.SIGHUP:
+                    if signum == _RELOAD_SIGNAL:
                         if running is None:
                             print("echo-copier: an agent reads its configuration at start", file=sys.stderr)
                         else:
@@ -137,13 +153,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminals_at(config: Config) -> str:
+    """Where terminals connect: the named pipe on Windows, the Unix socket elsewhere."""
+    from echo.app.root import terminals_at
+
+    return terminals_at(config)
+
+
 def _preflight(config: Config, role: str) -> None:
     """What can be checked before anything starts: the folders of the socket and the store, and whether
     Core may serve ``split.listen`` (the services check again as they start)."""
     from echo.adapters.locks import parent_folder
     from echo.app.root import check_listen_is_safe
 
-    if role != "core":
+    if role != "core" and sys.platform != "win32":
         parent_folder(config.agent.socket_path, "agent.socket_path")
     if role != "agent" and config.store.url.startswith("sqlite:///"):
         parent_folder(config.store.url.removeprefix("sqlite:///"), "store.url")
@@ -193,17 +216,29 @@ def cmd_sim_ea(args: argparse.Namespace) -> int:
 
     if args.tcp:
         parse_host_port(args.tcp, "--tcp")  # a ConfigError naming the flag, before anything starts
-    where = f"TCP {args.tcp}" if args.tcp else str(args.socket)
+    if args.tcp:
+        where = f"TCP {args.tcp}"
+    elif args.pipe:
+        where = f"the named pipe {args.pipe}"
+    else:
+        where = f"the socket {args.socket}"
 
     async def connect() -> trio.abc.Stream:
-        return await (connect_tcp(args.tcp) if args.tcp else connect_unix(args.socket))
+        if args.tcp:
+            return await connect_tcp(args.tcp)
+        if args.pipe:
+            if sys.platform == "win32":
+                from echo.adapters.pipe.winpipe import connect_pipe
+
+                return await connect_pipe(args.pipe)
+            raise StartError("--pipe: named pipes are served on Windows only")
+        return await connect_unix(args.socket)
 
     async def main() -> None:
         try:
             await (await connect()).aclose()  # an Agent answers there, or one line says it does not
         except OSError as exc:
-            what = where if args.tcp else f"the socket {args.socket}"
-            raise StartError(f"no agent answers at {what}: {exc.strerror or exc}") from exc
+            raise StartError(f"no agent answers at {where}: {exc.strerror or exc}") from exc
         async with trio.open_nursery() as nursery:
             nursery.start_soon(market.run)
             if args.role == "slave":
@@ -357,12 +392,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminals_at(config: Config) -> str:
-    """Where terminals connect: the socket, and TCP when ``agent.tcp_listen`` is set."""
-    tcp = f" and TCP {config.agent.tcp_listen}" if config.agent.tcp_listen else ""
-    return f"{config.agent.socket_path}{tcp}"
-
-
 def _redacted(url: str) -> str:
     """A store URL fit to print: a password in it becomes ``***``."""
     from urllib.parse import urlsplit
@@ -437,7 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sim-ea", help="a simulated terminal against a running agent")
     s.add_argument("--role", choices=["master", "slave"], required=True, help="the terminal's role")
     s.add_argument("--account", required=True, help="the account id the terminal presents")
-    s.add_argument("--socket", default="var/echo.sock", help="the Agent's socket (default: %(default)s)")
+    s.add_argument(
+        "--socket", default=in_data_folder("echo.sock"), help="the Agent's socket (default: %(default)s)"
+    )
+    s.add_argument(
+        "--pipe", help="Windows: the Agent's named pipe NAME (\\\\.\\pipe\\NAME) instead of --socket"
+    )
     s.add_argument(
         "--tcp", metavar="HOST:PORT", help="connect over TCP instead, to the Agent's agent.tcp_listen"
     )

@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-DEFAULT_DATA_FOLDER = Path("var")
-"""The folder the default paths (``var/echo.db``, ``var/echo.sock``) live in: created when missing."""
+from echo.domain.paths import DATA_FOLDER
+
+DEFAULT_DATA_FOLDER = Path(DATA_FOLDER)
+"""The folder the default paths (``var/echo.db``, ``var/echo.sock``; ``%PROGRAMDATA%\\Echo\\echo.db`` on
+Windows) live in: created when missing."""
 
 
 class StartError(Exception):

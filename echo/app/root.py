@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from echo.adapters.locks import StartError
 from echo.adapters.pipe.group import ListenerGroup
 from echo.adapters.pipe.tcp import TcpPipeListener
 from echo.adapters.pipe.unix import UnixPipeListener
+from echo.adapters.pipe.winpipe import pipe_path
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
@@ -36,6 +38,7 @@ from echo.domain.config import (
     is_loopback,
     parse_host_port,
 )
+from echo.domain.paths import in_data_folder
 from echo.ports.clock import Clock
 from echo.ports.config import ConfigSource
 from echo.ports.ledger import AckLedger
@@ -77,8 +80,39 @@ def ledger_url(config: Config) -> str:
         stem = base[:-3] if base.endswith(".db") else base
         return f"sqlite:///{stem}-{config.agent.agent_id}-ledger.db"
     if store.startswith(("postgresql://", "postgres://")):
-        return f"sqlite:///var/echo-{config.agent.agent_id}-ledger.db"  # the ledger is the Agent's own file
+        # the ledger is the Agent's own file
+        return "sqlite:///" + in_data_folder(f"echo-{config.agent.agent_id}-ledger.db")
     return "memory://"
+
+
+def terminals_at(config: Config) -> str:
+    """Where this copier's terminals connect: the named pipe on Windows, the Unix socket elsewhere, and TCP
+    at ``agent.tcp_listen`` too when that is set."""
+    own = pipe_path(config.agent.pipe_name) if sys.platform == "win32" else config.agent.socket_path
+    return f"{own} and TCP {config.agent.tcp_listen}" if config.agent.tcp_listen else own
+
+
+def agent_listener(config: Config) -> PipeListener:
+    """Where the Agent's terminals connect: ``\\\\.\\pipe\\<agent.pipe_name>`` on Windows, the Unix socket at
+    ``agent.socket_path`` elsewhere, and TCP at ``agent.tcp_listen`` as well when that is set (a warning
+    when other machines can reach it)."""
+    own: PipeListener
+    if sys.platform == "win32":
+        from echo.adapters.pipe.winpipe import WinPipeListener
+
+        own = WinPipeListener(config.agent.pipe_name)
+    else:
+        own = UnixPipeListener(config.agent.socket_path)
+    if not config.agent.tcp_listen:
+        return own
+    host, _port = parse_host_port(config.agent.tcp_listen, "agent.tcp_listen")
+    if not is_loopback(host):
+        log.warning(
+            "agent_tcp_remote",
+            listen=config.agent.tcp_listen,
+            note="terminals on other machines can connect; each must present agent.token",
+        )
+    return ListenerGroup([own, TcpPipeListener(config.agent.tcp_listen)])
 
 
 def open_ledger(url: str) -> AckLedger:
@@ -364,31 +398,18 @@ async def run_agent(
         _release(listener)
 
 
-def agent_listener(config: Config) -> PipeListener:
-    """Where the Agent's terminals connect: its Unix socket, and TCP at ``agent.tcp_listen`` as well when
-    that is set (a warning when other machines can reach it)."""
-    unix = UnixPipeListener(config.agent.socket_path)
-    if not config.agent.tcp_listen:
-        return unix
-    host, _port = parse_host_port(config.agent.tcp_listen, "agent.tcp_listen")
-    if not is_loopback(host):
-        log.warning(
-            "agent_tcp_remote",
-            listen=config.agent.tcp_listen,
-            note="terminals on other machines can connect; each must present agent.token",
-        )
-    return ListenerGroup([unix, TcpPipeListener(config.agent.tcp_listen)])
-
-
 def _claim(listener: PipeListener) -> None:
-    """A Unix socket is claimed before anything else opens: a second copier on it stops here."""
-    if isinstance(listener, UnixPipeListener | ListenerGroup):
-        listener.claim()
+    """A Unix socket or a named pipe is claimed before anything else opens: a second copier on it stops
+    here."""
+    claim = getattr(listener, "claim", None)  # a Unix socket, a named pipe
+    if callable(claim):
+        claim()
 
 
 def _release(listener: PipeListener) -> None:
-    if isinstance(listener, UnixPipeListener | ListenerGroup):
-        listener.release()
+    release = getattr(listener, "release", None)
+    if callable(release):
+        release()
 
 
 async def run_split_in_process(

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from echo.domain.errors import ConfigError as ConfigError
 from echo.domain.ids import parse_account_id, parse_agent_id
+from echo.domain.paths import in_data_folder
 from echo.domain.policy import Policies, Policy, policies_from_dict
 from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.domain.types import Role
@@ -57,7 +58,7 @@ class CoreConfig:
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     agent_id: str = "agent-1"
-    socket_path: str = "var/echo.sock"
+    socket_path: str = in_data_folder("echo.sock")
     max_line_bytes: int = 1 << 20
     outbox_lines: int = 4096
     """Lines queued for one EA before that EA is judged too slow and disconnected."""
@@ -75,8 +76,18 @@ class AgentConfig:
     tcp_allow_remote: bool = False
     """Serve ``tcp_listen`` on an address other machines can reach (then ``token`` must be set)."""
 
+    pipe_name: str = "echo"
+    """Windows: the named pipe terminals connect to, ``\\\\.\\pipe\\NAME`` (EA input ``PipeName``)."""
+
     def __post_init__(self) -> None:
         parse_agent_id(self.agent_id)
+        if not 1 <= len(self.pipe_name) <= 200 or not all(
+            c.isascii() and c.isprintable() and c not in "\\/" for c in self.pipe_name
+        ):
+            raise ConfigError(
+                "agent.pipe_name must be 1..200 printable ASCII characters without \\ or /, "
+                f"got {self.pipe_name!r}"
+            )
         if self.tcp_listen:
             host, _port = parse_host_port(self.tcp_listen, "agent.tcp_listen")
             if not is_loopback(host):
@@ -151,7 +162,7 @@ class RouterConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    url: str = "sqlite:///var/echo.db"
+    url: str = "sqlite:///" + in_data_folder("echo.db")
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     retention_days: int = 90
     """Closed trades (their commands, delivery journal, events and copy decisions) are purged this long

@@ -134,6 +134,7 @@ def test_example_file_keys_are_all_known() -> None:
         ({"agent": {"agent_id": "agent_2.eu-west"}}, "agent", "agent_id", "agent_2.eu-west"),
         ({"agent": {"max_line_bytes": 4096}}, "agent", "max_line_bytes", 4096),
         ({"agent": {"outbox_lines": 16}}, "agent", "outbox_lines", 16),
+        ({"agent": {"pipe_name": "echo-eu.1"}}, "agent", "pipe_name", "echo-eu.1"),
         ({"store": {"url": "memory://"}}, "store", "url", "memory://"),
         ({"store": {"url": "sqlite:////abs/echo.db"}}, "store", "url", "sqlite:////abs/echo.db"),
         ({"store": {"synchronous": "NORMAL"}}, "store", "synchronous", "NORMAL"),
@@ -201,6 +202,10 @@ def test_rejects_a_section_that_is_not_a_table(section: str, value: object) -> N
         ({"agent": {"max_line_bytes": 65536.0}}, "agent.max_line_bytes"),  # a float for an int
         ({"agent": {"outbox_lines": "4096"}}, "agent.outbox_lines"),
         ({"agent": {"socket_path": 3}}, "agent.socket_path"),
+        ({"agent": {"pipe_name": 3}}, "agent.pipe_name"),
+        ({"agent": {"pipe_name": ""}}, "agent.pipe_name"),
+        ({"agent": {"pipe_name": "a\\b"}}, "agent.pipe_name"),  # a name, not a path
+        ({"agent": {"pipe_name": "x" * 201}}, "agent.pipe_name"),
         ({"store": {"url": 1}}, "store.url"),
         ({"log": {"file": 1}}, "log.file"),
         ({"delivery": {"ack_timeout_ms": True}}, "delivery.ack_timeout_ms"),

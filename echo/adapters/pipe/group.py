@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import trio
 
-from echo.adapters.pipe.unix import UnixPipeListener
 from echo.ports.pipe import ConnectionHandler, PipeListener
 
 
@@ -19,22 +18,25 @@ class ListenerGroup:
         self.description = " + ".join(m.description for m in self.members)
 
     def claim(self) -> None:
-        """Claim what has a lock (a Unix socket) before anything else opens; see ``UnixPipeListener``."""
-        claimed: list[UnixPipeListener] = []
+        """Claim what has a lock (a Unix socket, a named pipe) before anything else opens; a member that
+        cannot be claimed releases those claimed before it."""
+        claimed: list[PipeListener] = []
         try:
             for member in self.members:
-                if isinstance(member, UnixPipeListener):
-                    member.claim()
+                claim = getattr(member, "claim", None)
+                if callable(claim):
+                    claim()
                     claimed.append(member)
         except BaseException:
-            for member in claimed:
-                member.release()
+            if claimed:
+                ListenerGroup(claimed).release()
             raise
 
     def release(self) -> None:
         for member in self.members:
-            if isinstance(member, UnixPipeListener):
-                member.release()
+            release = getattr(member, "release", None)
+            if callable(release):
+                release()
 
     async def serve(
         self, handler: ConnectionHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
