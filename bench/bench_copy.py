@@ -63,6 +63,15 @@ async def _wait_ready(proc: trio.Process) -> None:
         seen += chunk
 
 
+async def open_copier(config: Path) -> trio.Process:
+    """``echo-copier run --role all`` under ``config`` as its own process (its log on a pipe: ``_wait_ready``,
+    then ``_drain``)."""
+    return await trio.lowlevel.open_process(
+        [sys.executable, "-m", "echo", "run", "--role", "all", "--config", str(config)],
+        stderr=subprocess.PIPE,
+    )
+
+
 async def _drain(proc: trio.Process) -> None:
     assert proc.stderr is not None
     while await proc.stderr.receive_some():
@@ -77,10 +86,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         f'[store]\nurl = "sqlite:///{db}"\nsynchronous = "{args.synchronous}"\n'
         '[log]\nlevel = "warning"\n'
     )
-    copier = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "echo", "run", "--role", "all", "--config", str(config)],
-        stderr=subprocess.PIPE,
-    )
+    copier = await open_copier(config)
     received: dict[str, list[int]] = defaultdict(list)
     complete: dict[str, trio.Event] = defaultdict(trio.Event)
 

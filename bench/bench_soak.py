@@ -19,7 +19,6 @@ import json
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_copy import _drain, _wait_ready, open_copier
 
 from echo.adapters.pipe.unix import connect_unix
 from echo.domain.types import Side
@@ -44,22 +45,6 @@ def _rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-async def _wait_ready(proc: trio.Process) -> None:
-    assert proc.stderr is not None
-    seen = b""
-    while b"copying" not in seen:
-        chunk = await proc.stderr.receive_some()
-        if not chunk:
-            raise SystemExit(f"the copier ended: {seen.decode(errors='replace')}")
-        seen += chunk
-
-
-async def _drain(proc: trio.Process) -> None:
-    assert proc.stderr is not None
-    while await proc.stderr.receive_some():
-        pass
 
 
 def store_bytes(db: Path) -> tuple[int, dict[str, int]]:
@@ -89,10 +74,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         f'[store]\nurl = "sqlite:///{db}"\nsynchronous = "NORMAL"\n'
         '[log]\nlevel = "warning"\n'
     )
-    copier = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "echo", "run", "--role", "all", "--config", str(config)],
-        stderr=subprocess.PIPE,
-    )
+    copier = await open_copier(config)
     received: dict[str, int] = defaultdict(int)
     complete: dict[str, trio.Event] = defaultdict(trio.Event)
     copies = 0

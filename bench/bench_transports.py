@@ -17,7 +17,6 @@ import json
 import random
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_copy import _cpu_seconds, _drain, _stats, _wait_ready
+from bench_copy import _cpu_seconds, _drain, _stats, _wait_ready, open_copier
 
 from echo.adapters.pipe.tcp import connect_tcp
 from echo.adapters.pipe.unix import connect_unix
@@ -69,10 +68,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         f'[store]\nurl = "sqlite:///{db}"\nsynchronous = "{args.synchronous}"\n'
         '[log]\nlevel = "warning"\n'
     )
-    copier = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "echo", "run", "--role", "all", "--config", str(config)],
-        stderr=subprocess.PIPE,
-    )
+    copier = await open_copier(config)
     received: dict[str, list[int]] = defaultdict(list)
     complete: dict[str, trio.Event] = defaultdict(trio.Event)
 
