@@ -4,6 +4,7 @@ socket of the same Agent copy through it; an address other machines can reach is
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import socket
@@ -200,8 +201,10 @@ async def test_the_listener_serves_loopback_addresses_as_written(host: str) -> N
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(TcpPipeListener(listen).serve, echo_back)
-            except StartError as exc:  # a machine without IPv6
-                pytest.skip(str(exc))
+            except StartError as exc:
+                if host != "[::1]" or os.environ.get("CI") == "true":
+                    raise
+                pytest.skip(f"no IPv6 loopback here: {exc}")  # a machine without IPv6
             stream = await connect_tcp(listen)
             await stream.send_all(b"ping\n")
             assert await stream.receive_some() == b"ping\n"
