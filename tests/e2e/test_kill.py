@@ -16,19 +16,11 @@ import trio
 
 from echo.adapters.store.sqlite import SqliteStore
 from tests.backends import free_port
+from tests.e2e.test_processes import read_until
 
 pytestmark = pytest.mark.e2e
 
 CLI = [sys.executable, "-m", "echo"]
-
-
-async def read_until(proc: trio.Process, marker: bytes) -> None:
-    assert proc.stderr is not None
-    seen = b""
-    while marker not in seen:
-        chunk = await proc.stderr.receive_some()
-        assert chunk, f"process ended before saying {marker!r}: {seen.decode(errors='replace')}"
-        seen += chunk
 
 
 async def start_copier(config: Path, role: str = "all") -> trio.Process:

@@ -16,20 +16,11 @@ from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.ports.store import Store
 from tests.backends import postgres_schema
+from tests.e2e.test_processes import read_until
 
 pytestmark = pytest.mark.e2e
 
 CLI = [sys.executable, "-m", "echo"]
-
-
-async def read_until(proc: trio.Process, marker: bytes) -> bytes:
-    assert proc.stderr is not None
-    seen = b""
-    while marker not in seen:
-        chunk = await proc.stderr.receive_some()
-        assert chunk, f"process ended before saying {marker!r}: {seen.decode(errors='replace')}"
-        seen += chunk
-    return seen
 
 
 def write_config(path: Path, sock: Path, store_url: str, log: Path) -> Path:
