@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -72,6 +73,40 @@ async def open_copier(config: Path) -> trio.Process:
     )
 
 
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def start_terminals(
+    nursery: trio.Nursery,
+    market: SimMarket,
+    rng: random.Random,
+    connect: Callable[[], Awaitable[trio.abc.Stream]],
+    on_execute: Callable[[str, str, int], None],
+    slave_ids: list[str],
+    master_id: str = "9001",
+    master_seed: int = 3,
+) -> SimMasterEA:
+    """A simulated master and its slaves (broker profiles by position) on ``connect``, running; returns the
+    master once Core has evaluated every one's handshake."""
+    slaves = [
+        SimSlaveEA(
+            account,
+            slave_broker(i, market, random.Random(rng.random())),
+            connect,
+            now_ms,
+            on_execute_received=on_execute,
+        )
+        for i, account in enumerate(slave_ids)
+    ]
+    master = SimMasterEA(master_id, master_broker(market, random.Random(master_seed)), connect, now_ms, rng)
+    for terminal in [*slaves, master]:
+        await nursery.start(terminal.run)
+    while not all(t.feedback_ms for t in [*slaves, master]):  # noqa: ASYNC110 (every handshake evaluated)
+        await trio.sleep(0.01)
+    return master
+
+
 async def _drain(proc: trio.Process) -> None:
     assert proc.stderr is not None
     while await proc.stderr.receive_some():
@@ -98,9 +133,6 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     async def connect() -> trio.abc.Stream:
         return await connect_unix(str(sock))
 
-    def now_ms() -> int:
-        return time.time_ns() // 1_000_000
-
     cpu = 0.0
     rng = random.Random(1)
     market = SimMarket(random.Random(2))
@@ -109,22 +141,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, copier)
             nursery.start_soon(market.run)
-            slaves = [
-                SimSlaveEA(
-                    f"{51001 + i}",
-                    slave_broker(i, market, random.Random(rng.random())),
-                    connect,
-                    now_ms,
-                    on_execute_received=on_execute,
-                )
-                for i in range(args.slaves)
-            ]
-            master = SimMasterEA("9001", master_broker(market, random.Random(3)), connect, now_ms, rng)
-            for terminal in [*slaves, master]:
-                await nursery.start(terminal.run)
-            # every terminal has had its handshake evaluated by Core
-            while not all(t.feedback_ms for t in [*slaves, master]):
-                await trio.sleep(0.01)
+            master = await start_terminals(
+                nursery, market, rng, connect, on_execute, [f"{51001 + i}" for i in range(args.slaves)]
+            )
             await trio.sleep(0.5)
             first: list[float] = []
             last: list[float] = []

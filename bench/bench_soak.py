@@ -29,14 +29,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_copy import _drain, _wait_ready, open_copier
+from bench_copy import _drain, _wait_ready, open_copier, start_terminals
 
 from echo.adapters.pipe.unix import connect_unix
 from echo.domain.types import Side
 from echo.sim.market import SimMarket
-from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
-from echo.sim.slave import SimSlaveEA
 
 
 def _rss_kb(pid: int) -> int:
@@ -89,9 +86,6 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     async def connect() -> trio.abc.Stream:
         return await connect_unix(str(sock))
 
-    def now_ms() -> int:
-        return time.time_ns() // 1_000_000
-
     samples: list[tuple[float, int, int]] = []
     trades = 0
     at_warmup: tuple[float, int, int] | None = None
@@ -102,21 +96,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, copier)
             nursery.start_soon(market.run)
-            slaves = [
-                SimSlaveEA(
-                    f"{51001 + i}",
-                    slave_broker(i, market, random.Random(rng.random())),
-                    connect,
-                    now_ms,
-                    on_execute_received=on_execute,
-                )
-                for i in range(args.slaves)
-            ]
-            master = SimMasterEA("9001", master_broker(market, random.Random(3)), connect, now_ms, rng)
-            for terminal in [*slaves, master]:
-                await nursery.start(terminal.run)
-            while not all(t.feedback_ms for t in [*slaves, master]):
-                await trio.sleep(0.01)
+            master = await start_terminals(
+                nursery, market, rng, connect, on_execute, [f"{51001 + i}" for i in range(args.slaves)]
+            )
             start = time.monotonic()
             next_sample = start
             interval = 1.0 / args.rate

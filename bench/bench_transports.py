@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,15 +27,13 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_copy import _cpu_seconds, _drain, _stats, _wait_ready, open_copier
+from bench_copy import _cpu_seconds, _drain, _stats, _wait_ready, open_copier, start_terminals
 
 from echo.adapters.pipe.tcp import connect_tcp
 from echo.adapters.pipe.unix import connect_unix
 from echo.domain.types import Side
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
-from echo.sim.slave import SimSlaveEA
 
 Connect = Callable[[], Awaitable[trio.abc.Stream]]
 
@@ -77,9 +74,6 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         if len(received[trade_id]) == args.slaves:
             complete[trade_id].set()
 
-    def now_ms() -> int:
-        return time.time_ns() // 1_000_000
-
     cpu = 0.0
     rng = random.Random(1)
     market = SimMarket(random.Random(2))
@@ -91,26 +85,10 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             nursery.start_soon(_drain, copier)
             nursery.start_soon(market.run)
             masters: dict[str, SimMasterEA] = {}
-            terminals: list[SimMasterEA | SimSlaveEA] = []
-            for k, (name, (master_id, slave_ids, connect)) in enumerate(legs.items()):
-                for i, account in enumerate(slave_ids):
-                    terminals.append(
-                        SimSlaveEA(
-                            account,
-                            slave_broker(i, market, random.Random(rng.random())),
-                            connect,
-                            now_ms,
-                            on_execute_received=on_execute,
-                        )
-                    )
-                masters[name] = SimMasterEA(
-                    master_id, master_broker(market, random.Random(3 + k)), connect, now_ms, rng
+            for k, (name, (master_id, slave_ids, dial)) in enumerate(legs.items()):
+                masters[name] = await start_terminals(
+                    nursery, market, rng, dial, on_execute, slave_ids, master_id, master_seed=3 + k
                 )
-                terminals.append(masters[name])
-            for terminal in terminals:
-                await nursery.start(terminal.run)
-            while not all(t.feedback_ms for t in terminals):  # noqa: ASYNC110 (every handshake evaluated)
-                await trio.sleep(0.01)
             await trio.sleep(0.5)
             for n in range(args.warmup + args.trades):
                 for name, master in masters.items():  # alternating: the same copier, the same moment
