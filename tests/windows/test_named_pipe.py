@@ -19,6 +19,7 @@ import trio
 
 from echo.adapters.store.sqlite import SqliteStore
 from tests.backends import free_port
+from tests.e2e.test_kill import settled
 from tests.windows.wine import WinePython, read_until, windows_path, wine_python
 
 pytestmark = pytest.mark.e2e
@@ -136,6 +137,11 @@ async def test_the_copier_killed_mid_traffic_and_started_again_loses_nothing(tmp
             await read_until(procs["again"], b"Ctrl-C or Ctrl-Break stops.", said["again"])
             await read_until(master, b"sim master 9001: 8 trades done", said["master"])
             assert await master.wait() == 0
+            # the master is flat; the slaves' closes may still be on their way: watch the store
+            for _ in range(300):
+                if await settled(db):
+                    break
+                await trio.sleep(0.1)
         finally:
             for key in ("s1", "s2", "again", "copier"):
                 if key in procs:
