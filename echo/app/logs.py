@@ -6,24 +6,18 @@ import logging
 import sys
 from typing import TextIO
 
-import msgspec
 import structlog
 
+from echo.pipe.jsonenc import to_json
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-
-
-_encoder = msgspec.json.Encoder()
-
-
-def _dumps(obj: object, **_: object) -> str:
-    return _encoder.encode(obj).decode()
 
 
 def configure(fmt: str = "console", level: str = "info", stream: TextIO | None = None) -> None:
     out = stream if stream is not None else sys.stderr
     renderer: structlog.typing.Processor
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+        renderer = structlog.processors.JSONRenderer(serializer=to_json)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(

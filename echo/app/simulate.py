@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO, cast
 
-import msgspec
 import structlog
 import trio
 import trio.testing
@@ -72,6 +71,7 @@ from echo.app.root import Copier, open_store, run_all_in_one, run_split_in_proce
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, SplitConfig, StoreConfig
 from echo.domain.ids import trade_id_from_comment
+from echo.pipe.jsonenc import to_json
 from echo.ports.clock import Clock
 from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
@@ -885,13 +885,6 @@ def _virtual_time(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> 
     return event
 
 
-_encoder = msgspec.json.Encoder()
-
-
-def _dumps(obj: object, **_: object) -> str:
-    return _encoder.encode(obj).decode()
-
-
 def configure_logs(stream: TextIO | None, level: str = "info") -> None:
     """The simulator's logs: JSON lines stamped with virtual seconds (``t``), never wall time, or nothing at
     all without a stream (logging costs more than the simulated work)."""
@@ -908,7 +901,7 @@ def configure_logs(stream: TextIO | None, level: str = "info") -> None:
             structlog.processors.add_log_level,
             _virtual_time,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps),
+            structlog.processors.JSONRenderer(serializer=to_json),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.WriteLoggerFactory(file=stream or io.StringIO()),
@@ -930,7 +923,7 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {"event": record.getMessage(), "logger": record.name}
         event["level"] = record.levelname.lower()
-        return _dumps(dict(_virtual_time(None, "", event)))
+        return to_json(dict(_virtual_time(None, "", event)))
 
 
 # ------------------------------------------------------------------------------------------------ cli

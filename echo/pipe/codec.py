@@ -16,6 +16,7 @@ import msgspec
 
 from echo.domain import messages as m
 from echo.domain.errors import ProtocolError
+from echo.pipe.jsonenc import to_json_bytes
 
 MAX_LINE_BYTES: Final = 1 << 20
 """1 MiB: room for a handshake with a few thousand symbols."""
@@ -92,7 +93,6 @@ _ENVELOPES: dict[str, type[msgspec.Struct]] = {
 }
 _ENVELOPE_NAME = {env: name for name, env in _ENVELOPES.items()}
 _full_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[tuple(_ENVELOPES.values())])  # noqa: UP007
-_encoder = msgspec.json.Encoder()
 
 
 class _TypeOnly(msgspec.Struct):
@@ -130,7 +130,7 @@ Event = Decoded | DecodeFailure
 def encode(payload: object, timestamp_ms: int) -> bytes:
     """One protocol line (with its ``\\n``) for a payload object of the vocabulary."""
     name = TYPE_OF[type(payload)]
-    return _encoder.encode(_ENVELOPES[name](timestamp_ms, payload)) + b"\n"
+    return to_json_bytes(_ENVELOPES[name](timestamp_ms, payload)) + b"\n"
 
 
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")

@@ -40,6 +40,7 @@ from echo.domain.ids import trade_comment, uuid7_time_ms
 from echo.domain.policy import Policies, Policy
 from echo.domain.registration import Evaluation, ProtocolPolicy, SymbolCatalog, evaluate
 from echo.domain.types import Role, Side, SymbolSpec
+from echo.pipe.jsonenc import to_json
 from echo.ports.clock import Clock
 from echo.ports.store import (
     AccountRow,
@@ -89,14 +90,6 @@ metrics.get_meter("echo.core").create_observable_counter(
 )
 
 
-_encoder = msgspec.json.Encoder()
-
-
-def _json(obj: object) -> str:
-    """Compact JSON for the store (dataclasses and enums included)."""
-    return _encoder.encode(obj).decode()
-
-
 _ROW_COLUMNS = frozenset({"command_id", "trade_id", "trace_id", "error_code"})
 """Message fields a command row keeps in its own columns: not repeated in its payload or result."""
 _KEPT_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {}
@@ -128,7 +121,7 @@ def _compact(msg: Any, comment: str = "") -> str:
         kept = _KEPT_FIELDS[type(msg)] = tuple(
             (f.name, f.default) for f in fields(msg) if f.name not in _ROW_COLUMNS
         )
-    return _json(
+    return to_json(
         {
             name: value
             for name, default in kept
@@ -974,7 +967,7 @@ class Core:
                 account_id,
                 command_id,
                 trace_id,
-                _json(data),
+                to_json(data),
             )
         )
 
@@ -1118,7 +1111,7 @@ class Core:
             acc.quotes, acc.snapshot = prev.quotes, prev.snapshot
             acc.tick_values, acc.tick_values_at_ms = prev.tick_values, prev.tick_values_at_ms
         self.accounts[hs.account_id] = acc
-        tx.batch.accounts.append(AccountRow(hs.account_id, hs.role.value, agent_id, _json(hs), msg.at_ms))
+        tx.batch.accounts.append(AccountRow(hs.account_id, hs.role.value, agent_id, to_json(hs), msg.at_ms))
         if prev is not None and prev.agent_id != agent_id:
             # The terminal now runs beside another Agent: from here on only that Agent gets its messages,
             # and the old Agent's going offline no longer touches it.
@@ -1213,8 +1206,8 @@ class Core:
                 r.status.value,
                 r.protocol_version,
                 acc.handshake.client_semver,
-                _json(r.errors),
-                _json(r.warnings),
+                to_json(r.errors),
+                to_json(r.warnings),
                 r.evaluated_at_ms,
             )
         )
@@ -1224,8 +1217,8 @@ class Core:
                 e.canonical_symbol,
                 e.broker_symbol,
                 e.status.value,
-                _json(e.warnings),
-                _json(e.errors),
+                to_json(e.warnings),
+                to_json(e.errors),
                 e.spec_age_ms,
                 e.evaluated_at_ms,
             )
@@ -1375,7 +1368,7 @@ class Core:
                         "omit",
                         plan.reason,
                         None,
-                        _json(plan.detail),
+                        to_json(plan.detail),
                         now,
                     )
                 )
@@ -1423,7 +1416,7 @@ class Core:
                 "copy",
                 "copied",
                 plan.lot_size,
-                _json(_copy_detail(plan)),
+                to_json(_copy_detail(plan)),
                 now,
             )
         )
@@ -1536,7 +1529,7 @@ class Core:
         tx.drops.append(m.DropCommand(pend.account_id, cmd.command_id, reason))
         tx.batch.command_updates.append(
             CommandUpdate(
-                cmd.command_id, "failed", ErrorCode.ERR_TIMEOUT.value, _json({"reason": reason}), now
+                cmd.command_id, "failed", ErrorCode.ERR_TIMEOUT.value, to_json({"reason": reason}), now
             )
         )
         tx.batch.retry_events.append(
