@@ -14,7 +14,8 @@
 //                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "stopout", "orders"; each answered
 //                with one line ("ok ..." or "error ..."); "sync" is answered once the EA's next OnTimer ran
 //   ECHO_STOP_FILE  a path: once it exists the EA stops as on SIGTERM (OnDeinit, then exit 0); the way a test
-//                stops an EA under Wine, where a Windows process has no SIGTERM
+//                stops an EA under Wine, where SIGTERM ends a Windows process without OnDeinit (Ctrl-C,
+//                which Wine makes of SIGINT, is handled too: SetConsoleCtrlHandler)
 // The Windows build (MinGW, _WIN32) calls the real kernel32 pipe functions on \\.\pipe\NAME instead of a
 // Unix socket (ECHO_SOCKET is then unused), and its control channel is TCP: ECHO_CONTROL_PORT, a port on
 // 127.0.0.1 (ECHO_CONTROL is POSIX only). The operating system calls are in win32.cpp (see win32.hpp).
