@@ -168,6 +168,7 @@ async def pipe_leg(args: argparse.Namespace, workdir: Path) -> tuple[object, flo
         ["wine", python, "-m", "echo", "run", "--role", "all", "--config", prepare.wine_path(config)],
         env=env,
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,  # never a file: the Windows Python cannot write to one Wine redirects
         stderr=subprocess.PIPE,
     )
     try:
