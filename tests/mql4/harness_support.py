@@ -96,7 +96,7 @@ class Terminal:
     """A compiled EA process with its own broker, files folder, broker state on disk and control channel
     (a Unix socket path, or a TCP port on 127.0.0.1 for the Windows build). ``argv`` runs it (``wine EXE``
     for a Windows build); ``env`` is its environment, to which the shim's variables are added, named the
-    way the EA's system names paths (``path_name``)."""
+    way the EA's system names paths (``path_name``), and the EA's ``inputs`` (its properties dialog)."""
 
     def __init__(
         self,
@@ -105,8 +105,8 @@ class Terminal:
         broker: str,
         env: Mapping[str, str],
         control: Path | int,
+        inputs: Mapping[str, str],
         path_name: Callable[[Path], str] = str,
-        **inputs: str,
     ) -> None:
         home.mkdir()
         (home / "broker.txt").write_text(broker, encoding="utf-8")

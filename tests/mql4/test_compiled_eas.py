@@ -159,7 +159,7 @@ symbol #GER30_cash 1 0.1 0.1 0.1 50 0.1 25 25 0.25 18497.6 18499.6
 def terminal(exe: Path, home: Path, wire: Wire, broker: str, **inputs: str) -> Terminal:
     """A compiled EA process on this machine, reaching the Agent by ``wire``."""
     env = {**os.environ, "ECHO_SOCKET": str(wire.ea_socket)}
-    return Terminal([str(exe)], home, broker, env, home / "control.sock", **{**wire.inputs, **inputs})
+    return Terminal([str(exe)], home, broker, env, home / "control.sock", {**wire.inputs, **inputs})
 
 
 async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
