@@ -3,9 +3,10 @@ calls are the real kernel32 ones, their socket calls the real Winsock), under Wi
 
 - Over a real named pipe: the copier as on Windows (the Windows build of Python under Wine, ``run --role
   all``) serves ``\\\\.\\pipe\\NAME``; a compiled master copies an open, a modification, a partial close and a
-  close onto two compiled slaves (other symbol suffixes and lot steps); a slave killed and started again gets
-  what it missed, once; the copier killed mid-traffic and started again loses nothing. The copier, the
-  master and the slaves are set up once for the three (a Wine process start costs about a second).
+  close onto two compiled slaves (other symbol suffixes and lot steps); a slave killed as a copy reaches it
+  and started again gets each command once; the copier killed mid-traffic and started again loses
+  nothing. The copier, the master and the slaves are set up once for the three (a Wine process start costs
+  about a second).
 - Over TCP to a native Linux copier (``agent.tcp_listen``): MT4 under Wine on a Linux VPS.
 
 Exactly once is read from the slaves' brokers (their orders on disk) and from the copier's store."""
@@ -131,10 +132,11 @@ async def test_mingw_eas_copy_through_the_windows_copier_over_a_named_pipe(
                 await master.order(f"close {rest} 0.6")
                 await until(lambda: all(s.open_lots() == [] for s in slaves), "the close copied")
 
-                # a slave killed; what the master does meanwhile reaches it once it is back, once
-                await slave_a.kill()
+                # a slave killed as the copies arrive (its open executed or not, its result sent or not);
+                # what the master does meanwhile reaches it once it is back; each command takes effect once
                 second = int((await master.order("open XAUUSD.r SELL 0.5 0 0")).split()[1])
                 await until(lambda: slave_b.open_lots() == [0.5], "the open copied to the slave still up")
+                await slave_a.kill()
                 await master.order(f"modify {second} 2420.00 2380.00")
                 await until(
                     lambda: stops(slave_b) == {2420.0}, "the modification copied to the slave still up"
