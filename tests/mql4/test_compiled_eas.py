@@ -28,6 +28,7 @@ from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker
 from tests.mql4.conftest import Wire
+from tests.mql4.harness_support import Terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -155,51 +156,10 @@ symbol #GER30_cash 1 0.1 0.1 0.1 50 0.1 25 25 0.25 18497.6 18499.6
 """
 
 
-class Terminal:
-    """A compiled EA process with its own broker, files folder and (for a master) control socket."""
-
-    def __init__(self, exe: Path, home: Path, wire: Wire, broker: str, **inputs: str) -> None:
-        home.mkdir()
-        (home / "broker.txt").write_text(broker, encoding="utf-8")
-        (home / "files").mkdir()
-        self.control = home / "control.sock"
-        self.env = {
-            **os.environ,
-            "ECHO_SOCKET": str(wire.ea_socket),
-            "ECHO_BROKER": str(home / "broker.txt"),
-            "ECHO_FILES": str(home / "files"),
-            "ECHO_CONTROL": str(self.control),
-            "ECHO_BROKER_STATE": str(home / "broker-state.txt"),
-            **{f"ECHO_INPUT_{k}": v for k, v in {**wire.inputs, **inputs}.items()},
-        }
-        self.exe = exe
-        self.proc: trio.Process | None = None
-        self._ctl: trio.SocketStream | None = None
-        self._buf = b""
-
-    async def start(self) -> None:
-        self.proc = await trio.lowlevel.open_process([str(self.exe)], env=self.env)
-
-    async def stop(self) -> None:
-        if self._ctl is not None:
-            await self._ctl.aclose()
-            self._ctl = None
-        if self.proc is not None:
-            self.proc.terminate()
-            await self.proc.wait()
-            self.proc = None
-
-    async def order(self, command: str) -> str:
-        """What a person does in the terminal: open, modify, close (answered "ok ..." / "error ...")."""
-        if self._ctl is None:  # listening since before the EA's handshake, which the test waited for
-            self._ctl = await trio.open_unix_socket(str(self.control))
-        await self._ctl.send_all(command.encode() + b"\n")
-        while b"\n" not in self._buf:
-            self._buf += await self._ctl.receive_some()
-        line, self._buf = self._buf.split(b"\n", 1)
-        reply = line.decode()
-        assert reply.startswith("ok"), (command, reply)
-        return reply
+def terminal(exe: Path, home: Path, wire: Wire, broker: str, **inputs: str) -> Terminal:
+    """A compiled EA process on this machine, reaching the Agent by ``wire``."""
+    env = {**os.environ, "ECHO_SOCKET": str(wire.ea_socket)}
+    return Terminal([str(exe)], home, broker, env, home / "control.sock", {**wire.inputs, **inputs})
 
 
 async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
@@ -211,14 +171,14 @@ async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
         agent=wire.agent(agent_id="agent-mql4", token="mql4-token"),
         store=StoreConfig(url="memory://"),
     )
-    master = Terminal(
+    master = terminal(
         master_exe, tmp_path / "master", wire, MASTER_BROKER.format(**gold),
         SymbolMappings="XAUUSD:XAUUSD.r,GER30:DE30.cash", AgentToken="mql4-token",
     )  # fmt: skip
-    slave_a = Terminal(
+    slave_a = terminal(
         slave_exe, tmp_path / "slave-a", wire, BROKER.format(bid=2398.3, ask=2398.7), AgentToken="mql4-token"
     )
-    slave_b = Terminal(
+    slave_b = terminal(
         slave_exe, tmp_path / "slave-b", wire, SLAVE_B_BROKER.format(**gold), AgentToken="mql4-token"
     )
     with trio.fail_after(60):
@@ -273,10 +233,10 @@ async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_u
         store=StoreConfig(url="memory://"),
     )
     gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
-    master = Terminal(
+    master = terminal(
         master_exe, tmp_path / "master", wire, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
     )
-    slave = Terminal(slave_exe, tmp_path / "slave", wire, BROKER.format(bid=2398.3, ask=2398.7))
+    slave = terminal(slave_exe, tmp_path / "slave", wire, BROKER.format(bid=2398.3, ask=2398.7))
     copiers: list[Copier] = []
 
     async def copier_process(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
@@ -375,12 +335,12 @@ async def test_compiled_slaves_report_broker_closes_and_are_never_reopened(
         agent=wire.agent(agent_id="agent-mql4"),
         store=StoreConfig(url="memory://"),
     )
-    master = Terminal(
+    master = terminal(
         master_exe, tmp_path / "master", wire, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
     )
     quick = {"SnapshotMs": "300"}  # the state snapshot that reports a broker's close comes sooner
-    stopped = Terminal(slave_exe, tmp_path / "slave-a", wire, BROKER.format(bid=2398.3, ask=2398.7), **quick)
-    hit = Terminal(slave_exe, tmp_path / "slave-b", wire, SLAVE_B_BROKER.format(**gold), **quick)
+    stopped = terminal(slave_exe, tmp_path / "slave-a", wire, BROKER.format(bid=2398.3, ask=2398.7), **quick)
+    hit = terminal(slave_exe, tmp_path / "slave-b", wire, SLAVE_B_BROKER.format(**gold), **quick)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             copier: Copier = await nursery.start(run_all_in_one, config)

@@ -17,7 +17,12 @@
 typedef long long datetime;
 typedef int color;
 typedef unsigned char uchar;
-// ushort, uint and ulong come from <sys/types.h> (glibc), with MQL4's sizes on x86-64
+#ifdef _WIN32
+typedef unsigned short ushort;
+typedef unsigned int uint;
+#else
+// ushort and uint come from <sys/types.h> (glibc), with MQL4's sizes on x86-64
+#endif
 
 #define EMPTY_VALUE 2147483647
 #define WHOLE_ARRAY -1

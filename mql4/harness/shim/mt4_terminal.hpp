@@ -13,14 +13,26 @@
 //                person would place them in the terminal: "open SYMBOL BUY|SELL LOTS SL TP [MAGIC]",
 //                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "stopout", "orders"; each answered
 //                with one line ("ok ..." or "error ..."); "sync" is answered once the EA's next OnTimer ran
+//   ECHO_STOP_FILE  a path: once it exists the EA stops as on SIGTERM (OnDeinit, then exit 0); the way a test
+//                stops an EA under Wine, where SIGTERM ends a Windows process without OnDeinit (Ctrl-C,
+//                which Wine makes of SIGINT, is handled too: SetConsoleCtrlHandler)
+// The Windows build (MinGW, _WIN32) calls the real kernel32 pipe functions on \\.\pipe\NAME instead of a
+// Unix socket (ECHO_SOCKET is then unused), and its control channel is TCP: ECHO_CONTROL_PORT, a port on
+// 127.0.0.1 (ECHO_CONTROL is POSIX only). The operating system calls are in win32.cpp (see win32.hpp).
 #pragma once
 
-#include <fcntl.h>
 #include <signal.h>
+
+#ifdef _WIN32
+#include "win32.hpp"
+#else
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#endif
 
 #include <fstream>
 #include <map>
@@ -139,7 +151,11 @@ inline void ShimSaveState() {
                     << o.lots << '\t' << o.open_price << '\t' << o.sl << '\t' << o.tp << '\t' << o.magic << '\t'
                     << o.open_time << '\t' << o.close_price << '\t' << o.close_time << '\t' << o.comment << "\n";
     }
+#ifdef _WIN32
+    EchoWinReplaceFile(tmp.c_str(), path);
+#else
     std::rename(tmp.c_str(), path);
+#endif
 }
 inline void ShimLoadState() {
     const char *path = std::getenv("ECHO_BROKER_STATE");
@@ -370,6 +386,31 @@ inline void ShimStopOut() {
     ShimSaveState();
 }
 
+#ifdef _WIN32
+// --- kernel32 named pipe calls: the real ones (win32.cpp) -----------------------------------------------
+// Pipe.mqh keeps handles in an int, as the 32-bit MT4 terminal does; kernel handles fit (see win32.cpp).
+inline int CreateFileW(const string &name, uint access, uint share, int security, uint disposition, uint flags,
+                       int templ) {
+    (void)security, (void)templ;
+    return static_cast<int>(EchoWinPipeOpen(name.s.c_str(), access, share, disposition, flags));
+}
+inline bool WriteFile(int h, MqlArray<uchar> &buf, uint n, uint &written, int overlapped) {
+    (void)overlapped;
+    if (buf.v.size() < n) return false;
+    return EchoWinPipeWrite(h, buf.v.data(), n, &written);
+}
+inline bool PeekNamedPipe(int h, int buf, uint size, int read, uint &available, int left) {
+    (void)buf, (void)size, (void)read, (void)left;
+    return EchoWinPipePeek(h, &available);
+}
+inline bool ReadFile(int h, MqlArray<uchar> &buf, uint n, uint &read, int overlapped) {
+    (void)overlapped;
+    if (buf.v.size() < n) buf.v.resize(n);
+    return EchoWinPipeRead(h, buf.v.data(), n, &read);
+}
+inline bool CloseHandle(int h) { return EchoWinPipeClose(h); }
+
+#else
 // --- kernel32 named pipe calls, on the agent's Unix socket --------------------------------------------
 inline int CreateFileW(const string &name, uint access, uint share, int security, uint disposition, uint flags,
                        int templ) {
@@ -418,6 +459,7 @@ inline bool ReadFile(int h, MqlArray<uchar> &buf, uint n, uint &read, int overla
     return true;
 }
 inline bool CloseHandle(int h) { return ::close(h) == 0; }
+#endif
 
 // --- files (MQL4/Files sandbox) -----------------------------------------------------------------------
 inline std::string ShimFilePath(const string &name) {
@@ -484,7 +526,7 @@ void OnDeinit(const int reason);
 
 // --- the control channel (a test playing the person at the terminal) -----------------------------------
 struct ShimControl {
-    int listener = -1, client = -1;
+    long long listener = -1, client = -1;
     std::string buffer;
     int syncs = 0;  // "sync" requests answered after the next OnTimer
 };
@@ -492,9 +534,27 @@ inline ShimControl &Control() {
     static ShimControl c;
     return c;
 }
-inline void ShimControlOpen() {
+// The control channel's sockets: a Unix socket (ECHO_CONTROL) on POSIX, TCP on 127.0.0.1 (ECHO_CONTROL_PORT)
+// in the Windows build. Both non-blocking; ShimControlRecv answers > 0 (bytes), 0 (closed) or -1 (nothing yet).
+#ifdef _WIN32
+inline long long ShimControlListen() {
+    const char *port = std::getenv("ECHO_CONTROL_PORT");
+    return port ? EchoWinListenLoopback(std::atoi(port)) : -1;
+}
+inline long long ShimControlAccept(long long listener) { return EchoWinAccept(listener); }
+inline int ShimControlRecv(long long c, char *buf, int n) {
+    int r = EchoWinRecv(c, buf, n, 0);
+    if (r >= 0) return r;
+    return EchoWinWsaLastError() == 10035 ? -1 : 0;  // WSAEWOULDBLOCK; any other error ends the connection
+}
+inline void ShimControlSend(long long c, const std::string &data) {
+    EchoWinSend(c, data.data(), static_cast<int>(data.size()), 0);
+}
+inline void ShimControlClose(long long c) { EchoWinCloseSocket(c); }
+#else
+inline long long ShimControlListen() {
     const char *path = std::getenv("ECHO_CONTROL");
-    if (!path) return;
+    if (!path) return -1;
     ::unlink(path);
     int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un addr{};
@@ -502,11 +562,27 @@ inline void ShimControlOpen() {
     std::strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
     if (::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 || ::listen(fd, 1) != 0) {
         ::close(fd);
-        return;
+        return -1;
     }
     ::fcntl(fd, F_SETFL, O_NONBLOCK);
-    Control().listener = fd;
+    return fd;
 }
+inline long long ShimControlAccept(long long listener) {
+    int c = ::accept(static_cast<int>(listener), nullptr, nullptr);
+    if (c >= 0) ::fcntl(c, F_SETFL, O_NONBLOCK);
+    return c;
+}
+inline int ShimControlRecv(long long c, char *buf, int n) {
+    ssize_t r = ::recv(static_cast<int>(c), buf, static_cast<size_t>(n), 0);
+    if (r >= 0) return static_cast<int>(r);
+    return (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : 0;
+}
+inline void ShimControlSend(long long c, const std::string &data) {
+    ::send(static_cast<int>(c), data.data(), data.size(), MSG_NOSIGNAL);
+}
+inline void ShimControlClose(long long c) { ::close(static_cast<int>(c)); }
+#endif
+inline void ShimControlOpen() { Control().listener = ShimControlListen(); }
 inline std::string ShimControlCommand(const std::string &line) {
     std::istringstream in(line);
     std::string verb;
@@ -565,14 +641,13 @@ inline void ShimControlPoll() {
     ShimControl &c = Control();
     if (c.listener < 0) return;
     if (c.client < 0) {
-        c.client = ::accept(c.listener, nullptr, nullptr);
+        c.client = ShimControlAccept(c.listener);
         if (c.client < 0) return;
-        ::fcntl(c.client, F_SETFL, O_NONBLOCK);
     }
     char chunk[4096];
-    ssize_t n = ::recv(c.client, chunk, sizeof chunk, 0);
+    int n = ShimControlRecv(c.client, chunk, sizeof chunk);
     if (n == 0) {
-        ::close(c.client);
+        ShimControlClose(c.client);
         c.client = -1;
         return;
     }
@@ -586,9 +661,14 @@ inline void ShimControlPoll() {
             c.syncs++;
             continue;
         }
-        std::string reply = ShimControlCommand(command) + "\n";
-        ::send(c.client, reply.data(), reply.size(), MSG_NOSIGNAL);
+        ShimControlSend(c.client, ShimControlCommand(command) + "\n");
     }
+}
+
+// ECHO_STOP_FILE exists: stop as on SIGTERM.
+inline bool ShimStopFileExists() {
+    const char *path = std::getenv("ECHO_STOP_FILE");
+    return path && std::ifstream(path).good();
 }
 
 inline int ShimRunEA() {
@@ -597,16 +677,19 @@ inline int ShimRunEA() {
     ShimControlOpen();
     ::signal(SIGTERM, ShimOnSignal);
     ::signal(SIGINT, ShimOnSignal);
+#ifdef _WIN32
+    EchoWinOnConsoleStop(&Shim().stop);  // Ctrl-C, Ctrl-Break, the console closed
+#endif
     if (OnInit() != INIT_SUCCEEDED) return 1;
     const char *run = std::getenv("ECHO_RUN_MS");
     long long until = run ? ShimNowMs() + std::atoll(run) : 0;
-    while (!Shim().stop && (!until || ShimNowMs() < until)) {
+    while (!Shim().stop && (!until || ShimNowMs() < until) && !ShimStopFileExists()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(Shim().timer_ms ? Shim().timer_ms : 50));
         ShimControlPoll();
         ShimTriggerStops();
         if (Shim().timer_ms) OnTimer();
         for (; Control().syncs > 0 && Control().client >= 0; Control().syncs--)
-            ::send(Control().client, "ok synced\n", 10, MSG_NOSIGNAL);
+            ShimControlSend(Control().client, "ok synced\n");
     }
     OnDeinit(0);
     return 0;

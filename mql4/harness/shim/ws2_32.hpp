@@ -1,15 +1,43 @@
 // The ws2_32 side of the MT4 shim: the Winsock calls an EA imports from ws2_32.dll, on this machine's
 // sockets, so that a compiled EA connects to a real Agent over real TCP. The translator names them
 // ws2_32_NAME (their POSIX namesakes would clash) and includes this file when a program imports them.
+// In the Windows build (MinGW, _WIN32) they are the real Winsock calls instead (win32.cpp, linked with ws2_32).
 #pragma once
 
+#include "mt4.hpp"
+
+#ifdef _WIN32
+#include "win32.hpp"
+
+inline int ws2_32_WSAStartup(ushort version, MqlArray<uchar> &data) {
+    (void)data;  // the EA's WSADATA buffer: nothing in it is read
+    return EchoWinWsaStartup(version);
+}
+inline int ws2_32_WSAGetLastError() { return EchoWinWsaLastError(); }
+inline long long ws2_32_socket(int af, int type, int protocol) { return EchoWinSocket(af, type, protocol); }
+inline int ws2_32_connect(long long s, MqlArray<uchar> &address, int length) {
+    if (static_cast<int>(address.v.size()) < length) return -1;
+    return EchoWinConnect(s, address.v.data(), length);
+}
+inline int ws2_32_send(long long s, MqlArray<uchar> &buffer, int length, int flags) {
+    if (static_cast<int>(buffer.v.size()) < length) return -1;
+    return EchoWinSend(s, buffer.v.data(), length, flags);
+}
+inline int ws2_32_recv(long long s, MqlArray<uchar> &buffer, int length, int flags) {
+    if (static_cast<int>(buffer.v.size()) < length) buffer.v.resize(static_cast<size_t>(length));
+    return EchoWinRecv(s, buffer.v.data(), length, flags);
+}
+inline int ws2_32_ioctlsocket(long long s, uint command, uint &argument) {
+    return EchoWinIoctlSocket(s, command, &argument);
+}
+inline int ws2_32_closesocket(long long s) { return EchoWinCloseSocket(s); }
+
+#else
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include "mt4.hpp"
 
 // A SOCKET is 64 bits here, as in any 64-bit Windows build. Errors are Winsock's numbers.
 #define ECHO_WSAEWOULDBLOCK 10035
@@ -60,3 +88,5 @@ inline int ws2_32_ioctlsocket(long long s, uint command, uint &argument) {
     return ::fcntl(fd, F_SETFL, flags) == 0 ? 0 : ShimWsaFail();
 }
 inline int ws2_32_closesocket(long long s) { return ::close(static_cast<int>(s)) == 0 ? 0 : ShimWsaFail(); }
+
+#endif
