@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -277,39 +277,43 @@ class SqliteStore(SqlReads):
 
     async def purge_evaluations(self, before_ms: int) -> int:
         await trio.lowlevel.checkpoint()
-        conn = self._live()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("DELETE FROM symbol_registrations WHERE evaluated_at_ms < ?", (before_ms,))
-                gone = conn.execute(
+
+        def purge(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM symbol_registrations WHERE evaluated_at_ms < ?", (before_ms,))
+            return int(
+                conn.execute(
                     "DELETE FROM handshake_evaluations WHERE evaluated_at_ms < ?", (before_ms,)
                 ).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                self._rollback(conn)
-                raise
-        except (sqlite3.Error, OverflowError) as exc:
-            raise StoreError(f"purge failed: {exc}") from exc
-        return int(gone)
+            )
+
+        return self._purge(purge)
 
     async def purge_closed_trades(self, before_ms: int, limit: int = 100) -> int:
         sql.check_limit(limit)
         await trio.lowlevel.checkpoint()
+
+        def purge(conn: sqlite3.Connection) -> int:
+            gone = [(r[0],) for r in conn.execute(sql.PURGEABLE_TRADES, (before_ms, limit)).fetchall()]
+            for statement in sql.PURGE_TRADE if gone else ():
+                conn.executemany(statement, gone)
+            return len(gone)
+
+        return self._purge(purge)
+
+    def _purge(self, purge: Callable[[sqlite3.Connection], int]) -> int:
+        """``purge`` in one transaction (rolled back if it fails); how many it removed."""
         conn = self._live()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                gone = [(r[0],) for r in conn.execute(sql.PURGEABLE_TRADES, (before_ms, limit)).fetchall()]
-                for statement in sql.PURGE_TRADE if gone else ():
-                    conn.executemany(statement, gone)
+                gone = purge(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 self._rollback(conn)
                 raise
         except (sqlite3.Error, OverflowError) as exc:
             raise StoreError(f"purge failed: {exc}") from exc
-        return len(gone)
+        return gone
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
