@@ -1,13 +1,11 @@
-"""Builds the all-in-one copier: store, transport, Core, Agent (and its pipe server)."""
+"""The composition root: builds and runs the copier's roles (all-in-one, Core alone, an Agent alone, and
+split in one process) from a configuration: store, transport, Core, Agent and its pipe server."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Protocol
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import structlog
 import trio
@@ -15,30 +13,33 @@ import trio
 from echo import __version__
 from echo.adapters.aio import asyncio_loop
 from echo.adapters.clock import SystemClock
-from echo.adapters.config.file import FileConfigSource
-from echo.adapters.ledger.memory import MemoryLedger
-from echo.adapters.ledger.sqlite import SqliteLedger
 from echo.adapters.locks import StartError
 from echo.adapters.pipe.group import ListenerGroup
 from echo.adapters.pipe.tcp import TcpPipeListener
 from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.pipe.winpipe import pipe_path
-from echo.adapters.store.memory import MemoryStore
-from echo.adapters.store.postgres import PostgresStore
-from echo.adapters.store.sqlite import SqliteStore
 from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub, client_tls, server_tls
 from echo.adapters.transport.inproc import InProcTransport
+
+# the store and the configuration source, re-exported: the command line and the demo import them from here
+from echo.app.live_config import Applied as Applied
+from echo.app.live_config import Running as Running
+from echo.app.live_config import apply_config as apply_config
+from echo.app.live_config import follow_config as follow_config
+from echo.app.live_config import load_config as load_config
+from echo.app.live_config import open_config as open_config
+from echo.app.stores import ledger_url as ledger_url
+from echo.app.stores import open_ledger as open_ledger
+from echo.app.stores import open_store as open_store
 from echo.delivery import machine as delivery
 from echo.domain import messages as m
 from echo.domain.config import (
     Config,
     ConfigError,
     SplitConfig,
-    config_from_dict,
     is_loopback,
     parse_host_port,
 )
-from echo.domain.paths import in_data_folder
 from echo.ports.clock import Clock
 from echo.ports.config import ConfigSource
 from echo.ports.ledger import AckLedger
@@ -49,40 +50,7 @@ from echo.services.agent.service import Agent
 from echo.services.core.service import Core
 from echo.services.ids import IdFactory
 
-
-async def open_store(
-    url: str, synchronous: str = "FULL", *, exclusive: bool = False, create: bool = True
-) -> Store:
-    """The store at ``url``. ``exclusive``: as the store's one copier (Core), refused with InUse naming
-    the holder while another process is; ``create=False`` (commands that only read): a store that does
-    not exist is an error naming it instead of a new empty one."""
-    if url == "memory://":
-        return MemoryStore()
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        return SqliteStore.open(path, synchronous=synchronous, exclusive=exclusive, create=create)
-    if url.startswith(("postgresql://", "postgres://")):
-        return await PostgresStore.open(url, exclusive=exclusive, create=create)
-    raise ConfigError(f"unsupported store url {url!r} (sqlite:///PATH, postgresql://... or memory://)")
-
-
 log = structlog.get_logger("echo.app")
-
-
-def ledger_url(config: Config) -> str:
-    """The Agent's ack ledger: as configured, else next to an SQLite store, under ``var/`` with a
-    PostgreSQL one, in memory with a memory store."""
-    if config.agent.ledger_url:
-        return config.agent.ledger_url
-    store = config.store.url
-    if store.startswith("sqlite:///"):
-        base = store.removeprefix("sqlite:///")
-        stem = base[:-3] if base.endswith(".db") else base
-        return f"sqlite:///{stem}-{config.agent.agent_id}-ledger.db"
-    if store.startswith(("postgresql://", "postgres://")):
-        # the ledger is the Agent's own file
-        return "sqlite:///" + in_data_folder(f"echo-{config.agent.agent_id}-ledger.db")
-    return "memory://"
 
 
 def terminals_at(config: Config) -> str:
@@ -113,123 +81,6 @@ def agent_listener(config: Config) -> PipeListener:
             note="terminals on other machines can connect; each must present agent.token",
         )
     return ListenerGroup([own, TcpPipeListener(config.agent.tcp_listen)])
-
-
-def open_ledger(url: str) -> AckLedger:
-    if url == "memory://":
-        return MemoryLedger()
-    if url.startswith("sqlite:///"):
-        return SqliteLedger.open(Path(url.removeprefix("sqlite:///")))
-    raise ConfigError(f"unsupported ledger url {url!r} (sqlite:///PATH or memory://)")
-
-
-@asynccontextmanager
-async def open_config(spec: str | None) -> AsyncIterator[ConfigSource | None]:
-    """``etcd://HOST:PORT``, a TOML file path, or None (the built-in defaults)."""
-    if spec is None:
-        yield None
-    elif spec.startswith("etcd://"):
-        from echo.adapters.config.etcd import open_etcd  # grpc and protobuf load only when etcd is used
-
-        async with open_etcd(spec) as etcd:
-            yield etcd
-    else:
-        yield FileConfigSource(spec)
-
-
-async def load_config(source: ConfigSource | None) -> Config:
-    return config_from_dict(await source.read()) if source is not None else Config()
-
-
-class Running(Protocol):
-    """What a configuration change is applied to: the all-in-one copier, or Core alone."""
-
-    config: Config
-    core: Core
-    source_config: Config | None
-
-
-async def follow_config(
-    source: ConfigSource, copier: Running, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Apply the source's changes as they come. When the source is unreachable (etcd down or paused) the
-    last good configuration stays in force and copying goes on; the watch is re-established with backoff,
-    and what changed meanwhile is read and applied once it is back."""
-
-    async def on_change(raw: dict[str, Any]) -> None:
-        await apply_config(copier, raw, source.description)
-
-    backoff, started, failed = 0.5, False, False
-    while True:
-        error: str | None = None
-        try:
-            async with trio.open_nursery() as watching:
-                await watching.start(source.watch, on_change)
-                if not started:
-                    started = True
-                    task_status.started()
-                if failed:
-                    log.info("config_source_back", source=source.description)
-                    await on_change(await source.read())
-                    failed, backoff = False, 0.5
-        except* (ConfigError, OSError) as group:
-            error = "; ".join(str(e) for e in group.exceptions)
-        if error is None:
-            continue
-        failed = True
-        log.warning("config_source_unavailable", source=source.description, error=error, retry_s=backoff)
-        if not started:
-            started = True
-            task_status.started()
-        await trio.sleep(backoff)
-        backoff = min(backoff * 2, 10.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    ok: bool
-    error: str = ""
-    needs_restart: tuple[str, ...] = ()
-
-
-async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Applied:
-    """A changed configuration, applied while running: [core], [policy], [protocol], [symbols] and
-    [delivery] at once (every account evaluated again, terminals told); [agent], [store], [log], [split],
-    [router] and [metrics] are reported as needing a restart. An invalid one is refused with the key and
-    the reason, and the last good configuration stays in force."""
-    try:
-        if "__error__" in raw:
-            raise ConfigError(str(raw["__error__"]))
-        new = config_from_dict(raw)
-    except ConfigError as exc:
-        log.error("config_rejected", source=where, error=str(exc), kept="the last good configuration")
-        return Applied(False, str(exc))
-    old = copier.config
-    baseline = copier.source_config or old
-    d = new.delivery
-    await copier.core.set_delivery(
-        delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), d.heartbeat_interval_ms
-    )
-    await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
-    # compared with what the source said before (command-line overrides are not changes)
-    restart = [
-        s
-        for s in ("agent", "store", "log", "split", "router", "metrics")
-        if getattr(new, s) != getattr(baseline, s)
-    ]
-    copier.source_config = new
-    if restart:
-        log.warning("config_needs_restart", source=where, sections=restart)
-    copier.config = replace(
-        old,
-        core=new.core,
-        delivery=new.delivery,
-        policy=new.policy,
-        protocol=new.protocol,
-        symbols=new.symbols,
-    )
-    log.info("config_applied", source=where, needs_restart=restart)
-    return Applied(True, needs_restart=tuple(restart))
 
 
 @dataclass

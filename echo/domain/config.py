@@ -1,4 +1,4 @@
-"""Configuration as frozen dataclasses, built from plain dicts (TOML now, etcd later) with every
+"""Configuration as frozen dataclasses, built from plain dicts (a TOML file or etcd) with every
 unknown key and every bad value rejected by name."""
 
 from __future__ import annotations

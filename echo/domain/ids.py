@@ -1,7 +1,12 @@
-"""Typed identifiers, validated on construction.
+"""Identifiers: their checks, UUIDv7 construction, and the trade_id stamped in an order comment.
 
-Identifiers travel as strings on every wire (JSON lines to the EAs, the transport to Core), so each one
-is a ``NewType`` over ``str`` (or ``int`` for MT4 numbers) plus a ``parse_*`` function that validates.
+Identifiers travel as strings on every wire (JSON lines to the EAs, the transport to Core) and stay plain
+``str`` (``int`` for MT4 numbers) inside: a ``parse_*`` function checks one and returns it unchanged, or
+raises ``InvalidId`` naming the kind and the value. The messages run these checks on construction.
+The kinds: trade_id (UUIDv7 born at the master EA; the dedupe key of a trade on every hop), command_id
+(UUIDv7 born at Core, one per command to one slave; retries reuse it), event_id (UUIDv7 of a master
+close/modify event), trace_id (32 lowercase hex, W3C), account_id (the MetaTrader login as text),
+agent_id, ticket (an MT4 order ticket, positive) and magic_number.
 UUIDv7 values are built from explicit parts (``uuid7``) so that the domain never reads a clock or a
 random source: callers pass both, which also keeps simulations deterministic.
 """
@@ -12,22 +17,6 @@ import base64
 import binascii
 import re
 import uuid
-from typing import NewType
-
-TradeId = NewType("TradeId", str)
-"""UUIDv7 born at the master EA; the dedupe key of a trade on every hop."""
-CommandId = NewType("CommandId", str)
-"""UUIDv7 born at Core; one per command sent to one slave account. Retries reuse it."""
-EventId = NewType("EventId", str)
-"""UUIDv7 of a master close/modify event (a trade has one open and many later events)."""
-TraceId = NewType("TraceId", str)
-"""32 lowercase hex characters (W3C trace id), born at the master, carried on every hop."""
-AccountId = NewType("AccountId", str)
-"""The MetaTrader account (login) as text, e.g. ``"51234567"``."""
-AgentId = NewType("AgentId", str)
-Ticket = NewType("Ticket", int)
-"""An MT4 order ticket (positive)."""
-MagicNumber = NewType("MagicNumber", int)
 
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _TRACE_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -68,56 +57,56 @@ def _parse_uuid7(kind: str, value: str) -> str:
     return value
 
 
-def parse_trade_id(value: str) -> TradeId:
-    return TradeId(_parse_uuid7("trade_id", value))
+def parse_trade_id(value: str) -> str:
+    return _parse_uuid7("trade_id", value)
 
 
-def parse_command_id(value: str) -> CommandId:
-    return CommandId(_parse_uuid7("command_id", value))
+def parse_command_id(value: str) -> str:
+    return _parse_uuid7("command_id", value)
 
 
-def parse_event_id(value: str) -> EventId:
-    return EventId(_parse_uuid7("event_id", value))
+def parse_event_id(value: str) -> str:
+    return _parse_uuid7("event_id", value)
 
 
-def parse_trace_id(value: str) -> TraceId:
+def parse_trace_id(value: str) -> str:
     if not isinstance(value, str) or not _TRACE_RE.match(value):
         raise InvalidId(f"trace_id must be 32 lowercase hex characters, got {value!r}")
     if value == "0" * 32:
         raise InvalidId("trace_id must not be all zeros")
-    return TraceId(value)
+    return value
 
 
-def parse_account_id(value: str) -> AccountId:
+def parse_account_id(value: str) -> str:
     if not isinstance(value, str) or not _ACCOUNT_RE.match(value):
         raise InvalidId(f"account_id must be 1-64 characters of [A-Za-z0-9_.-], got {value!r}")
-    return AccountId(value)
+    return value
 
 
-def parse_agent_id(value: str) -> AgentId:
+def parse_agent_id(value: str) -> str:
     if not isinstance(value, str) or not _ACCOUNT_RE.match(value):
         raise InvalidId(f"agent_id must be 1-64 characters of [A-Za-z0-9_.-], got {value!r}")
-    return AgentId(value)
+    return value
 
 
-def parse_ticket(value: int) -> Ticket:
+def parse_ticket(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1 << 63:
         raise InvalidId(f"ticket must be a positive integer, got {value!r}")
-    return Ticket(value)
+    return value
 
 
-def parse_magic(value: int) -> MagicNumber:
+def parse_magic(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 63:
         raise InvalidId(f"magic_number must be a non-negative integer, got {value!r}")
-    return MagicNumber(value)
+    return value
 
 
-def trace_id_from(rand: bytes) -> TraceId:
+def trace_id_from(rand: bytes) -> str:
     """A trace id from 16 random bytes (never all zeros)."""
     if len(rand) < 16:
         raise InvalidId("trace id needs 16 random bytes")
     text = rand[:16].hex()
-    return TraceId(text if text != "0" * 32 else "0" * 31 + "1")
+    return text if text != "0" * 32 else "0" * 31 + "1"
 
 
 _COMMENT_PREFIX = "echo:"
@@ -132,7 +121,7 @@ def trade_comment(trade_id: str) -> str:
     return _COMMENT_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def trade_id_from_comment(comment: str) -> TradeId | None:
+def trade_id_from_comment(comment: str) -> str | None:
     """The trade_id stamped by ``trade_comment``, or None. Tolerates text a broker appends (``[sl]``)."""
     if not comment.startswith(_COMMENT_PREFIX) or len(comment) < len(_COMMENT_PREFIX) + 22:
         return None
@@ -143,4 +132,4 @@ def trade_id_from_comment(comment: str) -> TradeId | None:
         return None
     if len(raw) != 16:
         return None
-    return TradeId(str(uuid.UUID(bytes=raw)))
+    return str(uuid.UUID(bytes=raw))

@@ -1,4 +1,4 @@
-"""The pipe port: where EA connections come from (Unix sockets on POSIX, named pipes on Windows later)."""
+"""The pipe port: where EA connections come from (a Unix socket, a Windows named pipe, TCP)."""
 
 from __future__ import annotations
 

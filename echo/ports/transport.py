@@ -1,4 +1,5 @@
-"""The Transport port between Core and its Agents. In-process channels now, gRPC later: the same shape."""
+"""The Transport port between Core and its Agents. In-process channels (all-in-one) or gRPC
+(split): the same shape."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The Agent's ack ledger adapters: in memory (tests, the simulation) and in an SQLite file of its own."""

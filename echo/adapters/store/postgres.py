@@ -31,21 +31,11 @@ import trio
 from echo.adapters.locks import InUse
 from echo.adapters.store import statements as sql
 from echo.adapters.store.migrations import discover, split_statements
+from echo.adapters.store.reads import SqlReads
 from echo.ports.store import (
-    AccountRow,
     Batch,
-    CommandRow,
-    DecisionRow,
-    EvaluationRow,
-    EventRow,
-    JournalRow,
-    RetryEventRow,
     StoreError,
     StoreUnavailable,
-    SymbolEvaluationRow,
-    TicketRow,
-    TradeRow,
-    TradeStatus,
 )
 
 _T = TypeVar("_T")
@@ -152,7 +142,7 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, directory: str | None =
     return applied
 
 
-class PostgresStore:
+class PostgresStore(SqlReads):
     """Build it with ``await PostgresStore.open(url)``: migrates the schema, then serves the Store port."""
 
     def __init__(self, conninfo: str, schema: str) -> None:
@@ -338,84 +328,14 @@ class PostgresStore:
     @staticmethod
     def _explain(conn: psycopg.Connection[Any], step: sql.Step, rows: Sequence[Any], cause: Exception) -> str:
         """Name the offending key of a failed insert, looked up in the state before the batch."""
-        seen: set[tuple[Any, ...]] = set()
         exists = _pg(step.exists_sql)
         try:
-            for row in rows:
-                key = step.key(row)
-                if key in seen:
-                    return f"batch rejected: {step.part}: {sql.describe(step.key_names, key)} appears twice"
-                if conn.execute(exists, key).fetchone() is not None:
-                    return f"batch rejected: {step.part}: {sql.describe(step.key_names, key)} already exists"
-                seen.add(key)
+            found = sql.conflict(step, rows, lambda key: conn.execute(exists, key).fetchone() is not None)
         except psycopg.Error:
-            pass
+            found = None
+        if found is not None:
+            return found
         return f"batch rejected: {step.part}: {cause}"
-
-    # --- reads ----------------------------------------------------------------------------------------
-
-    async def get_trade(self, trade_id: str) -> TradeRow | None:
-        rows = await self._rows(sql.TRADE_BY_ID, (trade_id,))
-        return TradeRow(*rows[0]) if rows else None
-
-    async def trades(self, status: TradeStatus | None = None, limit: int = 1000) -> list[TradeRow]:
-        sql.check_limit(limit)
-        if status is None:
-            rows = await self._rows(sql.TRADES_ALL, (limit,))
-        else:
-            rows = await self._rows(sql.TRADES_BY_STATUS, (status, limit))
-        return [TradeRow(*r) for r in rows]
-
-    async def tickets(self, trade_id: str) -> list[TicketRow]:
-        return [TicketRow(*r) for r in await self._rows(sql.TICKETS, (trade_id,))]
-
-    async def trades_with_open_tickets(self, limit: int = 1_000_000) -> list[str]:
-        sql.check_limit(limit)
-        return [r[0] for r in await self._rows(sql.OPEN_TICKET_TRADES, (limit,))]
-
-    async def commands(self, trade_id: str) -> list[CommandRow]:
-        return [CommandRow(*r) for r in await self._rows(sql.COMMANDS, (trade_id,))]
-
-    async def decisions(self, trade_id: str | None = None, limit: int = 1000) -> list[DecisionRow]:
-        sql.check_limit(limit)
-        if trade_id is None:
-            rows = await self._rows(sql.DECISIONS_ALL, (limit,))
-        else:
-            rows = await self._rows(sql.DECISIONS_BY_TRADE, (trade_id, limit))
-        return [DecisionRow(*r) for r in rows]
-
-    async def events(self, trade_id: str | None = None, limit: int = 1000) -> list[EventRow]:
-        sql.check_limit(limit)
-        if trade_id is None:
-            rows = await self._rows(sql.EVENTS_ALL, (limit,))
-        else:
-            rows = await self._rows(sql.EVENTS_BY_TRADE, (trade_id, limit))
-        return [EventRow(*r) for r in rows]
-
-    async def journal(self, outcome: str | None = "PENDING", limit: int = 100_000) -> list[JournalRow]:
-        sql.check_limit(limit)
-        if outcome is None:
-            rows = await self._rows(sql.JOURNAL_ALL, (limit,))
-        else:
-            rows = await self._rows(sql.JOURNAL_BY_OUTCOME, (outcome, limit))
-        return [JournalRow(*r) for r in rows]
-
-    async def retry_events(self, command_id: str) -> list[RetryEventRow]:
-        return [RetryEventRow(*r) for r in await self._rows(sql.RETRIES, (command_id,))]
-
-    async def accounts(self) -> list[AccountRow]:
-        return [AccountRow(*r) for r in await self._rows(sql.ACCOUNTS, ())]
-
-    async def evaluations(self, account_id: str | None = None, limit: int = 100) -> list[EvaluationRow]:
-        sql.check_limit(limit)
-        if account_id is None:
-            rows = await self._rows(sql.EVALUATIONS_ALL, (limit,))
-        else:
-            rows = await self._rows(sql.EVALUATIONS_BY_ACCOUNT, (account_id, limit))
-        return [EvaluationRow(*r) for r in rows]
-
-    async def symbol_evaluations(self, evaluation_id: str) -> list[SymbolEvaluationRow]:
-        return [SymbolEvaluationRow(*r) for r in await self._rows(sql.SYMBOL_EVALUATIONS, (evaluation_id,))]
 
     async def purge_evaluations(self, before_ms: int) -> int:
         def purge(conn: psycopg.Connection[Any]) -> int:

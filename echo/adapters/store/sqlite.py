@@ -1,7 +1,7 @@
 """The durable Store: one SQLite file in WAL mode.
 
 ``write(batch)`` is the copier's hot path: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch, over cached
-prepared statements. The rows of each kind go in as one multi-row ``INSERT`` (up to ``_CHUNK`` rows a
+prepared statements. The rows of each kind go in as one multi-row ``INSERT`` (up to ``sql.CHUNK`` rows a
 statement: SQLite's fixed cost per statement is about that of a row, so this does a fan-out's 47 rows in
 four statements instead of 47), the updates as one ``executemany``. The calls into sqlite3 run directly in
 the async methods, with no hop to a worker thread: a durable WAL commit takes a fraction of a millisecond,
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -20,112 +20,19 @@ from typing import Any
 import trio
 
 from echo.adapters.locks import FileLock, parent_folder
+from echo.adapters.store import statements as sql
 from echo.adapters.store.migrations import apply_sqlite
-from echo.adapters.store.statements import (
-    ACCOUNT_PARAMS as _ACCOUNT_PARAMS,
-)
-from echo.adapters.store.statements import (
-    ACCOUNT_UPSERT as _ACCOUNT_UPSERT,
-)
-from echo.adapters.store.statements import (
-    ACCOUNTS as _ACCOUNTS,
-)
-from echo.adapters.store.statements import (
-    CHUNK as _CHUNK,
-)
-from echo.adapters.store.statements import (
-    COMMANDS as _COMMANDS,
-)
-from echo.adapters.store.statements import (
-    DECISIONS_ALL as _DECISIONS_ALL,
-)
-from echo.adapters.store.statements import (
-    DECISIONS_BY_TRADE as _DECISIONS_BY_TRADE,
-)
-from echo.adapters.store.statements import (
-    EVALUATIONS_ALL as _EVALUATIONS_ALL,
-)
-from echo.adapters.store.statements import (
-    EVALUATIONS_BY_ACCOUNT as _EVALUATIONS_BY_ACCOUNT,
-)
-from echo.adapters.store.statements import (
-    EVENTS_ALL as _EVENTS_ALL,
-)
-from echo.adapters.store.statements import (
-    EVENTS_BY_TRADE as _EVENTS_BY_TRADE,
-)
-from echo.adapters.store.statements import (
-    JOURNAL_ALL as _JOURNAL_ALL,
-)
-from echo.adapters.store.statements import (
-    JOURNAL_BY_OUTCOME as _JOURNAL_BY_OUTCOME,
-)
-from echo.adapters.store.statements import (
-    JOURNAL_PARAMS as _JOURNAL_PARAMS,
-)
-from echo.adapters.store.statements import (
-    JOURNAL_UPSERT as _JOURNAL_UPSERT,
-)
-from echo.adapters.store.statements import (
-    OPEN_TICKET_TRADES as _OPEN_TICKET_TRADES,
-)
-from echo.adapters.store.statements import (
-    PURGE_TRADE as _PURGE_TRADE,
-)
-from echo.adapters.store.statements import (
-    PURGEABLE_TRADES as _PURGEABLE_TRADES,
-)
-from echo.adapters.store.statements import (
-    RETRIES as _RETRIES,
-)
-from echo.adapters.store.statements import (
-    STEPS as _STEPS,
-)
-from echo.adapters.store.statements import (
-    SYMBOL_EVALUATIONS as _SYMBOL_EVALUATIONS,
-)
-from echo.adapters.store.statements import (
-    TICKETS as _TICKETS,
-)
-from echo.adapters.store.statements import (
-    TRADE_BY_ID as _TRADE_BY_ID,
-)
-from echo.adapters.store.statements import (
-    TRADES_ALL as _TRADES_ALL,
-)
-from echo.adapters.store.statements import (
-    TRADES_BY_STATUS as _TRADES_BY_STATUS,
-)
-from echo.adapters.store.statements import (
-    Step as _Step,
-)
-from echo.adapters.store.statements import (
-    check_limit as _check_limit,
-)
-from echo.adapters.store.statements import (
-    describe as _describe,
-)
+from echo.adapters.store.reads import SqlReads
 from echo.ports.store import (
-    AccountRow,
     Batch,
-    CommandRow,
-    DecisionRow,
-    EvaluationRow,
-    EventRow,
-    JournalRow,
-    RetryEventRow,
     StoreError,
     StoreUnavailable,
-    SymbolEvaluationRow,
-    TicketRow,
-    TradeRow,
-    TradeStatus,
 )
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_TIMEOUT_MS = 5000
 _CACHED_STATEMENTS = 256
-"""Room for an INSERT of each size up to ``_CHUNK`` for every table, plus the other statements."""
+"""Room for an INSERT of each size up to ``sql.CHUNK`` for every table, plus the other statements."""
 
 # sqlite3 binds an exact int, float, str or bytearray directly but sends any other parameter, None
 # included, through its adapter registry, and for None that lookup misses and then builds (and drops)
@@ -137,7 +44,7 @@ _NOTHING: dict[None, None] = {}
 sqlite3.register_adapter(type(None), _NOTHING.get)
 
 
-def _flat(step: _Step, rows: Sequence[Any]) -> tuple[Any, ...] | None:
+def _flat(step: sql.Step, rows: Sequence[Any]) -> tuple[Any, ...] | None:
     """The parameters of ``step.many[len(rows)]``, or None to insert ``rows`` one at a time: a single row,
     or objects that are not rows of the step's type (the row-by-row insert then fails as it always has)."""
     if len(rows) == 1:
@@ -155,7 +62,7 @@ _BIND_ERRORS = (OverflowError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
 class _Rejected(Exception):
     """Raised inside a write to abort it; carries what is needed to explain the failure after rollback."""
 
-    def __init__(self, step: _Step, rows: Sequence[Any], cause: Exception) -> None:
+    def __init__(self, step: sql.Step, rows: Sequence[Any], cause: Exception) -> None:
         super().__init__(str(cause))
         self.step = step
         self.rows = rows
@@ -168,7 +75,7 @@ def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError)
 
 
-class SqliteStore:
+class SqliteStore(SqlReads):
     """The Store port on one SQLite file. Build it with ``SqliteStore.open(path)``."""
 
     def __init__(
@@ -252,15 +159,15 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot begin a transaction: {exc}") from exc
         try:
-            for step in _STEPS:
+            for step in sql.STEPS:
                 rows: Sequence[Any] = getattr(batch, step.part)
                 if rows:
                     self._run(conn, step, rows)
             if batch.journal:
                 # upserts in batch order: the last row for a command_id wins
-                conn.executemany(_JOURNAL_UPSERT, map(_JOURNAL_PARAMS, batch.journal))
+                conn.executemany(sql.JOURNAL_UPSERT, map(sql.JOURNAL_PARAMS, batch.journal))
             if batch.accounts:
-                conn.executemany(_ACCOUNT_UPSERT, map(_ACCOUNT_PARAMS, batch.accounts))
+                conn.executemany(sql.ACCOUNT_UPSERT, map(sql.ACCOUNT_PARAMS, batch.accounts))
             conn.execute("COMMIT")
         except _Rejected as rejected:
             self._rollback(conn)
@@ -277,7 +184,7 @@ class SqliteStore:
             raise
 
     @staticmethod
-    def _run(conn: sqlite3.Connection, step: _Step, rows: Sequence[Any]) -> None:
+    def _run(conn: sqlite3.Connection, step: sql.Step, rows: Sequence[Any]) -> None:
         if not step.update:
             SqliteStore._insert_rows(conn, step, rows)
             return
@@ -291,15 +198,15 @@ class SqliteStore:
                 key = step.key(row)
                 if conn.execute(step.exists_sql, key).fetchone() is None:
                     raise StoreError(
-                        f"batch rejected: {step.part}: no row with {_describe(step.key_names, key)}"
+                        f"batch rejected: {step.part}: no row with {sql.describe(step.key_names, key)}"
                     )
             raise StoreError(f"batch rejected: {step.part}: {cursor.rowcount} of {len(rows)} rows updated")
 
     @staticmethod
-    def _insert_rows(conn: sqlite3.Connection, step: _Step, rows: Sequence[Any]) -> None:
+    def _insert_rows(conn: sqlite3.Connection, step: sql.Step, rows: Sequence[Any]) -> None:
         n = len(rows)
-        for start in range(0, n, _CHUNK):
-            chunk = rows if n <= _CHUNK else rows[start : start + _CHUNK]
+        for start in range(0, n, sql.CHUNK):
+            chunk = rows if n <= sql.CHUNK else rows[start : start + sql.CHUNK]
             params = _flat(step, chunk)
             try:
                 if params is None:
@@ -316,7 +223,9 @@ class SqliteStore:
                 raise _Rejected(step, rows, exc) from exc
 
     @staticmethod
-    def _row_by_row(conn: sqlite3.Connection, step: _Step, rows: Sequence[Any], exc: Exception) -> Exception:
+    def _row_by_row(
+        conn: sqlite3.Connection, step: sql.Step, rows: Sequence[Any], exc: Exception
+    ) -> Exception:
         """The error inserting ``rows`` one at a time raises, where binding them all at once raised ``exc``.
 
         A multi-row INSERT binds every row before it inserts any, so a bad value (too large, of an
@@ -339,17 +248,14 @@ class SqliteStore:
         if isinstance(cause, OverflowError):
             return f"batch rejected: {step.part}: an integer is outside the 64-bit range"
         if isinstance(cause, sqlite3.IntegrityError) and not step.update:
-            seen: set[tuple[Any, ...]] = set()
             try:
-                for row in rejected.rows:
-                    key = step.key(row)
-                    if key in seen:
-                        return f"batch rejected: {step.part}: {_describe(step.key_names, key)} appears twice"
-                    if conn.execute(step.exists_sql, key).fetchone() is not None:
-                        return f"batch rejected: {step.part}: {_describe(step.key_names, key)} already exists"
-                    seen.add(key)
+                found = sql.conflict(
+                    step, rejected.rows, lambda key: conn.execute(step.exists_sql, key).fetchone() is not None
+                )
             except (sqlite3.Error, OverflowError):
-                pass
+                found = None
+            if found is not None:
+                return found
         return f"batch rejected: {step.part}: {cause}"
 
     @staticmethod
@@ -361,123 +267,53 @@ class SqliteStore:
 
     # --- reads ----------------------------------------------------------------------------------------
 
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    async def _rows(self, statement: str, params: tuple[Any, ...]) -> list[Any]:
+        await trio.lowlevel.checkpoint()
         conn = self._live()
         try:
-            return conn.execute(sql, params).fetchall()
+            return conn.execute(statement, params).fetchall()
         except (sqlite3.Error, OverflowError) as exc:
             raise StoreError(f"query failed: {exc}") from exc
 
-    async def get_trade(self, trade_id: str) -> TradeRow | None:
-        await trio.lowlevel.checkpoint()
-        rows = self._query(_TRADE_BY_ID, (trade_id,))
-        return TradeRow(*rows[0]) if rows else None
-
-    async def trades(self, status: TradeStatus | None = None, limit: int = 1000) -> list[TradeRow]:
-        _check_limit(limit)
-        await trio.lowlevel.checkpoint()
-        if status is None:
-            rows = self._query(_TRADES_ALL, (limit,))
-        else:
-            rows = self._query(_TRADES_BY_STATUS, (status, limit))
-        return [TradeRow(*r) for r in rows]
-
-    async def tickets(self, trade_id: str) -> list[TicketRow]:
-        await trio.lowlevel.checkpoint()
-        return [TicketRow(*r) for r in self._query(_TICKETS, (trade_id,))]
-
-    async def trades_with_open_tickets(self, limit: int = 1_000_000) -> list[str]:
-        _check_limit(limit)
-        await trio.lowlevel.checkpoint()
-        return [r[0] for r in self._query(_OPEN_TICKET_TRADES, (limit,))]
-
-    async def commands(self, trade_id: str) -> list[CommandRow]:
-        await trio.lowlevel.checkpoint()
-        return [CommandRow(*r) for r in self._query(_COMMANDS, (trade_id,))]
-
-    async def decisions(self, trade_id: str | None = None, limit: int = 1000) -> list[DecisionRow]:
-        _check_limit(limit)
-        await trio.lowlevel.checkpoint()
-        if trade_id is None:
-            rows = self._query(_DECISIONS_ALL, (limit,))
-        else:
-            rows = self._query(_DECISIONS_BY_TRADE, (trade_id, limit))
-        return [DecisionRow(*r) for r in rows]
-
-    async def events(self, trade_id: str | None = None, limit: int = 1000) -> list[EventRow]:
-        _check_limit(limit)
-        await trio.lowlevel.checkpoint()
-        if trade_id is None:
-            rows = self._query(_EVENTS_ALL, (limit,))
-        else:
-            rows = self._query(_EVENTS_BY_TRADE, (trade_id, limit))
-        return [EventRow(*r) for r in rows]
-
-    async def journal(self, outcome: str | None = "PENDING", limit: int = 100_000) -> list[JournalRow]:
-        _check_limit(limit)
-        await trio.lowlevel.checkpoint()
-        if outcome is None:
-            rows = self._query(_JOURNAL_ALL, (limit,))
-        else:
-            rows = self._query(_JOURNAL_BY_OUTCOME, (outcome, limit))
-        return [JournalRow(*r) for r in rows]
-
-    async def retry_events(self, command_id: str) -> list[RetryEventRow]:
-        await trio.lowlevel.checkpoint()
-        return [RetryEventRow(*r) for r in self._query(_RETRIES, (command_id,))]
-
-    async def accounts(self) -> list[AccountRow]:
-        await trio.lowlevel.checkpoint()
-        return [AccountRow(*r) for r in self._query(_ACCOUNTS, ())]
-
-    async def evaluations(self, account_id: str | None = None, limit: int = 100) -> list[EvaluationRow]:
-        _check_limit(limit)
-        await trio.lowlevel.checkpoint()
-        if account_id is None:
-            rows = self._query(_EVALUATIONS_ALL, (limit,))
-        else:
-            rows = self._query(_EVALUATIONS_BY_ACCOUNT, (account_id, limit))
-        return [EvaluationRow(*r) for r in rows]
-
-    async def symbol_evaluations(self, evaluation_id: str) -> list[SymbolEvaluationRow]:
-        await trio.lowlevel.checkpoint()
-        return [SymbolEvaluationRow(*r) for r in self._query(_SYMBOL_EVALUATIONS, (evaluation_id,))]
-
     async def purge_evaluations(self, before_ms: int) -> int:
         await trio.lowlevel.checkpoint()
-        conn = self._live()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("DELETE FROM symbol_registrations WHERE evaluated_at_ms < ?", (before_ms,))
-                gone = conn.execute(
+
+        def purge(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM symbol_registrations WHERE evaluated_at_ms < ?", (before_ms,))
+            return int(
+                conn.execute(
                     "DELETE FROM handshake_evaluations WHERE evaluated_at_ms < ?", (before_ms,)
                 ).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                self._rollback(conn)
-                raise
-        except (sqlite3.Error, OverflowError) as exc:
-            raise StoreError(f"purge failed: {exc}") from exc
-        return int(gone)
+            )
+
+        return self._purge(purge)
 
     async def purge_closed_trades(self, before_ms: int, limit: int = 100) -> int:
-        _check_limit(limit)
+        sql.check_limit(limit)
         await trio.lowlevel.checkpoint()
+
+        def purge(conn: sqlite3.Connection) -> int:
+            gone = [(r[0],) for r in conn.execute(sql.PURGEABLE_TRADES, (before_ms, limit)).fetchall()]
+            for statement in sql.PURGE_TRADE if gone else ():
+                conn.executemany(statement, gone)
+            return len(gone)
+
+        return self._purge(purge)
+
+    def _purge(self, purge: Callable[[sqlite3.Connection], int]) -> int:
+        """``purge`` in one transaction (rolled back if it fails); how many it removed."""
         conn = self._live()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                gone = [(r[0],) for r in conn.execute(_PURGEABLE_TRADES, (before_ms, limit)).fetchall()]
-                for statement in _PURGE_TRADE if gone else ():
-                    conn.executemany(statement, gone)
+                gone = purge(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 self._rollback(conn)
                 raise
         except (sqlite3.Error, OverflowError) as exc:
             raise StoreError(f"purge failed: {exc}") from exc
-        return len(gone)
+        return gone
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

@@ -1,10 +1,10 @@
 """The store's SQL, written once for SQLite and PostgreSQL: the columns of each row type, the statements
-of each part of a batch (in the order a write runs them), the reads and the upserts. Statements use
-``?`` placeholders; the PostgreSQL store turns them into ``%s``."""
+of each part of a batch (in the order a write runs them), the reads, the upserts, and the naming of a key
+an insert conflicts on. Statements use ``?`` placeholders; the PostgreSQL store turns them into ``%s``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
@@ -259,3 +259,17 @@ PURGE_TRADE = (
 
 def describe(key_names: tuple[str, ...], key: tuple[Any, ...]) -> str:
     return ", ".join(f"{name}={value!r}" for name, value in zip(key_names, key, strict=True))
+
+
+def conflict(step: Step, rows: Sequence[Any], exists: Callable[[tuple[Any, ...]], bool]) -> str | None:
+    """Why an insert of ``rows`` failed on its key: the first key that appears twice in ``rows`` or that
+    ``exists`` finds in the state before the batch; None when neither."""
+    seen: set[tuple[Any, ...]] = set()
+    for row in rows:
+        key = step.key(row)
+        if key in seen:
+            return f"batch rejected: {step.part}: {describe(step.key_names, key)} appears twice"
+        if exists(key):
+            return f"batch rejected: {step.part}: {describe(step.key_names, key)} already exists"
+        seen.add(key)
+    return None

@@ -1,0 +1,102 @@
+"""One EA connection: its state, its writer task fed by a bounded outbox, and its reader loop that turns
+bytes into decoded lines. What a line means is the shell's business (``echo.services.agent.service``)."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from echo.domain.types import Role
+from echo.pipe.codec import EA_TO_AGENT, Decoded, DecodeFailure, LineDecoder
+
+log = structlog.get_logger("echo.agent")
+
+MAX_CONSECUTIVE_ERRORS = 1000
+"""A peer that sends nothing but garbage this long is disconnected."""
+
+
+@dataclass(eq=False)
+class Connection:
+    conn_id: int
+    stream: trio.abc.Stream
+    outbox: trio.MemorySendChannel[bytes]
+    account_id: str | None = None
+    role: Role | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    terminal_id: str = ""
+    """What the handshake presented: a later connection for the account must present the same."""
+    last_seen_ms: int = 0
+    """When the last bytes arrived (any line is a sign of life)."""
+    broken: bool = False
+    """A write to it failed: whatever it still holds, it no longer reaches the terminal."""
+    refused: bool = False
+    """Its handshake was refused for good: the refusal is written, then the connection closes."""
+
+
+def describe(exc: BaseException) -> dict[str, str]:
+    """The error and where it was raised, in two fields (a traceback of a deep recursion would be
+    thousands of lines)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": where}
+
+
+async def write_lines(conn: Connection, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+    """The connection's writer: what is queued on its outbox, in order, until a write fails."""
+    try:
+        async for line in recv:
+            await conn.stream.send_all(line)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        conn.broken = True
+        conn.cancel.cancel()
+
+
+def reply(conn: Connection, line: bytes) -> None:
+    """Queue a line; a terminal whose outbox is full is disconnected (it reconnects and re-handshakes)."""
+    try:
+        conn.outbox.send_nowait(line)
+    except trio.WouldBlock:
+        conn.cancel.cancel()
+    except trio.ClosedResourceError:
+        pass  # a refused connection, closing
+
+
+async def read_lines(
+    conn: Connection,
+    max_line_bytes: int,
+    now_ms: Callable[[], int],
+    on_failure: Callable[[Connection, DecodeFailure], None],
+    on_message: Callable[[Connection, Decoded], Awaitable[None]],
+) -> None:
+    """The connection's reader: until the peer closes, sends only garbage, or is refused."""
+    decoder = LineDecoder(EA_TO_AGENT, max_line_bytes)
+    consecutive_errors = 0
+    while True:
+        try:
+            data = await conn.stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not data:
+            return
+        conn.last_seen_ms = now_ms()
+        for event in decoder.feed(bytes(data)):
+            if isinstance(event, DecodeFailure):
+                consecutive_errors += 1
+                on_failure(conn, event)
+                if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                    log.error(
+                        "agent_peer_sends_only_garbage", conn_id=conn.conn_id, account_id=conn.account_id
+                    )
+                    return
+                continue
+            consecutive_errors = 0
+            await on_message(conn, event)
+            if conn.refused:
+                return
