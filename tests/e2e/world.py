@@ -137,7 +137,7 @@ async def start_copier(
 ) -> Copier:
     """``run_all_in_one`` on ``config`` in ``nursery``, once it serves; what is not given is the root's own
     choice from the configuration."""
-    given = {
+    given: dict[str, Any] = {
         "store": store,
         "listener": listener,
         "clock": clock,
