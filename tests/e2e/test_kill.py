@@ -15,7 +15,7 @@ import trio
 
 from echo.adapters.store.sqlite import SqliteStore
 from tests.backends import free_port
-from tests.e2e.world import CLI, read_until, start_run
+from tests.e2e.world import read_until, sim_ea, start_run
 
 pytestmark = pytest.mark.e2e
 
@@ -62,45 +62,23 @@ async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path, 
         slaves = []
         for i, state in enumerate(slave_state):
             proc = await trio.lowlevel.open_process(
-                [
-                    *CLI,
-                    "sim-ea",
-                    "--role",
-                    "slave",
-                    "--account",
-                    f"5100{i}",
-                    "--socket",
-                    str(sock),
-                    "--profile",
-                    str(i),
-                    "--state",
-                    str(state),
-                    "--log-format",
-                    "json",
-                ],
+                sim_ea(sock, "slave", f"5100{i}", "--profile", str(i), "--state", str(state)),
                 stderr=subprocess.PIPE,
             )
             await read_until(proc, b"connected")
             slaves.append(proc)
         master = await trio.lowlevel.open_process(
-            [
-                *CLI,
-                "sim-ea",
-                "--role",
+            sim_ea(
+                sock,
                 "master",
-                "--account",
                 "9001",
-                "--socket",
-                str(sock),
                 "--trades",
                 "12",
                 "--pace",
                 "0.15",
                 "--state",
                 str(tmp_path / "master.jsonl"),
-                "--log-format",
-                "json",
-            ],
+            ),
             stderr=subprocess.PIPE,
         )
         try:

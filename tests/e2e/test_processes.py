@@ -15,7 +15,7 @@ import trio
 
 from echo.adapters.store.sqlite import SqliteStore
 from tests.backends import free_port
-from tests.e2e.world import CLI, read_until
+from tests.e2e.world import CLI, read_until, sim_ea
 
 pytestmark = pytest.mark.e2e
 
@@ -35,41 +35,11 @@ async def test_run_and_sim_terminals_as_processes(tmp_path: Path) -> None:
         try:
             await read_until(copier, b"copying")
             slave = await trio.lowlevel.open_process(
-                [
-                    *CLI,
-                    "sim-ea",
-                    "--role",
-                    "slave",
-                    "--account",
-                    "51001",
-                    "--socket",
-                    str(sock),
-                    "--profile",
-                    "2",
-                    "--log-format",
-                    "json",
-                ],
-                stderr=subprocess.PIPE,
+                sim_ea(sock, "slave", "51001", "--profile", "2"), stderr=subprocess.PIPE
             )
             await read_until(slave, b"connected")
             master = await trio.run_process(
-                [
-                    *CLI,
-                    "sim-ea",
-                    "--role",
-                    "master",
-                    "--account",
-                    "9001",
-                    "--socket",
-                    str(sock),
-                    "--trades",
-                    "4",
-                    "--pace",
-                    "0.05",
-                    "--log-format",
-                    "json",
-                ],
-                capture_stderr=True,
+                sim_ea(sock, "master", "9001", "--trades", "4", "--pace", "0.05"), capture_stderr=True
             )
             assert b"4 trades done" in master.stderr
             # SIGHUP: delivery, core rules and policies apply at once; [agent]/[store]/[log] need a restart

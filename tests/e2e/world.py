@@ -304,3 +304,21 @@ async def start_run(config: Path, role: str = "all") -> trio.Process:
     )
     await read_until(proc, b"serving terminals" if role == "agent" else b"copying")
     return proc
+
+
+def sim_ea(sock: Path, role: str, account: str, *options: str) -> list[str]:
+    """The command line of a simulated terminal (``sim-ea``) on the Agent's socket ``sock``, logging JSON;
+    ``options`` such as ``--profile 2`` or ``--trades 4``."""
+    return [
+        *CLI,
+        "sim-ea",
+        "--role",
+        role,
+        "--account",
+        account,
+        "--socket",
+        str(sock),
+        *options,
+        "--log-format",
+        "json",
+    ]
