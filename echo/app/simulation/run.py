@@ -41,6 +41,8 @@ from echo.sim.faults import Faults
 
 @dataclass(frozen=True, slots=True)
 class SimOptions:
+    """What one run simulates: how many terminals and trades, which faults, and the limits it runs under."""
+
     seed: int = 1
     masters: int = 1
     slaves: int = 3
