@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from echo.adapters.pipe.unix import connect_unix
 from echo.domain.types import Side
+from echo.sim.accounts import master_ids, slave_ids
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
@@ -83,8 +84,8 @@ async def start_terminals(
     rng: random.Random,
     connect: Callable[[], Awaitable[trio.abc.Stream]],
     on_execute: Callable[[str, str, int], None],
-    slave_ids: list[str],
-    master_id: str = "9001",
+    slave_accounts: list[str],
+    master_id: str = master_ids(1)[0],
     master_seed: int = 3,
 ) -> SimMasterEA:
     """A simulated master and its slaves (broker profiles by position) on ``connect``, running; returns the
@@ -97,7 +98,7 @@ async def start_terminals(
             now_ms,
             on_execute_received=on_execute,
         )
-        for i, account in enumerate(slave_ids)
+        for i, account in enumerate(slave_accounts)
     ]
     master = SimMasterEA(master_id, master_broker(market, random.Random(master_seed)), connect, now_ms, rng)
     for terminal in [*slaves, master]:
@@ -141,9 +142,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, copier)
             nursery.start_soon(market.run)
-            master = await start_terminals(
-                nursery, market, rng, connect, on_execute, [f"{51001 + i}" for i in range(args.slaves)]
-            )
+            master = await start_terminals(nursery, market, rng, connect, on_execute, slave_ids(args.slaves))
             await trio.sleep(0.5)
             first: list[float] = []
             last: list[float] = []

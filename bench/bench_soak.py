@@ -33,6 +33,7 @@ from bench_copy import _drain, _wait_ready, open_copier, start_terminals
 
 from echo.adapters.pipe.unix import connect_unix
 from echo.domain.types import Side
+from echo.sim.accounts import slave_ids
 from echo.sim.market import SimMarket
 
 
@@ -96,9 +97,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, copier)
             nursery.start_soon(market.run)
-            master = await start_terminals(
-                nursery, market, rng, connect, on_execute, [f"{51001 + i}" for i in range(args.slaves)]
-            )
+            master = await start_terminals(nursery, market, rng, connect, on_execute, slave_ids(args.slaves))
             start = time.monotonic()
             next_sample = start
             interval = 1.0 / args.rate

@@ -38,6 +38,7 @@ from echo.domain.config import Config, SplitConfig, StoreConfig
 from echo.domain.errors import OMITTED_AT_SLAVE
 from echo.domain.ids import trade_id_from_comment
 from echo.ports.config import ConfigSource
+from echo.sim.accounts import master_ids, slave_ids, trades_per_master
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
@@ -81,14 +82,6 @@ def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
     return ordered[k]
-
-
-def master_ids(n: int) -> list[str]:
-    return [f"{9000 + i}" for i in range(1, n + 1)]
-
-
-def slave_ids(n: int) -> list[str]:
-    return [f"{51000 + i}" for i in range(1, n + 1)]
 
 
 async def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
@@ -158,10 +151,7 @@ async def _run_demo(
         )
         for i, acc in enumerate(master_ids(opts.masters))
     ]
-    per_master = [
-        opts.trades // opts.masters + (1 if i < opts.trades % opts.masters else 0)
-        for i in range(opts.masters)
-    ]
+    per_master = trades_per_master(opts.trades, opts.masters)
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         copier: Copier | CoreOnly

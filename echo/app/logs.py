@@ -1,20 +1,48 @@
-"""structlog setup: JSON lines in production (and in files), readable lines in a terminal."""
+"""Log set-up for every command: structlog as JSON lines (production, files, the simulator) or readable
+lines in a terminal, stamped with wall time or with the simulator's virtual seconds."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping, Sequence
+from typing import Any, Literal, TextIO
 
 import structlog
+import trio
 
 from echo.pipe.jsonenc import to_json
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "off": logging.CRITICAL,
+}
+"""structlog's thresholds; ``off`` also sends what passes (critical lines) nowhere."""
 
 
-def configure(fmt: str = "console", level: str = "info", stream: TextIO | None = None) -> None:
-    out = stream if stream is not None else sys.stderr
+def configure(
+    fmt: str = "console",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    clock: Literal["wall", "virtual"] = "wall",
+    stdlib: Sequence[str] = (),
+) -> None:
+    """Where and how log lines go. ``stream`` defaults to stderr; ``level="off"`` writes nothing at all.
+
+    ``clock="virtual"`` stamps each line with trio's current time in seconds (``t``, for runs on a
+    ``MockClock``) instead of an ISO ``timestamp``. ``stdlib`` names standard-library loggers (the
+    simulated terminals' ``echo.sim``) whose records go to the same stream in the same JSON shape."""
+    off = level == "off"
+    out = io.StringIO() if off else stream if stream is not None else sys.stderr
+    stamp: structlog.typing.Processor = (
+        _virtual_time if clock == "virtual" else structlog.processors.TimeStamper(fmt="iso", utc=True)
+    )
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=to_json)
@@ -24,7 +52,7 @@ def configure(fmt: str = "console", level: str = "info", stream: TextIO | None =
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -32,3 +60,31 @@ def configure(fmt: str = "console", level: str = "info", stream: TextIO | None =
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    for name in stdlib:
+        std = logging.getLogger(name)
+        std.handlers.clear()
+        std.propagate = False
+        std.setLevel(logging.CRITICAL + 10 if off else _LEVELS[level])
+        if not off:
+            handler = logging.StreamHandler(out)
+            handler.setFormatter(_JsonFormatter(stamp))
+            std.addHandler(handler)
+
+
+def _virtual_time(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    with contextlib.suppress(RuntimeError):
+        event["t"] = round(trio.current_time(), 3)
+    return event
+
+
+class _JsonFormatter(logging.Formatter):
+    """Standard-library log records as JSON lines in the shape of the structlog lines beside them."""
+
+    def __init__(self, stamp: structlog.typing.Processor) -> None:
+        super().__init__()
+        self._stamp = stamp
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {"event": record.getMessage(), "logger": record.name}
+        event["level"] = record.levelname.lower()
+        return to_json(self._stamp(None, "", event))

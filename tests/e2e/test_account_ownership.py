@@ -19,7 +19,7 @@ from echo.adapters.clock import SystemClock
 from echo.adapters.pipe.unix import connect_unix
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.sqlite import SqliteStore
-from echo.app.root import Copier, run_all_in_one
+from echo.app.root import Copier
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig, DeliverySettings
 from echo.domain.ids import trace_id_from, uuid7
@@ -27,9 +27,8 @@ from echo.domain.types import Role, Side, SymbolSpec
 from echo.pipe.codec import AGENT_TO_EA, Decoded, LineDecoder, encode
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
-from tests.e2e.test_all_in_one import World, fills, start_world
+from tests.e2e.world import World, fills, master_terminal, slave_terminal, start_copier, start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -93,31 +92,16 @@ class Copy:
         return await connect_unix(self.sock)
 
     async def start(self) -> Copier:
-        self.copier = await self.nursery.start(
-            lambda task_status: run_all_in_one(self.config, store=self.store, task_status=task_status)
-        )
+        self.copier = await start_copier(self.nursery, self.config, store=self.store)
         return self.copier
 
     async def slave(self, account: str, token: str = "") -> SimSlaveEA:
-        s = SimSlaveEA(
-            account,
-            slave_broker(0, self.market, random.Random(2)),
-            self.connect,
-            self.clock.now_ms,
-            token=token,
-        )
+        s = slave_terminal(account, 0, self.market, 2, self.connect, self.clock.now_ms, token=token)
         await self.nursery.start(s.run)
         return s
 
     async def master(self, account: str, token: str = "") -> SimMasterEA:
-        ms = SimMasterEA(
-            account,
-            master_broker(self.market, random.Random(3)),
-            self.connect,
-            self.clock.now_ms,
-            random.Random(4),
-            token=token,
-        )
+        ms = master_terminal(account, self.market, 3, 4, self.connect, self.clock.now_ms, token=token)
         await self.nursery.start(ms.run)
         return ms
 

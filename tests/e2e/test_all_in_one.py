@@ -14,92 +14,18 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from echo.adapters.clock import TrioClock
-from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
-from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
+from echo.domain.config import Config, StoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.domain.types import Side
-from echo.ports.store import Batch, Store, StoreError
-from echo.sim.market import SimMarket
+from echo.ports.store import Batch, StoreError
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
+from tests.e2e.world import e2e_config, fills, start_world
 
 pytestmark = pytest.mark.e2e
-
-
-class World:
-    """A copier and its terminals in one trio process, on in-memory pipes."""
-
-    def __init__(
-        self, nursery: trio.Nursery, copier: Copier, listener: MemoryPipeListener, seed: int
-    ) -> None:
-        self.nursery, self.copier, self.listener = nursery, copier, listener
-        self.rng = random.Random(seed)
-        self.market = SimMarket(random.Random(seed))
-        self.clock = TrioClock()
-        self.slaves: list[SimSlaveEA] = []
-        self.masters: list[SimMasterEA] = []
-
-    async def add_slave(self, account: str, profile: int) -> SimSlaveEA:
-        s = SimSlaveEA(
-            account,
-            slave_broker(profile, self.market, random.Random(self.rng.random())),
-            self.listener.connect,
-            self.clock.now_ms,
-        )
-        await self.nursery.start(s.run)
-        self.slaves.append(s)
-        return s
-
-    async def add_master(self, account: str) -> SimMasterEA:
-        ms = SimMasterEA(
-            account,
-            master_broker(self.market, random.Random(self.rng.random())),
-            self.listener.connect,
-            self.clock.now_ms,
-            random.Random(self.rng.random()),
-        )
-        await self.nursery.start(ms.run)
-        self.masters.append(ms)
-        return ms
-
-    async def online(self, *accounts: str) -> None:
-        core = self.copier.core
-        await core.wait_for(lambda: all(a in core.accounts and core.accounts[a].online for a in accounts))
-
-    async def settled(self) -> None:
-        core = self.copier.core
-        await core.wait_for(lambda: not core.trades and core.in_flight == 0)
-
-
-async def start_world(
-    nursery: trio.Nursery, seed: int = 1, core: CoreConfig | None = None, store: Store | None = None
-) -> World:
-    listener = MemoryPipeListener()
-    config = Config(
-        core=core or CoreConfig(), agent=AgentConfig(agent_id="agent-e2e"), store=StoreConfig("memory://")
-    )
-    copier: Copier = await nursery.start(
-        lambda task_status: run_all_in_one(
-            config,
-            store=store or MemoryStore(),
-            listener=listener,
-            clock=TrioClock(),
-            task_status=task_status,
-        )
-    )
-    return World(nursery, copier, listener, seed)
-
-
-def fills(slave: SimSlaveEA) -> Counter[str]:
-    """Successful fills per trade_id on a slave terminal."""
-    return Counter(
-        r.trade_id for r in slave.results.values() if isinstance(r, m.ExecutionResult) and r.success
-    )
 
 
 async def test_every_trade_copied_once_and_closed_on_mock_clock(
@@ -293,15 +219,10 @@ async def test_unrecorded_messages_are_retried_by_the_master_and_copied_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = FlakyStore()
-    listener = MemoryPipeListener()
-    config = Config(agent=AgentConfig(agent_id="agent-e2e"), store=StoreConfig("memory://"))
+    config = e2e_config()
     async with trio.open_nursery() as nursery:
-        copier: Copier = await nursery.start(
-            lambda task_status: run_all_in_one(
-                config, store=store, listener=listener, clock=TrioClock(), task_status=task_status
-            )
-        )
-        w = World(nursery, copier, listener, 9)
+        w = await start_world(nursery, 9, config=config, store=store)
+        copier = w.copier
         slave = await w.add_slave("51001", 0)
         master = await w.add_master("9001")
         await w.online("9001", "51001")
@@ -349,18 +270,9 @@ async def test_a_brief_store_outage_is_absorbed_by_core_retrying_the_write(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = FlakyStore()
-    listener = MemoryPipeListener()
     async with trio.open_nursery() as nursery:
-        copier: Copier = await nursery.start(
-            lambda task_status: run_all_in_one(
-                Config(store=StoreConfig("memory://")),
-                store=store,
-                listener=listener,
-                clock=TrioClock(),
-                task_status=task_status,
-            )
-        )
-        w = World(nursery, copier, listener, 5)
+        w = await start_world(nursery, 5, config=Config(store=StoreConfig("memory://")), store=store)
+        copier = w.copier
         slave = await w.add_slave("51001", 0)
         master = await w.add_master("9001")
         await w.online("9001", "51001")
@@ -412,7 +324,7 @@ async def test_policies_size_by_risk_and_windows_omit_with_a_receipt(
     window. The receipts in the store say what each got and why."""
     from echo.domain.policy import Policies, Policy, Window
 
-    listener, store = MemoryPipeListener(), MemoryStore()
+    store = MemoryStore()
     policies = Policies(
         Policy(),
         {
@@ -420,14 +332,10 @@ async def test_policies_size_by_risk_and_windows_omit_with_a_receipt(
             "51002": Policy(windows=(Window("*", "00:00", "23:59"),)),
         },
     )
-    config = Config(agent=AgentConfig(agent_id="agent-e2e"), store=StoreConfig("memory://"), policy=policies)
+    config = e2e_config(policy=policies)
     async with trio.open_nursery() as nursery:
-        copier: Copier = await nursery.start(
-            lambda task_status: run_all_in_one(
-                config, store=store, listener=listener, clock=TrioClock(), task_status=task_status
-            )
-        )
-        w = World(nursery, copier, listener, 3)
+        w = await start_world(nursery, 3, config=config, store=store)
+        copier = w.copier
         risk_slave = await w.add_slave("51001", 1)
         await w.add_slave("51002", 2)
         master = await w.add_master("9001")
@@ -457,19 +365,12 @@ async def test_a_master_removing_its_sl_leaves_the_slaves_catastrophic_sl(
 ) -> None:
     from echo.domain.policy import Policies, Policy
 
-    listener = MemoryPipeListener()
-    config = Config(
-        agent=AgentConfig(agent_id="agent-e2e"),
-        store=StoreConfig("memory://"),
+    config = e2e_config(
         policy=Policies(Policy(catastrophic_sl=2000)),
     )
     async with trio.open_nursery() as nursery:
-        copier: Copier = await nursery.start(
-            lambda task_status: run_all_in_one(
-                config, store=MemoryStore(), listener=listener, clock=TrioClock(), task_status=task_status
-            )
-        )
-        w = World(nursery, copier, listener, 4)
+        w = await start_world(nursery, 4, config=config)
+        copier = w.copier
         slave = await w.add_slave("51001", 1)
         master = await w.add_master("9001")
         await w.online("9001", "51001")
@@ -511,12 +412,7 @@ async def _stranded_slave_scenario() -> None:
             "51002", slave_broker(1, w.market, random.Random(7)), w.listener.connect, w.clock.now_ms
         )
         scope = trio.CancelScope()
-
-        async def run_stranded(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            with scope:
-                await stranded.run(task_status=task_status)
-
-        await nursery.start(run_stranded)
+        await w.start(stranded, scope)
         master = await w.add_master("9001")
         await w.online("9001", "51001", "51002")
         hs = core.accounts["51002"].handshake
@@ -636,25 +532,19 @@ async def test_slippage_and_delay_limits_omit_and_a_window_never_blocks_a_close(
     through to 51003."""
     from echo.domain.policy import Policies, Policy, Window
 
-    listener, store = MemoryPipeListener(), MemoryStore()
-    config = Config(
-        agent=AgentConfig(agent_id="agent-e2e"),
-        store=StoreConfig("memory://"),
+    store = MemoryStore()
+    config = e2e_config(
         policy=Policies(Policy(), {"51001": Policy(max_slippage=0), "51002": Policy(max_delay_ms=3000)}),
     )
     async with trio.open_nursery() as nursery:
-        copier: Copier = await nursery.start(
-            lambda task_status: run_all_in_one(
-                config, store=store, listener=listener, clock=TrioClock(), task_status=task_status
-            )
-        )
-        w = World(nursery, copier, listener, 4)
+        w = await start_world(nursery, 4, config=config, store=store)
+        copier = w.copier
         for i in (1, 2, 3):
             await w.add_slave(f"5100{i}", i)
         master = SimMasterEA(
             "9001",
             master_broker(w.market, random.Random(1)),
-            listener.connect,
+            w.listener.connect,
             lambda: w.clock.now_ms() - 5000,
             random.Random(2),
         )

@@ -16,17 +16,12 @@ from structlog.testing import capture_logs
 from echo.adapters.clock import SystemClock
 from echo.adapters.pipe.unix import connect_unix
 from echo.adapters.store.sqlite import SqliteStore
-from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.domain.types import Role, Side
 from echo.pipe.codec import AGENT_TO_EA, Decoded, LineDecoder, encode
 from echo.sim.market import SimMarket
-from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
-from echo.sim.slave import SimSlaveEA
-from tests.e2e.test_all_in_one import fills as all_in_one_fills
-from tests.e2e.test_all_in_one import start_world
+from tests.e2e.world import fills, start_copier, start_slave_and_master, start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -56,15 +51,8 @@ async def test_garbage_gets_errors_and_others_keep_copying(tmp_path: Path) -> No
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            copier: Copier = await nursery.start(
-                lambda task_status: run_all_in_one(config, store=store, task_status=task_status)
-            )
-            slave = SimSlaveEA("51001", slave_broker(0, market, random.Random(2)), connect, clock.now_ms)
-            master = SimMasterEA(
-                "9001", master_broker(market, random.Random(3)), connect, clock.now_ms, random.Random(4)
-            )
-            await nursery.start(slave.run)
-            await nursery.start(master.run)
+            copier = await start_copier(nursery, config, store=store)
+            slave, master = await start_slave_and_master(nursery, market, connect, clock.now_ms)
             core = copier.core
             await core.wait_for(lambda: all(a in core.accounts for a in ("51001", "9001")))
 
@@ -121,10 +109,7 @@ async def test_garbage_gets_errors_and_others_keep_copying(tmp_path: Path) -> No
                 await master.close(t)
             await master.wait_all_acked()
             await core.wait_for(lambda: not core.trades and core.in_flight == 0)
-            fills = Counter(
-                r.trade_id for r in slave.results.values() if isinstance(r, m.ExecutionResult) and r.success
-            )
-            assert fills == Counter({t: 1 for t in trade_ids})
+            assert fills(slave) == Counter({t: 1 for t in trade_ids})
             assert slave.broker.open_orders() == []
             assert copier.agent.protocol_errors >= 10
             await bad.aclose()
@@ -148,15 +133,8 @@ async def test_a_deeply_nested_line_ends_nothing_and_copying_goes_on(tmp_path: P
     heartbeat_deep = b'{"type":"heartbeat","timestamp_ms":1,"payload":{"seq":1,"x":' + deep + b"}}\n"
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            copier: Copier = await nursery.start(
-                lambda task_status: run_all_in_one(config, store=store, task_status=task_status)
-            )
-            slave = SimSlaveEA("51001", slave_broker(0, market, random.Random(2)), connect, clock.now_ms)
-            master = SimMasterEA(
-                "9001", master_broker(market, random.Random(3)), connect, clock.now_ms, random.Random(4)
-            )
-            await nursery.start(slave.run)
-            await nursery.start(master.run)
+            copier = await start_copier(nursery, config, store=store)
+            slave, master = await start_slave_and_master(nursery, market, connect, clock.now_ms)
             core = copier.core
             await core.wait_for(lambda: all(a in core.accounts for a in ("51001", "9001")))
 
@@ -174,10 +152,7 @@ async def test_a_deeply_nested_line_ends_nothing_and_copying_goes_on(tmp_path: P
                 await master.close(t)
             await master.wait_all_acked()
             await core.wait_for(lambda: not core.trades and core.in_flight == 0)
-            fills = Counter(
-                r.trade_id for r in slave.results.values() if isinstance(r, m.ExecutionResult) and r.success
-            )
-            assert fills == Counter({t: 1 for t in trade_ids})
+            assert fills(slave) == Counter({t: 1 for t in trade_ids})
             # both connections are still served: a valid line gets its answer
             await before.send_all(b'{"type":"bogus","timestamp_ms":1,"payload":{}}\n')
             assert [e.code for e in await read_errors(before, 1)] == ["ERR_PROTOCOL_UNKNOWN_TYPE"]
@@ -234,5 +209,5 @@ async def test_an_unexpected_error_in_one_connection_ends_that_connection_only(
             await master.close(t)
             await master.wait_all_acked()
             await w.settled()
-            assert all_in_one_fills(slave) == Counter({t: 1})
+            assert fills(slave) == Counter({t: 1})
             nursery.cancel_scope.cancel()

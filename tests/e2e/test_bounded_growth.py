@@ -22,15 +22,15 @@ from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.app import explain
-from echo.app.root import Copier, run_all_in_one
+from echo.app.root import Copier
 from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
 from echo.domain.types import Side
 from echo.ports.store import Store
 from echo.services.core.service import Core
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
+from tests.e2e.world import master_terminal, slave_terminal, start_copier, wait_online
 
 pytestmark = pytest.mark.e2e
 
@@ -77,27 +77,17 @@ class World:
 async def world(nursery: trio.Nursery, config: Config, store: Store | None = None) -> AsyncIterator[World]:
     store = store or MemoryStore()
     listener, clock = MemoryPipeListener(), ShiftedClock()
-    copier: Copier = await nursery.start(
-        lambda task_status: run_all_in_one(
-            config, store=store, listener=listener, clock=clock, task_status=task_status
-        )
-    )
+    copier = await start_copier(nursery, config, store=store, listener=listener, clock=clock)
     rng = random.Random(5)
     market = SimMarket(random.Random(5))
     slaves = [
-        SimSlaveEA(
-            f"5100{i}", slave_broker(i, market, random.Random(rng.random())), listener.connect, clock.now_ms
-        )
+        slave_terminal(f"5100{i}", i, market, rng.random(), listener.connect, clock.now_ms)
         for i in range(SLAVES)
     ]
-    master = SimMasterEA(
-        "9001", master_broker(market, random.Random(6)), listener.connect, clock.now_ms, random.Random(7)
-    )
+    master = master_terminal("9001", market, 6, 7, listener.connect, clock.now_ms)
     for terminal in [*slaves, master]:
         await nursery.start(terminal.run)
-    core = copier.core
-    everyone = ["9001", *(s.account_id for s in slaves)]
-    await core.wait_for(lambda: all(a in core.accounts and core.accounts[a].online for a in everyone))
+    await wait_online(copier.core, "9001", *(s.account_id for s in slaves))
     yield World(copier, store, clock, master, slaves)
 
 

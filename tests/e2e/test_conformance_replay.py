@@ -14,11 +14,11 @@ import trio.testing
 from echo.adapters.clock import TrioClock
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
-from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.pipe.codec import AGENT_TO_EA, EA_TO_AGENT, Decoded, DecodeFailure, LineDecoder, decode_line
 from tests.conformance_support import Step, load_transcript, mismatches, transcript_paths
+from tests.e2e.world import start_copier
 
 pytestmark = pytest.mark.e2e
 
@@ -73,11 +73,7 @@ async def test_transcript_replays_against_the_agent(
     clock = TrioClock(epoch_ms=min(int(s.line["timestamp_ms"]) for s in steps if s.line is not None))
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            copier: Copier = await nursery.start(
-                lambda task_status: run_all_in_one(
-                    config, store=MemoryStore(), listener=listener, clock=clock, task_status=task_status
-                )
-            )
+            copier = await start_copier(nursery, config, store=MemoryStore(), listener=listener, clock=clock)
             player = Player(await listener.connect())
             account: str | None = None
             sent: set[str | None] = set()

@@ -6,85 +6,54 @@ not answered with the same command_ids; the slave answers repeats from memory.""
 
 from __future__ import annotations
 
-import functools
 import random
-from collections import Counter
 
 import pytest
 import trio
 import trio.testing
 
-from echo.adapters.clock import TrioClock
-from echo.adapters.ledger.memory import MemoryLedger
-from echo.adapters.pipe.memory import MemoryPipeListener
-from echo.adapters.store.memory import MemoryStore
-from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig, DeliverySettings
 from echo.domain.types import Side
-from echo.services.core.service import Core
 from echo.sim.broker import SimBroker
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
+from echo.sim.profiles import slave_broker
 from echo.sim.slave import SimSlaveEA
+from tests.e2e.world import (
+    CopierProcess,
+    fills,
+    master_terminal,
+    slave_terminal,
+    wait_online,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 async def test_copier_restarts_mid_traffic(seed: int, autojump_clock: trio.testing.MockClock) -> None:
-    store = MemoryStore()  # the "disk": it outlives the copier process
-    ledger = MemoryLedger()  # the Agent's ack ledger, on the same "disk"
-    listener = MemoryPipeListener()
-    config = Config(agent=AgentConfig(agent_id="agent-1"))
-    clock = TrioClock()
+    # the store and the Agent's ack ledger are the "disk": they outlive the copier process
+    proc = CopierProcess(Config(agent=AgentConfig(agent_id="agent-1")))
+    store, listener, clock = proc.store, proc.listener, proc.clock
     rng = random.Random(seed)
     market = SimMarket(random.Random(seed))
-    copiers: list[Copier] = []
-
-    async def copier_process(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as n:
-                copiers.append(
-                    await n.start(
-                        lambda task_status: run_all_in_one(
-                            config,
-                            store=store,
-                            ledger=ledger,
-                            listener=listener,
-                            clock=clock,
-                            task_status=task_status,
-                        )
-                    )
-                )
-                task_status.started(scope)
 
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
-            process: trio.CancelScope = await nursery.start(copier_process)
+            process: trio.CancelScope = await nursery.start(proc.run)
             slaves = [
-                SimSlaveEA(
-                    f"5100{i}",
-                    slave_broker(i, market, random.Random(rng.random())),
-                    listener.connect,
-                    clock.now_ms,
-                )
+                slave_terminal(f"5100{i}", i, market, rng.random(), listener.connect, clock.now_ms)
                 for i in range(3)
             ]
             for s in slaves:
                 await nursery.start(s.run)
-            master = SimMasterEA(
-                "9001",
-                master_broker(market, random.Random(rng.random())),
-                listener.connect,
-                clock.now_ms,
-                random.Random(rng.random()),
+            master = master_terminal(
+                "9001", market, rng.random(), rng.random(), listener.connect, clock.now_ms
             )
             await nursery.start(master.run)
-            core = copiers[-1].core
-            everyone = ["9001", *(s.account_id for s in slaves)]
-            await core.wait_for(lambda: all(a in core.accounts and core.accounts[a].online for a in everyone))
+            await wait_online(proc.core, "9001", *(s.account_id for s in slaves))
 
             script_done = trio.Event()
 
@@ -97,78 +66,37 @@ async def test_copier_restarts_mid_traffic(seed: int, autojump_clock: trio.testi
                 await trio.sleep(rng.uniform(0.3, 1.2))
                 process.cancel()  # the process dies: in-memory state is gone, the store keeps what committed
                 await trio.sleep(rng.uniform(0.1, 2.0))
-                process = await nursery.start(copier_process)
+                process = await nursery.start(proc.run)
             await script_done.wait()
             await master.wait_all_acked()
-            core = copiers[-1].core
-            await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+            await wait_settled(proc.core)
 
             trade_ids = set(master.trades)
             assert len(trade_ids) == 20
             for s in slaves:
-                fills = Counter(
-                    r.trade_id for r in s.results.values() if isinstance(r, m.ExecutionResult) and r.success
-                )
-                assert set(fills) == trade_ids, (s.account_id, trade_ids - set(fills))
-                assert max(fills.values()) == 1, s.account_id
+                copies = fills(s)
+                assert set(copies) == trade_ids, (s.account_id, trade_ids - set(copies))
+                assert max(copies.values()) == 1, s.account_id
                 assert s.broker.open_orders() == [], s.account_id
             assert all(t.status == "closed" for t in await store.trades(limit=100))
             nursery.cancel_scope.cancel()
 
 
-class CopierProcess:
-    """The all-in-one copier as a process that dies and starts again on the same store, socket and clock."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.store, self.listener, self.clock = MemoryStore(), MemoryPipeListener(), TrioClock()
-        self.ledger = MemoryLedger()  # the Agent's ack ledger: on the "disk" too
-        self.copiers: list[Copier] = []
-
-    @property
-    def core(self) -> Core:
-        return self.copiers[-1].core
-
-    async def run(self, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as n:
-                self.copiers.append(
-                    await n.start(
-                        functools.partial(
-                            run_all_in_one,
-                            self.config,
-                            store=self.store,
-                            ledger=self.ledger,
-                            listener=self.listener,
-                            clock=self.clock,
-                        )
-                    )
-                )
-                task_status.started(scope)
-
-    async def copied_then_slave_away(
-        self, nursery: trio.Nursery, market: SimMarket, broker: SimBroker
-    ) -> tuple[SimMasterEA, str]:
-        """Master 9001 and slave 51001 online, one GER30 trade copied, then the slave's terminal gone."""
-        master = SimMasterEA(
-            "9001",
-            master_broker(market, random.Random(2)),
-            self.listener.connect,
-            self.clock.now_ms,
-            random.Random(3),
-        )
-        await nursery.start(master.run)
-        async with trio.open_nursery() as terminal:
-            await terminal.start(SimSlaveEA("51001", broker, self.listener.connect, self.clock.now_ms).run)
-            core = self.core
-            await core.wait_for(
-                lambda: {"9001", "51001"} <= {a for a, x in core.accounts.items() if x.online}
-            )
-            trade_id = await master.open("GER30", Side.BUY, 1.0)
-            await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 1)
-            terminal.cancel_scope.cancel()
-        await core.wait_for(lambda: not core.accounts["51001"].online)
-        return master, trade_id
+async def copied_then_slave_away(
+    proc: CopierProcess, nursery: trio.Nursery, market: SimMarket, broker: SimBroker
+) -> tuple[SimMasterEA, str]:
+    """Master 9001 and slave 51001 online, one GER30 trade copied, then the slave's terminal gone."""
+    master = master_terminal("9001", market, 2, 3, proc.listener.connect, proc.clock.now_ms)
+    await nursery.start(master.run)
+    async with trio.open_nursery() as terminal:
+        await terminal.start(SimSlaveEA("51001", broker, proc.listener.connect, proc.clock.now_ms).run)
+        core = proc.core
+        await core.wait_for(lambda: {"9001", "51001"} <= {a for a, x in core.accounts.items() if x.online})
+        trade_id = await master.open("GER30", Side.BUY, 1.0)
+        await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 1)
+        terminal.cancel_scope.cancel()
+    await core.wait_for(lambda: not core.accounts["51001"].online)
+    return master, trade_id
 
 
 async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
@@ -182,7 +110,7 @@ async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
     broker = slave_broker(1, market, random.Random(1))
     async with trio.open_nursery() as nursery:
         process: trio.CancelScope = await nursery.start(proc.run)
-        master, trade_id = await proc.copied_then_slave_away(nursery, market, broker)
+        master, trade_id = await copied_then_slave_away(proc, nursery, market, broker)
         core = proc.core
         await master.partial_close(trade_id, 0.4)
         sl, tp = master._random_stops("GER30", Side.BUY)
@@ -231,7 +159,7 @@ async def test_a_close_waiting_for_an_offline_slave_survives_two_restarts(
     broker = slave_broker(1, market, random.Random(1))
     async with trio.open_nursery() as nursery:
         process: trio.CancelScope = await nursery.start(proc.run)
-        master, trade_id = await proc.copied_then_slave_away(nursery, market, broker)
+        master, trade_id = await copied_then_slave_away(proc, nursery, market, broker)
         core = proc.core
         await master.close(trade_id)
         await master.wait_all_acked()

@@ -3,25 +3,19 @@ back by itself, and a change made after etcd returns reaches the next trade. Rea
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 
 import pytest
 import trio
 from structlog.testing import capture_logs
 
-from echo.adapters.clock import TrioClock
-from echo.adapters.pipe.memory import MemoryPipeListener
-from echo.adapters.store.memory import MemoryStore
-from echo.app.root import Copier, open_config, run_all_in_one
-from echo.domain.config import AgentConfig, Config, CoreConfig, StoreConfig
+from echo.app.root import open_config
+from echo.domain.config import CoreConfig
 from echo.domain.types import Side
 from tests.backends import etcd_instance
-from tests.e2e.test_all_in_one import World, fills
+from tests.e2e.world import CLI, World, e2e_config, fills, start_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.etcd]
-
-CLI = [sys.executable, "-m", "echo"]
 
 
 async def lots_of(w: World, trade_id: str) -> set[float | None]:
@@ -33,25 +27,11 @@ async def test_etcd_paused_then_killed_and_restarted_mid_traffic() -> None:
         await trio.run_process(
             [*CLI, "config", "--config", etcd.url, "set", "core.fixed_lot", "0.1"], capture_stdout=True
         )
-        config = Config(
-            core=CoreConfig(fixed_lot=0.1),
-            agent=AgentConfig(agent_id="agent-e2e"),
-            store=StoreConfig("memory://"),
-        )
-        listener = MemoryPipeListener()
+        config = e2e_config(core=CoreConfig(fixed_lot=0.1))
         with trio.fail_after(90), capture_logs() as logs:
             async with open_config(etcd.url) as source, trio.open_nursery() as nursery:
-                copier: Copier = await nursery.start(
-                    lambda task_status: run_all_in_one(
-                        config,
-                        store=MemoryStore(),
-                        listener=listener,
-                        clock=TrioClock(),
-                        config_source=source,
-                        task_status=task_status,
-                    )
-                )
-                w = World(nursery, copier, listener, 5)
+                w = await start_world(nursery, 5, config=config, config_source=source)
+                copier = w.copier
                 slave = await w.add_slave("51001", 0)
                 master = await w.add_master("9001")
                 await w.online("9001", "51001")

@@ -4,26 +4,19 @@ it), and ``explain``'s receipt names each outcome with its reason, its numbers a
 
 from __future__ import annotations
 
-import random
 from typing import get_args
 
 import pytest
 import trio
 import trio.testing
 
-from echo.adapters.clock import TrioClock
-from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.app.explain import OMIT_WHY, receipt
-from echo.app.root import Copier, run_all_in_one
 from echo.domain.config import AgentConfig, Config
 from echo.domain.copying import OmitReason
 from echo.domain.policy import Policies, Policy
 from echo.domain.types import Side
-from echo.sim.market import SimMarket
-from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
-from echo.sim.slave import SimSlaveEA
+from tests.e2e.world import start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -43,49 +36,22 @@ POLICIES = Policies(
 async def test_receipts_name_an_offline_slave_and_how_each_size_came_out(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    listener = MemoryPipeListener()
     store = MemoryStore()
     config = Config(agent=AgentConfig(agent_id="agent-receipts", ledger_url="memory://"), policy=POLICIES)
-    rng = random.Random(7)
-    market = SimMarket(random.Random(7))
-    clock = TrioClock()
     offline_scope = trio.CancelScope()
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
-            copier: Copier = await nursery.start(
-                lambda task_status: run_all_in_one(
-                    config, store=store, listener=listener, clock=clock, task_status=task_status
-                )
-            )
-            core = copier.core
+            w = await start_world(nursery, 7, config=config, store=store)
+            core = w.core
             # EURUSD at each slave's broker: min_lot 0.01, lot_step 0.01
             slaves = {
-                account: SimSlaveEA(
-                    account,
-                    slave_broker(i, market, random.Random(rng.random())),
-                    listener.connect,
-                    clock.now_ms,
-                )
-                for account, i in ((OFFLINE, 0), (CLAMPED, 2), (SKIPPED, 3))
+                account: w.slave(account, i) for account, i in ((OFFLINE, 0), (CLAMPED, 2), (SKIPPED, 3))
             }
-
-            async def run_until_offline(task_status: trio.TaskStatus[None]) -> None:
-                with offline_scope:
-                    await slaves[OFFLINE].run(task_status=task_status)
-
-            await nursery.start(run_until_offline)
+            await w.start(slaves[OFFLINE], offline_scope)
             for account in (CLAMPED, SKIPPED):
-                await nursery.start(slaves[account].run)
-            master = SimMasterEA(
-                "9001",
-                master_broker(market, random.Random(rng.random())),
-                listener.connect,
-                clock.now_ms,
-                random.Random(rng.random()),
-            )
-            await nursery.start(master.run)
-            everyone = ("9001", OFFLINE, CLAMPED, SKIPPED)
-            await core.wait_for(lambda: all(a in core.accounts and core.accounts[a].online for a in everyone))
+                await w.start(slaves[account])
+            master = await w.add_master("9001")
+            await w.online("9001", OFFLINE, CLAMPED, SKIPPED)
             await trio.sleep(2)  # every slave has sent quotes
             offline_scope.cancel()
             await core.wait_for(lambda: not core.accounts[OFFLINE].online)

@@ -36,14 +36,29 @@ from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
 from tests.backends import free_port, self_signed_cert
+from tests.e2e.world import fills, start_slave_and_master, wait_online
 
 pytestmark = pytest.mark.e2e
 
 
-def fills(slave: SimSlaveEA) -> Counter[str]:
-    return Counter(
-        r.trade_id for r in slave.results.values() if isinstance(r, m.ExecutionResult) and r.success
+async def start_split(
+    nursery: trio.Nursery, port: int, listener: MemoryPipeListener, token: str = ""
+) -> tuple[GrpcCoreHub, Core, GrpcAgentLink]:
+    """Core serving gRPC on ``port`` and Agent ``agent-grpc`` streaming to it, its terminals on
+    ``listener``; once the Agent's stream is up."""
+    clock = SystemClock()
+    hub = GrpcCoreHub("127.0.0.1", port, token=token)
+    await nursery.start(hub.serve)
+    core = Core(hub, MemoryStore(), clock, CoreConfig())
+    await nursery.start(core.run)
+    link = GrpcAgentLink("127.0.0.1", port, "agent-grpc", token=token)
+    await nursery.start(link.run)
+    await link.connected.wait()
+    agent = Agent(
+        link, listener, clock, AgentConfig(agent_id="agent-grpc"), DeliverySettings(), MemoryLedger()
     )
+    await nursery.start(agent.run)
+    return hub, core, link
 
 
 async def test_trades_are_copied_over_grpc_and_the_agent_reconnects() -> None:
@@ -53,32 +68,11 @@ async def test_trades_are_copied_over_grpc_and_the_agent_reconnects() -> None:
     market = SimMarket(random.Random(1))
     with trio.fail_after(60):
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-            hub = GrpcCoreHub("127.0.0.1", port, token="s3cret")
-            await nursery.start(hub.serve)
-            core = Core(hub, MemoryStore(), clock, CoreConfig())
-            await nursery.start(core.run)
-            link = GrpcAgentLink("127.0.0.1", port, "agent-grpc", token="s3cret")
-            await nursery.start(link.run)
-            await link.connected.wait()
-            agent = Agent(
-                link, listener, clock, AgentConfig(agent_id="agent-grpc"), DeliverySettings(), MemoryLedger()
+            hub, core, link = await start_split(nursery, port, listener, token="s3cret")
+            slave, master = await start_slave_and_master(
+                nursery, market, listener.connect, clock.now_ms, profile=1
             )
-            await nursery.start(agent.run)
-            slave = SimSlaveEA(
-                "51001", slave_broker(1, market, random.Random(2)), listener.connect, clock.now_ms
-            )
-            master = SimMasterEA(
-                "9001",
-                master_broker(market, random.Random(3)),
-                listener.connect,
-                clock.now_ms,
-                random.Random(4),
-            )
-            await nursery.start(slave.run)
-            await nursery.start(master.run)
-            await core.wait_for(
-                lambda: all(a in core.accounts and core.accounts[a].online for a in ("9001", "51001"))
-            )
+            await wait_online(core, "9001", "51001")
 
             first = await master.open("XAUUSD", Side.BUY, 0.5)
             await master.wait_all_acked()
@@ -300,32 +294,11 @@ async def test_hostile_grpc_bytes_end_that_stream_only_and_never_stall_core() ->
     hello = bytes(pb.AgentMessage(hello=pb.AgentHello(agent_id="agent-bad", protocol_version=1)))
     with trio.fail_after(60):
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-            hub = GrpcCoreHub("127.0.0.1", port)
-            await nursery.start(hub.serve)
-            core = Core(hub, MemoryStore(), clock, CoreConfig())
-            await nursery.start(core.run)
-            link = GrpcAgentLink("127.0.0.1", port, "agent-grpc")
-            await nursery.start(link.run)
-            await link.connected.wait()
-            agent = Agent(
-                link, listener, clock, AgentConfig(agent_id="agent-grpc"), DeliverySettings(), MemoryLedger()
+            hub, core, _link = await start_split(nursery, port, listener)
+            slave, master = await start_slave_and_master(
+                nursery, market, listener.connect, clock.now_ms, profile=1
             )
-            await nursery.start(agent.run)
-            slave = SimSlaveEA(
-                "51001", slave_broker(1, market, random.Random(2)), listener.connect, clock.now_ms
-            )
-            master = SimMasterEA(
-                "9001",
-                master_broker(market, random.Random(3)),
-                listener.connect,
-                clock.now_ms,
-                random.Random(4),
-            )
-            await nursery.start(slave.run)
-            await nursery.start(master.run)
-            await core.wait_for(
-                lambda: all(a in core.accounts and core.accounts[a].online for a in ("9001", "51001"))
-            )
+            await wait_online(core, "9001", "51001")
 
             groups = b"\x9b\x06" * 100_000 + b"\x9c\x06" * 100_000  # field 99 start/end group, nested
             with capture_logs() as logs:

@@ -10,39 +10,20 @@ import pytest
 import trio
 import trio.testing
 
-from echo.adapters.clock import TrioClock
-from echo.adapters.pipe.memory import MemoryPipeListener
-from echo.adapters.store.memory import MemoryStore
-from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
-from echo.domain.config import AgentConfig, Config, StoreConfig
 from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.domain.types import Side
-from tests.e2e.test_all_in_one import World, fills
+from tests.e2e.world import e2e_config, fills, start_world
 
 pytestmark = pytest.mark.e2e
-
-
-async def start(nursery: trio.Nursery, config: Config) -> World:
-    listener = MemoryPipeListener()
-    copier: Copier = await nursery.start(
-        lambda task_status: run_all_in_one(
-            config, store=MemoryStore(), listener=listener, clock=TrioClock(), task_status=task_status
-        )
-    )
-    return World(nursery, copier, listener, 2)
-
-
-def base_config(**kw: object) -> Config:
-    return Config(agent=AgentConfig(agent_id="agent-e2e"), store=StoreConfig("memory://"), **kw)  # type: ignore[arg-type]
 
 
 async def test_a_symbol_outside_the_catalog_is_never_traded_and_the_verdict_is_recorded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = base_config(symbols=SymbolCatalog(frozenset({"XAUUSD", "EURUSD", "US100"}), "reject"))
+    config = e2e_config(symbols=SymbolCatalog(frozenset({"XAUUSD", "EURUSD", "US100"}), "reject"))
     async with trio.open_nursery() as nursery:
-        w = await start(nursery, config)
+        w = await start_world(nursery, 2, config=config)
         slave = await w.add_slave("51001", 0)
         master = await w.add_master("9001")
         await w.online("9001", "51001")
@@ -83,9 +64,9 @@ async def test_a_rejected_account_gets_nothing_until_new_rules_accept_it(
     """Protocol version 2 is blocked: both terminals are REJECTED. The master's intent is answered RETRY (it
     keeps it), the slave receives no command. New rules are applied without a restart: both accounts are
     evaluated again, told, and the master's queued trade is copied once."""
-    config = base_config(protocol=ProtocolPolicy(min_version=1, max_version=2, blocked_versions=(2,)))
+    config = e2e_config(protocol=ProtocolPolicy(min_version=1, max_version=2, blocked_versions=(2,)))
     async with trio.open_nursery() as nursery:
-        w = await start(nursery, config)
+        w = await start_world(nursery, 2, config=config)
         core, agent = w.copier.core, w.copier.agent
         slave = await w.add_slave("51001", 0)
         master = await w.add_master("9001")
@@ -121,9 +102,9 @@ async def test_a_rejected_account_gets_nothing_until_new_rules_accept_it(
 async def test_the_agent_blocks_a_command_for_a_rejected_account(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = base_config(protocol=ProtocolPolicy(blocked_versions=(1,)))
+    config = e2e_config(protocol=ProtocolPolicy(blocked_versions=(1,)))
     async with trio.open_nursery() as nursery:
-        w = await start(nursery, config)
+        w = await start_world(nursery, 2, config=config)
         slave = await w.add_slave("51001", 0)
         await w.online("51001")
         agent = w.copier.agent

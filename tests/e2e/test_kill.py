@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,20 +15,9 @@ import trio
 
 from echo.adapters.store.sqlite import SqliteStore
 from tests.backends import free_port
-from tests.e2e.test_processes import read_until
+from tests.e2e.world import read_until, sim_ea, start_run
 
 pytestmark = pytest.mark.e2e
-
-CLI = [sys.executable, "-m", "echo"]
-
-
-async def start_copier(config: Path, role: str = "all") -> trio.Process:
-    """``run --role ROLE``; split mode reads ``[split]`` from the same file."""
-    proc = await trio.lowlevel.open_process(
-        [*CLI, "run", "--role", role, "--config", str(config)], stderr=subprocess.PIPE
-    )
-    await read_until(proc, b"serving terminals" if role == "agent" else b"copying")
-    return proc
 
 
 async def settled(db: Path) -> bool:
@@ -64,55 +52,33 @@ async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path, 
     with trio.fail_after(120):
         others: list[trio.Process] = []  # in split mode, the process that is not killed
         if killed == "all":
-            copier = await start_copier(config)
+            copier = await start_run(config)
         elif killed == "agent":
-            others.append(await start_copier(config, "core"))
-            copier = await start_copier(config, "agent")
+            others.append(await start_run(config, "core"))
+            copier = await start_run(config, "agent")
         else:
-            copier = await start_copier(config, "core")
-            others.append(await start_copier(config, "agent"))
+            copier = await start_run(config, "core")
+            others.append(await start_run(config, "agent"))
         slaves = []
         for i, state in enumerate(slave_state):
             proc = await trio.lowlevel.open_process(
-                [
-                    *CLI,
-                    "sim-ea",
-                    "--role",
-                    "slave",
-                    "--account",
-                    f"5100{i}",
-                    "--socket",
-                    str(sock),
-                    "--profile",
-                    str(i),
-                    "--state",
-                    str(state),
-                    "--log-format",
-                    "json",
-                ],
+                sim_ea(sock, "slave", f"5100{i}", "--profile", str(i), "--state", str(state)),
                 stderr=subprocess.PIPE,
             )
             await read_until(proc, b"connected")
             slaves.append(proc)
         master = await trio.lowlevel.open_process(
-            [
-                *CLI,
-                "sim-ea",
-                "--role",
+            sim_ea(
+                sock,
                 "master",
-                "--account",
                 "9001",
-                "--socket",
-                str(sock),
                 "--trades",
                 "12",
                 "--pace",
                 "0.15",
                 "--state",
                 str(tmp_path / "master.jsonl"),
-                "--log-format",
-                "json",
-            ],
+            ),
             stderr=subprocess.PIPE,
         )
         try:
@@ -120,7 +86,7 @@ async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path, 
             await trio.sleep(1.0)  # the fault lands in the middle of the script, wherever that is
             copier.kill()  # SIGKILL: no cleanup, no flush, a socket file left behind
             await copier.wait()
-            copier = await start_copier(config, killed)
+            copier = await start_run(config, killed)
             assert await master.wait() == 0
             for _ in range(200):  # the other process's durable state is the only thing to watch
                 if await settled(db):

@@ -4,7 +4,6 @@ show it. Real clock and real processes for the CLI."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,9 @@ from echo.adapters.store.postgres import PostgresStore
 from echo.app.demo import DemoOptions, demo_ok, run_demo
 from echo.app.root import Copier
 from tests.backends import etcd_server, postgres_schema
+from tests.e2e.world import CLI
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.etcd]
-
-CLI = [sys.executable, "-m", "echo"]
 
 
 async def test_demo_on_postgres_and_etcd_applies_a_policy_change_to_the_next_trade(tmp_path: Path) -> None:

@@ -6,22 +6,13 @@ once and closed."""
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 import pytest
 import trio
 import trio.testing
 
-from echo.adapters.clock import TrioClock
-from echo.adapters.pipe.memory import MemoryPipeListener
-from echo.adapters.store.memory import MemoryStore
-from echo.app.root import Copier, run_all_in_one
-from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, DeliverySettings, StoreConfig
-from echo.sim.market import SimMarket
-from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
-from echo.sim.slave import SimSlaveEA
+from tests.e2e.world import fills, start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -72,60 +63,35 @@ class LossyStream(trio.abc.Stream):
 async def test_every_trade_copied_once_over_lossy_pipes(
     seed: int, autojump_clock: trio.testing.MockClock
 ) -> None:
-    listener = MemoryPipeListener()
     config = Config(
         agent=AgentConfig(agent_id="agent-lossy"),
         delivery=DeliverySettings(max_retries=50),
         store=StoreConfig("memory://"),
     )
-    rng = random.Random(seed)
-    market = SimMarket(random.Random(seed))
-    clock = TrioClock()
     links: list[LossyStream] = []
-
-    async def lossy_connect() -> trio.abc.Stream:
-        link = LossyStream(await listener.connect(), random.Random(rng.random()), p=0.2)
-        links.append(link)
-        return link
 
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
-            copier: Copier = await nursery.start(
-                lambda task_status: run_all_in_one(
-                    config, store=MemoryStore(), listener=listener, clock=clock, task_status=task_status
-                )
-            )
-            core = copier.core
-            slaves = [
-                SimSlaveEA(
-                    f"5100{i}",
-                    slave_broker(i, market, random.Random(rng.random())),
-                    lossy_connect,
-                    clock.now_ms,
-                )
-                for i in range(3)
-            ]
+            w = await start_world(nursery, seed, config=config)
+            core = w.core
+
+            async def lossy_connect() -> trio.abc.Stream:
+                link = LossyStream(await w.listener.connect(), random.Random(w.rng.random()), p=0.2)
+                links.append(link)
+                return link
+
+            slaves = [w.slave(f"5100{i}", i, connect=lossy_connect) for i in range(3)]
             for s in slaves:
-                await nursery.start(s.run)
-            master = SimMasterEA(
-                "9001",
-                master_broker(market, random.Random(rng.random())),
-                listener.connect,
-                clock.now_ms,
-                random.Random(rng.random()),
-            )
-            await nursery.start(master.run)
-            everyone = ["9001", *(s.account_id for s in slaves)]
-            await core.wait_for(lambda: all(a in core.accounts and core.accounts[a].online for a in everyone))
+                await w.start(s)
+            master = await w.add_master("9001")
+            await w.online("9001", *(s.account_id for s in slaves))
             await master.run_script(15, max_open=3, pace=0.1)
-            await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+            await w.settled()
 
             trade_ids = set(master.trades)
             for s in slaves:
-                fills = Counter(
-                    r.trade_id for r in s.results.values() if isinstance(r, m.ExecutionResult) and r.success
-                )
-                assert set(fills) == trade_ids and max(fills.values()) == 1, s.account_id
+                copies = fills(s)
+                assert set(copies) == trade_ids and max(copies.values()) == 1, s.account_id
                 assert s.broker.open_orders() == [], s.account_id
             assert sum(link.dropped for link in links) > 20, "the links dropped too little to prove anything"
             assert core.stats.get("resends", 0) > 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,9 @@ from echo.adapters.store.postgres import PostgresStore
 from echo.adapters.store.sqlite import SqliteStore
 from echo.ports.store import Store
 from tests.backends import postgres_schema
-from tests.e2e.test_processes import read_until
+from tests.e2e.world import CLI, read_until
 
 pytestmark = pytest.mark.e2e
-
-CLI = [sys.executable, "-m", "echo"]
 
 
 def write_config(path: Path, sock: Path, store_url: str, log: Path) -> Path:

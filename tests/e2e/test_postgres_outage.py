@@ -12,7 +12,7 @@ import trio
 from echo.adapters.store.postgres import PostgresStore, split_url
 from echo.domain.types import Side
 from tests.backends import postgres_schema
-from tests.e2e.test_all_in_one import fills, start_world
+from tests.e2e.world import fills, start_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

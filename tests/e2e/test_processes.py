@@ -15,19 +15,9 @@ import trio
 
 from echo.adapters.store.sqlite import SqliteStore
 from tests.backends import free_port
+from tests.e2e.world import CLI, read_until, sim_ea
 
 pytestmark = pytest.mark.e2e
-
-
-async def read_until(proc: trio.Process, marker: bytes) -> bytes:
-    """Read a process's stderr until ``marker`` appears (the process says it is ready)."""
-    assert proc.stderr is not None
-    seen = b""
-    while marker not in seen:
-        chunk = await proc.stderr.receive_some()
-        assert chunk, f"process ended before saying {marker!r}: {seen.decode(errors='replace')}"
-        seen += chunk
-    return seen
 
 
 async def test_run_and_sim_terminals_as_processes(tmp_path: Path) -> None:
@@ -37,50 +27,19 @@ async def test_run_and_sim_terminals_as_processes(tmp_path: Path) -> None:
         f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
         f'[log]\nformat = "json"\nfile = "{tmp_path / "echo.log"}"\n'
     )
-    cli = [sys.executable, "-m", "echo"]
     with trio.fail_after(60):
         copier = await trio.lowlevel.open_process(
-            [*cli, "run", "--role", "all", "--config", str(config)], stderr=subprocess.PIPE
+            [*CLI, "run", "--role", "all", "--config", str(config)], stderr=subprocess.PIPE
         )
         slave = None
         try:
             await read_until(copier, b"copying")
             slave = await trio.lowlevel.open_process(
-                [
-                    *cli,
-                    "sim-ea",
-                    "--role",
-                    "slave",
-                    "--account",
-                    "51001",
-                    "--socket",
-                    str(sock),
-                    "--profile",
-                    "2",
-                    "--log-format",
-                    "json",
-                ],
-                stderr=subprocess.PIPE,
+                sim_ea(sock, "slave", "51001", "--profile", "2"), stderr=subprocess.PIPE
             )
             await read_until(slave, b"connected")
             master = await trio.run_process(
-                [
-                    *cli,
-                    "sim-ea",
-                    "--role",
-                    "master",
-                    "--account",
-                    "9001",
-                    "--socket",
-                    str(sock),
-                    "--trades",
-                    "4",
-                    "--pace",
-                    "0.05",
-                    "--log-format",
-                    "json",
-                ],
-                capture_stderr=True,
+                sim_ea(sock, "master", "9001", "--trades", "4", "--pace", "0.05"), capture_stderr=True
             )
             assert b"4 trades done" in master.stderr
             # SIGHUP: delivery, core rules and policies apply at once; [agent]/[store]/[log] need a restart
@@ -119,11 +78,10 @@ async def test_the_copier_serves_its_metrics_for_prometheus(tmp_path: Path) -> N
         f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
         f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
     )
-    cli = [sys.executable, "-m", "echo"]
-    sim = [*cli, "sim-ea", "--socket", str(sock), "--log-format", "json"]
+    sim = [*CLI, "sim-ea", "--socket", str(sock), "--log-format", "json"]
     with trio.fail_after(60):
         copier = await trio.lowlevel.open_process(
-            [*cli, "run", "--role", "all", "--config", str(config)], stderr=subprocess.PIPE
+            [*CLI, "run", "--role", "all", "--config", str(config)], stderr=subprocess.PIPE
         )
         slave = None
         try:
@@ -172,10 +130,9 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
         '[policy."51002"]\nmax_spread = 0\n',
         encoding="utf-8",
     )
-    cli = [sys.executable, "-m", "echo"]
     demo = subprocess.run(
         [
-            *cli,
+            *CLI,
             *("demo", "--config", str(config), "--slaves", "3", "--trades", "6", "--pace", "0.01"),
             *("--workdir", str(tmp_path), "--seed", "4", "--json"),
         ],
@@ -196,11 +153,11 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
 
     store = f"sqlite:///{tmp_path / 'seed-4' / 'echo.db'}"
     shown = subprocess.run(
-        [*cli, "show", "--store", store], capture_output=True, text=True, timeout=60, check=True
+        [*CLI, "show", "--store", store], capture_output=True, text=True, timeout=60, check=True
     )
     trade_id = json.loads(shown.stdout)["trades"][0]["trade_id"]
     explained = subprocess.run(
-        [*cli, "explain", trade_id, "--store", store, "--json"],
+        [*CLI, "explain", trade_id, "--store", store, "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -214,7 +171,7 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
     assert copied["decision"] == "copy" and copied["execution"]["status"] == "ok"
     assert copied["latency_ms"]["master_to_slave_result"] >= 0
     table = subprocess.run(
-        [*cli, "explain", trade_id, "--store", store],
+        [*CLI, "explain", trade_id, "--store", store],
         capture_output=True,
         text=True,
         timeout=60,
@@ -223,7 +180,7 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
     )
     assert "no_trade_window" in table.stdout and "copied 1, omitted 2" in table.stdout
     missing = subprocess.run(
-        [*cli, "explain", "01a211cf-4e14-7b8d-bcd4-96b5a82e8751", "--store", store],
+        [*CLI, "explain", "01a211cf-4e14-7b8d-bcd4-96b5a82e8751", "--store", store],
         capture_output=True,
         text=True,
         timeout=60,
@@ -237,7 +194,7 @@ def test_demo_with_a_policy_file_and_explain_as_processes(tmp_path: Path) -> Non
     )
     evaluated = subprocess.run(
         [
-            *cli,
+            *CLI,
             "handshake",
             "evaluate",
             "--account",
@@ -271,8 +228,7 @@ class Split:
             f'[agent]\nsocket_path = "{self.sock}"\n[store]\nurl = "sqlite:///{self.db}"\n{extra_config}'
         )
         self.where = f"127.0.0.1:{free_port()}"
-        self.cli = [sys.executable, "-m", "echo"]
-        self.sim = [*self.cli, "sim-ea", "--socket", str(self.sock), "--log-format", "json"]
+        self.sim = [*CLI, "sim-ea", "--socket", str(self.sock), "--log-format", "json"]
         self.procs: list[trio.Process] = []
 
     async def _open(self, argv: list[str], ready: bytes) -> trio.Process:
@@ -285,11 +241,11 @@ class Split:
         """Core, then the Agent, then slave 51001 connected to it."""
         config = str(self.config)
         core = await self._open(
-            [*self.cli, "run", "--role", "core", "--config", config, "--listen", self.where],
+            [*CLI, "run", "--role", "core", "--config", config, "--listen", self.where],
             b"Agents connect to " + self.where.encode(),
         )
         agent = await self._open(
-            [*self.cli, "run", "--role", "agent", "--config", config, "--core", self.where],
+            [*CLI, "run", "--role", "agent", "--config", config, "--core", self.where],
             b"serving terminals",
         )
         slave = await self._open(

@@ -5,7 +5,6 @@ settings say. Virtual clock: the timing is exact (to the millisecond the clocks 
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import pairwise
@@ -14,17 +13,10 @@ import pytest
 import trio
 import trio.testing
 
-from echo.adapters.clock import TrioClock
-from echo.adapters.pipe.memory import MemoryPipeListener
-from echo.adapters.store.memory import MemoryStore
-from echo.app.root import Copier, run_all_in_one
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, DeliverySettings
 from echo.pipe.codec import AGENT_TO_EA, Decoded, decode_line, encode
-from echo.sim.market import SimMarket
-from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
-from echo.sim.slave import SimSlaveEA
+from tests.e2e.world import start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -89,44 +81,25 @@ class FirstCopyTrouble(trio.abc.Stream):
 async def copy_with_trouble(mode: str, seed: int) -> dict[str, list[Seen]]:
     """Four trades from one master to one slave whose first copy of every command is spoiled; returns what
     the slave's end saw, per command_id."""
-    listener = MemoryPipeListener()
     config = Config(
         agent=AgentConfig(agent_id="agent-redelivery", ledger_url="memory://"),
         delivery=DeliverySettings(ack_timeout_ms=ACK_TIMEOUT_MS, retry_backoff_ms=BACKOFF_MS),
     )
-    rng = random.Random(seed)
-    market = SimMarket(random.Random(seed))
-    clock = TrioClock()
     seen: dict[str, list[Seen]] = defaultdict(list)
-
-    async def troubled_connect() -> trio.abc.Stream:
-        return FirstCopyTrouble(await listener.connect(), mode, seen)
 
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
-            copier: Copier = await nursery.start(
-                lambda task_status: run_all_in_one(
-                    config, store=MemoryStore(), listener=listener, clock=clock, task_status=task_status
-                )
-            )
-            core = copier.core
-            slave = SimSlaveEA(
-                "51001", slave_broker(0, market, random.Random(rng.random())), troubled_connect, clock.now_ms
-            )
-            await nursery.start(slave.run)
-            master = SimMasterEA(
-                "9001",
-                master_broker(market, random.Random(rng.random())),
-                listener.connect,
-                clock.now_ms,
-                random.Random(rng.random()),
-            )
-            await nursery.start(master.run)
-            await core.wait_for(
-                lambda: all(a in core.accounts and core.accounts[a].online for a in ("9001", "51001"))
-            )
+            w = await start_world(nursery, seed, config=config)
+            core = w.core
+
+            async def troubled_connect() -> trio.abc.Stream:
+                return FirstCopyTrouble(await w.listener.connect(), mode, seen)
+
+            slave = await w.add_slave("51001", 0, connect=troubled_connect)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001")
             await master.run_script(4, max_open=2, pace=0.5)
-            await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+            await w.settled()
             assert slave.broker.open_orders() == []
             assert core.stats.get("gave_up", 0) == 0
             nursery.cancel_scope.cancel()

@@ -9,14 +9,11 @@ import pytest
 import trio
 import trio.testing
 
-from echo.adapters.clock import TrioClock
-from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
-from echo.app.root import Copier, run_all_in_one
-from echo.domain.config import AgentConfig, Config, RouterConfig, StoreConfig
+from echo.domain.config import RouterConfig
 from echo.domain.types import Side
 from echo.ports.store import Batch
-from tests.e2e.test_all_in_one import World, fills
+from tests.e2e.world import e2e_config, fills, start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -39,20 +36,13 @@ async def test_a_burst_beyond_the_queues_is_turned_away_busy_and_retried_into_co
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = SlowDiskStore(0.05)
-    listener = MemoryPipeListener()
-    config = Config(
-        agent=AgentConfig(agent_id="agent-e2e"),
-        store=StoreConfig("memory://"),
+    config = e2e_config(
         router=RouterConfig(worker_pool_size=2, queue_depth_max=4, worker_timeout_ms=50),
     )
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
-            copier: Copier = await nursery.start(
-                lambda task_status: run_all_in_one(
-                    config, store=store, listener=listener, clock=TrioClock(), task_status=task_status
-                )
-            )
-            w = World(nursery, copier, listener, 21)
+            w = await start_world(nursery, 21, config=config, store=store)
+            copier = w.copier
             slaves = [await w.add_slave(f"5100{i}", i) for i in range(3)]
             masters = [await w.add_master(f"900{i}") for i in range(3)]
             await w.online(*(ms.account_id for ms in masters), *(s.account_id for s in slaves))

@@ -17,7 +17,7 @@ import structlog
 import trio
 
 from echo.adapters.store.postgres import split_url
-from echo.app.simulate import (
+from echo.app.simulation import (
     Faults,
     FaultSpecError,
     SimOptions,

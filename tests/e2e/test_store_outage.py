@@ -30,7 +30,7 @@ from echo.ports.store import Batch, EventRow, Store, StoreError, StoreUnavailabl
 from echo.services.core.service import Core
 from echo.sim.master import SimMasterEA
 from tests.backends import PostgresCluster, postgres_cluster, unavailable
-from tests.e2e.test_all_in_one import World, fills, start_world
+from tests.e2e.world import World, fills, start_world
 
 pytestmark = pytest.mark.e2e
 
