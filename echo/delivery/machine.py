@@ -137,6 +137,11 @@ class Command:
     def finished(self) -> bool:
         return self.outcome is not Outcome.PENDING
 
+    @property
+    def gave_up(self) -> bool:
+        """Failed without a result: every send went unanswered (a result may still come, late)."""
+        return self.outcome is Outcome.FAILED and self.stage < Stage.EA_CONFIRMED
+
 
 @dataclass(frozen=True, slots=True)
 class Journaled:
