@@ -151,9 +151,7 @@ class Agent:
 
     def _relay_settings(self) -> relay.RelaySettings:
         d = self.delivery
-        return relay.RelaySettings(
-            Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), self.config.ledger_hold_ms
-        )
+        return relay.RelaySettings(Settings.of(d), self.config.ledger_hold_ms)
 
     def _load_ledger(self) -> None:
         """Commands held when the Agent last stopped wait for their terminals again (written when each

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Literal
 
 import structlog
 import trio
@@ -22,13 +21,14 @@ from echo.domain.config import CoreConfig, RouterConfig
 from echo.domain.policy import Policies, Policy
 from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.ports.clock import Clock
-from echo.ports.store import Batch, Store, StoreError, StoreUnavailable
+from echo.ports.store import Store, StoreError
 from echo.ports.transport import AgentUnavailable, CoreHub
 from echo.services.core import accounts, engine, master, positions, recovery
 from echo.services.core.context import Context
+from echo.services.core.journal import Journal
 from echo.services.core.router import Router
 from echo.services.core.state import Account, Pending, Trade, command_of
-from echo.services.core.tx import Tx, merge, retry_acks
+from echo.services.core.tx import Tx
 from echo.services.ids import IdFactory
 from echo.services.timers import DueTimers
 
@@ -58,6 +58,7 @@ metrics.get_meter("echo.core").create_observable_counter(
 
 class Core:
     PRUNE_EVERY_MS = master.PRUNE_EVERY_MS
+    HELD_RETRY_S = Journal.HELD_RETRY_S
 
     def __init__(
         self,
@@ -90,14 +91,13 @@ class Core:
             self._timers.at,
         )
         """What the engine's handlers work on."""
-        self._journal: list[Tx] = []
-        """Transactions applied and not yet written, in the order they were applied."""
-        self._writing = False
-        self._wrote = trio.Event()
-        self._held = trio.Event()
-        """Set when a batch is held (the store unavailable): ``_rewrite_held`` takes over."""
-        self._unsure = False
-        """A write failed as unavailable since the last one that succeeded: it may have committed."""
+        self._journal = Journal(
+            store,
+            deliver=self._deliver,
+            rollback=self._roll_back,
+            stale=lambda out: engine.stale(self.ctx, out),
+            count=self.ctx.count,
+        )
         self.router = Router(
             router or RouterConfig(),
             apply=self.apply,
@@ -162,7 +162,7 @@ class Core:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconciler)
-            nursery.start_soon(self._rewrite_held)
+            nursery.start_soon(self._journal.rewrite_held)
             nursery.start_soon(self._retention)
             await nursery.start(self.router.run, self._hub)
             task_status.started()
@@ -177,13 +177,13 @@ class Core:
     def apply(self, msgs: list[tuple[str, m.AgentToCore]]) -> Tx:
         """The engine's transaction for a group of messages, queued for the journal."""
         tx = engine.apply(self.ctx, msgs)
-        self._enqueue(tx)
+        self._journal.enqueue(tx)
         return tx
 
     def reject_busy(self, agent_id: str, msg: m.AgentToCore, worker_id: int, depth: int) -> Tx:
         """A master event the router had no room for: recorded, and the master told to send it again."""
         tx = master.reject_busy(self.ctx, agent_id, msg, worker_id, depth)
-        self._enqueue(tx)
+        self._journal.enqueue(tx)
         return tx
 
     def trade_of_command(self, command_id: str) -> str | None:
@@ -202,7 +202,7 @@ class Core:
                 pend = self.ctx.state.pending.get(command_id)
                 if pend is not None:
                     positions.drive(self.ctx, pend, Timeout(), tx)
-            self._enqueue(tx)
+            self._journal.enqueue(tx)
             await self._finish(tx)
 
     EVALUATION_RETENTION_MS = 30 * 86_400_000
@@ -247,22 +247,11 @@ class Core:
             log.info("core_retention_purged", trades=purged, closed_before_ms=before)
         return purged
 
-    def _enqueue(self, tx: Tx) -> None:
-        """Queue an applied transaction for the journal; the journal writes in this order."""
-        if tx.batch:
-            self._journal.append(tx)
-        else:
-            tx.done = True
-
     async def _finish(self, tx: Tx) -> None:
         """Wait until the batch is recorded, then send (never the other way round), then wake whoever waits
         for a change. Whoever finds the journal idle writes everything queued as one batch (group commit
         across workers)."""
-        while not tx.done:
-            if self._writing:
-                await self._wrote.wait()
-                continue
-            await self._write_journal()
+        await self._journal.settle(tx)
         if tx.held:
             # Not recorded yet: nothing leaves but the masters' RETRY; the rest goes once it is written.
             self.ctx.count("store_failures")
@@ -298,135 +287,6 @@ class Core:
         failed: list[tuple[str, m.AgentToCore]] = []
         await self._send(out, failed)
 
-    async def _write_journal(self) -> None:
-        """Write everything queued as one batch. The store unavailable (disk full, server down): the batch
-        is held, first in the journal, and written again before anything applied after it, once the store
-        is back (``_rewrite_held`` tries while nothing else does); what Core applied stays applied, so the
-        store ends as if it had never been away. The batch refused for what it holds: it is rolled back,
-        with everything applied after it (which may build on it)."""
-        self._writing = True
-        group, self._journal = self._journal, []
-        landed: list[Tx] = []
-        try:
-            outcome = await self._write_with_retries(merge(group))
-            if outcome == "rejected" and self._unsure:
-                landed = await self._landed(group)
-                if landed:
-                    log.warning("core_journal_landed_before", transactions=len(landed))
-                    group = group[len(landed) :]
-                    outcome = await self._write_with_retries(merge(group)) if group else "written"
-        except BaseException:
-            self._journal[:0] = group
-            raise
-        finally:
-            self._writing = False
-        for t in landed:
-            t.done, t.ok = True, True
-        # held before (their workers moved on) or found in the store: this writer finishes them
-        late = [t for t in landed if t.held] + [t for t in group if t.held]
-        if outcome == "unavailable":
-            self._journal[:0] = group
-            late = []
-            for t in group:
-                if not t.held:
-                    t.held, t.done, t.retries = True, True, retry_acks(t)
-            log.warning("core_journal_held", transactions=len(self._journal))
-            self._held.set()
-        elif outcome == "rejected":
-            # What was applied after a refused batch may build on it: refused too.
-            group, self._journal = group + self._journal, []
-            for t in group:
-                t.done, t.ok = True, False
-        else:
-            for t in group:
-                t.done, t.ok = True, True
-            if late:
-                log.info("core_journal_written_after_outage", transactions=len(late))
-        self._wrote.set()
-        self._wrote = trio.Event()
-        for t in late:
-            t.held = False
-            if not t.ok:
-                self._roll_back(t)
-                t.sends = []  # its masters were told to retry when it was held
-            else:
-                t.sends = [out for out in t.sends if not engine.stale(self.ctx, out)]
-            await self._deliver(t)
-
-    async def _landed(self, group: list[Tx]) -> list[Tx]:
-        """The leading transactions of ``group`` already in the store: a write that failed as unavailable
-        may have committed all the same (the server committed, its answer was lost), and writing it again
-        is then refused for keys that exist. Told by looking up one row each inserts; a transaction that
-        inserts nothing is counted with those before it (its updates may be applied again in order)."""
-        landed = 0
-        for i, t in enumerate(group):
-            found = await self._in_store(t.batch)
-            if found is False:
-                break
-            if found:
-                landed = i + 1
-        return group[:landed]
-
-    async def _in_store(self, b: Batch) -> bool | None:
-        """Whether the batch's first inserted row is in the store; None when it inserts nothing to tell by."""
-        try:
-            if b.trades:
-                return await self._store.get_trade(b.trades[0].trade_id) is not None
-            if b.commands:
-                c = b.commands[0]
-                return any(r.command_id == c.command_id for r in await self._store.commands(c.trade_id))
-            if b.tickets:
-                k = b.tickets[0]
-                rows = await self._store.tickets(k.trade_id)
-                return any((r.account_id, r.ticket) == (k.account_id, k.ticket) for r in rows)
-            for e in b.events:
-                if e.trade_id is not None:
-                    rows_e = await self._store.events(e.trade_id, limit=1_000_000)
-                    return any(r.event_id == e.event_id for r in rows_e)
-        except StoreError as exc:
-            log.warning("core_journal_lookup_failed", error=str(exc))
-            return False
-        return None
-
-    HELD_RETRY_S = 1.0
-    """While a batch is held and no other write comes, the journal is tried again this often."""
-
-    async def _rewrite_held(self) -> None:
-        """Writes a held journal once the store is back, even when no message arrives to do it."""
-        while True:
-            await self._held.wait()
-            while self._journal and self._journal[0].held:
-                if self._writing:
-                    await self._wrote.wait()
-                    continue
-                await trio.sleep(self.HELD_RETRY_S)
-                if self._journal and self._journal[0].held and not self._writing:
-                    await self._write_journal()
-            self._held = trio.Event()
-
-    JOURNAL_BACKOFF_S = (0.02, 0.1, 0.5)
-    """Waits between attempts to write a batch. Everything else waits meanwhile: the fan-out stops rather
-    than send what is not journaled."""
-
-    async def _write_with_retries(self, batch: Batch) -> Literal["written", "unavailable", "rejected"]:
-        for attempt, wait in enumerate((*self.JOURNAL_BACKOFF_S, None), start=1):
-            try:
-                await self._store.write(batch)
-                self._unsure = False
-                return "written"
-            except StoreError as exc:
-                if isinstance(exc, StoreUnavailable):
-                    self._unsure = True
-                if wait is None:
-                    log.error(
-                        "core_delivery_failed", error=str(exc), commands=len(batch.commands), attempts=attempt
-                    )
-                    return "unavailable" if isinstance(exc, StoreUnavailable) else "rejected"
-                log.warning("core_journal_retry", error=str(exc), attempt=attempt, wait_s=wait)
-                self.ctx.count("journal_retries")
-                await trio.sleep(wait)
-        return "rejected"  # pragma: no cover - the loop returns
-
     async def set_delivery(self, settings: DeliverySettings, heartbeat_interval_ms: int) -> None:
         """New delivery settings, applied without a restart: the next timers use them, and every Agent
         (hence every terminal) is told."""
@@ -457,7 +317,7 @@ class Core:
         tx = Tx()
         for acc in list(self.accounts.values()):
             accounts.reevaluate(self.ctx, acc, tx)
-        self._enqueue(tx)
+        self._journal.enqueue(tx)
         await self._finish(tx)
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
@@ -472,7 +332,7 @@ class Core:
     @property
     def recorded(self) -> bool:
         """Everything applied is in the store: nothing queued, held or being written."""
-        return not self._journal and not self._writing
+        return self._journal.recorded
 
     @property
     def remembered(self) -> tuple[int, int]:
