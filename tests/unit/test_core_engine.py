@@ -19,7 +19,7 @@ from echo.domain.ids import uuid7
 from echo.domain.policy import Policies, Policy
 from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.domain.types import Role, Side, SymbolSpec
-from echo.services.core import engine, positions
+from echo.services.core import engine
 from echo.services.core.context import Context
 from echo.services.core.tx import Tx
 from echo.services.ids import IdFactory
@@ -393,9 +393,7 @@ def test_a_repeated_result_is_a_duplicate_not_an_anomaly() -> None:
 def fire(w: World, command_id: str) -> Tx:
     """The shell's reconciler: the command's retry timer fired (at the time it was scheduled for)."""
     w.clock.now = max(at for at, key in w.scheduled if key == command_id)
-    tx = Tx()
-    positions.drive(w.ctx, w.ctx.state.pending[command_id], delivery.Timeout(), tx)
-    return tx
+    return engine.timers_due(w.ctx, [command_id])
 
 
 def test_a_result_after_giving_up_is_still_the_truth() -> None:

@@ -34,6 +34,23 @@ def evaluation(ctx: Context, hs: m.Handshake, agent_id: str) -> Evaluation:
     )
 
 
+def account_of(
+    hs: m.Handshake, agent_id: str, ev: Evaluation, *, online: bool, reported_at_ms: int
+) -> Account:
+    """An account as its handshake and Core's verdict on it describe it."""
+    return Account(
+        hs.account_id,
+        hs.role,
+        agent_id,
+        online,
+        hs,
+        ev.symbols,
+        registration=ev.status,
+        rejected_symbols=ev.rejected_symbols,
+        reported_at_ms=reported_at_ms,
+    )
+
+
 def on_online(ctx: Context, agent_id: str, msg: m.AccountOnline, tx: Tx) -> None:
     st = ctx.state
     hs = msg.handshake
@@ -63,17 +80,7 @@ def on_online(ctx: Context, agent_id: str, msg: m.AccountOnline, tx: Tx) -> None
         )
         tx.direct.append((agent_id, m.ToAccount(hs.account_id, ev.result)))
         return
-    acc = Account(
-        hs.account_id,
-        hs.role,
-        agent_id,
-        True,
-        hs,
-        ev.symbols,
-        registration=ev.status,
-        rejected_symbols=ev.rejected_symbols,
-        reported_at_ms=msg.at_ms,
-    )
+    acc = account_of(hs, agent_id, ev, online=True, reported_at_ms=msg.at_ms)
     if prev is not None:
         acc.quotes, acc.snapshot = prev.quotes, prev.snapshot
         acc.tick_values, acc.tick_values_at_ms = prev.tick_values, prev.tick_values_at_ms

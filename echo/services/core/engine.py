@@ -12,9 +12,10 @@ from typing import Any, TypeAlias
 
 import structlog
 
+from echo.delivery import machine as delivery
 from echo.domain import messages as m
 from echo.domain.types import Role
-from echo.services.core import accounts, master, reports
+from echo.services.core import accounts, master, positions, reports
 from echo.services.core.context import Context
 from echo.services.core.state import Account
 from echo.services.core.tx import Tx, retry_acks
@@ -88,6 +89,17 @@ def apply(ctx: Context, msgs: list[tuple[str, m.AgentToCore]]) -> Tx:
             dispatch(ctx, agent_id, msg, tx)
         except Exception:
             log.exception("core_message_failed", agent_id=agent_id, message=type(msg).__name__)
+    return tx
+
+
+def timers_due(ctx: Context, command_ids: list[str]) -> Tx:
+    """The retry timers of these commands fired: each one's delivery machine decides (send again, give
+    up, or nothing: a timer that is not due any more)."""
+    tx = Tx()
+    for command_id in command_ids:
+        pend = ctx.state.pending.get(command_id)
+        if pend is not None:
+            positions.drive(ctx, pend, delivery.Timeout(), tx)
     return tx
 
 

@@ -14,9 +14,9 @@ from echo.domain import messages as m
 from echo.domain.ids import trade_comment, uuid7_time_ms
 from echo.domain.types import Side
 from echo.ports.store import JournalRow, Store
-from echo.services.core.accounts import evaluation
+from echo.services.core.accounts import account_of, evaluation
 from echo.services.core.context import Context
-from echo.services.core.state import Account, Op, Pending, SlavePosition, Trade, command_of
+from echo.services.core.state import Op, Pending, SlavePosition, Trade, command_of
 
 log = structlog.get_logger("echo.core")
 
@@ -34,16 +34,8 @@ async def load(ctx: Context, store: Store) -> int:
     for a in await store.accounts():
         hs = msgspec.json.decode(a.handshake, type=m.Handshake)
         ev = evaluation(ctx, hs, a.agent_id)
-        st.accounts[a.account_id] = Account(
-            a.account_id,
-            hs.role,
-            a.agent_id,
-            False,
-            hs,
-            ev.symbols,
-            registration=ev.status,
-            rejected_symbols=ev.rejected_symbols,
-            reported_at_ms=a.updated_at_ms,
+        st.accounts[a.account_id] = account_of(
+            hs, a.agent_id, ev, online=False, reported_at_ms=a.updated_at_ms
         )
     return await recover(ctx, store)
 

@@ -15,7 +15,6 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from echo.delivery.machine import Settings as DeliverySettings
-from echo.delivery.machine import Timeout
 from echo.domain import messages as m
 from echo.domain.config import CoreConfig, RouterConfig
 from echo.domain.policy import Policies, Policy
@@ -23,7 +22,7 @@ from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.ports.clock import Clock
 from echo.ports.store import Store, StoreError
 from echo.ports.transport import AgentUnavailable, CoreHub
-from echo.services.core import accounts, engine, master, positions, recovery
+from echo.services.core import accounts, engine, master, recovery
 from echo.services.core.context import Context
 from echo.services.core.journal import Journal
 from echo.services.core.router import Router
@@ -197,11 +196,7 @@ class Core:
         ``max_retries`` sends; the rules are the delivery machine's, this task only keeps the clock."""
         while True:
             _, due = await self._timers.next_due()
-            tx = Tx()
-            for command_id in due:
-                pend = self.ctx.state.pending.get(command_id)
-                if pend is not None:
-                    positions.drive(self.ctx, pend, Timeout(), tx)
+            tx = engine.timers_due(self.ctx, due)
             self._journal.enqueue(tx)
             await self._finish(tx)
 
