@@ -104,9 +104,7 @@ async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Appl
     old = copier.config
     baseline = copier.source_config or old
     d = new.delivery
-    await copier.core.set_delivery(
-        delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), d.heartbeat_interval_ms
-    )
+    await copier.core.set_delivery(delivery.Settings.of(d), d.heartbeat_interval_ms)
     await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
     # compared with what the source said before (command-line overrides are not changes)
     restart = [

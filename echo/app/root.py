@@ -177,7 +177,7 @@ def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFacto
         store,
         clock,
         config.core,
-        delivery_settings=delivery.Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries),
+        delivery_settings=delivery.Settings.of(d),
         ids=ids,
         policies=config.policies(),
         protocol=config.protocol,

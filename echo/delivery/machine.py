@@ -1,6 +1,8 @@
-"""Delivery lifecycles as pure transition tables (seed 000, plan i17).
+"""The command lifecycle (Core -> slave) as one pure transition table, ``COMMAND_RULES`` (seed 000, plan
+i17). The intent lifecycle is ``intent.py``; the shared settings and effects are ``effects.py`` (both
+re-exported here).
 
-Two machines, one shape: a state (frozen dataclass), an input (frozen dataclass), the time as an input,
+Both machines have one shape: a state (frozen dataclass), an input (frozen dataclass), the time as an input,
 and ``transition(...) -> (new_state, effects)``. Effects are data the caller carries out: persist the
 state, send (again), schedule a retry, report completion. An input that makes no sense in a state is
 answered with an ``Invalid`` effect naming both, never an exception, so a confused or malicious peer can
@@ -10,14 +12,12 @@ only produce a log line.
 -> AGENT_BUFFERED -> PIPE_DELIVERED -> EA_CONFIRMED, with the outcome PENDING until the slave's result
 (OK or FAILED) or until ``max_retries`` sends went unanswered (FAILED, ``gave_up``). Retries re-send the
 same command_id: the slave answers a repeated command_id with its original result, so a command whose
-reply was lost ("timed out but executed") is never executed twice. Core's sends go to the Agent, which is
+reply was lost ("timed out but executed") is never executed twice. A rule is keyed by the command's
+``Phase`` (from its stage and outcome) and the input: the late result after giving up and everything a
+finished command hears are rows of the table like any other. Core's sends go to the Agent, which is
 the one writer into the terminal (``relay``): a send is a request the Agent writes only when it is not
 already waiting on a fresh write of its own, so ``attempt`` here counts Core's sends, and the number on
 the pipe is the Agent's (never below Core's).
-
-**Intent** (master -> Core, one per trade_id or close/modify event_id): SENT -> ACKED, re-sent with
-backoff until acknowledged. After ``max_retries`` sends it is PAUSED with an alert, never dropped: each
-reconnect sends it once more (PROTOCOL.md X10). Only a REJECTED ack ends it unacknowledged (DROPPED).
 """
 
 from __future__ import annotations
@@ -27,83 +27,71 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeAlias
 
+from echo.delivery.effects import (
+    Alert,
+    CancelRetry,
+    Done,
+    Effect,
+    Ignore,
+    Invalid,
+    Persist,
+    RetryAt,
+    Send,
+    Settings,
+    Timeout,
+    Timing,
+)
+from echo.delivery.intent import (
+    INTENT_TABLE,
+    Acked,
+    AckKind,
+    Connected,
+    Intent,
+    IntentInput,
+    IntentResult,
+    IntentStatus,
+    intent_transition,
+)
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Delivery timing (``[delivery]`` in the configuration; dynamic)."""
-
-    ack_timeout_ms: int = 1000
-    retry_backoff_ms: int = 500
-    max_retries: int = 100
-    max_backoff_ms: int = 30_000
-
-    def __post_init__(self) -> None:
-        if self.max_retries < 1 or self.ack_timeout_ms < 1 or self.retry_backoff_ms < 0:
-            raise ValueError(f"invalid delivery settings: {self}")
-
-    def retry_delay_ms(self, attempt: int) -> int:
-        """Wait after send number ``attempt`` before the next one: the ack timeout plus an exponential
-        backoff (``retry_backoff_ms * 2**(attempt-1)``, capped)."""
-        backoff = min(self.retry_backoff_ms * (1 << min(max(attempt - 1, 0), 20)), self.max_backoff_ms)
-        return self.ack_timeout_ms + backoff
-
-
-# ------------------------------------------------------------------------------------------------ effects
-
-
-@dataclass(frozen=True, slots=True)
-class Persist:
-    """Record the new state (the journal row) before any send that follows."""
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class RetryAt:
-    at_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class CancelRetry:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The lifecycle ended: ``ok`` for a confirmed success (or an acknowledged intent)."""
-
-    ok: bool
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """Something a person must look at (the lifecycle goes on)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ignore:
-    """A legitimate but stale input (a duplicate or late reply): nothing to do, worth a debug line."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    """An input that is impossible in this state: a precise description for the log."""
-
-    state: str
-    input: str
-    reason: str
-
-
-Effect: TypeAlias = Persist | Send | RetryAt | CancelRetry | Done | Alert | Ignore | Invalid
-
+__all__ = [
+    "COMMAND_RULES",
+    "COMMAND_TABLE",
+    "INTENT_TABLE",
+    "AckKind",
+    "Acked",
+    "AgentBuffered",
+    "Alert",
+    "CancelRetry",
+    "Command",
+    "CommandInput",
+    "Confirmed",
+    "Connected",
+    "Done",
+    "Effect",
+    "Ignore",
+    "Intent",
+    "IntentInput",
+    "IntentResult",
+    "IntentStatus",
+    "Invalid",
+    "Journaled",
+    "NotDelivered",
+    "Outcome",
+    "Persist",
+    "Phase",
+    "PipeDelivered",
+    "Reconnected",
+    "Result",
+    "RetryAt",
+    "Send",
+    "Settings",
+    "Stage",
+    "Timeout",
+    "Timing",
+    "command_transition",
+    "intent_transition",
+    "phase",
+]
 
 # ------------------------------------------------------------------------------------------ command machine
 
@@ -137,6 +125,11 @@ class Command:
     def finished(self) -> bool:
         return self.outcome is not Outcome.PENDING
 
+    @property
+    def gave_up(self) -> bool:
+        """Failed without a result: every send went unanswered (a result may still come, late)."""
+        return self.outcome is Outcome.FAILED and self.stage < Stage.EA_CONFIRMED
+
 
 @dataclass(frozen=True, slots=True)
 class Journaled:
@@ -166,11 +159,6 @@ class Confirmed:
 
     success: bool
     error_code: str = "NO_ERROR"
-
-
-@dataclass(frozen=True, slots=True)
-class Timeout:
-    """The retry timer fired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,22 +256,6 @@ def _late(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
     return s, [Ignore(f"{type(i).__name__} after {s.outcome.value}")]
 
 
-_Handler: TypeAlias = Callable[[Command, CommandInput, int, Settings], Result]
-
-COMMAND_TABLE: dict[tuple[bool, type], _Handler] = {
-    # (started?, input) -> handler.  "started" = the command was journaled (stage >= CORE_ACCEPTED).
-    (False, Journaled): _journaled,
-    (True, AgentBuffered): _advance(Stage.AGENT_BUFFERED),
-    (True, PipeDelivered): _advance(Stage.PIPE_DELIVERED),
-    (True, NotDelivered): _not_delivered,
-    (True, Confirmed): _confirmed,
-    (True, Timeout): _timeout,
-    (True, Reconnected): _reconnected,
-}
-"""Rules for a pending command. A finished command ignores everything (``_late``). Missing pairs are
-impossible inputs: a result for a command that was never journaled, a second Journaled."""
-
-
 def _confirmed_after_give_up(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
     # FAILED (gave up, never confirmed) --Confirmed--> EA_CONFIRMED: "timed out but executed". What the
     # terminal did is the truth: recorded, and flagged, but no second Done.
@@ -299,105 +271,66 @@ def _confirmed_after_give_up(s: Command, i: CommandInput, now: int, cfg: Setting
     return new, [Persist(), Alert(f"result after giving up: {outcome.value}")]
 
 
+class Phase(enum.Enum):
+    """Where a command's lifecycle is, from its (stage, outcome): the first half of a rule's key."""
+
+    NEW = "NEW"
+    """Pending, not journaled yet."""
+    STARTED = "STARTED"
+    """Pending and journaled (stage >= CORE_ACCEPTED)."""
+    GAVE_UP = "GAVE_UP"
+    """FAILED without a result: every send went unanswered. A late result is still the truth."""
+    FINISHED = "FINISHED"
+    """The terminal's result is in (or the command ended otherwise): nothing changes it any more."""
+
+
+def phase(s: Command) -> Phase:
+    if s.gave_up:
+        return Phase.GAVE_UP
+    if s.finished:
+        return Phase.FINISHED
+    return Phase.STARTED if s.stage >= Stage.CORE_ACCEPTED else Phase.NEW
+
+
+_Handler: TypeAlias = Callable[[Command, CommandInput, int, Settings], Result]
+_COMMAND_INPUTS: tuple[type, ...] = (
+    Journaled,
+    AgentBuffered,
+    PipeDelivered,
+    NotDelivered,
+    Confirmed,
+    Timeout,
+    Reconnected,
+)
+
+COMMAND_RULES: dict[tuple[Phase, type], _Handler] = {
+    # (phase, input) -> handler: the whole command lifecycle.
+    (Phase.NEW, Journaled): _journaled,
+    (Phase.STARTED, AgentBuffered): _advance(Stage.AGENT_BUFFERED),
+    (Phase.STARTED, PipeDelivered): _advance(Stage.PIPE_DELIVERED),
+    (Phase.STARTED, NotDelivered): _not_delivered,
+    (Phase.STARTED, Confirmed): _confirmed,
+    (Phase.STARTED, Timeout): _timeout,
+    (Phase.STARTED, Reconnected): _reconnected,
+    # a result after giving up is applied ("timed out but executed"); anything else after it is stale
+    (Phase.GAVE_UP, Confirmed): _confirmed_after_give_up,
+    **{(Phase.GAVE_UP, t): _late for t in _COMMAND_INPUTS if t is not Confirmed},
+    # a finished command hears duplicate results, late acks, a stale timer: nothing changes
+    **{(Phase.FINISHED, t): _late for t in _COMMAND_INPUTS},
+}
+"""Missing pairs are impossible inputs, answered with ``Invalid``: a result for a command that was never
+journaled, a second Journaled."""
+
+COMMAND_TABLE: dict[tuple[bool, type], _Handler] = {
+    (p is Phase.STARTED, t): h for (p, t), h in COMMAND_RULES.items() if p in (Phase.NEW, Phase.STARTED)
+}
+"""The rules for a pending command keyed (journaled?, input): the pending rows of ``COMMAND_RULES``."""
+
+
 def command_transition(state: Command, event: CommandInput, now_ms: int, settings: Settings) -> Result:
-    if state.outcome is Outcome.FAILED and state.stage < Stage.EA_CONFIRMED and isinstance(event, Confirmed):
-        return _confirmed_after_give_up(state, event, now_ms, settings)
-    if state.finished:
-        return _late(state, event, now_ms, settings)
-    handler = COMMAND_TABLE.get((state.stage >= Stage.CORE_ACCEPTED, type(event)))
+    handler = COMMAND_RULES.get((phase(state), type(event)))
     if handler is None:
         return state, [
             Invalid(state.stage.name, type(event).__name__, "no rule for this input in this stage")
         ]
     return handler(state, event, now_ms, settings)
-
-
-# ------------------------------------------------------------------------------------------- intent machine
-
-
-class IntentStatus(enum.Enum):
-    QUEUED = "QUEUED"
-    SENT = "SENT"
-    PAUSED = "PAUSED"
-    """``max_retries`` sends went unacknowledged: waiting for a reconnect to try again."""
-    ACKED = "ACKED"
-    DROPPED = "DROPPED"
-    """Refused by Core (REJECTED)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    status: IntentStatus = IntentStatus.QUEUED
-    attempt: int = 0
-    next_retry_at_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    """The master's connection is up (after a handshake): queued or unacknowledged intents go out."""
-
-
-@dataclass(frozen=True, slots=True)
-class Acked:
-    """trade_intent_ack for this intent. OK and DUPLICATE end it; RETRY asks for another send after
-    ``retry_backoff_ms``; REJECTED ends it as refused."""
-
-    status: str
-
-
-IntentInput: TypeAlias = Connected | Acked | Timeout
-IntentResult: TypeAlias = tuple[Intent, list[Effect]]
-
-
-def _send_intent(s: Intent, now: int, cfg: Settings, *, reconnected: bool = False) -> IntentResult:
-    if s.attempt >= cfg.max_retries and not reconnected:
-        return replace(s, status=IntentStatus.PAUSED, next_retry_at_ms=None), [
-            Persist(),
-            CancelRetry(),
-            Alert(f"no ack after {s.attempt} sends; trying again at the next reconnect"),
-        ]
-    attempt = s.attempt + 1
-    at = now + cfg.retry_delay_ms(attempt)
-    return replace(s, status=IntentStatus.SENT, attempt=attempt, next_retry_at_ms=at), [
-        Persist(),
-        Send(attempt),
-        RetryAt(at),
-    ]
-
-
-def intent_transition(state: Intent, event: IntentInput, now_ms: int, settings: Settings) -> IntentResult:
-    if state.status in (IntentStatus.ACKED, IntentStatus.DROPPED):
-        return state, [Ignore(f"{type(event).__name__} after {state.status.value}")]
-    if isinstance(event, Connected):
-        # QUEUED, SENT or PAUSED: (re)send now; a reconnect means the earlier send may be lost
-        return _send_intent(state, now_ms, settings, reconnected=True)
-    if isinstance(event, Acked):
-        if state.status is IntentStatus.QUEUED:
-            return state, [Invalid(state.status.value, "Acked", "an ack for an intent that was never sent")]
-        if event.status in ("OK", "DUPLICATE"):
-            return replace(state, status=IntentStatus.ACKED, next_retry_at_ms=None), [
-                Persist(),
-                CancelRetry(),
-                Done(True, event.status),
-            ]
-        if event.status == "REJECTED":
-            return replace(state, status=IntentStatus.DROPPED, next_retry_at_ms=None), [
-                Persist(),
-                CancelRetry(),
-                Done(False, "rejected"),
-            ]
-        if event.status == "RETRY" and state.status is IntentStatus.PAUSED:
-            return state, [Ignore("RETRY while paused; waiting for a reconnect")]
-        if event.status == "RETRY":
-            # Core asks for the line again later: after retry_backoff_ms (PROTOCOL.md X9)
-            at = now_ms + settings.retry_backoff_ms
-            return replace(state, next_retry_at_ms=at), [Persist(), RetryAt(at)]
-        return state, [Invalid(state.status.value, f"Acked({event.status})", "unknown ack status")]
-    # Timeout
-    if (
-        state.status in (IntentStatus.QUEUED, IntentStatus.PAUSED)
-        or state.next_retry_at_ms is None
-        or now_ms < state.next_retry_at_ms
-    ):
-        return state, [Ignore("timer not due")]
-    return _send_intent(state, now_ms, settings)

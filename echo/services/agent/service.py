@@ -100,9 +100,7 @@ class Agent:
 
     def _relay_settings(self) -> relay.RelaySettings:
         d = self.delivery
-        return relay.RelaySettings(
-            Settings(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries), self.config.ledger_hold_ms
-        )
+        return relay.RelaySettings(Settings.of(d), self.config.ledger_hold_ms)
 
     async def _flush(self) -> None:
         """Ledger changes in one transaction, then the acks to Core."""
