@@ -34,8 +34,8 @@ from echo.domain import ids
 from echo.domain import messages as m
 from echo.domain.types import Role, Side
 from echo.pipe.codec import EA_TO_AGENT, Decoded
-from echo.sim import jsonl
-from echo.sim.broker import BrokerError, SimBroker
+from echo.sim import jsonl, strategy
+from echo.sim.broker import SimBroker
 from echo.sim.terminal import DISCONNECTS, SimTerminal, identity_beside
 
 log = logging.getLogger(__name__)
@@ -425,77 +425,9 @@ class SimMasterEA(SimTerminal):
     # ------------------------------------------------------------------------------------------ script
 
     async def run_script(self, n_trades: int, *, max_open: int = 3, pace: float = 0.05) -> None:
-        """A random strategy: opens ``n_trades`` trades (at most ``max_open`` at once), partially closes
-        about a quarter of them, modifies about 30%, and closes every one; the master ends flat."""
-        opened = 0
-        while opened < n_trades or self.open_trades():
-            await trio.sleep(pace * self.rng.uniform(0.5, 1.5))
-            live = self.open_trades()
-            if opened < n_trades and len(live) < max_open and (not live or self.rng.random() < 0.5):
-                await self._random_open()
-                opened += 1
-            elif live:
-                await self._random_action(self.rng.choice(live))
+        """A random strategy on this terminal (``echo.sim.strategy.run_script``)."""
+        await strategy.run_script(self, n_trades, max_open=max_open, pace=pace)
 
     async def burst(self, n_trades: int) -> list[str]:
-        """Open ``n_trades`` trades back to back (as fast as the connection takes them), wait until Core
-        has every one, then close them all: a load spike for Core's router."""
-        opened = []
-        for _ in range(n_trades):
-            symbol = self.rng.choice(self.symbols)
-            lots = self.broker.spec(symbol).clamp_lots(self.rng.randint(1, 10) / 10)
-            opened.append(await self.open(symbol, self.rng.choice((Side.BUY, Side.SELL)), lots))
-        await self.wait_all_acked()
-        for trade_id in opened:
-            await self.close(trade_id)
-        return opened
-
-    async def _random_open(self) -> None:
-        symbol = self.rng.choice(self.symbols)
-        side = self.rng.choice((Side.BUY, Side.SELL))
-        spec = self.broker.spec(symbol)
-        lots = spec.clamp_lots(self.rng.randint(1, 10) / 10)
-        stop_loss, take_profit = self._random_stops(symbol, side)
-        trade_id = await self.open(symbol, side, lots, stop_loss, take_profit)
-        trade = self.trades[trade_id]
-        trade.plan_partial = self.rng.random() < 0.25 and self._partial_lots(trade) is not None
-        trade.plan_modify = self.rng.random() < 0.3
-
-    async def _random_action(self, trade: MasterTrade) -> None:
-        plans = (["partial"] if trade.plan_partial else []) + (["modify"] if trade.plan_modify else [])
-        action = self.rng.choice(plans) if plans else "close"
-        try:
-            if action == "partial":
-                trade.plan_partial = False
-                lots = self._partial_lots(trade)
-                if lots is not None:
-                    await self.partial_close(trade.trade_id, lots)
-            elif action == "modify":
-                trade.plan_modify = False
-                await self.modify(trade.trade_id, *self._random_stops(trade.symbol, trade.side))
-            else:
-                await self.close(trade.trade_id)
-        except BrokerError as exc:
-            log.warning("%s: %s of %s refused: %s", self.account_id, action, trade.trade_id, exc)
-
-    def _random_stops(self, symbol: str, side: Side) -> tuple[float, float]:
-        """SL and TP 300-1500 points from the closing price, on the correct sides."""
-        spec = self.broker.spec(symbol)
-        bid, ask = self.broker.quote(symbol)
-        sl_dist = self.rng.randint(300, 1500) * spec.point
-        tp_dist = self.rng.randint(300, 1500) * spec.point
-        if side is Side.BUY:
-            return spec.round_price(bid - sl_dist), spec.round_price(bid + tp_dist)
-        return spec.round_price(ask + sl_dist), spec.round_price(ask - tp_dist)
-
-    def _partial_lots(self, trade: MasterTrade) -> float | None:
-        """Lots for a partial close in tenths of a lot that leave a valid remainder, or None."""
-        spec = self.broker.spec(trade.symbol)
-        tenths = round(trade.lots * 10)
-        if tenths < 2 or abs(tenths / 10 - trade.lots) > 1e-9:
-            return None
-        lots = self.rng.randint(1, tenths - 1) / 10
-        remainder = (tenths - round(lots * 10)) / 10
-        if not (spec.lots_valid(lots) and spec.lots_valid(remainder)):
-            return None
-        return lots
+        """A load spike on this terminal (``echo.sim.strategy.burst``)."""
+        return await strategy.burst(self, n_trades)

@@ -15,6 +15,7 @@ import trio.testing
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, Config, CoreConfig, DeliverySettings
 from echo.domain.types import Side
+from echo.sim import strategy
 from echo.sim.broker import SimBroker
 from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
@@ -113,7 +114,7 @@ async def test_operations_queued_behind_a_command_in_flight_survive_a_restart(
         master, trade_id = await copied_then_slave_away(proc, nursery, market, broker)
         core = proc.core
         await master.partial_close(trade_id, 0.4)
-        sl, tp = master._random_stops("GER30", Side.BUY)
+        sl, tp = strategy.random_stops(master, "GER30", Side.BUY)
         await master.modify(trade_id, sl, tp)
         await master.wait_all_acked()
         position = core.trades[trade_id].positions["51001"]
