@@ -64,6 +64,8 @@ def _override(config: Config, args: argparse.Namespace) -> Config:
 
     if getattr(args, "socket", None):
         config = replace(config, agent=replace(config.agent, socket_path=args.socket))
+    if getattr(args, "pipe", None):
+        config = replace(config, agent=replace(config.agent, pipe_name=args.pipe))
     if getattr(args, "store", None):
         from echo.domain.config import StoreConfig
 
@@ -457,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--config", help="TOML config file or etcd://HOST:PORT (default: built-in defaults)")
     r.add_argument("--socket", help="override agent.socket_path, the Unix socket terminals connect to")
+    r.add_argument(
+        "--pipe",
+        metavar="NAME",
+        help="override agent.pipe_name, the named pipe \\\\.\\pipe\\NAME terminals connect to (Windows)",
+    )
     r.add_argument("--store", help="override store.url (sqlite:///PATH, postgresql://... or memory://)")
     r.add_argument("--listen", help="override split.listen, where Core serves its Agents (HOST:PORT)")
     r.add_argument("--core", help="override split.core, where an Agent finds Core (HOST:PORT)")

@@ -242,3 +242,9 @@ def test_service_install_refuses_a_role_it_cannot_run(tmp_path: Path) -> None:
     done = echo("service", "install", "--config", "echo.toml", "--role", "core", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "argument --role: invalid choice: 'core'" in done.stderr.strip().splitlines()[-1]
+
+
+def test_run_pipe_names_a_pipe_the_config_would_accept(tmp_path: Path) -> None:
+    conf = config(tmp_path)
+    done = echo("run", "--config", str(conf), "--pipe", "a\\b", cwd=tmp_path)
+    one_line(done, "configuration error: agent.pipe_name must be", "'a\\\\b'", code=2)
