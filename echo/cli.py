@@ -580,6 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--trade", help="a trade_id: its decisions, commands, tickets and events")
     w.add_argument("--limit", type=_positive, default=50, help="the most recent trades to list")
     w.set_defaults(func=cmd_show)
+    a = sub.add_parser("accounts", help="the accounts whose terminals reached Echo, and their verdicts")
+    a.add_argument(
+        "--store", default=_DEFAULT_STORE, help="the store to read (default: %(default)s); never created"
+    )
+    a.add_argument("--json", action="store_true", help="one JSON list")
+    a.set_defaults(func=cmd_accounts)
     _add_explain(sub)
     _add_service(sub)
     return p
@@ -588,36 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
     """What a configuration makes of an account's last recorded handshake (the running copier applies the
     same rules to every account on SIGHUP), and the verdicts recorded for it."""
-    import msgspec
-
-    from echo import __version__
+    from echo.app.queries import evaluate_last_handshake
     from echo.app.root import open_store
-    from echo.domain import messages as m
-    from echo.domain.ids import uuid7
-    from echo.domain.registration import evaluate
 
     config = _load_config(args.config)
 
     async def main() -> dict[str, Any] | None:
         store = await open_store(args.store or config.store.url, create=False)
         try:
-            row = next((a for a in await store.accounts() if a.account_id == args.account), None)
-            if row is None:
-                return None
-            hs = msgspec.json.decode(row.handshake, type=m.Handshake)
-            now = int(time.time() * 1000)
-            ev = evaluate(
-                hs,
-                config.protocol,
-                config.symbols,
-                agent_id=row.agent_id,
-                core_version=__version__,
-                evaluation_id=uuid7(now, os.urandom(10)),
-                now_ms=now,
-                configured=config.core.allows(hs.account_id, hs.role),
-            )
-            recorded = [_row(e) for e in await store.evaluations(args.account, limit=args.history)]
-            return {"evaluation": msgspec.to_builtins(ev.result), "recorded": recorded}
+            return await evaluate_last_handshake(store, config, args.account, args.history)
         finally:
             await store.aclose()
 
@@ -627,6 +612,34 @@ def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(out, indent=None if args.json else 2, default=str))
     return 0 if out["evaluation"]["status"] != "REJECTED" else 3
+
+
+def cmd_accounts(args: argparse.Namespace) -> int:
+    """The accounts whose terminals reached Echo: each one's last handshake and the verdict it got."""
+    from echo.app.queries import accounts
+    from echo.app.root import open_store
+
+    async def main() -> list[Any]:
+        store = await open_store(args.store, create=False)
+        print(f"store: {_redacted(args.store)}", file=sys.stderr)
+        try:
+            return await accounts(store)
+        finally:
+            await store.aclose()
+
+    seen = trio.run(main)
+    if args.json:
+        print(json.dumps([_row(a) for a in seen]))
+        return 0
+    if not seen:
+        print("no terminal has completed a handshake yet")
+    for a in seen:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.handshake_at_ms / 1000))
+        problems = f" ({', '.join(a.problems)})" if a.problems else ""
+        print(
+            f"{a.account_id:<12} {a.role:<6} agent {a.agent_id:<10} handshake {at} UTC  {a.verdict}{problems}"
+        )
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
