@@ -37,11 +37,11 @@ def run_trio(fn: Callable[[], Awaitable[T]]) -> T:
 
 def load_config(spec: str | None) -> Config:
     """The configuration from a TOML file, ``etcd://HOST:PORT``, or the defaults (outside trio)."""
-    from echo.app.root import load_config, open_config
+    from echo.app import root
 
     async def read() -> Config:
-        async with open_config(spec) as source:
-            return await load_config(source)
+        async with root.open_config(spec) as source:
+            return await root.load_config(source)
 
     return run_trio(read) if spec else Config()
 

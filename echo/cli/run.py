@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def _override(config: Config, args: argparse.Namespace) -> Config:
-
+    """The configuration with ``run``'s overrides (--socket, --pipe, --store, --listen, --core) applied."""
     if getattr(args, "socket", None):
         config = replace(config, agent=replace(config.agent, socket_path=args.socket))
     if getattr(args, "pipe", None):
