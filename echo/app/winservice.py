@@ -295,7 +295,7 @@ if sys.platform == "win32":
                 raise _problem(exc, name, "uninstalling a service") from None
         return f"the service {name} is uninstalled"
 
-    def _wait_for(service: object, want: int, name: str) -> int:
+    def _wait_for(service: object, want: int) -> int:
         deadline = WAIT_S
         state = win32service.QueryServiceStatus(service)[1]
         while state != want and deadline > 0:
@@ -313,7 +313,7 @@ if sys.platform == "win32":
                 win32service.StartService(service, None)
             except pywintypes.error as exc:
                 raise _problem(exc, name, "starting a service") from None
-            state = _wait_for(service, win32service.SERVICE_RUNNING, name)
+            state = _wait_for(service, win32service.SERVICE_RUNNING)
             if state != win32service.SERVICE_RUNNING:
                 now = _STATES.get(state, state)
                 raise ServiceError(f"the service {name} did not start ({now}); see its log ({status_log(m)})")
@@ -326,7 +326,7 @@ if sys.platform == "win32":
                 win32service.ControlService(service, win32service.SERVICE_CONTROL_STOP)
             except pywintypes.error as exc:
                 raise _problem(exc, name, "stopping a service") from None
-            state = _wait_for(service, win32service.SERVICE_STOPPED, name)
+            state = _wait_for(service, win32service.SERVICE_STOPPED)
             if state != win32service.SERVICE_STOPPED:
                 raise ServiceError(f"the service {name} is still {_STATES.get(state, state)}")
         return f"the service {name} is stopped"
