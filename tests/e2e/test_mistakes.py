@@ -229,3 +229,22 @@ def test_every_option_of_every_command_says_what_it_is_for() -> None:
             elif not isinstance(action, argparse._HelpAction) and not action.help:
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, f"options without help: {missing}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the service commands work there")
+@pytest.mark.parametrize("what", ["install --config echo.toml", "start", "status --name EchoAgent"])
+def test_service_outside_windows_says_where_to_go(tmp_path: Path, what: str) -> None:
+    line = one_line(echo("service", *what.split(), cwd=tmp_path), "systemd", code=2)
+    assert line.startswith("echo-copier service: Windows services exist only on Windows;"), line
+
+
+def test_service_install_refuses_a_role_it_cannot_run(tmp_path: Path) -> None:
+    done = echo("service", "install", "--config", "echo.toml", "--role", "core", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "argument --role: invalid choice: 'core'" in done.stderr.strip().splitlines()[-1]
+
+
+def test_run_pipe_names_a_pipe_the_config_would_accept(tmp_path: Path) -> None:
+    conf = config(tmp_path)
+    done = echo("run", "--config", str(conf), "--pipe", "a\\b", cwd=tmp_path)
+    one_line(done, "configuration error: agent.pipe_name must be", "'a\\\\b'", code=2)

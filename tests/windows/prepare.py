@@ -64,7 +64,19 @@ if _iow is not None:
 
 
 def runtime_pins() -> list[str]:
-    return list(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    """The project's runtime pins as Windows sees them: those whose marker holds there (pywin32's
+    ``sys_platform == "win32"``), marker dropped, since pip downloading on Linux would judge it for Linux."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # a bare python3: pip carries its own copy
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+
+    pins = []
+    for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({**WINDOWS_MARKERS, "extra": ""}):
+            pins.append(line.split(";")[0].strip())
+    return pins
 
 
 def cache_key() -> str:

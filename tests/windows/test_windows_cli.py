@@ -1,6 +1,7 @@
 """The CLI as it runs on Windows: the Windows build of Python from PyPI under Wine, with Echo on its path.
 Nothing POSIX-only may run at import or start-up; a changed configuration file applies without SIGHUP
-(which Windows has not); Ctrl-C stops the copier cleanly; the default data folder is %PROGRAMDATA%\\Echo."""
+(which Windows has not); Ctrl-C stops the copier cleanly; the default data folder is %PROGRAMDATA%\\Echo;
+``run --pipe NAME`` serves the pipe it names."""
 
 from __future__ import annotations
 
@@ -81,14 +82,16 @@ async def test_run_keeps_its_files_in_programdata_by_default(tmp_path: Path) -> 
     folder = py.home / "prefix" / "drive_c" / "ProgramData" / "Echo"
     shutil.rmtree(folder, ignore_errors=True)
     config = tmp_path / "echo.toml"
-    config.write_text(f"[agent]\npipe_name = 'echo-test-{secrets.token_hex(4)}'\n")
+    config.write_text("[agent]\npipe_name = 'not-this-one'\n")
+    pipe = f"echo-test-{secrets.token_hex(4)}"  # --pipe overrides agent.pipe_name
     seen = bytearray()
     try:
         with trio.fail_after(90):
-            copier = await py.start("-m", "echo", "run", "--config", windows_path(config))
+            copier = await py.start("-m", "echo", "run", "--config", windows_path(config), "--pipe", pipe)
             try:
                 await read_until(copier, b"Ctrl-C or Ctrl-Break stops.", seen)
                 assert b"store sqlite:///C:\\ProgramData\\Echo\\echo.db;" in seen
+                assert f"terminals connect to \\\\.\\pipe\\{pipe};".encode() in seen
                 assert (folder / "echo.db").is_file()
                 copier.send_signal(signal.SIGINT)
                 assert await copier.wait() == 0
