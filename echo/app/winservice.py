@@ -126,14 +126,16 @@ def run(spec: str, role: str, log_file: str, stopper: Stopper, on_running: Calla
     from echo.app.logs import configure
 
     Path(log_file).parent.mkdir(parents=True, exist_ok=True)  # checked at install; gone since?
+    before = structlog.get_config()
     with RotatingLogFile(log_file) as out:
         configure("json", "info", stream=out)  # type: ignore[arg-type]  # a text stream: write/flush
-
         try:
             trio.run(serve, spec, role, stopper, on_running)
         except BaseException:
             log.exception("service_failed", role=role, config=spec)
             raise
+        finally:  # nothing may log into the closed file afterwards (a service started again in this process)
+            structlog.configure(**before)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
