@@ -517,7 +517,7 @@ int OnInit()
       Print("EchoSlave: Transport must be pipe or tcp (with TcpPort 1..65535), got ", Transport);
       return INIT_FAILED;
    }
-   g_TerminalId = EchoTerminalId(IdentityFile);
+   g_TerminalId = EchoTerminalId(IdentityFile, AccountNumber());
    LoadResults();
    EventSetMillisecondTimer(TimerMs);
    return INIT_SUCCEEDED;
