@@ -102,6 +102,7 @@ async def test_an_mt4_master_copies_to_an_mt4_and_an_mt5_slave_exactly_once(
                 await core.wait_for(lambda: core.stats.get("copied") == 2 and core.in_flight == 0)
                 await core.wait_for(lambda: lots(copier, MT4) == [0.5] and lots(copier, MT5) == [0.5])
                 (opened5,) = positions(copier, MT5)
+                (first_copy4,) = [p.ticket for p in positions(copier, MT4)]
                 assert (opened5.symbol, opened5.stop_loss, opened5.take_profit) == ("XAUUSD.pro", 2380.0, 2420.0)
                 (trade,) = await copier.store.trades(limit=10)
 
@@ -145,8 +146,16 @@ async def test_an_mt4_master_copies_to_an_mt4_and_an_mt5_slave_exactly_once(
                 await core.wait_for(lambda: not core.trades and core.in_flight == 0)
                 await core.wait_for(lambda: lots(copier, MT4) == [] and lots(copier, MT5) == [])
                 assert core.stats["copied"] == 4, "never reopened"
-                symbols = {(t.account_id, t.symbol) for t in await copier.store.tickets(trade.trade_id)}
-                assert symbols == {(MT4, "XAUUSD.m"), (MT5, "XAUUSD.pro")}
+                rows = await copier.store.tickets(trade.trade_id)
+                assert {(t.account_id, t.symbol) for t in rows} == {(MT4, "XAUUSD.m"), (MT5, "XAUUSD.pro")}
+                # the store follows each broker's ticket model: MT4's rest is a ticket of its own, MT5's the same
+                assert sorted((t.ticket, t.parent_ticket, t.status) for t in rows if t.account_id == MT4) == [
+                    (first_copy4, None, "closed"),
+                    (moved.ticket, first_copy4, "closed"),
+                ]
+                assert [(t.ticket, t.lots, t.status) for t in rows if t.account_id == MT5] == [
+                    (opened5.ticket, 0.3, "closed")
+                ]
             finally:
                 for t in (master, mt4, mt5):
                     await t.stop()
