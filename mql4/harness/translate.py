@@ -186,9 +186,7 @@ class Translator:
                 continue
             m = re.match(r'#include\s+[<"]([^>"]+)[>"]', stripped)
             if m:
-                target = (
-                    self._system_include(m.group(1)) if "<" in stripped else (path.parent / m.group(1))
-                )
+                target = self._system_include(m.group(1)) if "<" in stripped else (path.parent / m.group(1))
                 if not target.exists():
                     raise TranslateError(f"{where}: include {m.group(1)} not found")
                 out.append(self.file(target))
@@ -281,8 +279,8 @@ def translate(source: Path) -> str:
         entry = "\nint main() { OnStart(); return 0; }\n"
     dlls = "".join(f'#include "{dll.removesuffix(".dll")}.hpp"\n' for dll in sorted(tr.dlls))
     return (
-        f"// Generated from {source.name} by mql4/harness/translate.py; edit the MQL{5 if mql5 else 4} source "
-        "instead.\n"
+        f"// Generated from {source.name} by mql4/harness/translate.py; "
+        f"edit the MQL{5 if mql5 else 4} source instead.\n"
         f'#include "{header}"\n{dlls}\n' + body + entry
     )
 

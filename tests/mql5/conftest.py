@@ -23,5 +23,6 @@ def slave5_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(autouse=True)
 def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The MT5 terminals of these tests list 127.0.0.1 among their allowed hosts (the install guide's step)."""
+    """The MT5 terminals of these tests list 127.0.0.1 among their allowed hosts (as the install guide
+    says to)."""
     monkeypatch.setenv("ECHO_ALLOWED_HOSTS", "127.0.0.1")

@@ -47,7 +47,9 @@ def tcp_wire(tmp_path: Path) -> Wire:
 
 def config(wire: Wire) -> Config:
     return Config(
-        core=CoreConfig(fixed_lot=0.5), agent=wire.agent(agent_id="agent-mt5"), store=StoreConfig(url="memory://")
+        core=CoreConfig(fixed_lot=0.5),
+        agent=wire.agent(agent_id="agent-mt5"),
+        store=StoreConfig(url="memory://"),
     )
 
 
@@ -85,7 +87,9 @@ async def test_an_mt4_master_copies_to_an_mt4_and_an_mt5_slave_exactly_once(
     )
     quick = {"SnapshotMs": "300"}
     mt4 = terminal(slave_exe, tmp_path / "mt4", wire, BROKER.format(bid=2398.3, ask=2398.7), **quick)
-    mt5 = terminal(slave5_exe, tmp_path / "mt5", wire, MT5_BROKER.format(account=MT5, mode="hedging"), **quick)
+    mt5 = terminal(
+        slave5_exe, tmp_path / "mt5", wire, MT5_BROKER.format(account=MT5, mode="hedging"), **quick
+    )
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             copier: Copier = await nursery.start(run_all_in_one, config(wire))
@@ -103,7 +107,11 @@ async def test_an_mt4_master_copies_to_an_mt4_and_an_mt5_slave_exactly_once(
                 await core.wait_for(lambda: lots(copier, MT4) == [0.5] and lots(copier, MT5) == [0.5])
                 (opened5,) = positions(copier, MT5)
                 (first_copy4,) = [p.ticket for p in positions(copier, MT4)]
-                assert (opened5.symbol, opened5.stop_loss, opened5.take_profit) == ("XAUUSD.pro", 2380.0, 2420.0)
+                assert (opened5.symbol, opened5.stop_loss, opened5.take_profit) == (
+                    "XAUUSD.pro",
+                    2380.0,
+                    2420.0,
+                )
                 (trade,) = await copier.store.trades(limit=10)
 
                 await master.order(f"modify {first} 2385.00 2425.00")
@@ -112,7 +120,9 @@ async def test_an_mt4_master_copies_to_an_mt4_and_an_mt5_slave_exactly_once(
                     lambda: {p.stop_loss for a in (MT4, MT5) for p in positions(copier, a)} == {2385.0}
                 )
 
-                rest = int((await master.order(f"close {first} 0.4")).split()[1])  # 40%: 0.2 of each slave's 0.5
+                rest = int(
+                    (await master.order(f"close {first} 0.4")).split()[1]
+                )  # 40%: 0.2 of each slave's 0.5
                 await core.wait_for(lambda: lots(copier, MT4) == [0.3] and lots(copier, MT5) == [0.3])
                 (kept,) = positions(copier, MT5)
                 assert kept.ticket == opened5.ticket, "an MT5 partial close keeps the position's ticket"
@@ -148,7 +158,7 @@ async def test_an_mt4_master_copies_to_an_mt4_and_an_mt5_slave_exactly_once(
                 assert core.stats["copied"] == 4, "never reopened"
                 rows = await copier.store.tickets(trade.trade_id)
                 assert {(t.account_id, t.symbol) for t in rows} == {(MT4, "XAUUSD.m"), (MT5, "XAUUSD.pro")}
-                # the store follows each broker's ticket model: MT4's rest is a ticket of its own, MT5's the same
+                # the store follows each broker's tickets: MT4's rest is a ticket of its own, MT5's the same
                 assert sorted((t.ticket, t.parent_ticket, t.status) for t in rows if t.account_id == MT4) == [
                     (first_copy4, None, "closed"),
                     (moved.ticket, first_copy4, "closed"),
@@ -182,9 +192,13 @@ async def test_a_netting_mt5_account_is_refused_at_its_handshake_and_the_others_
                 for t in (mt4, mt5, master):
                     await t.start()
                 await core.wait_for(
-                    lambda: all(a in core.accounts and core.accounts[a].online for a in (MASTER, MT4, netting))
+                    lambda: all(
+                        a in core.accounts and core.accounts[a].online for a in (MASTER, MT4, netting)
+                    )
                 )
-                await core.wait_for(lambda: core.accounts[netting].registration is m.RegistrationStatus.REJECTED)
+                await core.wait_for(
+                    lambda: core.accounts[netting].registration is m.RegistrationStatus.REJECTED
+                )
                 (row,) = await copier.store.evaluations(netting)
                 (issue,) = json.loads(row.global_errors)
                 assert issue["code"] == "POSITION_MODE_NETTING" and "netting account" in issue["message"]
@@ -194,7 +208,9 @@ async def test_a_netting_mt5_account_is_refused_at_its_handshake_and_the_others_
                 await core.wait_for(lambda: core.stats.get("copied") == 1 and core.in_flight == 0)
                 await core.wait_for(lambda: lots(copier, MT4) == [0.5])
                 await master.order(f"close {ticket} 1.0")
-                await core.wait_for(lambda: not core.trades and core.in_flight == 0 and lots(copier, MT4) == [])
+                await core.wait_for(
+                    lambda: not core.trades and core.in_flight == 0 and lots(copier, MT4) == []
+                )
                 assert core.accounts[netting].online, "refused, but still connected and told why"
             finally:
                 for t in (master, mt4, mt5):
