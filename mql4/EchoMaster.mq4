@@ -489,7 +489,7 @@ int OnInit()
       Print("EchoMaster: Transport must be pipe or tcp (with TcpPort 1..65535), got ", Transport);
       return INIT_FAILED;
    }
-   g_TerminalId = EchoTerminalId(IdentityFile);
+   g_TerminalId = EchoTerminalId(IdentityFile, AccountNumber());
    MathSrand(GetTickCount() + (uint)AccountNumber());
    LoadTrades();
    LoadQueue();

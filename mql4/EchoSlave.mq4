@@ -293,7 +293,7 @@ string Failure(const string type, const string line, const string error_code, co
       extra = JsonNull("ticket") + "," + JsonNull("executed_price") + "," + JsonNull("executed_lots") + "," +
               JsonNull("executed_at_ms");
    else if(type == "close_result")
-      extra = JsonInt("ticket", JsonGetLong(line, "payload.ticket", 0)) + "," + JsonNull("closed_lots") + "," +
+      extra = JsonInt("ticket", JsonGetLong(line, "payload.ticket", 0)) + "," + JsonNum("closed_lots", 0, 1) + "," +
               JsonNull("close_price") + "," + JsonNull("new_ticket") + "," + JsonNum("remaining_lots", 0, 1);
    else
       extra = JsonInt("ticket", JsonGetLong(line, "payload.ticket", 0)) + "," + JsonNull("stop_loss") + "," +
@@ -517,7 +517,7 @@ int OnInit()
       Print("EchoSlave: Transport must be pipe or tcp (with TcpPort 1..65535), got ", Transport);
       return INIT_FAILED;
    }
-   g_TerminalId = EchoTerminalId(IdentityFile);
+   g_TerminalId = EchoTerminalId(IdentityFile, AccountNumber());
    LoadResults();
    EventSetMillisecondTimer(TimerMs);
    return INIT_SUCCEEDED;

@@ -27,6 +27,9 @@ ISSUE_CLIENT_SEMVER_INVALID = "CLIENT_SEMVER_INVALID"
 ISSUE_DUPLICATE_CANONICAL = "DUPLICATE_CANONICAL"
 ISSUE_CANONICAL_NOT_ALLOWED = "CANONICAL_NOT_ALLOWED"
 ISSUE_ACCOUNT_NOT_CONFIGURED = "ACCOUNT_NOT_CONFIGURED"
+ISSUE_POSITION_MODE_NETTING = "POSITION_MODE_NETTING"
+FEATURE_NETTING = "position_mode/netting"
+"""The capability an MT5 EA declares on a netting account (``position_mode/hedging`` on a hedging one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,15 @@ def evaluate(
                 f"account {hs.account_id} is not a {hs.role.value} in core.follow, which lists the accounts "
                 "this copier serves",
                 role=hs.role.value,
+            )
+        )
+    if FEATURE_NETTING in hs.capabilities.features:
+        errors.append(
+            _issue(
+                ISSUE_POSITION_MODE_NETTING,
+                f"account {hs.account_id} is a netting account: Echo copies every trade as a position of its "
+                "own, which needs a hedging account; open a hedging account for copying",
+                position_mode="netting",
             )
         )
     version = hs.protocol_version

@@ -1,4 +1,4 @@
-"""Translate an Echo MQL4 source (.mq4 / .mqh) into C++ that g++ compiles against ``shim/mt4.hpp``.
+"""Translate an Echo MQL4 or MQL5 source (.mq4 / .mq5 / .mqh) into C++ that g++ compiles against the shim.
 
 The EAs keep to a subset of MQL4 that is also C++ once a few MQL4-only forms are rewritten (see
 ``README.md`` next to this file): ``#property`` lines and ``#import`` blocks are dropped, ``input`` /
@@ -10,6 +10,13 @@ imported from ``ws2_32.dll`` become calls to the shim's ``ws2_32_NAME`` (their P
 ``socket``, ``connect``, ``send``, ``recv`` would clash). Anything outside the subset
 (classes, templates, pointers, ``new``/``delete``, operator overloading, ``goto``, ``::``, datetime
 literals) is refused with the file and line, so that what g++ accepts is also valid MQL4.
+
+A ``.mq5`` source is MQL5: its ``#include <X>`` is looked up in ``mql5/Include`` and then in ``mql4/Include``
+(the includes both languages share, such as ``Echo/Json.mqh``), the MQL5 trade types (``MqlTradeRequest``,
+``MqlTradeResult``, ``ENUM_ORDER_TYPE_FILLING``...) are types, an Expert Advisor is linked with
+``shim/mt5_terminal.hpp`` (the MT5 terminal: hedging positions, deals, retcodes, native sockets), and what
+MQL5 does not have is refused with the file and line: ``#import`` (the MT5 EAs use no DLL) and MQL4's
+trade and account calls (``MarketInfo``, ``OrderSelect``, ``AccountNumber``...).
 
 Usage: ``python translate.py SOURCE.mq4 [-o OUT.cpp]``.
 """
@@ -23,6 +30,22 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 INCLUDE_DIR = HERE.parent / "Include"
+MQL5_INCLUDE_DIRS = (HERE.parents[1] / "mql5" / "Include", INCLUDE_DIR)
+"""Where an MQL5 source's ``#include <X>`` is found: its own includes first, then the shared MQL4 ones."""
+MQL5_TYPES = [
+    "MqlTradeRequest",
+    "MqlTradeResult",
+    "ENUM_ORDER_TYPE",
+    "ENUM_ORDER_TYPE_FILLING",
+    "ENUM_TRADE_REQUEST_ACTIONS",
+]
+MQL4_ONLY = re.compile(
+    r"\b(MarketInfo|OrderSelect|OrderTicket|OrderLots|OrderClose|OrderModify|OrderComment|OrderType|"
+    r"OrderMagicNumber|OrderSymbol|OrderOpenPrice|OrderClosePrice|OrderCloseTime|OrderStopLoss|"
+    r"OrderTakeProfit|OrderProfit|OrdersHistoryTotal|AccountNumber|AccountBalance|AccountEquity|"
+    r"AccountMargin|AccountFreeMargin|AccountCurrency|AccountLeverage|RefreshRates)\s*\("
+)
+"""MQL4 calls that MQL5 does not have."""
 
 BASE_TYPES = [
     "bool",
@@ -105,8 +128,9 @@ def _strip_comments(text: str) -> str:
 
 
 class Translator:
-    def __init__(self) -> None:
-        self.types = list(BASE_TYPES)
+    def __init__(self, mql5: bool = False) -> None:
+        self.mql5 = mql5
+        self.types = list(BASE_TYPES) + (MQL5_TYPES if mql5 else [])
         self.included: set[Path] = set()
         self.prototypes: list[str] = []
         self.renamed: dict[str, str] = {}
@@ -126,6 +150,12 @@ class Translator:
             code = re.sub(rf"\b({names})(\s*\()", lambda m: self.renamed[m.group(1)] + m.group(2), code)
         return code
 
+    def _system_include(self, name: str) -> Path:
+        for folder in MQL5_INCLUDE_DIRS if self.mql5 else (INCLUDE_DIR,):
+            if (folder / name).exists():
+                return folder / name
+        return INCLUDE_DIR / name
+
     def file(self, path: Path) -> str:
         path = path.resolve()
         if path in self.included:
@@ -138,6 +168,8 @@ class Translator:
         for number, line in enumerate(text.splitlines(), start=1):
             where = f"{path.name}:{number}"
             stripped = line.strip()
+            if stripped.startswith("#import") and self.mql5:
+                raise TranslateError(f"{where}: #import is outside the Echo MQL5 subset (native calls only)")
             if stripped.startswith("#import"):
                 in_import = not in_import and stripped != "#import"
                 dll = _IMPORT_DLL.match(stripped)
@@ -154,7 +186,7 @@ class Translator:
                 continue
             m = re.match(r'#include\s+[<"]([^>"]+)[>"]', stripped)
             if m:
-                target = (INCLUDE_DIR / m.group(1)) if "<" in stripped else (path.parent / m.group(1))
+                target = self._system_include(m.group(1)) if "<" in stripped else (path.parent / m.group(1))
                 if not target.exists():
                     raise TranslateError(f"{where}: include {m.group(1)} not found")
                 out.append(self.file(target))
@@ -169,6 +201,9 @@ class Translator:
                         raise TranslateError(f"{where}: {what} are outside the Echo MQL4 subset")
                 if re.search(rf"\b({self._type_re()})\s*\*\s*\w", piece):
                     raise TranslateError(f"{where}: pointers are outside the Echo MQL4 subset")
+                old = MQL4_ONLY.search(piece) if self.mql5 else None
+                if old:
+                    raise TranslateError(f"{where}: {old.group(1)} is MQL4; MQL5 has no such function")
             s = re.match(r"\s*struct\s+(\w+)", line)
             if s:
                 self.types.append(s.group(1))
@@ -233,16 +268,19 @@ def _wide_integers(body: str) -> str:
 
 
 def translate(source: Path) -> str:
-    tr = Translator()
+    mql5 = source.suffix.lower() == ".mq5"
+    tr = Translator(mql5=mql5)
     body = _wide_integers(tr.prototyped(tr.file(source)))
     entry, header = "", "mt4.hpp"
     if re.search(r"\bint\s+OnInit\s*\(", body):  # an Expert Advisor: the terminal's event loop runs it
-        entry, header = "\nint main() { return ShimRunEA(); }\n", "mt4_terminal.hpp"
+        entry = "\nint main() { return ShimRunEA(); }\n"
+        header = "mt5_terminal.hpp" if mql5 else "mt4_terminal.hpp"
     elif re.search(r"\bvoid\s+OnStart\s*\(", body):  # a script
         entry = "\nint main() { OnStart(); return 0; }\n"
     dlls = "".join(f'#include "{dll.removesuffix(".dll")}.hpp"\n' for dll in sorted(tr.dlls))
     return (
-        f"// Generated from {source.name} by mql4/harness/translate.py; edit the MQL4 source instead.\n"
+        f"// Generated from {source.name} by mql4/harness/translate.py; "
+        f"edit the MQL{5 if mql5 else 4} source instead.\n"
         f'#include "{header}"\n{dlls}\n' + body + entry
     )
 

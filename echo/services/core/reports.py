@@ -108,10 +108,17 @@ def on_result(ctx: Context, acc: Account, res: m.Result, tx: Tx) -> None:
             pos.failed = True
     elif isinstance(res, m.CloseResult) and pos is not None and res.success:
         lots_before = pos.tickets.pop(res.ticket, 0.0)
-        tx.batch.ticket_updates.append(
-            TicketUpdate(acc.account_id, res.ticket, "closed", res.closed_lots or lots_before, now)
-        )
-        if res.new_ticket is not None and res.remaining_lots > 0:
+        if res.new_ticket == res.ticket and res.remaining_lots > 0:
+            # MT5: a partial close keeps the position's ticket; the same ticket, with what is left
+            pos.tickets[res.ticket] = res.remaining_lots
+            tx.batch.ticket_updates.append(
+                TicketUpdate(acc.account_id, res.ticket, "open", res.remaining_lots, None)
+            )
+        else:
+            tx.batch.ticket_updates.append(
+                TicketUpdate(acc.account_id, res.ticket, "closed", res.closed_lots or lots_before, now)
+            )
+        if res.new_ticket is not None and res.new_ticket != res.ticket and res.remaining_lots > 0:
             pos.tickets[res.new_ticket] = res.remaining_lots
             tx.batch.tickets.append(
                 TicketRow(

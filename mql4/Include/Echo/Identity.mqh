@@ -23,8 +23,9 @@ bool EchoTerminalIdValid(const string id)
    return true;
 }
 
-// The id kept in `file` (MQL4/Files), or a new one written there.
-string EchoTerminalId(const string file)
+// The id kept in `file` (the terminal's Files folder), or a new one written there; `account` (the login)
+// only seeds the generator, so that MQL4 and MQL5 EAs share this file.
+string EchoTerminalId(const string file, const long account)
 {
    if(FileIsExist(file))
    {
@@ -40,7 +41,7 @@ string EchoTerminalId(const string file)
    }
    string hex = "0123456789abcdef";
    string id = "";
-   uint seed = GetTickCount() ^ (uint)TimeGMT() ^ ((uint)AccountNumber() * 2654435761);
+   uint seed = GetTickCount() ^ (uint)TimeGMT() ^ ((uint)account * 2654435761);
    for(int i = 0; i < ECHO_TERMINAL_ID_LEN; i++)
    {
       if(i % 4 == 0)

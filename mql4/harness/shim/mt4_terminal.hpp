@@ -21,25 +21,7 @@
 // 127.0.0.1 (ECHO_CONTROL is POSIX only). The operating system calls are in win32.cpp (see win32.hpp).
 #pragma once
 
-#include <signal.h>
-
-#ifdef _WIN32
-#include "win32.hpp"
-#else
-#include <errno.h>
-#include <fcntl.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-#endif
-
-#include <fstream>
-#include <map>
-#include <sstream>
-#include <thread>
-
-#include "mt4.hpp"
+#include "terminal_common.hpp"
 
 #define OP_BUY 0
 #define OP_SELL 1
@@ -62,12 +44,6 @@
 #define GENERIC_READ 0x80000000
 #define GENERIC_WRITE 0x40000000
 #define OPEN_EXISTING 3
-#define FILE_READ 1
-#define FILE_WRITE 2
-#define FILE_TXT 16
-#define FILE_ANSI 32
-#define FILE_SHARE_READ 128
-#define INVALID_HANDLE -1
 #define clrNONE -1
 #define ERR_NO_ERROR 0
 #define ERR_INVALID_PRICE 129
@@ -98,8 +74,6 @@ struct ShimTerminal {
     std::string currency = "USD";
     double balance = 10000;
     int leverage = 100;
-    int timer_ms = 0;
-    volatile bool stop = false;
 };
 inline ShimTerminal &Shim() {
     static ShimTerminal t;
@@ -109,10 +83,6 @@ inline ShimSymbol *ShimFind(const string &name) {
     for (auto &s : Shim().symbols)
         if (s.name == name.s) return &s;
     return nullptr;
-}
-inline long long ShimNowMs() {
-    using namespace std::chrono;
-    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 inline void ShimLoadBroker() {
     const char *path = std::getenv("ECHO_BROKER");
@@ -232,8 +202,6 @@ inline double AccountBalance() { return Shim().balance; }
 inline double AccountEquity() { return Shim().balance; }
 inline double AccountMargin() { return 0; }
 inline double AccountFreeMargin() { return Shim().balance; }
-inline datetime TimeCurrent() { return ShimNowMs() / 1000; }
-inline datetime TimeGMT() { return ShimNowMs() / 1000; }
 
 // --- orders -----------------------------------------------------------------------------------------------
 inline bool ShimStopsOk(const ShimSymbol &s, int type, double sl, double tp) {
@@ -461,128 +429,6 @@ inline bool ReadFile(int h, MqlArray<uchar> &buf, uint n, uint &read, int overla
 inline bool CloseHandle(int h) { return ::close(h) == 0; }
 #endif
 
-// --- files (MQL4/Files sandbox) -----------------------------------------------------------------------
-inline std::string ShimFilePath(const string &name) {
-    const char *dir = std::getenv("ECHO_FILES");
-    return std::string(dir ? dir : ".") + "/" + name.s;
-}
-inline std::map<int, std::fstream> &ShimFiles() {
-    static std::map<int, std::fstream> files;
-    return files;
-}
-inline int FileOpen(const string &name, int flags, short delimiter = '\t', uint codepage = 0) {
-    (void)delimiter, (void)codepage;
-    static int next = 1;
-    std::ios::openmode mode = std::ios::in;
-    if (flags & FILE_WRITE) mode = (flags & FILE_READ) ? (std::ios::in | std::ios::out) : (std::ios::out | std::ios::trunc);
-    std::fstream f(ShimFilePath(name), mode);
-    if (!f.is_open() && (flags & FILE_WRITE) && (flags & FILE_READ)) f.open(ShimFilePath(name), std::ios::out);
-    if (!f.is_open()) return INVALID_HANDLE;
-    int h = next++;
-    ShimFiles()[h] = std::move(f);
-    return h;
-}
-inline void FileClose(int h) { ShimFiles().erase(h); }
-inline bool FileSeek(int h, long long offset, int origin) {
-    auto &f = ShimFiles()[h];
-    f.clear();
-    f.seekp(offset, origin == SEEK_END ? std::ios::end : origin == SEEK_CUR ? std::ios::cur : std::ios::beg);
-    f.seekg(offset, origin == SEEK_END ? std::ios::end : origin == SEEK_CUR ? std::ios::cur : std::ios::beg);
-    return !f.fail();
-}
-inline uint FileWriteString(int h, const string &s, int length = -1) {
-    (void)length;
-    ShimFiles()[h] << s.s;
-    ShimFiles()[h].flush();
-    return static_cast<uint>(s.s.size());
-}
-inline bool FileIsEnding(int h) { return ShimFiles()[h].peek() == EOF; }
-inline string FileReadString(int h, int length = -1) {
-    (void)length;
-    std::string l;
-    std::getline(ShimFiles()[h], l);
-    return string(l);
-}
-inline bool FileIsExist(const string &name, int flag = 0) {
-    (void)flag;
-    return std::ifstream(ShimFilePath(name)).good();
-}
-inline bool FileDelete(const string &name, int flag = 0) {
-    (void)flag;
-    return std::remove(ShimFilePath(name).c_str()) == 0;
-}
-
-// --- events -------------------------------------------------------------------------------------------
-inline bool EventSetMillisecondTimer(int ms) {
-    Shim().timer_ms = ms > 0 ? ms : 1;
-    return true;
-}
-inline void EventKillTimer() { Shim().timer_ms = 0; }
-inline void ShimOnSignal(int) { Shim().stop = true; }
-
-int OnInit();
-void OnTimer();
-void OnDeinit(const int reason);
-
-// --- the control channel (a test playing the person at the terminal) -----------------------------------
-struct ShimControl {
-    long long listener = -1, client = -1;
-    std::string buffer;
-    int syncs = 0;  // "sync" requests answered after the next OnTimer
-};
-inline ShimControl &Control() {
-    static ShimControl c;
-    return c;
-}
-// The control channel's sockets: a Unix socket (ECHO_CONTROL) on POSIX, TCP on 127.0.0.1 (ECHO_CONTROL_PORT)
-// in the Windows build. Both non-blocking; ShimControlRecv answers > 0 (bytes), 0 (closed) or -1 (nothing yet).
-#ifdef _WIN32
-inline long long ShimControlListen() {
-    const char *port = std::getenv("ECHO_CONTROL_PORT");
-    return port ? EchoWinListenLoopback(std::atoi(port)) : -1;
-}
-inline long long ShimControlAccept(long long listener) { return EchoWinAccept(listener); }
-inline int ShimControlRecv(long long c, char *buf, int n) {
-    int r = EchoWinRecv(c, buf, n, 0);
-    if (r >= 0) return r;
-    return EchoWinWsaLastError() == 10035 ? -1 : 0;  // WSAEWOULDBLOCK; any other error ends the connection
-}
-inline void ShimControlSend(long long c, const std::string &data) {
-    EchoWinSend(c, data.data(), static_cast<int>(data.size()), 0);
-}
-inline void ShimControlClose(long long c) { EchoWinCloseSocket(c); }
-#else
-inline long long ShimControlListen() {
-    const char *path = std::getenv("ECHO_CONTROL");
-    if (!path) return -1;
-    ::unlink(path);
-    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
-    if (::bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 || ::listen(fd, 1) != 0) {
-        ::close(fd);
-        return -1;
-    }
-    ::fcntl(fd, F_SETFL, O_NONBLOCK);
-    return fd;
-}
-inline long long ShimControlAccept(long long listener) {
-    int c = ::accept(static_cast<int>(listener), nullptr, nullptr);
-    if (c >= 0) ::fcntl(c, F_SETFL, O_NONBLOCK);
-    return c;
-}
-inline int ShimControlRecv(long long c, char *buf, int n) {
-    ssize_t r = ::recv(static_cast<int>(c), buf, static_cast<size_t>(n), 0);
-    if (r >= 0) return static_cast<int>(r);
-    return (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : 0;
-}
-inline void ShimControlSend(long long c, const std::string &data) {
-    ::send(static_cast<int>(c), data.data(), data.size(), MSG_NOSIGNAL);
-}
-inline void ShimControlClose(long long c) { ::close(static_cast<int>(c)); }
-#endif
-inline void ShimControlOpen() { Control().listener = ShimControlListen(); }
 inline std::string ShimControlCommand(const std::string &line) {
     std::istringstream in(line);
     std::string verb;
@@ -637,60 +483,9 @@ inline std::string ShimControlCommand(const std::string &line) {
     }
     return "error unknown command";
 }
-inline void ShimControlPoll() {
-    ShimControl &c = Control();
-    if (c.listener < 0) return;
-    if (c.client < 0) {
-        c.client = ShimControlAccept(c.listener);
-        if (c.client < 0) return;
-    }
-    char chunk[4096];
-    int n = ShimControlRecv(c.client, chunk, sizeof chunk);
-    if (n == 0) {
-        ShimControlClose(c.client);
-        c.client = -1;
-        return;
-    }
-    if (n < 0) return;
-    c.buffer.append(chunk, static_cast<size_t>(n));
-    size_t nl;
-    while ((nl = c.buffer.find('\n')) != std::string::npos) {
-        std::string command = c.buffer.substr(0, nl);
-        c.buffer.erase(0, nl + 1);
-        if (command == "sync") {
-            c.syncs++;
-            continue;
-        }
-        ShimControlSend(c.client, ShimControlCommand(command) + "\n");
-    }
-}
-
-// ECHO_STOP_FILE exists: stop as on SIGTERM.
-inline bool ShimStopFileExists() {
-    const char *path = std::getenv("ECHO_STOP_FILE");
-    return path && std::ifstream(path).good();
-}
-
-inline int ShimRunEA() {
+// What the common event loop asks of this terminal.
+inline void ShimTerminalStart() {
     ShimLoadBroker();
     ShimLoadState();
-    ShimControlOpen();
-    ::signal(SIGTERM, ShimOnSignal);
-    ::signal(SIGINT, ShimOnSignal);
-#ifdef _WIN32
-    EchoWinOnConsoleStop(&Shim().stop);  // Ctrl-C, Ctrl-Break, the console closed
-#endif
-    if (OnInit() != INIT_SUCCEEDED) return 1;
-    const char *run = std::getenv("ECHO_RUN_MS");
-    long long until = run ? ShimNowMs() + std::atoll(run) : 0;
-    while (!Shim().stop && (!until || ShimNowMs() < until) && !ShimStopFileExists()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(Shim().timer_ms ? Shim().timer_ms : 50));
-        ShimControlPoll();
-        ShimTriggerStops();
-        if (Shim().timer_ms) OnTimer();
-        for (; Control().syncs > 0 && Control().client >= 0; Control().syncs--)
-            ShimControlSend(Control().client, "ok synced\n");
-    }
-    OnDeinit(0);
-    return 0;
 }
+inline void ShimTerminalTick() { ShimTriggerStops(); }
