@@ -15,8 +15,16 @@ from pathlib import Path
 
 from echo.ports.store import StoreError
 
-SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
-"""The repository's ``sql/`` directory."""
+
+def _sql_dir() -> Path:
+    packaged = Path(__file__).resolve().parents[2] / "sql"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "sql"
+
+
+SQL_DIR = _sql_dir()
+"""The migrations: ``echo/sql/`` in an installed package (a wheel carries them there; in the repository it is a
+link to the top-level ``sql/``), else the repository's ``sql/`` (a checkout where the link is a plain file, as git
+makes it on Windows without symlink support)."""
 
 _FILE_RE = re.compile(r"^(\d{4})_[A-Za-z0-9_\-]+\.sql$")
 
