@@ -17,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _source(dest: Path) -> Path:
     """What a source distribution holds, copied (links kept) so the build writes nothing into the checkout."""
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("echo", "sql"):
-        shutil.copytree(ROOT / name, dest / name, symlinks=True, ignore=skip)
+    shutil.copytree(ROOT / "echo", dest / "echo", ignore=skip)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, dest / name)
     return dest
@@ -37,7 +36,7 @@ def test_the_wheel_carries_the_migrations_and_an_install_applies_them(tmp_path: 
     with zipfile.ZipFile(wheel) as zf:
         packed = sorted(Path(n).name for n in zf.namelist() if n.startswith("echo/sql/"))
         zf.extractall(tmp_path / "installed")
-    assert packed == sorted(p.name for p in (ROOT / "sql").glob("*.sql"))
+    assert packed == sorted(p.name for p in (ROOT / "echo" / "sql").glob("*.sql"))
 
     # the unpacked wheel ahead of the checkout on the path: as a site-packages install sees itself
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "installed")}
@@ -62,4 +61,4 @@ def test_the_wheel_carries_the_migrations_and_an_install_applies_them(tmp_path: 
     assert Path(where).is_relative_to(tmp_path / "installed"), where
     with sqlite3.connect(db) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == [p.name[:4] for p in sorted((ROOT / "sql").glob("*.sql"))]
+    assert versions == [p.name[:4] for p in sorted((ROOT / "echo" / "sql").glob("*.sql"))]

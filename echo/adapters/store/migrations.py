@@ -15,16 +15,9 @@ from pathlib import Path
 
 from echo.ports.store import StoreError
 
-
-def _sql_dir() -> Path:
-    packaged = Path(__file__).resolve().parents[2] / "sql"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "sql"
-
-
-SQL_DIR = _sql_dir()
-"""The migrations: ``echo/sql/`` in an installed package (a wheel carries them there; in the repository it is a
-link to the top-level ``sql/``), else the repository's ``sql/`` (a checkout where the link is a plain file, as git
-makes it on Windows without symlink support)."""
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+"""``echo/sql/``: shipped inside the package, so an installed copier migrates its store without a checkout
+(the repository's top-level ``sql/`` links here)."""
 
 _FILE_RE = re.compile(r"^(\d{4})_[A-Za-z0-9_\-]+\.sql$")
 
@@ -44,7 +37,7 @@ class Migration:
 
 
 def discover(directory: str | Path | None = None) -> list[Migration]:
-    """The migrations in ``directory`` (default: the repository's ``sql/``), ordered by version.
+    """The migrations in ``directory`` (default: ``echo/sql/``), ordered by version.
 
     Files that do not look like ``NNNN_name.sql`` are ignored; two files with one version are an error.
     """
