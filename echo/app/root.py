@@ -68,7 +68,7 @@ def agent_listener(config: Config) -> PipeListener:
     if sys.platform == "win32":
         from echo.adapters.pipe.winpipe import WinPipeListener
 
-        own = WinPipeListener(config.agent.pipe_name)
+        own = WinPipeListener(config.agent.pipe_name, config.agent.pipe_user_list())
     else:
         own = UnixPipeListener(config.agent.socket_path)
     if not config.agent.tcp_listen:

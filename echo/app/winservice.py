@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import os
 import subprocess
@@ -56,12 +57,15 @@ def log_path(config: Config) -> str:
     return os.path.abspath(config.log.file or in_data_folder("echo-service.log"))
 
 
-def command_line(spec: str, role: str, name: str, log_file: str) -> str:
+def command_line(spec: str, role: str, name: str, log_file: str, pipe_users: str = "") -> str:
     """The command the Service Control Manager starts: this interpreter running this module. From a
     virtual environment it is the environment's base interpreter (the environment's ``python.exe`` only
     launches that one as a child, which the Service Control Manager would not recognise), with the
-    environment's packages added first."""
+    environment's packages added first. ``pipe_users`` (accounts, comma-separated) are granted the named
+    pipe beside those of ``agent.pipe_users``."""
     args = ["--name", name, "--role", role, "--config", spec, "--log", log_file]
+    if pipe_users:
+        args += ["--pipe-users", pipe_users]
     if sys.prefix == sys.base_prefix:
         return subprocess.list2cmdline([sys.executable, "-m", "echo.app.winservice", *args])
     base = getattr(sys, "_base_executable", sys.executable)
@@ -99,16 +103,18 @@ class Stopper:
                 self._token.run_sync_soon(self._scope.cancel)
 
 
-async def serve(spec: str, role: str, stopper: Stopper, on_running: Callable[[], None]) -> None:
+async def serve(
+    spec: str, role: str, stopper: Stopper, on_running: Callable[[], None], pipe_users: str = ""
+) -> None:
     """Run the copier (``all``) or an Agent (``agent``) from the configuration ``spec`` until ``stopper``
     stops it, calling ``on_running`` once it serves; a changed configuration applies live as with ``run``.
-    Returns once everything is closed."""
+    ``pipe_users`` are added to ``agent.pipe_users``. Returns once everything is closed."""
     from echo.app.root import load_config, open_config, run_agent, run_all_in_one, terminals_at
 
     with trio.CancelScope() as scope:
         stopper.attach(scope)
         async with open_config(spec) as source, trio.open_nursery() as nursery:
-            config = await load_config(source)
+            config = with_pipe_users(await load_config(source), pipe_users)
             if role == "agent":
                 await nursery.start(run_agent, config)
             else:
@@ -119,7 +125,20 @@ async def serve(spec: str, role: str, stopper: Stopper, on_running: Callable[[],
     log.info("service_stopped", role=role)
 
 
-def run(spec: str, role: str, log_file: str, stopper: Stopper, on_running: Callable[[], None]) -> None:
+def with_pipe_users(config: Config, extra: str) -> Config:
+    """``config`` with the accounts ``extra`` (comma-separated) added to ``agent.pipe_users``."""
+    users = [*config.agent.pipe_user_list(), *(u.strip() for u in extra.split(",") if u.strip())]
+    return dataclasses.replace(config, agent=dataclasses.replace(config.agent, pipe_users=", ".join(users)))
+
+
+def run(
+    spec: str,
+    role: str,
+    log_file: str,
+    stopper: Stopper,
+    on_running: Callable[[], None],
+    pipe_users: str = "",
+) -> None:
     """The service's body: logs to the rotated ``log_file``, serves until stopped. An error is logged
     and raised (the caller ends the process so that the Service Control Manager restarts it)."""
     from echo.app.logfile import RotatingLogFile
@@ -130,7 +149,7 @@ def run(spec: str, role: str, log_file: str, stopper: Stopper, on_running: Calla
     with RotatingLogFile(log_file) as out:
         configure("json", "info", stream=out)  # type: ignore[arg-type]  # a text stream: write/flush
         try:
-            trio.run(serve, spec, role, stopper, on_running)
+            trio.run(serve, spec, role, stopper, on_running, pipe_users)
         except BaseException:
             log.exception("service_failed", role=role, config=spec)
             raise
@@ -144,6 +163,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--role", choices=ROLES, default="all")
     p.add_argument("--config", required=True)
     p.add_argument("--log", required=True)
+    p.add_argument("--pipe-users", default="")
     return p.parse_args(argv)
 
 
@@ -154,6 +174,8 @@ if sys.platform == "win32":
     import servicemanager
     import win32service
     import win32serviceutil
+
+    from echo.adapters.pipe.winpipe import current_user_sid
 
     _ACCESS_DENIED = 5
     _SERVICE_ALREADY_RUNNING = 1056
@@ -225,7 +247,9 @@ if sys.platform == "win32":
             folder.mkdir(parents=True, exist_ok=True)
         elif not folder.is_dir():
             raise ServiceError(f"the log file's folder {folder} does not exist (log.file)")
-        cmd = command_line(spec, role, name, log_file)
+        # the service runs as SYSTEM: the terminals of the user installing it may open its pipe too
+        installer = current_user_sid()
+        cmd = command_line(spec, role, name, log_file, installer)
         with _Manager(name, "installing a service", create=True) as m:
             if _exists(m):  # asked first: Wine's CreateService replaces a service of the same name
                 raise ServiceError(f"the service {name} is already installed (uninstall it first)")
@@ -252,7 +276,10 @@ if sys.platform == "win32":
             except BaseException:
                 win32service.DeleteService(m.service)  # never half installed
                 raise
-        return f"installed the service {name} ({role}); it starts at boot; log {log_file}"
+        return (
+            f"installed the service {name} ({role}); it starts at boot; log {log_file}; "
+            f"its pipe admits this user's terminals ({installer})"
+        )
 
     def _exists(m: _Manager) -> bool:
         try:
@@ -386,6 +413,8 @@ if sys.platform == "win32":
             words = _split(config[3])
             if "--log" in words:
                 lines.append(f"log: {words[words.index('--log') + 1]}")
+            if "--pipe-users" in words:
+                lines.append(f"pipe users: {words[words.index('--pipe-users') + 1]}")
         return running, lines
 
     class EchoService(win32serviceutil.ServiceFramework):
@@ -413,7 +442,7 @@ if sys.platform == "win32":
                 self.ReportServiceStatus(win32service.SERVICE_RUNNING)
 
             try:
-                run(o.config, o.role, o.log, self.stopper, running)
+                run(o.config, o.role, o.log, self.stopper, running, o.pipe_users)
             except BaseException:  # end the process so the manager restarts it
                 # run() logged it to the file; the Windows event log has it too (in case the file could not
                 # be opened)

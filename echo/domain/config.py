@@ -78,6 +78,14 @@ class AgentConfig:
 
     pipe_name: str = "echo"
     """Windows: the named pipe terminals connect to, ``\\\\.\\pipe\\NAME`` (EA input ``PipeName``)."""
+    pipe_users: str = ""
+    """Windows: other accounts whose terminals may open the pipe, comma-separated names (``PC\\trader``) or
+    SIDs (``S-1-5-21-...``), beside this process's user, SYSTEM and the Administrators. The service adds the
+    user who installed it."""
+
+    def pipe_user_list(self) -> list[str]:
+        """``pipe_users`` as a list (blank entries dropped)."""
+        return [u.strip() for u in self.pipe_users.split(",") if u.strip()]
 
     def __post_init__(self) -> None:
         parse_agent_id(self.agent_id)
@@ -88,6 +96,9 @@ class AgentConfig:
                 "agent.pipe_name must be 1..200 printable ASCII characters without \\ or /, "
                 f"got {self.pipe_name!r}"
             )
+        for user in self.pipe_user_list():
+            if len(user) > 256 or not all(c.isprintable() and c not in "()" for c in user):
+                raise ConfigError(f"agent.pipe_users: {user[:60]!r} is not a Windows account name or SID")
         if self.tcp_listen:
             host, _port = parse_host_port(self.tcp_listen, "agent.tcp_listen")
             if not is_loopback(host):

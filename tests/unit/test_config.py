@@ -135,6 +135,12 @@ def test_example_file_keys_are_all_known() -> None:
         ({"agent": {"max_line_bytes": 4096}}, "agent", "max_line_bytes", 4096),
         ({"agent": {"outbox_lines": 16}}, "agent", "outbox_lines", 16),
         ({"agent": {"pipe_name": "echo-eu.1"}}, "agent", "pipe_name", "echo-eu.1"),
+        (
+            {"agent": {"pipe_users": "PC\\trader, S-1-5-21-1-2-3-1001"}},
+            "agent",
+            "pipe_users",
+            "PC\\trader, S-1-5-21-1-2-3-1001",
+        ),
         ({"store": {"url": "memory://"}}, "store", "url", "memory://"),
         ({"store": {"url": "sqlite:////abs/echo.db"}}, "store", "url", "sqlite:////abs/echo.db"),
         ({"store": {"synchronous": "NORMAL"}}, "store", "synchronous", "NORMAL"),
@@ -206,6 +212,9 @@ def test_rejects_a_section_that_is_not_a_table(section: str, value: object) -> N
         ({"agent": {"pipe_name": ""}}, "agent.pipe_name"),
         ({"agent": {"pipe_name": "a\\b"}}, "agent.pipe_name"),  # a name, not a path
         ({"agent": {"pipe_name": "x" * 201}}, "agent.pipe_name"),
+        ({"agent": {"pipe_users": "a(b)"}}, "agent.pipe_users"),  # no SDDL in a name
+        ({"agent": {"pipe_users": "x" * 257}}, "agent.pipe_users"),
+        ({"agent": {"pipe_users": "tab\there"}}, "agent.pipe_users"),
         ({"store": {"url": 1}}, "store.url"),
         ({"log": {"file": 1}}, "log.file"),
         ({"delivery": {"ack_timeout_ms": True}}, "delivery.ack_timeout_ms"),

@@ -93,3 +93,20 @@ def test_the_command_line_names_this_interpreter_and_the_settings() -> None:
         "--log",
         "/var/log/echo.log",
     ]
+
+
+def test_the_installer_is_added_to_the_pipe_users_on_the_command_line_and_in_the_config() -> None:
+    import shlex
+
+    from echo.app.winservice import parse_args, with_pipe_users
+    from echo.domain.config import AgentConfig, Config
+
+    words = shlex.split(command_line("C:/echo.toml", "all", "Echo", "C:/echo.log", "S-1-5-21-1-2-3-1001"))
+    assert words[-2:] == ["--pipe-users", "S-1-5-21-1-2-3-1001"]
+    assert parse_args(words[words.index("--name") :]).pipe_users == "S-1-5-21-1-2-3-1001"
+    config = Config(agent=AgentConfig(pipe_users="PC\\trader, "))
+    assert with_pipe_users(config, "S-1-5-21-1-2-3-1001").agent.pipe_user_list() == [
+        "PC\\trader",
+        "S-1-5-21-1-2-3-1001",
+    ]
+    assert with_pipe_users(config, "").agent.pipe_user_list() == ["PC\\trader"]

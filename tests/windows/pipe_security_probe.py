@@ -1,6 +1,7 @@
 """Run by the Windows Python under Wine (``test_named_pipe``): claims the named pipe ``argv[1]`` as the
 Agent does (in trio: the pipe joins its I/O completion port) and prints, as JSON, the pipe's DACL (SDDL,
-read back from the handle) and this user's SID."""
+read back from the handle) and this user's SID. ``argv[2]``, if given, is ``agent.pipe_users``; a refusal
+is printed as ``{"error": ...}``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from ctypes import wintypes
 
 import trio
 
-from echo.adapters.pipe.winpipe import WinPipeListener, _current_user_sid
+from echo.adapters.locks import StartError
+from echo.adapters.pipe.winpipe import WinPipeListener, current_user_sid
+from echo.domain.config import AgentConfig
 
 _SE_KERNEL_OBJECT = 6
 _DACL_SECURITY_INFORMATION = 4
@@ -43,11 +46,16 @@ def dacl_of(handle: int) -> str:
 
 
 async def main() -> None:
-    listener = WinPipeListener(sys.argv[1])
-    listener.claim()
+    users = AgentConfig(pipe_users=sys.argv[2] if len(sys.argv) > 2 else "").pipe_user_list()
+    listener = WinPipeListener(sys.argv[1], users)
+    try:
+        listener.claim()
+    except StartError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return
     try:
         assert listener._first is not None
-        print(json.dumps({"dacl": dacl_of(listener._first), "user": _current_user_sid()}))
+        print(json.dumps({"dacl": dacl_of(listener._first), "user": current_user_sid()}))
     finally:
         listener.release()
 

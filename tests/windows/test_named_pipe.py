@@ -176,6 +176,25 @@ def test_only_this_user_system_and_administrators_may_open_the_pipe() -> None:
     assert got["dacl"] == f"D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{got['user']})"
 
 
+def test_agent_pipe_users_are_granted_read_and_write_and_an_unknown_account_is_named() -> None:
+    """``agent.pipe_users`` (what the service sets to the user who installed it, since it runs as SYSTEM):
+    each account, by name or SID, gets read and write on the pipe, nothing more; an account Windows does not
+    know stops the listener with one line naming it."""
+    py = wine_python()
+    probe = windows_path(Path(__file__).with_name("pipe_security_probe.py"))
+    users = py.run(probe, f"echo-test-{secrets.token_hex(4)}", "Users, S-1-5-32-545 ")
+    assert users.returncode == 0, users.stderr
+    got = json.loads(users.stdout.strip().splitlines()[-1])
+    base = f"D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{got['user']})"
+    assert got["dacl"] == base + "(A;;GWGR;;;BU)" * 2  # BUILTIN\Users, once by name and once by SID
+    for account, said in [
+        ("no-such-account-xyz", "agent.pipe_users: no Windows account named 'no-such-account-xyz'"),
+        ("S-1-bogus", "agent.pipe_users: 'S-1-bogus' is not a valid SID"),
+    ]:
+        done = py.run(probe, f"echo-test-{secrets.token_hex(4)}", account)
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == {"error": said}
+
+
 async def test_a_windows_agent_serves_the_pipe_for_a_linux_core_over_grpc(tmp_path: Path) -> None:
     """Split mode across systems: Core runs natively on Linux (``run --role core``); the Agent runs as on
     Windows (``run --role agent`` under Wine), serving the named pipe and streaming to Core over gRPC."""

@@ -82,9 +82,13 @@ async def test_install_start_copy_stop_uninstall(py: PrivatePrefix, tmp_path: Pa
 
     done = echo(py, "service", "install", "--config", windows_path(config), "--name", name)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
-        f"installed the service {name} (all); it starts at boot; log {windows_path(log)}"
+    said, sid = done.stdout.strip().rsplit(" (", 1)
+    assert said == (
+        f"installed the service {name} (all); it starts at boot; log {windows_path(log)}; "
+        "its pipe admits this user's terminals"
     )
+    assert sid.startswith("S-1-5-") and sid.endswith(")"), sid
+    sid = sid.removesuffix(")")
     done = echo(py, "service", "install", "--config", windows_path(config), "--name", name)
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
@@ -96,6 +100,9 @@ async def test_install_start_copy_stop_uninstall(py: PrivatePrefix, tmp_path: Pa
     assert lines[:2] == [f"service {name}: stopped", "start: automatic (at boot)"]
     assert f"-m echo.app.winservice --name {name} --role all --config {windows_path(config)}" in lines[3]
     assert lines[4] == f"log: {windows_path(log)}"
+    assert (
+        lines[5] == f"pipe users: {sid}"
+    )  # the service runs as SYSTEM: the installer's terminals may connect
 
     done = echo(py, "service", "start", "--name", name)
     assert (done.returncode, done.stdout.strip()) == (0, f"the service {name} is running"), done.stderr

@@ -7,7 +7,9 @@ serves one terminal; as soon as one is connected the next is created, so any num
 bytes are the same line protocol as on the Unix socket, with the same limits (the Agent applies them).
 
 Who may connect: local clients only (``PIPE_REJECT_REMOTE_CLIENTS``), and of those only this process's
-user, SYSTEM and the Administrators (the pipe's security descriptor grants no one else, not Everyone).
+user, SYSTEM, the Administrators and the accounts of ``agent.pipe_users`` (read and write; for the
+service, which runs as SYSTEM, the user who installed it): the pipe's security descriptor grants no one
+else, not Everyone.
 The first instance is created with ``FILE_FLAG_FIRST_PIPE_INSTANCE``: a second copier on the same name
 stops at start naming it, instead of sharing the name.
 
@@ -73,6 +75,16 @@ if sys.platform == "win32":
             ctypes.POINTER(dword),
         ]
         advapi32.ConvertSidToStringSidW.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+        advapi32.ConvertStringSidToSidW.argtypes = [wintypes.LPCWSTR, ctypes.POINTER(ctypes.c_void_p)]
+        advapi32.LookupAccountNameW.argtypes = [
+            wintypes.LPCWSTR,
+            wintypes.LPCWSTR,
+            ctypes.c_void_p,
+            ctypes.POINTER(dword),
+            wintypes.LPWSTR,
+            ctypes.POINTER(dword),
+            ctypes.POINTER(dword),
+        ]
         advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW.argtypes = [
             wintypes.LPCWSTR,
             dword,
@@ -81,7 +93,42 @@ if sys.platform == "win32":
         ]
         return advapi32, kernel32
 
-    def _current_user_sid() -> str:
+    def _sid_text(sid: int | None) -> str:
+        advapi32, kernel32 = _dlls()
+        text = ctypes.c_void_p()
+        if not advapi32.ConvertSidToStringSidW(sid, ctypes.byref(text)):
+            raise ctypes.WinError(ctypes.get_last_error())
+        try:
+            return str(ctypes.wstring_at(text.value))
+        finally:
+            kernel32.LocalFree(text)
+
+    def account_sid(account: str) -> str:
+        """The SID (``S-1-...``) of a Windows account given by name or SID; ``StartError`` naming it if
+        there is no such account."""
+        advapi32, kernel32 = _dlls()
+        if account.upper().startswith("S-1-"):
+            sid = ctypes.c_void_p()
+            if not advapi32.ConvertStringSidToSidW(account, ctypes.byref(sid)):
+                raise StartError(f"agent.pipe_users: {account!r} is not a valid SID")
+            try:
+                return _sid_text(sid.value)
+            finally:
+                kernel32.LocalFree(sid)
+        size, domain_size, use = wintypes.DWORD(0), wintypes.DWORD(0), wintypes.DWORD()
+        advapi32.LookupAccountNameW(
+            None, account, None, ctypes.byref(size), None, ctypes.byref(domain_size), ctypes.byref(use)
+        )
+        buf = ctypes.create_string_buffer(max(size.value, 1))
+        domain = ctypes.create_unicode_buffer(max(domain_size.value, 1))
+        if not size.value or not advapi32.LookupAccountNameW(
+            None, account, buf, ctypes.byref(size), domain, ctypes.byref(domain_size), ctypes.byref(use)
+        ):
+            raise StartError(f"agent.pipe_users: no Windows account named {account!r}")
+        return _sid_text(ctypes.addressof(buf))
+
+    def current_user_sid() -> str:
+        """This process's user, as a SID."""
         advapi32, kernel32 = _dlls()
         token = wintypes.HANDLE()
         if not advapi32.OpenProcessToken(kernel32.GetCurrentProcess(), 0x0008, ctypes.byref(token)):
@@ -94,19 +141,14 @@ if sys.platform == "win32":
                 raise ctypes.WinError(ctypes.get_last_error())
         finally:
             kernel32.CloseHandle(token)
-        sid = ctypes.cast(buf, ctypes.POINTER(ctypes.c_void_p))[0]  # TOKEN_USER.User.Sid
-        text = ctypes.c_void_p()
-        if not advapi32.ConvertSidToStringSidW(sid, ctypes.byref(text)):
-            raise ctypes.WinError(ctypes.get_last_error())
-        try:
-            return str(ctypes.wstring_at(text.value))
-        finally:
-            kernel32.LocalFree(text)
+        return _sid_text(ctypes.cast(buf, ctypes.POINTER(ctypes.c_void_p))[0])  # TOKEN_USER.User.Sid
 
-    def _owner_only() -> _SecurityAttributes:
-        """A security descriptor granting the pipe to this user, SYSTEM and Administrators only."""
+    def _owner_only(users: list[str]) -> _SecurityAttributes:
+        """A security descriptor granting the pipe to this user, SYSTEM and Administrators, and read and
+        write to the SIDs ``users``, and to no one else."""
         advapi32, _ = _dlls()
-        sddl = f"D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{_current_user_sid()})"
+        sddl = f"D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{current_user_sid()})"
+        sddl += "".join(f"(A;;GRGW;;;{sid})" for sid in users)
         descriptor = ctypes.c_void_p()
         if not advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
             sddl, 1, ctypes.byref(descriptor), None
@@ -173,8 +215,10 @@ if sys.platform == "win32":
     class WinPipeListener:
         """Serves ``\\\\.\\pipe\\NAME``: one instance per terminal, any number of terminals."""
 
-        def __init__(self, name: str) -> None:
+        def __init__(self, name: str, users: list[str] | None = None) -> None:
             self.name = name
+            self.users = list(users or [])
+            """Accounts (names or SIDs) granted the pipe beside this user, SYSTEM and Administrators."""
             self.path = pipe_path(name)
             self.description = f"pipe:{self.path}"
             self._first: int | None = None
@@ -182,7 +226,7 @@ if sys.platform == "win32":
 
         def _create(self, *, first: bool) -> int:
             if self._security is None:
-                self._security = _owner_only()
+                self._security = _owner_only([account_sid(u) for u in self.users])
             open_mode = _winapi.PIPE_ACCESS_DUPLEX | _winapi.FILE_FLAG_OVERLAPPED
             if first:
                 open_mode |= _FILE_FLAG_FIRST_PIPE_INSTANCE
