@@ -1,5 +1,5 @@
-"""``service install|uninstall|start|stop|status``: the copier as a Windows service (``echo.app.winservice``,
-imported on Windows only); elsewhere one line says to use systemd."""
+"""``service install|uninstall|start|stop|status``: the copier as a Windows service
+(``echo.app.winservice_control``, imported on Windows only); elsewhere one line says to use systemd."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 if sys.platform == "win32":
 
     def _service(args: argparse.Namespace) -> int:
-        from echo.app import winservice
+        from echo.app import winservice_control as winservice
 
         what, name = args.service_command, args.name
         try:
