@@ -50,12 +50,9 @@ soak: setup
 	$(BIN)/python bench/bench_soak.py --seconds $(SOAK_SECONDS)
 
 PB := echo/adapters/transport/pb
-proto: setup  ## regenerate the Core <-> Agent contracts' Python code from protos/ (betterproto2, grpclib stubs)
+proto: setup  ## regenerate the Core <-> Agent contracts' Python code from protos/ (protobuf upb classes, grpclib stubs)
 	rm -rf $(PB) && mkdir -p $(PB)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I protos \
-	    --python_betterproto2_out=$(PB) \
-	    --python_betterproto2_opt=client_generation=async,server_generation=async \
-	    protos/echo/v1/common.proto protos/echo/v1/trade.proto protos/echo/v1/agent.proto
+	$(BIN)/python protos/generate.py $(PB)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
