@@ -16,12 +16,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from google.protobuf.internal import api_implementation
+
 from echo.adapters.transport import grpc_convert as conv
-from echo.adapters.transport.pb.echo import v1 as pb
+from echo.adapters.transport.pb.echo.v1 import agent_pb2 as apb
+from echo.adapters.transport.pb.echo.v1 import common_pb2 as cpb
+from echo.adapters.transport.pb.echo.v1 import trade_pb2 as tpb
 from echo.domain import messages as m
 from echo.domain.types import Side
 
@@ -42,29 +45,13 @@ ORDER = m.ExecuteOrder(
 )
 
 
-def _serialize(msg: Any) -> bytes:
-    to_bytes = getattr(msg, "SerializeToString", None)
-    return to_bytes() if to_bytes is not None else bytes(msg)
-
-
-def _parser(cls: Any) -> Callable[[bytes], Any]:
-    return getattr(cls, "FromString", None) or cls.parse
-
-
-def _backend() -> str:
-    from google.protobuf import message
-    from google.protobuf.internal import api_implementation
-
-    return str(api_implementation.Type()) if issubclass(pb.CoreMessage, message.Message) else "betterproto2"
-
-
-def _build() -> Any:
-    return pb.ExecuteOrder(
+def _build() -> tpb.ExecuteOrder:
+    return tpb.ExecuteOrder(
         command_id=ORDER.command_id,
         trade_id=ORDER.trade_id,
         trace_id=ORDER.trace_id,
         symbol=ORDER.symbol,
-        side=pb.OrderSide.ORDER_SIDE_SELL if hasattr(pb.OrderSide, "ORDER_SIDE_SELL") else pb.OrderSide.SELL,
+        side=cpb.ORDER_SIDE_SELL,
         lot_size=ORDER.lot_size,
         magic_number=ORDER.magic_number,
         comment=ORDER.comment,
@@ -91,26 +78,24 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000, help="messages per round")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    order_bytes = _serialize(_build())
-    parse_order = _parser(pb.ExecuteOrder)
+    order_bytes = _build().SerializeToString()
     envelope = m.ToAccount("51001", ORDER)
-    wire = _serialize(conv.core_message(envelope))
-    parse_core = _parser(pb.CoreMessage)
-    assert conv.core_message_from_pb(parse_core(wire)) == envelope
+    wire = conv.core_message(envelope).SerializeToString()
+    assert conv.core_message_from_pb(apb.CoreMessage.FromString(wire)) == envelope
     result = {
-        "backend": _backend(),
+        "backend": api_implementation.Type(),
         "execute_order_bytes": len(order_bytes),
         "core_message_bytes": len(wire),
-        "pb_build_serialize_us": _per_message_us(lambda: _serialize(_build()), args.n, args.rounds),
-        "pb_parse_us": _per_message_us(lambda: parse_order(order_bytes), args.n, args.rounds),
+        "pb_build_serialize_us": _per_message_us(lambda: _build().SerializeToString(), args.n, args.rounds),
+        "pb_parse_us": _per_message_us(lambda: tpb.ExecuteOrder.FromString(order_bytes), args.n, args.rounds),
         "domain_to_wire_us": _per_message_us(
-            lambda: _serialize(conv.core_message(envelope)), args.n, args.rounds
+            lambda: conv.core_message(envelope).SerializeToString(), args.n, args.rounds
         ),
         "wire_to_domain_us": _per_message_us(
-            lambda: conv.core_message_from_pb(parse_core(wire)), args.n, args.rounds
+            lambda: conv.core_message_from_pb(apb.CoreMessage.FromString(wire)), args.n, args.rounds
         ),
         "wire_check_us": _per_message_us(
-            lambda: conv.wire_problem(wire, pb.CoreMessage), args.n, args.rounds
+            lambda: conv.wire_problem(wire, apb.CoreMessage), args.n, args.rounds
         ),
     }
     print(json.dumps(result))
