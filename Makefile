@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak proto clean
+.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak bench-codec bench-copy bench-split bench-load proto clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,17 @@ sweep: setup
 SOAK_SECONDS ?= 1800
 soak: setup
 	$(BIN)/python bench/bench_soak.py --seconds $(SOAK_SECONDS)
+
+# Not part of `make test`: benchmarks that print JSON, each measuring this machine's floor first in the same run
+# (bench/floor.py: a Unix socket round trip between processes, a durable SQLite commit, a gRPC round trip).
+bench-codec: setup  ## one ExecuteOrder through the split-mode codec (seconds)
+	$(BIN)/python bench/bench_codec.py
+bench-copy: setup  ## idle all-in-one copy latency for 1, 5, 15, 30 and 60 slaves (minutes)
+	$(BIN)/python bench/bench_copy.py --slaves 1,5,15,30,60
+bench-split: setup  ## idle split-mode latency and CPU per process, all-in-one beside it (a minute)
+	$(BIN)/python bench/bench_split.py
+bench-load: setup  ## 6 masters x 15 slaves at rising rates, all-in-one and split, then 30 s without load (minutes)
+	$(BIN)/python bench/bench_load.py
 
 PB := echo/adapters/transport/pb
 proto: setup  ## regenerate the Core <-> Agent contracts' Python code from protos/ (protobuf upb classes, grpclib stubs)
