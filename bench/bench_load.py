@@ -4,11 +4,12 @@ terminals run in this process. Each master opens trades evenly spaced and closes
 opening it; a rate is slave orders per second (master opens per second x 15; as many closes follow).
 
 Each step lasts ``--step-seconds``; a copy's latency is from the master writing its intent to the slave
-reading the ``execute_order`` line, and a copy not read by the end of the step plus one second counts as
-late (it lands in the percentiles, which are then null with ``p50_late`` / ``p99_late``). Stepping goes past the knee (copy p99 above ``--p99-ms``) and stops after the
-first step that collapses (fewer than half of the offered orders delivered) or at the last rate. Then the
-load stops and, ``--after-seconds`` later, the benchmark reports what was delivered meanwhile, the positions
-still open on the slaves and the terminals that were disconnected.
+reading the ``execute_order`` line, and a copy not read by the end of the step plus one second counts as late
+(it lands in the percentiles, which are then null with ``p50_late`` / ``p99_late``). Stepping goes past the
+knee (copy p99 above ``--p99-ms``) and stops after the first step that collapses (fewer than half of the
+offered orders delivered) or at the last rate. Then the load stops and, ``--after-seconds`` later, the
+benchmark reports what was delivered meanwhile, the positions still open on the slaves and the terminals that
+were disconnected.
 
 Prints JSON: this machine's floor measured first in the same run (``bench/floor.py``), per mode and step
 the offered and delivered rates, copy p50/p99, the CPU share of each process and its RSS; the highest rate
