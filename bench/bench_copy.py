@@ -132,6 +132,27 @@ async def start_terminals(
     return master
 
 
+async def stop_processes(processes: list[trio.Process], grace_s: float = 30.0) -> None:
+    """SIGTERM each process and wait for it to exit, SIGKILL after ``grace_s``. Call it while their logs
+    are still drained: a process blocked writing a full log pipe never gets to its exit."""
+    live = [p for p in processes if p.returncode is None]
+    for proc in live:
+        proc.send_signal(signal.SIGTERM)
+    with trio.move_on_after(grace_s):
+        for proc in live:
+            await proc.wait()
+    await kill_processes(live)
+
+
+async def kill_processes(processes: list[trio.Process]) -> None:
+    """SIGKILL whatever is still running and reap it (the way out when a benchmark fails)."""
+    with trio.CancelScope(shield=True):
+        for proc in processes:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
 async def drain(proc: trio.Process) -> None:
     """Read a child's log pipe to its end, so the child never blocks writing it."""
     assert proc.stderr is not None
@@ -204,10 +225,10 @@ async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int) -> dict[
             cpu_before = cpu_seconds(copier.pid)
             first, last = await idle_copies(master, copies, args.trades, args.warmup, args.pause)
             cpu = cpu_seconds(copier.pid) - cpu_before
+            await stop_processes([copier])
             nursery.cancel_scope.cancel()
     finally:
-        copier.send_signal(signal.SIGTERM)
-        await copier.wait()
+        await kill_processes([copier])
     return {
         "slaves": n_slaves,
         "trades": args.trades,

@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 import resource
-import signal
 import sys
 import tempfile
 import time
@@ -37,7 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import floor  # bench/floor.py, beside this file
-from bench_copy import cpu_seconds, drain, open_copier, rss_mb, slave_counts, start_terminals, wait_ready
+from bench_copy import (
+    cpu_seconds,
+    drain,
+    kill_processes,
+    open_copier,
+    rss_mb,
+    slave_counts,
+    start_terminals,
+    stop_processes,
+    wait_ready,
+)
 from bench_split import SplitCopier
 
 from echo.adapters.pipe.unix import connect_unix
@@ -153,16 +162,12 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 if step["delivered_per_s"] < 0.5 * step["offered_per_s"]:
                     break  # collapsed: past the knee; what follows the load is the point now
             after = await _after_load(args, masters, slaves, load, processes)
+            stopping = time.monotonic()
+            await stop_processes(list(processes.values()))
+            after["stop_s"] = round(time.monotonic() - stopping, 1)
             nursery.cancel_scope.cancel()
     finally:
-        if split is not None:
-            await split.stop()
-        else:
-            for proc in processes.values():
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
+        await kill_processes(list(processes.values()))
     sustained = [
         s["offered_per_s"]
         for s in steps

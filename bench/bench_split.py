@@ -18,7 +18,6 @@ import argparse
 import json
 import random
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -40,8 +39,10 @@ from bench_copy import (
     cpu_seconds,
     drain,
     idle_copies,
+    kill_processes,
     rss_mb,
     start_terminals,
+    stop_processes,
     wait_ready,
 )
 
@@ -115,12 +116,11 @@ class SplitCopier:
         return {name: rss_mb(p.pid) for name, p in self.processes.items()}
 
     async def stop(self) -> None:
-        for proc in self.processes.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        with trio.CancelScope(shield=True):
-            for proc in self.processes.values():
-                await proc.wait()
+        """SIGTERM every process and wait (call it while their logs are still drained)."""
+        await stop_processes(list(self.processes.values()))
+
+    async def kill(self) -> None:
+        await kill_processes(list(self.processes.values()))
 
 
 async def bench_split(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -142,9 +142,10 @@ async def bench_split(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
             first, last = await idle_copies(master, copies, args.trades, args.warmup, args.pause)
             cpu_after, own_after = split.cpu(), own_cpu_seconds()
             rss = split.rss()
+            await split.stop()
             nursery.cancel_scope.cancel()
     finally:
-        await split.stop()
+        await split.kill()
     n_copies = args.trades * args.slaves
     per_1000 = {name: round((cpu_after[name] - cpu_before[name]) / n_copies * 1000, 3) for name in cpu_after}
     per_1000["terminals"] = round((own_after - own_before) / n_copies * 1000, 3)
