@@ -11,11 +11,11 @@ offered orders delivered) or at the last rate. Then the load stops and, ``--afte
 benchmark reports what was delivered meanwhile, the positions still open on the slaves and the terminals that
 were disconnected.
 
-Prints JSON: this machine's floor measured first in the same run (``bench/floor.py``), per mode and step
-the offered and delivered rates, copy p50/p99, the CPU share of each process and its RSS; the highest rate
-with p99 <= ``--p99-ms`` and nearly everything delivered (``sustained_orders_per_s``); and the after-load
-figures. Usage: ``python bench/bench_load.py [--rates 30,60,120,240,480,960,1440] [--step-seconds 10]
-[--modes all-in-one,split]``.
+Prints JSON: this machine's floor measured first in the same run (``bench/floor.py``), per mode and step the
+offered and delivered rates, copy p50/p99, the CPU share of each process and its RSS; the highest rate with
+p99 <= ``--p99-ms`` and nearly everything delivered (``sustained_orders_per_s``); and the after-load figures,
+with each process's warnings and errors of the whole run counted by event. Usage: ``python bench/bench_load.py
+[--rates 30,60,120,240,480,960,1440] [--step-seconds 10] [--modes all-in-one,split]``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from bench_copy import (
     stop_processes,
     wait_ready,
 )
-from bench_split import SplitCopier
+from bench_split import SplitCopier, count_log_events
 
 from echo.adapters.pipe.unix import connect_unix
 from echo.domain.types import Side
@@ -131,7 +131,7 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 config.write_text(
                     f'[agent]\nsocket_path = "{sock}"\n'
                     f'[store]\nurl = "sqlite:///{workdir / "echo.db"}"\nsynchronous = "{args.synchronous}"\n'
-                    '[log]\nlevel = "warning"\n'
+                    f'[log]\nlevel = "warning"\nformat = "json"\nfile = "{workdir / "copier.log"}"\n'
                 )
                 copier = await open_copier(config)
                 processes = {"copier": copier}
@@ -165,6 +165,11 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
             stopping = time.monotonic()
             await stop_processes(list(processes.values()))
             after["stop_s"] = round(time.monotonic() - stopping, 1)
+            after["log_events"] = (
+                split.log_events()
+                if split is not None
+                else {"copier": count_log_events(workdir / "copier.log")}
+            )
             nursery.cancel_scope.cancel()
     finally:
         await kill_processes(list(processes.values()))

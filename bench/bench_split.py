@@ -59,6 +59,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def count_log_events(path: Path) -> dict[str, int]:
+    """Lines of a JSON log file counted by event, the most frequent first."""
+    counts: dict[str, int] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                event = str(json.loads(line).get("event", "?"))
+            except ValueError:
+                event = "(not json)"
+            counts[event] = counts.get(event, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -85,7 +98,8 @@ class SplitCopier:
         core_conf = self.workdir / "core.toml"
         core_conf.write_text(
             f'[store]\nurl = "sqlite:///{self.workdir / "echo.db"}"\nsynchronous = "{self.synchronous}"\n'
-            f'[split]\nlisten = "{self.listen}"\n[log]\nlevel = "warning"\n'
+            f'[split]\nlisten = "{self.listen}"\n'
+            f'[log]\nlevel = "warning"\nformat = "json"\nfile = "{self.workdir / "core.log"}"\n'
         )
         core = await trio.lowlevel.open_process(
             [sys.executable, "-m", "echo", "run", "--role", "core", "--config", str(core_conf)],
@@ -99,7 +113,8 @@ class SplitCopier:
             conf.write_text(
                 f'[agent]\nagent_id = "bench-agent-{i}"\nsocket_path = "{sock}"\n'
                 f'ledger_url = "sqlite:///{self.workdir / f"agent-{i}-ledger.db"}"\n'
-                f'[split]\ncore = "{self.listen}"\n[log]\nlevel = "warning"\n'
+                f'[split]\ncore = "{self.listen}"\n'
+                f'[log]\nlevel = "warning"\nformat = "json"\nfile = "{self.workdir / f"agent-{i}.log"}"\n'
             )
             agent = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "echo", "run", "--role", "agent", "--config", str(conf)],
@@ -108,6 +123,10 @@ class SplitCopier:
             self.processes[f"agent-{i}"] = agent
             await wait_ready(agent, b"serving terminals")
             nursery.start_soon(drain, agent)
+
+    def log_events(self) -> dict[str, dict[str, int]]:
+        """Each process's warnings and errors so far, counted by event (its JSON log file)."""
+        return {name: count_log_events(self.workdir / f"{name}.log") for name in self.processes}
 
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(p.pid) for name, p in self.processes.items()}
