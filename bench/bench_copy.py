@@ -153,11 +153,14 @@ async def kill_processes(processes: list[trio.Process]) -> None:
             await proc.wait()
 
 
-async def drain(proc: trio.Process) -> None:
-    """Read a child's log pipe to its end, so the child never blocks writing it."""
+async def drain(proc: trio.Process, tail: bytearray | None = None) -> None:
+    """Read a child's log pipe to its end, so the child never blocks writing it; the last 2,000 bytes
+    are kept in ``tail`` when given (what a process that died said last)."""
     assert proc.stderr is not None
-    while await proc.stderr.receive_some():
-        pass
+    while chunk := await proc.stderr.receive_some():
+        if tail is not None:
+            tail += chunk
+            del tail[:-2000]
 
 
 class Copies:

@@ -110,6 +110,7 @@ async def _close_later(master: SimMasterEA, trade_id: str) -> None:
 
 async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     processes: dict[str, trio.Process] = {}
+    tails: dict[str, bytearray] = {}
     split: SplitCopier | None = None
     load = Load()
     rng = random.Random(1)
@@ -123,7 +124,7 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
             if mode == "split":
                 split = SplitCopier(workdir, synchronous=args.synchronous)
                 await split.start(nursery)
-                processes = split.processes
+                processes, tails = split.processes, split.tails
                 connects = [split.connect(0), split.connect(1)]
             else:
                 sock = workdir / "echo.sock"
@@ -136,7 +137,8 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 copier = await open_copier(config)
                 processes = {"copier": copier}
                 await wait_ready(copier)
-                nursery.start_soon(drain, copier)
+                tails = {"copier": bytearray()}
+                nursery.start_soon(drain, copier, tails["copier"])
 
                 async def connect() -> trio.abc.Stream:
                     return await connect_unix(str(sock))
@@ -162,6 +164,11 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 if step["delivered_per_s"] < 0.5 * step["offered_per_s"]:
                     break  # collapsed: past the knee; what follows the load is the point now
             after = await _after_load(args, masters, slaves, load, processes)
+            after["exited_during_run"] = {
+                name: {"exit": proc.returncode, "stderr_tail": tails[name][-600:].decode(errors="replace")}
+                for name, proc in processes.items()
+                if proc.returncode is not None
+            }
             stopping = time.monotonic()
             await stop_processes(list(processes.values()))
             after["stop_s"] = round(time.monotonic() - stopping, 1)

@@ -85,6 +85,8 @@ class SplitCopier:
         self.listen = f"127.0.0.1:{free_port()}"
         self.sockets = [workdir / f"agent-{i}.sock" for i in range(agents)]
         self.processes: dict[str, trio.Process] = {}
+        self.tails: dict[str, bytearray] = {}
+        """The last words on each process's stderr."""
 
     def connect(self, agent: int) -> Connect:
         path = str(self.sockets[agent])
@@ -107,7 +109,7 @@ class SplitCopier:
         )
         self.processes["core"] = core
         await wait_ready(core)
-        nursery.start_soon(drain, core)
+        nursery.start_soon(drain, core, self.tails.setdefault("core", bytearray()))
         for i, sock in enumerate(self.sockets):
             conf = self.workdir / f"agent-{i}.toml"
             conf.write_text(
@@ -122,7 +124,7 @@ class SplitCopier:
             )
             self.processes[f"agent-{i}"] = agent
             await wait_ready(agent, b"serving terminals")
-            nursery.start_soon(drain, agent)
+            nursery.start_soon(drain, agent, self.tails.setdefault(f"agent-{i}", bytearray()))
 
     def log_events(self) -> dict[str, dict[str, int]]:
         """Each process's warnings and errors so far, counted by event (its JSON log file)."""
