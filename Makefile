@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak proto clean
+.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak bench-codec bench-copy bench-split bench-load proto clean
 
 setup: $(STAMP)
 
@@ -49,13 +49,21 @@ SOAK_SECONDS ?= 1800
 soak: setup
 	$(BIN)/python bench/bench_soak.py --seconds $(SOAK_SECONDS)
 
+# Not part of `make test`: benchmarks that print JSON, each measuring this machine's floor first in the same run
+# (bench/floor.py: a Unix socket round trip between processes, a durable SQLite commit, a gRPC round trip).
+bench-codec: setup  ## one ExecuteOrder through the split-mode codec (seconds)
+	$(BIN)/python bench/bench_codec.py
+bench-copy: setup  ## idle all-in-one copy latency for 1, 5, 15, 30 and 60 slaves (minutes)
+	$(BIN)/python bench/bench_copy.py --slaves 1,5,15,30,60
+bench-split: setup  ## idle split-mode latency and CPU per process, all-in-one beside it (a minute)
+	$(BIN)/python bench/bench_split.py
+bench-load: setup  ## 6 masters x 15 slaves at rising rates, all-in-one and split, then 30 s without load (minutes)
+	$(BIN)/python bench/bench_load.py
+
 PB := echo/adapters/transport/pb
-proto: setup  ## regenerate the Core <-> Agent contracts' Python code from protos/ (betterproto2, grpclib stubs)
+proto: setup  ## regenerate the Core <-> Agent contracts' Python code from protos/ (protobuf upb classes, grpclib stubs)
 	rm -rf $(PB) && mkdir -p $(PB)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I protos \
-	    --python_betterproto2_out=$(PB) \
-	    --python_betterproto2_opt=client_generation=async,server_generation=async \
-	    protos/echo/v1/common.proto protos/echo/v1/trade.proto protos/echo/v1/agent.proto
+	$(BIN)/python protos/generate.py $(PB)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -5,8 +5,14 @@ master writing its intent line to a slave reading the ``execute_order`` line (``
 to read it, ``last``: the fan-out complete). A pause between trades lets the results settle, so this is
 the latency of an idle copier, not of one under load (``make demo-big`` shows that).
 
-Prints JSON with p50/p99/max/mean in milliseconds and the copier process's CPU seconds. Usage:
-``python bench/bench_copy.py [--trades 300] [--slaves 15] [--synchronous FULL|NORMAL] [--pause 0.02]``.
+``--slaves 1,5,15,30,60`` runs once per count, each against a fresh copier, and fits the cost of one
+more slave (``per_slave_us``: the slope of the fan-out-complete p50 over the slave count).
+
+Prints JSON: this machine's floor measured first in the same run (``bench/floor.py``), then per slave
+count p50/p99/max/mean in milliseconds with the p50s as multiples of the copy floor (two Unix socket hops
+and one durable SQLite commit), and the copier's CPU seconds per 1,000 copies (idle between trades
+included). Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,30,60]
+[--synchronous FULL|NORMAL] [--pause 0.02]``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -37,6 +44,9 @@ from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import floor  # bench/floor.py, beside this file
+
 
 def _stats(values: list[float]) -> dict[str, float]:
     v = sorted(values)
@@ -49,16 +59,25 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU of a running process (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
-async def _wait_ready(proc: trio.Process) -> None:
+def rss_mb(pid: int) -> float:
+    """Resident memory of a running process in MB (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+async def wait_ready(proc: trio.Process, said: bytes = b"copying") -> None:
+    """Until the process's log says ``said`` (the copier is serving)."""
     assert proc.stderr is not None
     seen = b""
-    while b"copying" not in seen:
+    while said not in seen:
         chunk = await proc.stderr.receive_some()
         if not chunk:
             raise SystemExit(f"the copier ended: {seen.decode(errors='replace')}")
@@ -87,14 +106,17 @@ async def start_terminals(
     slave_accounts: list[str],
     master_id: str = master_ids(1)[0],
     master_seed: int = 3,
+    slave_connect: Callable[[int], Callable[[], Awaitable[trio.abc.Stream]]] | None = None,
+    slaves_out: list[SimSlaveEA] | None = None,
 ) -> SimMasterEA:
-    """A simulated master and its slaves (broker profiles by position) on ``connect``, running; returns the
-    master once Core has evaluated every one's handshake."""
+    """A simulated master and its slaves (broker profiles by position) on ``connect`` (slave ``i`` on
+    ``slave_connect(i)`` when given), running; returns the master once Core has evaluated every one's
+    handshake. The slaves are appended to ``slaves_out`` when given."""
     slaves = [
         SimSlaveEA(
             account,
             slave_broker(i, market, random.Random(rng.random())),
-            connect,
+            slave_connect(i) if slave_connect is not None else connect,
             now_ms,
             on_execute_received=on_execute,
         )
@@ -105,16 +127,79 @@ async def start_terminals(
         await nursery.start(terminal.run)
     while not all(t.feedback_ms for t in [*slaves, master]):  # noqa: ASYNC110 (every handshake evaluated)
         await trio.sleep(0.01)
+    if slaves_out is not None:
+        slaves_out.extend(slaves)
     return master
 
 
-async def _drain(proc: trio.Process) -> None:
+async def stop_processes(processes: list[trio.Process], grace_s: float = 30.0) -> None:
+    """SIGTERM each process and wait for it to exit, SIGKILL after ``grace_s``. Call it while their logs
+    are still drained: a process blocked writing a full log pipe never gets to its exit."""
+    live = [p for p in processes if p.returncode is None]
+    for proc in live:
+        proc.send_signal(signal.SIGTERM)
+    with trio.move_on_after(grace_s):
+        for proc in live:
+            await proc.wait()
+    await kill_processes(live)
+
+
+async def kill_processes(processes: list[trio.Process]) -> None:
+    """SIGKILL whatever is still running and reap it (the way out when a benchmark fails)."""
+    with trio.CancelScope(shield=True):
+        for proc in processes:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def drain(proc: trio.Process, tail: bytearray | None = None) -> None:
+    """Read a child's log pipe to its end, so the child never blocks writing it; the last 2,000 bytes
+    are kept in ``tail`` when given (what a process that died said last)."""
     assert proc.stderr is not None
-    while await proc.stderr.receive_some():
-        pass
+    while chunk := await proc.stderr.receive_some():
+        if tail is not None:
+            tail += chunk
+            del tail[:-2000]
 
 
-async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+class Copies:
+    """When each slave read each trade's ``execute_order`` (``on_execute`` for ``start_terminals``)."""
+
+    def __init__(self, slaves: int) -> None:
+        self.slaves = slaves
+        self.received: dict[str, list[int]] = defaultdict(list)
+        self.complete: dict[str, trio.Event] = defaultdict(trio.Event)
+
+    def on_execute(self, trade_id: str, _account: str, t_ns: int) -> None:
+        self.received[trade_id].append(t_ns)
+        if len(self.received[trade_id]) == self.slaves:
+            self.complete[trade_id].set()
+
+
+async def idle_copies(
+    master: SimMasterEA, copies: Copies, trades: int, warmup: int, pause: float
+) -> tuple[list[float], list[float]]:
+    """One trade at a time, opened and closed with the results settled in between: the milliseconds from
+    the master writing its intent to the first slave, and to the last one, reading the order."""
+    first: list[float] = []
+    last: list[float] = []
+    for n in range(warmup + trades):
+        trade_id = await master.open("XAUUSD", Side.BUY if n % 2 else Side.SELL, 0.1)
+        with trio.fail_after(10):
+            await copies.complete[trade_id].wait()
+        written = master.intent_written_ns[trade_id]
+        if n >= warmup:
+            first.append((min(copies.received[trade_id]) - written) / 1e6)
+            last.append((max(copies.received[trade_id]) - written) / 1e6)
+        await master.wait_all_acked()
+        await master.close(trade_id)
+        await master.wait_all_acked()
+        await trio.sleep(pause)
+    return first, last
+
+
+async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int) -> dict[str, object]:
     sock, db = workdir / "echo.sock", workdir / "echo.db"
     config = workdir / "echo.toml"
     config.write_text(
@@ -123,13 +208,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         '[log]\nlevel = "warning"\n'
     )
     copier = await open_copier(config)
-    received: dict[str, list[int]] = defaultdict(list)
-    complete: dict[str, trio.Event] = defaultdict(trio.Event)
-
-    def on_execute(trade_id: str, _account: str, t_ns: int) -> None:
-        received[trade_id].append(t_ns)
-        if len(received[trade_id]) == args.slaves:
-            complete[trade_id].set()
+    copies = Copies(n_slaves)
 
     async def connect() -> trio.abc.Stream:
         return await connect_unix(str(sock))
@@ -138,51 +217,71 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     rng = random.Random(1)
     market = SimMarket(random.Random(2))
     try:
-        await _wait_ready(copier)
+        await wait_ready(copier)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, copier)
+            nursery.start_soon(drain, copier)
             nursery.start_soon(market.run)
-            master = await start_terminals(nursery, market, rng, connect, on_execute, slave_ids(args.slaves))
+            master = await start_terminals(
+                nursery, market, rng, connect, copies.on_execute, slave_ids(n_slaves)
+            )
             await trio.sleep(0.5)
-            first: list[float] = []
-            last: list[float] = []
-            for n in range(args.warmup + args.trades):
-                trade_id = await master.open("XAUUSD", Side.BUY if n % 2 else Side.SELL, 0.1)
-                with trio.fail_after(10):
-                    await complete[trade_id].wait()
-                written = master.intent_written_ns[trade_id]
-                if n >= args.warmup:
-                    first.append((min(received[trade_id]) - written) / 1e6)
-                    last.append((max(received[trade_id]) - written) / 1e6)
-                await master.wait_all_acked()
-                await master.close(trade_id)
-                await master.wait_all_acked()
-                await trio.sleep(args.pause)
-            cpu = _cpu_seconds(copier.pid)
+            cpu_before = cpu_seconds(copier.pid)
+            first, last = await idle_copies(master, copies, args.trades, args.warmup, args.pause)
+            cpu = cpu_seconds(copier.pid) - cpu_before
+            await stop_processes([copier])
             nursery.cancel_scope.cancel()
     finally:
-        copier.send_signal(signal.SIGTERM)
-        await copier.wait()
+        await kill_processes([copier])
     return {
-        "slaves": args.slaves,
+        "slaves": n_slaves,
         "trades": args.trades,
         "synchronous": args.synchronous,
         "first_slave_ms": _stats(first),
         "fanout_complete_ms": _stats(last),
-        "copier_cpu_s": cpu,
+        "copier_cpu_s_per_1000_copies": round(cpu / (args.trades * n_slaves) * 1000, 3),
     }
+
+
+def slope_us(xs: list[int], ys: list[float]) -> float | None:
+    """Least-squares slope of ``ys`` (ms) over ``xs``, in microseconds per unit; None with one point."""
+    if len(xs) < 2:
+        return None
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+                 / sum((x - mx) ** 2 for x in xs) * 1000, 1)  # fmt: skip
+
+
+def slave_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a list of slave counts such as 1,5,15, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"slave counts must be >= 1, got {text!r}")
+    return counts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--slaves", type=int, default=15)
+    parser.add_argument("--slaves", type=slave_counts, default=[15], help="one count or a list: 1,5,15")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between trades")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
-        result = trio.run(bench, args, Path(tmp))
+    machine = floor.measure()
+    runs = []
+    for n_slaves in args.slaves:
+        with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
+            run: dict[str, Any] = trio.run(bench, args, Path(tmp), n_slaves)
+        for key in ("first_slave_ms", "fanout_complete_ms"):
+            run[key]["p50_x_floor"] = floor.ratio(run[key]["p50"], machine["copy_floor_us"])
+        runs.append(run)
+    result = {
+        "floor": machine,
+        "runs": runs,
+        "per_slave_us": slope_us([r["slaves"] for r in runs], [r["fanout_complete_ms"]["p50"] for r in runs]),
+    }
     print(json.dumps(result))
 
 

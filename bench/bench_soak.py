@@ -29,7 +29,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_copy import _drain, _wait_ready, open_copier, start_terminals
+from bench_copy import drain, open_copier, start_terminals, wait_ready
 
 from echo.adapters.pipe.unix import connect_unix
 from echo.domain.types import Side
@@ -93,9 +93,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     rng = random.Random(1)
     market = SimMarket(random.Random(2))
     try:
-        await _wait_ready(copier)
+        await wait_ready(copier)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, copier)
+            nursery.start_soon(drain, copier)
             nursery.start_soon(market.run)
             master = await start_terminals(nursery, market, rng, connect, on_execute, slave_ids(args.slaves))
             start = time.monotonic()

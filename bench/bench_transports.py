@@ -38,7 +38,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # the Windows embeddable Python does not add it
 
-from bench_copy import _cpu_seconds, _drain, _stats, _wait_ready, open_copier, start_terminals
+from bench_copy import _stats, cpu_seconds, drain, open_copier, start_terminals, wait_ready
 
 from echo.adapters.pipe.tcp import connect_tcp
 from echo.adapters.pipe.unix import connect_unix
@@ -79,11 +79,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     copier = await open_copier(config)
     cpu = 0.0
     try:
-        await _wait_ready(copier)
+        await wait_ready(copier)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, copier)
+            nursery.start_soon(drain, copier)
             first, last = await measure(args, legs)
-            cpu = _cpu_seconds(copier.pid)
+            cpu = cpu_seconds(copier.pid)
             nursery.cancel_scope.cancel()
     finally:
         copier.send_signal(signal.SIGTERM)
@@ -172,9 +172,9 @@ async def pipe_leg(args: argparse.Namespace, workdir: Path) -> tuple[object, flo
         stderr=subprocess.PIPE,
     )
     try:
-        await _wait_ready(copier)
+        await wait_ready(copier)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, copier)
+            nursery.start_soon(drain, copier)
             options = [f"--trades={args.trades}", f"--warmup={args.warmup}", f"--slaves={args.slaves}"]
             options += [f"--pause={args.pause}"]
             client = ["wine", python, prepare.wine_path(Path(__file__)), "--pipe-client", name, *options]
@@ -189,7 +189,7 @@ async def pipe_leg(args: argparse.Namespace, workdir: Path) -> tuple[object, flo
             if done.returncode != 0:
                 why = done.stderr.decode(errors="replace")[-3000:]
                 raise SystemExit(f"the named-pipe client failed: {why}")
-            cpu = _cpu_seconds(copier.pid)
+            cpu = cpu_seconds(copier.pid)
             nursery.cancel_scope.cancel()
     finally:
         copier.send_signal(signal.SIGINT)  # Wine turns it into a console Ctrl-C: the copier stops cleanly

@@ -25,7 +25,7 @@ from echo.adapters.ledger.memory import MemoryLedger
 from echo.adapters.pipe.memory import MemoryPipeListener
 from echo.adapters.store.memory import MemoryStore
 from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub, client_tls, server_tls
-from echo.adapters.transport.pb.echo import v1 as pb
+from echo.adapters.transport.pb.echo.v1 import agent_pb2 as pb
 from echo.domain import messages as m
 from echo.domain.config import AgentConfig, ConfigError, CoreConfig, DeliverySettings
 from echo.domain.types import Side
@@ -291,7 +291,7 @@ async def test_hostile_grpc_bytes_end_that_stream_only_and_never_stall_core() ->
     clock = SystemClock()
     listener = MemoryPipeListener()
     market = SimMarket(random.Random(1))
-    hello = bytes(pb.AgentMessage(hello=pb.AgentHello(agent_id="agent-bad", protocol_version=1)))
+    hello = pb.AgentMessage(hello=pb.AgentHello(agent_id="agent-bad", protocol_version=1)).SerializeToString()
     with trio.fail_after(60):
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
             hub, core, _link = await start_split(nursery, port, listener)

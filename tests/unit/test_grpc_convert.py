@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from echo.adapters.transport import grpc_convert as conv
-from echo.adapters.transport.pb.echo import v1 as pb
+from echo.adapters.transport.pb.echo.v1 import agent_pb2 as pb
+from echo.adapters.transport.pb.echo.v1 import common_pb2 as cpb
+from echo.adapters.transport.pb.echo.v1 import trade_pb2 as tpb
 from echo.domain import messages as m
 from tests.unit.test_codec import STRATEGIES
 
@@ -20,11 +22,12 @@ TO_EA = sorted(conv.TO_EA.values())
 
 
 def wire_agent(msg: m.AgentToCore) -> m.AgentToCore:
-    return conv.agent_message_from_pb(pb.AgentMessage.parse(bytes(conv.agent_message(msg))), "agent-1")
+    wire = conv.agent_message(msg).SerializeToString()
+    return conv.agent_message_from_pb(pb.AgentMessage.FromString(wire), "agent-1")
 
 
 def wire_core(msg: m.CoreToAgent) -> m.CoreToAgent:
-    return conv.core_message_from_pb(pb.CoreMessage.parse(bytes(conv.core_message(msg))))
+    return conv.core_message_from_pb(pb.CoreMessage.FromString(conv.core_message(msg).SerializeToString()))
 
 
 @pytest.mark.parametrize("name", FROM_EA)
@@ -67,7 +70,7 @@ def test_the_other_envelopes_round_trip() -> None:
 def test_a_peer_message_that_breaks_domain_rules_is_a_convert_error() -> None:
     bad = pb.AgentMessage(
         from_account=pb.FromAccount(
-            account_id="51001", quotes=pb.Quotes(quotes=[pb.Quote(symbol="X", bid=-1, ask=1)])
+            account_id="51001", quotes=tpb.Quotes(quotes=[tpb.Quote(symbol="X", bid=-1, ask=1)])
         )
     )
     with pytest.raises(conv.ConvertError, match="bid"):
@@ -76,14 +79,31 @@ def test_a_peer_message_that_breaks_domain_rules_is_a_convert_error() -> None:
         conv.agent_message_from_pb(pb.AgentMessage(), "agent-1")
 
 
+def test_an_enum_number_this_side_does_not_know_is_a_convert_error() -> None:
+    """proto3 enums are open: a newer peer's number parses, and stops at the conversion."""
+    order = tpb.ExecuteOrder(
+        command_id="019aba5a-2020-7f41-92c4-bef4365ac2e5", trade_id="019aba5a-1ff8-7d3b-a4ea-07b39d1963fe",
+        trace_id="e140a19ce1a2d94cc9cae6c506bd55c0", symbol="XAUUSD", lot_size=0.1,
+        side=cpb.ORDER_SIDE_BUY, attempt=1,
+    )  # fmt: skip
+    ok = pb.CoreMessage(to_account=pb.ToAccount(account_id="51001", execute_order=order))
+    assert isinstance(conv.core_message_from_pb(ok), m.ToAccount)
+    for side in (cpb.ORDER_SIDE_UNSPECIFIED, 7):
+        order.side = side
+        wire = pb.CoreMessage(to_account=pb.ToAccount(account_id="51001", execute_order=order))
+        with pytest.raises(conv.ConvertError, match="side"):
+            conv.core_message_from_pb(pb.CoreMessage.FromString(wire.SerializeToString()))
+
+
 @settings(max_examples=500)
 @given(st.binary(max_size=300))
 def test_garbage_from_a_peer_is_a_convert_error_or_a_valid_message(data: bytes) -> None:
-    """Bytes that decode at all (betterproto2 may keep a scalar where a message was due) become a domain
-    message or a ConvertError, which the stream logs and skips; nothing else escapes."""
+    """Bytes that decode at all (an enum number this side does not know, a message with its required
+    parts unset) become a domain message or a ConvertError, which the stream logs and skips; nothing else
+    escapes."""
     for parse, convert in (
-        (pb.AgentMessage.parse, lambda msg: conv.agent_message_from_pb(msg, "agent-1")),
-        (pb.CoreMessage.parse, conv.core_message_from_pb),
+        (pb.AgentMessage.FromString, lambda msg: conv.agent_message_from_pb(msg, "agent-1")),
+        (pb.CoreMessage.FromString, conv.core_message_from_pb),
     ):
         try:
             msg = parse(data)
@@ -130,25 +150,25 @@ UNKNOWN_VARINT = _field(99, 0, _varint(5))
     ],
 )
 def test_hostile_peer_bytes_are_refused_before_the_parser_reads_them(data: bytes, problem: str) -> None:
-    """Each of these costs the pure-Python parser seconds to minutes (groups and unknown fields are kept by
-    concatenating bytes), or nothing at all; the check is one linear walk."""
+    """None of these is a real peer's message (thousands of unknown fields or groups, a length past the
+    end, a giant message); the check is one linear walk that refuses them before the parser runs."""
     found = conv.wire_problem(data, pb.AgentMessage)
     assert found is not None and problem in found, found
 
 
 def test_real_messages_pass_the_wire_check_even_with_a_few_unknown_fields() -> None:
     syms = [
-        pb.SymbolSpec(broker_symbol=f"S{i}", canonical_symbol=f"S{i}", digits=5, point=1e-5, tick_size=1e-5,
+        cpb.SymbolSpec(broker_symbol=f"S{i}", canonical_symbol=f"S{i}", digits=5, point=1e-5, tick_size=1e-5,
                       min_lot=0.01, max_lot=100, lot_step=0.01, stop_level=10)
         for i in range(5000)
     ]  # fmt: skip
     report = pb.AccountSymbolsReport(
-        account_id="51001", role=pb.Role.SLAVE, symbols=syms, symbol_mappings={"DE30.cash": "GER30"}
+        account_id="51001", role=cpb.ROLE_SLAVE, symbols=syms, symbol_mappings={"DE30.cash": "GER30"}
     )
-    data = bytes(pb.AgentMessage(account_online=report))
+    data = pb.AgentMessage(account_online=report).SerializeToString()
     assert conv.wire_problem(data, pb.AgentMessage) is None
     assert conv.wire_problem(data + UNKNOWN_VARINT * 10, pb.AgentMessage) is None  # a newer peer's fields
-    beat = bytes(conv.core_message(m.DeliveryHeartbeat(m.DeliveryConfig(1000, 500, 100, 2000))))
+    beat = conv.core_message(m.DeliveryHeartbeat(m.DeliveryConfig(1000, 500, 100, 2000))).SerializeToString()
     assert conv.wire_problem(beat, pb.CoreMessage) is None
 
 
@@ -157,7 +177,7 @@ def test_real_messages_pass_the_wire_check_even_with_a_few_unknown_fields() -> N
 @given(data=st.data())
 def test_every_message_an_agent_sends_passes_the_wire_check(name: str, data: st.DataObject) -> None:
     payload: Any = data.draw(STRATEGIES[name])
-    raw = bytes(conv.agent_message(m.FromAccount("51001", payload, 1764063000000)))
+    raw = conv.agent_message(m.FromAccount("51001", payload, 1764063000000)).SerializeToString()
     assert conv.wire_problem(raw, pb.AgentMessage) is None
 
 

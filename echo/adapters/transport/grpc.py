@@ -37,7 +37,8 @@ from grpclib.server import Server
 from trio_asyncio import aio_as_trio, trio_as_aio
 
 from echo.adapters.transport import grpc_convert as conv
-from echo.adapters.transport.pb.echo import v1 as pb
+from echo.adapters.transport.pb.echo.v1 import agent_grpc
+from echo.adapters.transport.pb.echo.v1 import agent_pb2 as pb
 from echo.domain import messages as m
 from echo.domain.errors import ConfigError
 from echo.ports.transport import AgentUnavailable, LinkClosed
@@ -85,9 +86,8 @@ def keepalive(heartbeat_interval_ms: int) -> Configuration:
 
 
 class _CheckedCodec(ProtoCodec):
-    """Protobuf, with a peer's bytes checked before the (pure-Python) parser reads them: an oversized
-    message, groups, thousands of unknown fields or bad lengths end that stream (logged), never stall the
-    process."""
+    """Protobuf, with a peer's bytes checked before the parser reads them: an oversized message, groups,
+    thousands of unknown fields or bad lengths end that stream (logged)."""
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         problem = conv.wire_problem(data, message_type)
@@ -96,17 +96,24 @@ class _CheckedCodec(ProtoCodec):
         return super().decode(data, message_type)
 
 
-class _Service(pb.AgentServiceBase):
+class _Service(agent_grpc.AgentServiceBase):
     def __init__(self, hub: GrpcCoreHub) -> None:
         self.hub = hub
 
-    async def ping(self, message: pb.PingRequest) -> pb.PingResponse:
-        return pb.PingResponse(core_version=self.hub.core_version, protocol_version=STREAM_PROTOCOL_VERSION)
+    async def Ping(self, stream: Any) -> None:
+        await stream.recv_message()
+        await stream.send_message(
+            pb.PingResponse(core_version=self.hub.core_version, protocol_version=STREAM_PROTOCOL_VERSION)
+        )
+
+    async def StreamBidi(self, stream: Any) -> None:
+        async for message in self.stream_bidi(stream):
+            await stream.send_message(message)
 
     async def stream_bidi(self, messages: AsyncIterator[pb.AgentMessage]) -> AsyncIterator[pb.CoreMessage]:
         first = await messages.__anext__()
         hello = first.hello
-        if hello is None or not hello.agent_id:
+        if first.WhichOneof("payload") != "hello" or not hello.agent_id:
             raise grpclib.GRPCError(
                 grpclib.const.Status.INVALID_ARGUMENT, "the stream starts with AgentHello"
             )
@@ -357,10 +364,10 @@ class GrpcAgentLink:
                     )
                 )
                 reply = await stream.recv_message()
-                if reply is None or reply.hello is None:
+                if reply is None or reply.WhichOneof("payload") != "hello":
                     raise ConnectionError("Core did not answer the hello")
                 self.compat_mode = reply.hello.compat_mode
-                if reply.hello.delivery is not None:
+                if reply.hello.HasField("delivery"):
                     heartbeat = pb.CoreMessage(
                         delivery_heartbeat=pb.DeliveryHeartbeat(config=reply.hello.delivery)
                     )
