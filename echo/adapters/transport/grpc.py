@@ -22,12 +22,15 @@ import asyncio
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpclib
 import grpclib.const
 import grpclib.exceptions
+import grpclib.server
+import h2.exceptions
 import structlog
 import trio
 from grpclib.client import Channel
@@ -37,12 +40,28 @@ from grpclib.server import Server
 from trio_asyncio import aio_as_trio, trio_as_aio
 
 from echo.adapters.transport import grpc_convert as conv
+from echo.adapters.transport.grpc_guard import (
+    ACCOUNT_ONLINE,
+    FROM_ACCOUNT,
+    QUOTES,
+    STATE_SNAPSHOT,
+    Bucket,
+    Credentials,
+    Limits,
+    Refused,
+    clip,
+    peek,
+    read_frame,
+)
 from echo.adapters.transport.pb.echo import v1 as pb
 from echo.domain import messages as m
 from echo.domain.errors import ConfigError
 from echo.ports.transport import AgentUnavailable, LinkClosed
 
 log = structlog.get_logger("echo.transport")
+Status = grpclib.const.Status
+GRPCError = grpclib.GRPCError
+StreamTerminatedError = grpclib.exceptions.StreamTerminatedError
 
 STREAM_PROTOCOL_VERSION = 1
 MIN_STREAM_PROTOCOL_VERSION = 1
@@ -96,113 +115,296 @@ class _CheckedCodec(ProtoCodec):
         return super().decode(data, message_type)
 
 
-class _Service(pb.AgentServiceBase):
+def _peer(stream: grpclib.server.Stream[Any, Any]) -> str:
+    addr = stream.peer.addr()
+    return "?" if not addr else f"{addr[0]}:{addr[1]}"
+
+
+def _often(n: int) -> bool:
+    """The 1st, 2nd, 4th, 8th... of a repeated event: a flood costs a few log lines, not one each."""
+    return n & (n - 1) == 0
+
+
+class _Conn:
+    """One Agent's accepted stream at Core: what waits to be written to it, the accounts it announced and
+    the buckets its control traffic is shed by."""
+
+    def __init__(self, agent_id: str, peer: str, transport: Any, limits: Limits, now: float) -> None:
+        self.agent_id, self.peer, self.transport = agent_id, peer, transport
+        self.outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.accounts: set[str] = set()
+        self.control = Bucket(limits.control_per_s, 2 * limits.control_per_s, now)
+        self.reports = Bucket(limits.reports_per_s, 10 * limits.reports_per_s, now)
+        self.shed = 0
+        self.ended = ""
+        """Why the stream is ending ("" while it runs)."""
+        self.refusal: Refused | None = None
+        self.stalled = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended and not self.transport.is_closing()
+
+    def end(self, reason: str) -> None:
+        """Stop the stream: what waits for it is dropped, the writer ends."""
+        if self.ended:
+            return
+        self.ended = reason
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.outbox.put_nowait(_CLOSED)
+
+
+class _Service:
+    """StreamBidi and Ping of ``AgentService``, served on grpclib's raw streams so every message's size is
+    checked before it is read and every refusal is answered and logged here (never a traceback)."""
+
     def __init__(self, hub: GrpcCoreHub) -> None:
         self.hub = hub
+        self.codec = _CheckedCodec()
 
-    async def ping(self, message: pb.PingRequest) -> pb.PingResponse:
-        return pb.PingResponse(core_version=self.hub.core_version, protocol_version=STREAM_PROTOCOL_VERSION)
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return {
+            "/echo.v1.AgentService/StreamBidi": grpclib.const.Handler(
+                self.stream_bidi, grpclib.const.Cardinality.STREAM_STREAM, pb.AgentMessage, pb.CoreMessage
+            ),
+            "/echo.v1.AgentService/Ping": grpclib.const.Handler(
+                self.ping, grpclib.const.Cardinality.UNARY_UNARY, pb.PingRequest, pb.PingResponse
+            ),
+        }
 
-    async def stream_bidi(self, messages: AsyncIterator[pb.AgentMessage]) -> AsyncIterator[pb.CoreMessage]:
-        first = await messages.__anext__()
-        hello = first.hello
-        if hello is None or not hello.agent_id:
-            raise grpclib.GRPCError(
-                grpclib.const.Status.INVALID_ARGUMENT, "the stream starts with AgentHello"
+    def _refused(self, peer: str, agent_id: str, refusal: Refused, *, rpc: str = "StreamBidi") -> GRPCError:
+        """Log a refusal (once, with the peer and the reason) and the error to end the call with."""
+        self.hub.stats["refused"] += 1
+        log.warning("grpc_agent_refused", peer=peer, agent_id=clip(agent_id), rpc=rpc, reason=refusal.reason)
+        return GRPCError(refusal.status, refusal.reason)
+
+    async def ping(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        hub = self.hub
+        if not hub.pings.take(asyncio.get_running_loop().time()):
+            hub.stats["pings_refused"] += 1
+            if _often(hub.stats["pings_refused"]):
+                log.warning(
+                    "grpc_ping_refused",
+                    peer=_peer(stream),
+                    reason="over the Ping rate",
+                    refused=hub.stats["pings_refused"],
+                )
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, "too many Pings")
+        try:
+            raw = await asyncio.wait_for(
+                read_frame(stream._stream, 1024), hub.limits.hello_timeout_s
+            )  # grpclib's HTTP/2 stream: the size is checked before the message is read
+            if raw is None:
+                raise Refused(Status.INVALID_ARGUMENT, "Ping without a request")
+            self.codec.decode(raw, pb.PingRequest)
+        except TimeoutError:
+            raise self._refused(
+                _peer(stream), "", Refused(Status.DEADLINE_EXCEEDED, "no Ping request in time"), rpc="Ping"
+            ) from None
+        except Refused as refusal:
+            raise self._refused(_peer(stream), "", refusal, rpc="Ping") from None
+        except conv.ConvertError as exc:
+            raise self._refused(
+                _peer(stream), "", Refused(Status.INVALID_ARGUMENT, clip(str(exc), 200)), rpc="Ping"
+            ) from None
+        await stream.send_message(
+            pb.PingResponse(core_version=hub.core_version, protocol_version=STREAM_PROTOCOL_VERSION)
+        )
+
+    async def _hello(self, stream: grpclib.server.Stream[Any, Any], peer: str) -> pb.AgentHello | None:
+        """The stream's AgentHello, within the hello deadline and size; None when the peer closed first."""
+        limits = self.hub.limits
+        try:
+            raw = await asyncio.wait_for(
+                read_frame(stream._stream, limits.max_hello_bytes), limits.hello_timeout_s
             )
-        if self.hub.token and hello.token != self.hub.token:
-            log.warning("grpc_agent_refused", agent_id=hello.agent_id, reason="bad token")
-            raise grpclib.GRPCError(grpclib.const.Status.PERMISSION_DENIED, "invalid agent token")
-        if hello.protocol_version < MIN_STREAM_PROTOCOL_VERSION:
+        except TimeoutError:
+            raise self._refused(
+                peer, "", Refused(Status.DEADLINE_EXCEEDED, f"no hello within {limits.hello_timeout_s:g} s")
+            ) from None
+        except Refused as refusal:
+            raise self._refused(peer, "", refusal) from None
+        except (StreamTerminatedError, ConnectionError, h2.exceptions.StreamClosedError):
+            raw = None
+        if raw is None:
+            self.hub.stats["refused"] += 1
             log.warning(
-                "grpc_agent_refused",
-                agent_id=hello.agent_id,
-                reason="protocol version",
-                protocol_version=hello.protocol_version,
+                "grpc_agent_refused", peer=peer, agent_id="", reason="stream closed before any message"
             )
-            raise grpclib.GRPCError(
-                grpclib.const.Status.FAILED_PRECONDITION,
-                f"stream protocol version {hello.protocol_version} is not supported "
-                f"({MIN_STREAM_PROTOCOL_VERSION}..{STREAM_PROTOCOL_VERSION})",
+            return None
+        try:
+            first = self.codec.decode(raw, pb.AgentMessage)
+        except Exception as exc:  # bytes that do not decode
+            raise self._refused(peer, "", Refused(Status.INVALID_ARGUMENT, clip(str(exc), 200))) from None
+        hello: pb.AgentHello | None = first.hello
+        if hello is None or not hello.agent_id:
+            raise self._refused(
+                peer, "", Refused(Status.INVALID_ARGUMENT, "the stream starts with AgentHello")
             )
+        return hello
+
+    def _admit(self, hello: pb.AgentHello, peer: str) -> None:
+        """Raise the refusal of a hello that does not prove its Agent or cannot be served."""
+        hub, agent_id = self.hub, hello.agent_id
+        if len(agent_id) > hub.limits.max_agent_id or not agent_id.isprintable():
+            raise self._refused(
+                peer,
+                agent_id,
+                Refused(
+                    Status.INVALID_ARGUMENT,
+                    f"agent id longer than {hub.limits.max_agent_id} characters or not printable",
+                ),
+            )
+        why = hub.credentials.check(agent_id, hello.token)
+        if why is not None:
+            raise self._refused(peer, agent_id, Refused(Status.PERMISSION_DENIED, why))
+        if hello.protocol_version < MIN_STREAM_PROTOCOL_VERSION:
+            raise self._refused(
+                peer,
+                agent_id,
+                Refused(
+                    Status.FAILED_PRECONDITION,
+                    f"stream protocol version {hello.protocol_version} is not supported "
+                    f"({MIN_STREAM_PROTOCOL_VERSION}..{STREAM_PROTOCOL_VERSION})",
+                ),
+            )
+        live = hub.outboxes.get(agent_id)
+        if live is not None and live.alive:
+            raise self._refused(
+                peer,
+                agent_id,
+                Refused(Status.ALREADY_EXISTS, f"agent {agent_id} is connected (from {live.peer})"),
+            )
+
+    async def stream_bidi(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        hub, limits = self.hub, self.hub.limits
+        peer = _peer(stream)
+        hello = await self._hello(stream, peer)
+        if hello is None:
+            return
+        self._admit(hello, peer)
         agent_id = hello.agent_id
         version = min(hello.protocol_version, STREAM_PROTOCOL_VERSION)
         compat = not hello.supports_lossless_delivery
         if compat:
-            self.hub.stats["compat_mode"] += 1
+            hub.stats["compat_mode"] += 1
             log.warning(
                 "grpc_agent_compat_mode",
                 agent_id=agent_id,
                 reason="no lossless delivery: Core re-sends on its own timers only",
             )
         if version != hello.protocol_version:
-            self.hub.stats["downgraded"] += 1
-        outbox: asyncio.Queue[Any] = asyncio.Queue()
-        previous = self.hub.outboxes.get(agent_id)
+            hub.stats["downgraded"] += 1
+        loop = asyncio.get_running_loop()
+        conn = _Conn(agent_id, peer, stream._stream._transport, limits, loop.time())
+        previous = hub.outboxes.get(agent_id)
         if previous is not None:
-            previous.put_nowait(_CLOSED)  # a newer stream for the same Agent replaces the old one
-        self.hub.outboxes[agent_id] = outbox
-        accounts: set[str] = set()
+            previous.end("replaced by a newer stream (the old one was dead)")
+        hub.outboxes[agent_id] = conn
         log.info(
             "grpc_agent_connected",
             agent_id=agent_id,
+            peer=peer,
             protocol_version=version,
             agent_protocol_version=hello.protocol_version,
-            agent_version=hello.agent_version,
+            agent_version=clip(hello.agent_version),
             compat_mode=compat,
         )
-        reader = asyncio.ensure_future(self._read(agent_id, messages, accounts, outbox))
+        reader = loop.create_task(self._read(conn, stream))
         try:
-            beat = (
-                None if self.hub.delivery is None else conv.core_message(self.hub.delivery).delivery_heartbeat
-            )
-            yield pb.CoreMessage(
+            beat = None if hub.delivery is None else conv.core_message(hub.delivery).delivery_heartbeat
+            item: Any = pb.CoreMessage(
                 hello=pb.CoreHello(
                     protocol_version=version,
                     compat_mode=compat,
-                    core_version=self.hub.core_version,
+                    core_version=hub.core_version,
                     delivery=None if beat is None else beat.config,
                 )
             )
-            while True:
-                item = await outbox.get()
-                if item is _CLOSED:
-                    return
-                yield item
+            while item is not _CLOSED:
+                await asyncio.wait_for(stream.send_message(item), limits.write_timeout_s)
+                item = await conn.outbox.get()
+        except TimeoutError:
+            conn.stalled = True
+            conn.end(f"no write for {limits.write_timeout_s:g} s: the Agent stopped reading")
+        except (StreamTerminatedError, ConnectionError, h2.exceptions.StreamClosedError):
+            conn.end("the stream broke")
         finally:
+            # the reader is this stream's task: it ends here, never left pending
             reader.cancel()
-            if self.hub.outboxes.get(agent_id) is outbox:
-                del self.hub.outboxes[agent_id]
-            log.info("grpc_agent_disconnected", agent_id=agent_id, accounts=len(accounts))
+            await asyncio.wait([reader])
+            if conn.stalled:
+                conn.transport.abort()  # what is buffered for a peer that stopped reading is let go
+            if hub.outboxes.get(agent_id) is conn:
+                del hub.outboxes[agent_id]
+            level = log.warning if conn.stalled or conn.refusal else log.info
+            level(
+                "grpc_agent_disconnected", agent_id=agent_id, peer=peer, accounts=len(conn.accounts),
+                reason=conn.ended or "the stream ended",
+            )  # fmt: skip
             now = time.time_ns() // 1_000_000
-            for account in sorted(accounts):
-                await self.hub.deliver(agent_id, m.AccountOffline(agent_id, account, now))
+            for account in sorted(conn.accounts):
+                await hub.deliver(agent_id, m.AccountOffline(agent_id, account, now))
+        if conn.refusal is not None:
+            raise GRPCError(conn.refusal.status, conn.refusal.reason)
 
-    async def _read(
-        self,
-        agent_id: str,
-        messages: AsyncIterator[pb.AgentMessage],
-        accounts: set[str],
-        outbox: asyncio.Queue[Any],
-    ) -> None:
+    def _shed(self, conn: _Conn, reason: str) -> None:
+        conn.shed += 1
+        self.hub.stats["shed"] += 1
+        if _often(conn.shed):
+            log.warning(
+                "grpc_agent_shed", agent_id=conn.agent_id, peer=conn.peer, reason=reason, shed=conn.shed
+            )
+
+    async def _read(self, conn: _Conn, stream: grpclib.server.Stream[Any, Any]) -> None:
+        hub, agent_id, limit = self.hub, conn.agent_id, self.hub.limits.max_message_bytes
+        loop = asyncio.get_running_loop()
         try:
-            async for message in messages:
+            while True:
+                raw = await read_frame(stream._stream, limit)
+                if raw is None:
+                    break
+                # told from the bytes, before the parser runs: a flood costs little
+                payload, kind, account = peek(raw)
+                if payload == FROM_ACCOUNT:
+                    if account and account not in conn.accounts:
+                        self._shed(conn, "a message for an account this stream did not announce")
+                        continue
+                    if kind in (QUOTES, STATE_SNAPSHOT) and not conn.control.take(loop.time()):
+                        self._shed(conn, "quotes and snapshots over the rate")
+                        continue
+                elif payload == ACCOUNT_ONLINE and not conn.reports.take(loop.time()):
+                    self._shed(conn, "account announcements over the rate")
+                    continue
+                try:
+                    message = self.codec.decode(raw, pb.AgentMessage)
+                except Exception as exc:  # bytes that do not decode: this stream ends, the Agent reconnects
+                    log.warning(
+                        "grpc_bad_agent_stream",
+                        agent_id=agent_id,
+                        peer=conn.peer,
+                        error=clip(f"{type(exc).__name__}: {exc}", 200),
+                    )
+                    conn.refusal = Refused(Status.INVALID_ARGUMENT, "a message that does not decode")
+                    break
                 try:
                     msg = conv.agent_message_from_pb(message, agent_id)
                 except conv.ConvertError as exc:
-                    log.warning("grpc_bad_agent_message", agent_id=agent_id, error=str(exc))
+                    log.warning("grpc_bad_agent_message", agent_id=agent_id, error=clip(str(exc), 200))
                     continue
                 if isinstance(msg, m.AccountOnline):
-                    accounts.add(msg.handshake.account_id)
+                    conn.accounts.add(msg.handshake.account_id)
                 elif isinstance(msg, m.AccountOffline):
-                    accounts.discard(msg.account_id)
-                await self.hub.deliver(agent_id, msg)
-        except (grpclib.GRPCError, grpclib.exceptions.StreamTerminatedError, ConnectionError):
-            pass  # the stream ended; the caller logs the disconnect
-        except Exception as exc:  # bytes that do not decode: this stream ends, the Agent reconnects
-            log.warning("grpc_bad_agent_stream", agent_id=agent_id, error=f"{type(exc).__name__}: {exc}")
+                    conn.accounts.discard(msg.account_id)
+                await hub.deliver(agent_id, msg)
+        except Refused as refusal:
+            conn.refusal = refusal
+            log.warning("grpc_bad_agent_stream", agent_id=agent_id, peer=conn.peer, error=refusal.reason)
+        except (GRPCError, StreamTerminatedError, ConnectionError, h2.exceptions.StreamClosedError):
+            pass  # the stream ended; the writer logs the disconnect
         finally:
-            outbox.put_nowait(_CLOSED)
+            conn.end(conn.refusal.reason if conn.refusal is not None else "the Agent ended the stream")
 
 
 T = TypeVar("T")
@@ -226,17 +428,23 @@ class GrpcCoreHub:
         port: int,
         *,
         token: str = "",
+        agent_tokens: Mapping[str, str] | None = None,
         core_version: str = "",
         heartbeat_interval_ms: int = 2000,
         delivery: m.DeliveryHeartbeat | None = None,
         tls: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
     ) -> None:
-        self.host, self.port, self.token, self.core_version = host, port, token, core_version
+        self.host, self.port, self.core_version = host, port, core_version
+        self.credentials = Credentials(token, agent_tokens)
         self.heartbeat_interval_ms, self.tls = heartbeat_interval_ms, tls
+        self.limits = limits or Limits()
         self.delivery = delivery
         """Core's delivery settings, sent in every CoreHello (the latest one Core broadcast)."""
         self.stats: Counter[str] = Counter()
-        self.outboxes: dict[str, asyncio.Queue[Any]] = {}
+        self.outboxes: dict[str, _Conn] = {}
+        """agent_id -> its live stream."""
+        self.pings = Bucket(self.limits.pings_per_s, 2 * self.limits.pings_per_s, 0.0)
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, m.AgentToCore]](4096)
         self._server: Server | None = None
 
@@ -245,10 +453,25 @@ class GrpcCoreHub:
         await _to_trio(self._inbox_send, (agent_id, msg))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        server = Server([_Service(self)], codec=_CheckedCodec(), config=keepalive(self.heartbeat_interval_ms))
+        config = replace(
+            keepalive(self.heartbeat_interval_ms),
+            http2_stream_window_size=1 << 20,  # what one stream may have in flight before Core reads it
+        )
+        server = Server([_Service(self)], codec=_CheckedCodec(), config=config)
         await aio_as_trio(server.start)(self.host, self.port, ssl=self.tls)
         self._server = server
         log.info("grpc_core_listening", host=self.host, port=self.port, tls=self.tls is not None)
+        if self.credentials.shared and self.credentials.per_agent:
+            log.warning(
+                "grpc_shared_token_in_use",
+                reason="split.token admits any Agent not in split.agent_tokens under any id it names",
+            )
+        elif self.credentials.shared:
+            log.warning(
+                "grpc_shared_token_in_use",
+                reason="every Agent holds split.token and can present itself as any other: "
+                "give each its own in split.agent_tokens",
+            )
         task_status.started()
         try:
             await trio.sleep_forever()
@@ -271,19 +494,26 @@ class GrpcCoreHub:
 
     def disconnect(self, agent_id: str) -> bool:
         """End an Agent's stream (it reconnects by itself); False when it is not connected."""
-        outbox = self.outboxes.get(agent_id)
-        if outbox is None:
+        conn = self.outboxes.get(agent_id)
+        if conn is None:
             return False
-        outbox.put_nowait(_CLOSED)
+        conn.end("disconnected by Core")
         return True
 
     async def send(self, agent_id: str, msg: m.CoreToAgent) -> None:
         if isinstance(msg, m.DeliveryHeartbeat):
             self.delivery = msg  # what the next Agent to connect is told in its hello
-        outbox = self.outboxes.get(agent_id)
-        if outbox is None:
+        conn = self.outboxes.get(agent_id)
+        if conn is None or conn.ended:
             raise AgentUnavailable(f"agent {agent_id!r} is not connected")
-        outbox.put_nowait(conv.core_message(msg))
+        if conn.outbox.qsize() >= self.limits.send_queue:
+            # the Agent stopped reading: its stream is closed (its accounts go offline), not fed forever
+            self.stats["stalled"] += 1
+            conn.stalled = True
+            conn.end(f"{self.limits.send_queue} messages queued: the Agent stopped reading")
+            conn.transport.abort()
+            raise AgentUnavailable(f"agent {agent_id!r} stopped reading")
+        conn.outbox.put_nowait(conv.core_message(msg))
 
 
 class GrpcAgentLink:
