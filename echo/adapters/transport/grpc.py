@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -64,13 +64,36 @@ GRPCError = grpclib.GRPCError
 StreamTerminatedError = grpclib.exceptions.StreamTerminatedError
 
 STREAM_PROTOCOL_VERSION = 1
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.2, 5.0
+"""An Agent's delay before reconnecting: doubled after each failed attempt, back to the least after a
+stream that stayed up ``HEALTHY_S``."""
+HEALTHY_S = 1.0
 MIN_STREAM_PROTOCOL_VERSION = 1
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.2, 5.0
+"""An Agent's delay before reconnecting: doubled after each failed attempt, back to the least after a
+stream that stayed up ``HEALTHY_S``."""
+HEALTHY_S = 1.0
 _CLOSED = object()
+
+
+class _LoggedHandshake(ssl.SSLObject):
+    """Core's end of a TLS connection: a handshake that fails (a client that does not trust Core's
+    certificate, plaintext on the TLS port, a scanner) is logged once with why; asyncio drops it silently."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            log.warning("grpc_tls_handshake_failed", reason=clip(exc.reason or str(exc), 120))
+            raise
 
 
 def server_tls(cert: str, key: str = "") -> ssl.SSLContext:
     """TLS for Core's listener from PEM files (HTTP/2 by ALPN)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.sslobject_class = _LoggedHandshake
     try:
         ctx.load_cert_chain(cert, key or None)
     except OSError as exc:  # ssl.SSLError included
@@ -543,22 +566,33 @@ class GrpcAgentLink:
         """Set when a stream attempt failed (``last_error`` says why)."""
         self.last_error = ""
         self.reconnects = 0
+        self.reconnect_min_s, self.reconnect_max_s, self.healthy_s = (
+            RECONNECT_MIN_S,
+            RECONNECT_MAX_S,
+            HEALTHY_S,
+        )
+        self.delays: deque[float] = deque(maxlen=64)
+        """The last delays before reconnecting (seconds)."""
+        self._connected_at = 0.0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a stream to Core open until cancelled (``connected`` is set while one is up)."""
         task_status.started()
-        backoff = 0.2
+        backoff = self.reconnect_min_s
         while True:
             try:
                 await aio_as_trio(self._stream)()
             except Exception as exc:  # the stream broke or Core refused it
-                log.warning("grpc_link_down", agent_id=self.agent_id, error=str(exc), retry_s=backoff)
                 self.last_error = str(exc)
                 self.failed.set()
+            if self.connected.is_set() and trio.current_time() - self._connected_at >= self.healthy_s:
+                backoff = self.reconnect_min_s  # the stream was healthy: a new outage, not the same one
+            log.warning("grpc_link_down", agent_id=self.agent_id, error=self.last_error, retry_s=backoff)
             self.connected = trio.Event()
             self.reconnects += 1
+            self.delays.append(backoff)
             await trio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, self.reconnect_max_s)
 
     async def _stream(self) -> None:
         channel = Channel(
@@ -616,6 +650,7 @@ class GrpcAgentLink:
             channel.close()
 
     async def _set_connected(self) -> None:
+        self._connected_at = trio.current_time()
         self.connected.set()
 
     async def _send_loop(self, stream: Any) -> None:
