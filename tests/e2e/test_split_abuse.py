@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from grpclib.config import Configuration
 from grpclib.const import Cardinality
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from h2.exceptions import StreamClosedError
 
 from echo.adapters.clock import SystemClock
 from echo.adapters.ledger.memory import MemoryLedger
@@ -141,18 +143,23 @@ async def core_process(tmp_path: Path) -> AsyncIterator[CoreProcess]:
         cwd=BASELINE or str(ROOT),
     )
     core = CoreProcess(proc, port)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(core.pump)
+    stopped = False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.pump)  # until Core's stderr ends: it is read while Core stops too
+        try:
             with trio.fail_after(30):
                 await core.until(lambda e: "Agents connect to" in e.get("text", ""))
             yield core
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            if proc.returncode is None:
+        finally:
+            with trio.CancelScope(shield=True):
                 proc.terminate()
-                await proc.wait()
+                with trio.move_on_after(20):
+                    await proc.wait()
+                stopped = proc.returncode is not None
+                if not stopped:
+                    proc.kill()
+                    await proc.wait()
+    assert stopped, "core did not stop on SIGTERM:\n" + "\n".join(core.raw[-20:])
     # Peer misbehaviour never shows as a traceback or a crash of the transport.
     said = "\n".join(core.raw)
     assert "Traceback" not in said and "Task was destroyed" not in said, said[-3000:]
@@ -238,7 +245,8 @@ def measure(name: str, core: CoreProcess, honest: Honest, baseline_ms: list[floa
         "core_rss_mb": round(rss, 1),
         "core_peak_rss_mb": round(peak, 1),
         "copy_ms_before": round(max(baseline_ms), 1) if baseline_ms else None,
-        "copy_ms_under": round(max(under), 1) if under else None,
+        "copy_ms_under_p50": round(statistics.median(under), 1) if under else None,
+        "copy_ms_under_max": round(max(under), 1) if under else None,
         "copies_under": len(under),
         **extra,
     }
@@ -380,7 +388,7 @@ async def _stall(port: int, agent_id: str, announcements: list[bytes], told: tri
                 await stream.send_message(raw)
             await trio_asyncio.trio_as_aio(told.wait)()  # holds the stream, reads nothing
             return "held"
-    except (GRPCError, StreamTerminatedError, ProtocolError, ConnectionError) as exc:
+    except (GRPCError, StreamTerminatedError, ProtocolError, ConnectionError, StreamClosedError) as exc:
         return f"{type(exc).__name__}: {exc}"
     finally:
         channel.close()
@@ -453,7 +461,7 @@ async def _raw_call(port: int, path: str, frames: list[bytes], *, end: bool = Tr
             while (await stream.recv_message()) is not None:
                 pass
             return "ended"
-    except (GRPCError, StreamTerminatedError, ProtocolError, ConnectionError) as exc:
+    except (GRPCError, StreamTerminatedError, ProtocolError, ConnectionError, StreamClosedError) as exc:
         return f"{type(exc).__name__}: {exc}"
     finally:
         channel.close()
@@ -487,6 +495,13 @@ async def test_oversized_and_malformed_streams_are_refused_unread_and_logged_onc
             async with trio.open_nursery() as big_ones:
                 for _ in range(4):
                     big_ones.start_soon(one, [big])
+                with trio.move_on_after(20):  # a bound for the code that reads them in full
+                    await core.until(
+                        lambda _e: len(core.logged("grpc_agent_refused", reason="over the")) >= 4
+                    )
+                # the senders wait for a window Core never opens (grpclib's client does not give up on
+                # a reset stream): Core is done with them
+                big_ones.cancel_scope.cancel()
             await honest.copy()
             _, peak_big = core.memory_mb()
             await one([])  # closed before any message
@@ -522,27 +537,35 @@ class Raw(CodecBase):
 
 async def main(port, seconds, *messages):
     first, rest = [bytes.fromhex(x) for x in messages[:2]], bytes.fromhex(messages[2])
-    channel = Channel("127.0.0.1", int(port), codec=Raw())
-    sent = 0
-    path = "/echo.v1.AgentService/StreamBidi"
-    async with channel.request(path, Cardinality.STREAM_STREAM, bytes, bytes) as s:
-        for raw in first:
-            await s.send_message(raw)
-        deadline = time.monotonic() + float(seconds)
-        while time.monotonic() < deadline:
-            for _ in range(100):
-                await s.send_message(rest)
-            sent += 100
-    print(sent)
-    channel.close()
+    deadline = time.monotonic() + float(seconds)
+    sent = streams = 0
+    while time.monotonic() < deadline:  # cut off: back at once, as a flooder would
+        channel = Channel("127.0.0.1", int(port), codec=Raw())
+        streams += 1
+        try:
+            path = "/echo.v1.AgentService/StreamBidi"
+            async with channel.request(path, Cardinality.STREAM_STREAM, bytes, bytes) as s:
+                for raw in first:
+                    await s.send_message(raw)
+                while time.monotonic() < deadline:
+                    for _ in range(100):
+                        await s.send_message(rest)
+                    sent += 100
+                await s.end()
+        except Exception:
+            pass
+        finally:
+            channel.close()
+    print(sent, streams, flush=True)
 
 asyncio.run(main(*sys.argv[1:]))
 """
 
 
 async def test_a_quote_flood_is_shed_and_live_copies_go_on(tmp_path: Path) -> None:
-    """agent-b floods quotes for its own slave as fast as a process can send them for 4 s: Core sheds
-    what is over the rate (logged, counted) and the honest master's trades are copied meanwhile."""
+    """agent-b floods quotes for its own slave as fast as a process can send them for 4 s, reconnecting
+    when cut off: Core sheds what is over the rate (logged, counted), ends a stream that keeps flooding,
+    and the honest master's trades are copied meanwhile."""
     script = tmp_path / "flood.py"
     script.write_text(FLOOD, encoding="utf-8")
     with trio.fail_after(60):
@@ -567,15 +590,19 @@ async def test_a_quote_flood_is_shed_and_live_copies_go_on(tmp_path: Path) -> No
             while flood.returncode is None and copies < 20:
                 await honest.copy()
                 copies += 1
-            await flood.wait()
             assert flood.stdout is not None
-            sent = int((await flood.stdout.receive_some()).decode() or 0)
-            measure("quote_flood", core, honest, baseline, quotes_sent=sent)
+            said = b""
+            async for chunk in flood.stdout:
+                said += chunk
+            await flood.wait()
+            sent, streams = (int(x) for x in said.split())
             shed = core.logged("grpc_agent_shed", agent_id="agent-b")
-            assert shed and "over the rate" in shed[-1]["reason"] and shed[-1]["shed"] >= sent // 4, (
-                sent,
-                shed,
+            cut = core.logged("grpc_bad_agent_stream", agent_id="agent-b", error="flooding")
+            measure(
+                "quote_flood", core, honest, baseline, quotes_sent=sent, streams=streams, cut_off=len(cut)
             )
+            assert sent > 0 and shed and "over the rate" in shed[0]["reason"], (sent, shed)
+            assert cut and streams >= len(cut)
             assert copies >= 1 and len(fills(honest.slave)) == 4 + copies
             nursery.cancel_scope.cancel()
 
@@ -586,8 +613,8 @@ async def _ping(port: int, empty: bool) -> str:
 
 
 async def test_a_ping_flood_beside_a_stuck_stream_leaves_core_alive(tmp_path: Path) -> None:
-    """A stream that says hello and then neither reads nor writes, and 3,000 Pings (every tenth without a
-    request) from 50 connections at once: Core answers or refuses each, stays up, copies go on."""
+    """A stream that says hello and then neither reads nor writes, and 1,200 Pings (every tenth without a
+    request) from 30 connections at once: Core answers or refuses each, stays up, copies go on."""
     with trio.fail_after(90):
         async with trio_asyncio.open_loop(), core_process(tmp_path) as core, trio.open_nursery() as nursery:
             honest = await start_honest(nursery, core)
@@ -603,14 +630,14 @@ async def test_a_ping_flood_beside_a_stuck_stream_leaves_core_alive(tmp_path: Pa
                     outcomes.append(await trio_asyncio.aio_as_trio(_ping)(core.port, (offset + i) % 10 == 0))
 
             async with trio.open_nursery() as flood:
-                for k in range(50):
-                    flood.start_soon(pings, 60, k)
+                for k in range(30):
+                    flood.start_soon(pings, 40, k)
                 await honest.copy()
             told.set()
             await honest.copy()
             measure("ping_flood", core, honest, baseline, pings=len(outcomes),
                     answered=outcomes.count("ended"))  # fmt: skip
-            assert len(outcomes) == 3000 and core.proc.returncode is None
+            assert len(outcomes) == 1200 and core.proc.returncode is None
             assert all(o == "ended" or "INVALID_ARGUMENT" in o or "RESOURCE_EXHAUSTED" in o for o in outcomes)
             nursery.cancel_scope.cancel()
 

@@ -22,7 +22,7 @@ import asyncio
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -68,11 +68,15 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 0.2, 5.0
 """An Agent's delay before reconnecting: doubled after each failed attempt, back to the least after a
 stream that stayed up ``HEALTHY_S``."""
 HEALTHY_S = 1.0
+FLOOD_COOLDOWN_S = 5.0
+"""How long an Agent cut off for flooding is refused."""
 MIN_STREAM_PROTOCOL_VERSION = 1
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.2, 5.0
 """An Agent's delay before reconnecting: doubled after each failed attempt, back to the least after a
 stream that stayed up ``HEALTHY_S``."""
 HEALTHY_S = 1.0
+FLOOD_COOLDOWN_S = 5.0
+"""How long an Agent cut off for flooding is refused."""
 _CLOSED = object()
 
 
@@ -148,6 +152,26 @@ def _often(n: int) -> bool:
     return n & (n - 1) == 0
 
 
+def _lost(stream: grpclib.server.Stream[Any, Any]) -> bool:
+    """grpclib cancelled this call because its connection was lost (``grpclib.utils.Wrapper``)."""
+    wrapper = getattr(stream._stream, "wrapper", None)
+    return wrapper is not None and getattr(wrapper, "_error", None) is not None
+
+
+async def _ended_as_grpclib_expects(stream: grpclib.server.Stream[Any, Any], call: Awaitable[None]) -> None:
+    """Run a handler. A call whose connection was lost must end in CancelledError whatever the handler was
+    doing (grpclib logs a traceback, "Failed to handle cancellation", otherwise); a stream the peer reset
+    ends quietly."""
+    try:
+        await call
+    except (StreamTerminatedError, ConnectionError, h2.exceptions.StreamClosedError):
+        if not _lost(stream):
+            return
+        raise asyncio.CancelledError from None
+    if _lost(stream):
+        raise asyncio.CancelledError
+
+
 class _Conn:
     """One Agent's accepted stream at Core: what waits to be written to it, the accounts it announced and
     the buckets its control traffic is shed by."""
@@ -159,10 +183,12 @@ class _Conn:
         self.control = Bucket(limits.control_per_s, 2 * limits.control_per_s, now)
         self.reports = Bucket(limits.reports_per_s, 10 * limits.reports_per_s, now)
         self.shed = 0
+        self.window_at, self.window_shed = now, 0
+        """The second being counted for flooding, and what was shed in it."""
         self.ended = ""
         """Why the stream is ending ("" while it runs)."""
         self.refusal: Refused | None = None
-        self.stalled = False
+        self.stalled = self.flooding = False
 
     @property
     def alive(self) -> bool:
@@ -203,6 +229,12 @@ class _Service:
         return GRPCError(refusal.status, refusal.reason)
 
     async def ping(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        await _ended_as_grpclib_expects(stream, self._ping(stream))
+
+    async def stream_bidi(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        await _ended_as_grpclib_expects(stream, self._stream_bidi(stream))
+
+    async def _ping(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         hub = self.hub
         if not hub.pings.take(asyncio.get_running_loop().time()):
             hub.stats["pings_refused"] += 1
@@ -292,6 +324,16 @@ class _Service:
                     f"({MIN_STREAM_PROTOCOL_VERSION}..{STREAM_PROTOCOL_VERSION})",
                 ),
             )
+        until = hub.cooldown.get(agent_id, 0.0)
+        if until > (now := asyncio.get_running_loop().time()):
+            hub.stats["cooldown_refused"] += 1
+            if _often(hub.stats["cooldown_refused"]):
+                log.warning(
+                    "grpc_agent_refused", peer=peer, agent_id=clip(agent_id), rpc="StreamBidi",
+                    reason="cut off for flooding", back_in_s=round(until - now, 1),
+                    refused=hub.stats["cooldown_refused"],
+                )  # fmt: skip
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, "cut off for flooding: reconnect later")
         live = hub.outboxes.get(agent_id)
         if live is not None and live.alive:
             raise self._refused(
@@ -300,7 +342,7 @@ class _Service:
                 Refused(Status.ALREADY_EXISTS, f"agent {agent_id} is connected (from {live.peer})"),
             )
 
-    async def stream_bidi(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+    async def _stream_bidi(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         hub, limits = self.hub, self.hub.limits
         peer = _peer(stream)
         hello = await self._hello(stream, peer)
@@ -357,8 +399,10 @@ class _Service:
             # the reader is this stream's task: it ends here, never left pending
             reader.cancel()
             await asyncio.wait([reader])
-            if conn.stalled:
-                conn.transport.abort()  # what is buffered for a peer that stopped reading is let go
+            if conn.stalled or conn.flooding:
+                # the connection goes: what is buffered for a peer that stopped reading is let go, and
+                # what a flooding peer has in flight is never parsed
+                conn.transport.abort()
             if hub.outboxes.get(agent_id) is conn:
                 del hub.outboxes[agent_id]
             level = log.warning if conn.stalled or conn.refusal else log.info
@@ -372,12 +416,24 @@ class _Service:
         if conn.refusal is not None:
             raise GRPCError(conn.refusal.status, conn.refusal.reason)
 
-    def _shed(self, conn: _Conn, reason: str) -> None:
+    def _shed(self, conn: _Conn, reason: str, now: float) -> None:
+        """Drop one message (logged with the 1st, 2nd, 4th... of them); a stream that keeps sending many
+        times what it may is ended: reading and dropping its messages would still cost Core its CPU."""
         conn.shed += 1
         self.hub.stats["shed"] += 1
         if _often(conn.shed):
             log.warning(
                 "grpc_agent_shed", agent_id=conn.agent_id, peer=conn.peer, reason=reason, shed=conn.shed
+            )
+        if now - conn.window_at >= 1.0:
+            conn.window_at, conn.window_shed = now, 0
+        conn.window_shed += 1
+        if conn.window_shed > self.hub.flood_per_s:
+            self.hub.stats["flooding"] += 1
+            conn.flooding = True
+            self.hub.cooldown[conn.agent_id] = now + FLOOD_COOLDOWN_S
+            raise Refused(
+                Status.RESOURCE_EXHAUSTED, f"flooding: over {self.hub.flood_per_s} messages shed in 1 s"
             )
 
     async def _read(self, conn: _Conn, stream: grpclib.server.Stream[Any, Any]) -> None:
@@ -392,13 +448,13 @@ class _Service:
                 payload, kind, account = peek(raw)
                 if payload == FROM_ACCOUNT:
                     if account and account not in conn.accounts:
-                        self._shed(conn, "a message for an account this stream did not announce")
+                        self._shed(conn, "a message for an account this stream did not announce", loop.time())
                         continue
-                    if kind in (QUOTES, STATE_SNAPSHOT) and not conn.control.take(loop.time()):
-                        self._shed(conn, "quotes and snapshots over the rate")
+                    if kind in (QUOTES, STATE_SNAPSHOT) and not conn.control.take(now := loop.time()):
+                        self._shed(conn, "quotes and snapshots over the rate", now)
                         continue
-                elif payload == ACCOUNT_ONLINE and not conn.reports.take(loop.time()):
-                    self._shed(conn, "account announcements over the rate")
+                elif payload == ACCOUNT_ONLINE and not conn.reports.take(now := loop.time()):
+                    self._shed(conn, "account announcements over the rate", now)
                     continue
                 try:
                     message = self.codec.decode(raw, pb.AgentMessage)
@@ -468,6 +524,10 @@ class GrpcCoreHub:
         self.outboxes: dict[str, _Conn] = {}
         """agent_id -> its live stream."""
         self.pings = Bucket(self.limits.pings_per_s, 2 * self.limits.pings_per_s, 0.0)
+        self.cooldown: dict[str, float] = {}
+        """agent_id -> until when (the loop clock) its new streams are refused: cut off for flooding."""
+        self.flood_per_s = int(4 * max(self.limits.control_per_s, self.limits.reports_per_s))
+        """Messages shed in one second past which a stream is ended as flooding."""
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, m.AgentToCore]](4096)
         self._server: Server | None = None
 
@@ -478,7 +538,7 @@ class GrpcCoreHub:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = replace(
             keepalive(self.heartbeat_interval_ms),
-            http2_stream_window_size=1 << 20,  # what one stream may have in flight before Core reads it
+            http2_stream_window_size=256 << 10,  # what one stream may have in flight before Core reads it
         )
         server = Server([_Service(self)], codec=_CheckedCodec(), config=config)
         await aio_as_trio(server.start)(self.host, self.port, ssl=self.tls)
