@@ -299,7 +299,7 @@ class _Service:
             )
         return hello
 
-    def _admit(self, hello: pb.AgentHello, peer: str) -> None:
+    def _admit(self, stream: grpclib.server.Stream[Any, Any], hello: pb.AgentHello, peer: str) -> None:
         """Raise the refusal of a hello that does not prove its Agent or cannot be served."""
         hub, agent_id = self.hub, hello.agent_id
         if len(agent_id) > hub.limits.max_agent_id or not agent_id.isprintable():
@@ -333,6 +333,7 @@ class _Service:
                     reason="cut off for flooding", back_in_s=round(until - now, 1),
                     refused=hub.stats["cooldown_refused"],
                 )  # fmt: skip
+            stream._stream._transport.abort()  # what it already sent is never parsed
             raise GRPCError(Status.RESOURCE_EXHAUSTED, "cut off for flooding: reconnect later")
         live = hub.outboxes.get(agent_id)
         if live is not None and live.alive:
@@ -348,7 +349,7 @@ class _Service:
         hello = await self._hello(stream, peer)
         if hello is None:
             return
-        self._admit(hello, peer)
+        self._admit(stream, hello, peer)
         agent_id = hello.agent_id
         version = min(hello.protocol_version, STREAM_PROTOCOL_VERSION)
         compat = not hello.supports_lossless_delivery
