@@ -117,8 +117,9 @@ def _metrics(config: Config) -> AbstractContextManager[None]:
 
 
 def check_listen_is_safe(split: SplitConfig) -> None:
-    """Core serving beyond this machine needs both ``split.token`` and TLS (``split.tls_cert``): without
-    the token any host could stream as an Agent, without TLS the token and the trades travel in the clear.
+    """Core serving beyond this machine needs both Agent tokens (``split.agent_tokens`` or ``split.token``)
+    and TLS (``split.tls_cert``): without a token any host could stream as an Agent, without TLS the tokens
+    and the trades travel in the clear.
     ``split.allow_insecure`` serves it anyway. A ConfigError naming what is missing otherwise."""
     host, _port = parse_host_port(split.listen, "split.listen")
     if is_loopback(host) or split.allow_insecure or ((split.token or split.agent_tokens) and split.tls_cert):
@@ -133,7 +134,8 @@ def check_listen_is_safe(split: SplitConfig) -> None:
     )
     raise ConfigError(
         f"split.listen {split.listen} is reachable from other machines and {missing} is not set: set "
-        "split.token and split.tls_cert, or split.allow_insecure = true to serve it anyway"
+        "split.agent_tokens (or split.token) and split.tls_cert, or split.allow_insecure = true to serve it "
+        "anyway"
     )
 
 
