@@ -188,8 +188,17 @@ class _Slave(SimSlaveEA):
 class Honest:
     """Agent ``agent-a`` with master 9001 and slave 51001 on it, streaming to Core."""
 
-    def __init__(self, link: GrpcAgentLink, agent: Agent, master: SimMasterEA, slave: _Slave) -> None:
+    def __init__(
+        self,
+        link: GrpcAgentLink,
+        agent: Agent,
+        master: SimMasterEA,
+        slave: _Slave,
+        slave_scope: trio.CancelScope,
+    ) -> None:
         self.link, self.agent, self.master, self.slave = link, agent, master, slave
+        self.slave_scope = slave_scope
+        """Cancel: the slave's terminal goes away from agent-a."""
         self.latencies_ms: list[float] = []
 
     async def copy(self, symbol: str = "XAUUSD") -> str:
@@ -221,11 +230,17 @@ async def start_honest(nursery: trio.Nursery, core: CoreProcess) -> Honest:
     slave = _Slave("51001", slave_broker(1, market, random.Random(2)), listener.connect, clock.now_ms)
     master = master_terminal("9001", market, 3, 4, listener.connect, clock.now_ms)
     start = len(core.events)
-    await nursery.start(slave.run)
+    scope = trio.CancelScope()
+
+    async def run_slave(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await slave.run(task_status=task_status)
+
+    await nursery.start(run_slave)
     await nursery.start(master.run)
     for account in ("51001", "9001"):
         await core.until(lambda e, a=account: _online(e, a), start)  # type: ignore[misc]
-    honest = Honest(link, agent, master, slave)
+    honest = Honest(link, agent, master, slave, scope)
     await honest.copy()  # warmed up: the first copy pays for imports and caches
     honest.latencies_ms.clear()
     return honest
@@ -345,6 +360,29 @@ async def test_another_agent_cannot_take_a_live_account_trade_as_its_master_or_r
             refused = core.logged("grpc_agent_refused", agent_id="agent-a")
             assert len(refused) >= 2 and all(e["level"] == "warning" and e["peer"] for e in refused)
             assert not core.logged("grpc_agent_disconnected", agent_id="agent-a")
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_terminal_that_moved_before_its_old_agent_noticed_moves_once_it_does(tmp_path: Path) -> None:
+    """Slave 51001's terminal comes up at agent-b while agent-a still serves it: refused, kept; when agent-a
+    sees its terminal go, the account moves to agent-b and the master's next trade is filled there."""
+    with trio.fail_after(60):
+        async with trio_asyncio.open_loop(), core_process(tmp_path) as core, trio.open_nursery() as nursery:
+            honest = await start_honest(nursery, core)
+            listener = MemoryPipeListener()
+            await start_agent(nursery, core, "agent-b", listener)
+            clock = SystemClock()
+            moved = _Slave("51001", honest.slave.broker, listener.connect, clock.now_ms)
+            start = len(core.events)
+            nursery.start_soon(moved.run)
+            await core.until(lambda e: e.get("event") == "core_account_claim_refused", start)
+            honest.slave_scope.cancel()
+            await core.until(
+                lambda e: e.get("event") == "core_account_moved" and e["to_agent"] == "agent-b", start
+            )
+            trade = await honest.master.open("XAUUSD", Side.BUY, 0.5)
+            await moved.wait_fill(trade)
+            assert fills(moved) == {trade: 1} and trade not in fills(honest.slave)
             nursery.cancel_scope.cancel()
 
 

@@ -112,7 +112,10 @@ def on_online(ctx: Context, agent_id: str, msg: m.AccountOnline, tx: Tx) -> None
     if from_the_future(ctx, agent_id, msg.at_ms, "AccountOnline"):
         return
     if prev is not None and prev.online and prev.agent_id != agent_id:
-        # Another Agent announces an account its owner still serves: refused, the account stays.
+        # Another Agent announces an account its owner still serves: refused, the account stays. The
+        # announcement is kept: when the owner lets the account go (the terminal really moved, and its
+        # old Agent noticed after the new one), it is taken up.
+        st.claims[hs.account_id] = (agent_id, msg)
         ctx.count("account_claims_refused")
         log.warning(
             "core_account_claim_refused",
@@ -147,6 +150,7 @@ def on_online(ctx: Context, agent_id: str, msg: m.AccountOnline, tx: Tx) -> None
         )
         tx.direct.append((agent_id, m.ToAccount(hs.account_id, ev.result)))
         return
+    st.claims.pop(hs.account_id, None)
     acc = account_of(hs, agent_id, ev, online=True, reported_at_ms=msg.at_ms)
     if prev is not None:
         acc.quotes, acc.snapshot = prev.quotes, prev.snapshot
@@ -184,10 +188,17 @@ def on_online(ctx: Context, agent_id: str, msg: m.AccountOnline, tx: Tx) -> None
 
 
 def on_offline(ctx: Context, agent_id: str, msg: m.AccountOffline, tx: Tx) -> None:
-    acc = ctx.state.accounts.get(msg.account_id)
+    st = ctx.state
+    claim = st.claims.get(msg.account_id)
+    if claim is not None and claim[0] == agent_id:
+        del st.claims[msg.account_id]  # the Agent that claimed the account no longer has its terminal
+    acc = st.accounts.get(msg.account_id)
     if acc is not None and acc.agent_id == agent_id:
         acc.online = False
-        ctx.record(tx, "account_offline", account_id=msg.account_id, agent_id=msg.agent_id)
+        ctx.record(tx, "account_offline", account_id=msg.account_id, agent_id=agent_id)
+        claim = st.claims.pop(msg.account_id, None)
+        if claim is not None:
+            on_online(ctx, claim[0], claim[1], tx)  # the terminal is at the other Agent now
 
 
 def send_evaluation(ctx: Context, acc: Account, ev: Evaluation, tx: Tx) -> None:
