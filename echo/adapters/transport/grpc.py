@@ -4,9 +4,14 @@ of ``protos/echo/v1/agent.proto``), grpclib on the trio-asyncio loop.
 The caller runs everything inside one ``trio_asyncio.open_loop()``. gRPC lives on the asyncio side; each
 direction crosses into trio once per message through a channel or queue, not per field (STACK.md). The
 stream opens with AgentHello (agent id, protocol version, token) and CoreHello; an Agent whose token does
-not match is refused with PERMISSION_DENIED and a log line. When a stream ends Core hears AccountOffline for
-every account that Agent had announced; the Agent reconnects with backoff and announces its connected
-accounts again, and what it sent meanwhile waits in its queue.
+not prove its id (``grpc_guard.Credentials``) is refused with PERMISSION_DENIED, a second stream for a
+connected id with ALREADY_EXISTS, each with one log line naming the peer. Core serves the raw grpclib
+streams itself, so every message's size is checked before it is read, the hello has a deadline, control
+traffic is shed by rate before it is parsed, an Agent that stops reading is cut off after the write
+deadline or a full send queue (``grpc_guard.Limits``), and the reader task each stream starts ends with it.
+When a stream ends Core hears AccountOffline for every account that Agent had announced; the Agent
+reconnects with backoff (back to the least after a healthy stream) and announces its connected accounts
+again, and what it sent meanwhile waits in its queue.
 
 Negotiation: the stream runs the lower of both sides' protocol versions (an Agent below
 ``MIN_STREAM_PROTOCOL_VERSION`` is refused with FAILED_PRECONDITION); an Agent without lossless delivery
