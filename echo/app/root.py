@@ -19,6 +19,7 @@ from echo.adapters.pipe.tcp import TcpPipeListener
 from echo.adapters.pipe.unix import UnixPipeListener
 from echo.adapters.pipe.winpipe import pipe_path
 from echo.adapters.transport.grpc import GrpcAgentLink, GrpcCoreHub, client_tls, server_tls
+from echo.adapters.transport.grpc_guard import Limits
 from echo.adapters.transport.inproc import InProcTransport
 
 # the store and the configuration source, re-exported: the command line and the demo import them from here
@@ -116,18 +117,25 @@ def _metrics(config: Config) -> AbstractContextManager[None]:
 
 
 def check_listen_is_safe(split: SplitConfig) -> None:
-    """Core serving beyond this machine needs both ``split.token`` and TLS (``split.tls_cert``): without
-    the token any host could stream as an Agent, without TLS the token and the trades travel in the clear.
+    """Core serving beyond this machine needs both Agent tokens (``split.agent_tokens`` or ``split.token``)
+    and TLS (``split.tls_cert``): without a token any host could stream as an Agent, without TLS the tokens
+    and the trades travel in the clear.
     ``split.allow_insecure`` serves it anyway. A ConfigError naming what is missing otherwise."""
     host, _port = parse_host_port(split.listen, "split.listen")
-    if is_loopback(host) or split.allow_insecure or (split.token and split.tls_cert):
+    if is_loopback(host) or split.allow_insecure or ((split.token or split.agent_tokens) and split.tls_cert):
         return
     missing = " and ".join(
-        what for what, have in (("split.token", split.token), ("split.tls_cert", split.tls_cert)) if not have
+        what
+        for what, have in (
+            ("split.agent_tokens (or split.token)", split.token or split.agent_tokens),
+            ("split.tls_cert", split.tls_cert),
+        )
+        if not have
     )
     raise ConfigError(
         f"split.listen {split.listen} is reachable from other machines and {missing} is not set: set "
-        "split.token and split.tls_cert, or split.allow_insecure = true to serve it anyway"
+        "split.agent_tokens (or split.token) and split.tls_cert, or split.allow_insecure = true to serve it "
+        "anyway"
     )
 
 
@@ -148,12 +156,22 @@ def _grpc_hub(config: Config) -> GrpcCoreHub:
         host,
         port,
         token=split.token,
+        agent_tokens=split.agent_tokens,
         core_version=__version__,
         heartbeat_interval_ms=d.heartbeat_interval_ms,
         delivery=m.DeliveryHeartbeat(
             m.DeliveryConfig(d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries, d.heartbeat_interval_ms)
         ),
         tls=server_tls(split.tls_cert, split.tls_key) if split.tls_cert else None,
+        limits=Limits(
+            max_message_bytes=split.max_message_bytes,
+            max_hello_bytes=split.max_hello_bytes,
+            hello_timeout_s=split.hello_timeout_ms / 1000,
+            send_queue=split.send_queue,
+            write_timeout_s=split.write_timeout_ms / 1000,
+            control_per_s=split.control_per_s,
+            reports_per_s=split.reports_per_s,
+        ),
     )
 
 

@@ -223,7 +223,12 @@ class SplitConfig:
     core: str = "127.0.0.1:7700"
     """Where an Agent finds Core (``run --role agent``)."""
     token: str = ""
-    """Shared secret an Agent presents in its hello; empty: none required."""
+    """Agent: the secret it presents in its hello. Core: the shared secret any Agent not listed in
+    ``agent_tokens`` may present (every holder can name itself any Agent: kept for compatibility, warned
+    about); empty: none."""
+    agent_tokens: dict[str, str] = field(default_factory=dict)
+    """Core: agent id -> that Agent's own secret. A listed Agent is admitted only with its own token; with
+    this set and ``token`` empty, an Agent not listed is refused."""
     tls_cert: str = ""
     """Core: PEM certificate (chain) to serve TLS with; empty: plaintext."""
     tls_key: str = ""
@@ -231,14 +236,53 @@ class SplitConfig:
     tls_ca: str = ""
     """Agent: PEM certificate(s) to verify Core with; set: the Agent connects over TLS."""
     allow_insecure: bool = False
-    """Core: serve a ``listen`` address other machines can reach without ``token`` and ``tls_cert``
+    """Core: serve a ``listen`` address other machines can reach without a token and ``tls_cert``
     (refused at start otherwise)."""
+    max_message_bytes: int = 1 << 20
+    """Core: the largest message an Agent may send once its hello is accepted (its stream ends otherwise)."""
+    max_hello_bytes: int = 16 << 10
+    """Core: the largest hello (before the Agent has proved who it is)."""
+    hello_timeout_ms: int = 5000
+    """Core: a stream that has not said hello by then is refused."""
+    send_queue: int = 10_000
+    """Core: messages queued for one Agent; one more and its stream is closed (its accounts go offline)."""
+    write_timeout_ms: int = 10_000
+    """Core: an Agent that takes no message this long is cut off (its accounts go offline)."""
+    control_per_s: int = 500
+    """Core: quotes and state snapshots per Agent stream per second (bursts of twice that); more is shed."""
+    reports_per_s: int = 50
+    """Core: account announcements per Agent stream per second (bursts of ten times that); more is shed."""
 
     def __post_init__(self) -> None:
         parse_host_port(self.listen, "split.listen")
         parse_host_port(self.core, "split.core")
         if self.tls_key and not self.tls_cert:
             raise ConfigError("split.tls_key needs split.tls_cert")
+        if not isinstance(self.agent_tokens, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.agent_tokens.items()
+        ):
+            raise ConfigError('split.agent_tokens must map agent id -> token, e.g. { "agent-a" = "..." }')
+        for agent_id, token in self.agent_tokens.items():
+            if not 0 < len(agent_id) <= 64 or not agent_id.isprintable():
+                raise ConfigError(
+                    f"split.agent_tokens: agent id {agent_id[:64]!r} must be 1..64 printable characters"
+                )
+            if not 16 <= len(token) <= 256 or not token.isprintable():
+                raise ConfigError(
+                    f"split.agent_tokens.{agent_id}: the token must be 16..256 printable characters"
+                )
+        bounds = {
+            "max_message_bytes": (self.max_message_bytes, 1024, 64 << 20),
+            "max_hello_bytes": (self.max_hello_bytes, 256, 1 << 20),
+            "hello_timeout_ms": (self.hello_timeout_ms, 100, 600_000),
+            "send_queue": (self.send_queue, 16, 10_000_000),
+            "write_timeout_ms": (self.write_timeout_ms, 100, 600_000),
+            "control_per_s": (self.control_per_s, 1, 1_000_000),
+            "reports_per_s": (self.reports_per_s, 1, 1_000_000),
+        }
+        for key, (value, low, high) in bounds.items():
+            if not low <= value <= high:
+                raise ConfigError(f"split.{key} must be {low}..{high}, got {value}")
 
 
 @dataclass(frozen=True, slots=True)

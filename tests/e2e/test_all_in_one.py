@@ -417,6 +417,8 @@ async def _stranded_slave_scenario() -> None:
         await w.online("9001", "51001", "51002")
         hs = core.accounts["51002"].handshake
         await trio.sleep(1)  # the reports are a second apart, as a terminal moving between hosts would be
+        # an account moves only while it is offline at its Agent: the terminal left agent-e2e first
+        await core.handle("agent-e2e", m.AccountOffline("agent-e2e", "51002", w.clock.now_ms()))
         await core.handle("agent-gone", m.AccountOnline("agent-gone", hs, w.clock.now_ms()))
         assert core.accounts["51002"].agent_id == "agent-gone"
         with capture_logs() as logs:
@@ -425,8 +427,10 @@ async def _stranded_slave_scenario() -> None:
             await core.wait_for(lambda: fills(healthy) == Counter({trade_id: 1}))
         assert any(e["event"] == "core_agent_unavailable" and e["agent_id"] == "agent-gone" for e in logs)
         assert any(e["event"] == "core_command_not_delivered" for e in logs)
-        # the terminal reconnects to the live Agent: its handshake moves the account back
+        # the dead Agent's stream ends (its accounts go offline), the terminal reconnects to the live Agent:
+        # its handshake moves the account back
         scope.cancel()
+        await core.handle("agent-gone", m.AccountOffline("agent-gone", "51002", w.clock.now_ms()))
         await trio.sleep(1)
         back = SimSlaveEA("51002", stranded.broker, w.listener.connect, w.clock.now_ms)
         await nursery.start(back.run)

@@ -109,6 +109,10 @@ def dispatch(ctx: Context, agent_id: str, msg: m.AgentToCore, tx: Tx) -> None:
         if acc is None:
             unknown_account(ctx, agent_id, msg, tx)
             return
+        if not accounts.owned_by(ctx, acc, agent_id, type(msg.message).__name__):
+            return
+        if accounts.from_the_future(ctx, agent_id, msg.received_ms, type(msg.message).__name__):
+            return
         if isinstance(msg.message, MasterEvent) and not gate(ctx, acc, msg.message, tx):
             return
         handler = HANDLERS.get(type(msg.message))

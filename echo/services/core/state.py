@@ -156,4 +156,7 @@ class State:
     """Commands awaiting their result, by command_id."""
     given_up: dict[str, Pending] = field(default_factory=dict)
     """Commands that got no result after every send: a late result is still applied."""
+    claims: dict[str, tuple[str, m.AccountOnline]] = field(default_factory=dict)
+    """account_id -> (agent_id, its announcement refused while the owner served the account): taken up
+    when the owner lets the account go offline, dropped when that Agent lets it go first."""
     pruned_at_ms: int = 0
