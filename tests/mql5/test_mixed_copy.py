@@ -196,8 +196,9 @@ async def test_a_netting_mt5_account_is_refused_at_its_handshake_and_the_others_
                         a in core.accounts and core.accounts[a].online for a in (MASTER, MT4, netting)
                     )
                 )
-                await core.wait_for(
-                    lambda: core.accounts[netting].registration is m.RegistrationStatus.REJECTED
+                rejected = m.RegistrationStatus.REJECTED
+                await core.wait_for(  # the verdict applied, and its evaluation row written
+                    lambda: core.accounts[netting].registration is rejected and core.recorded
                 )
                 (row,) = await copier.store.evaluations(netting)
                 (issue,) = json.loads(row.global_errors)
