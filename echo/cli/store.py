@@ -96,7 +96,7 @@ def cmd_accounts(args: argparse.Namespace) -> int:
 
 def cmd_handshake_evaluate(args: argparse.Namespace) -> int:
     """What a configuration makes of an account's last recorded handshake (the running copier applies the
-    same rules to every account on SIGHUP), and the verdicts recorded for it."""
+    same rules to every account when its configuration is reloaded), and the verdicts recorded for it."""
     from echo.app.queries import evaluate_last_handshake
     from echo.app.root import open_store
 

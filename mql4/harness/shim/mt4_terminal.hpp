@@ -85,25 +85,7 @@ inline ShimSymbol *ShimFind(const string &name) {
     return nullptr;
 }
 inline void ShimLoadBroker() {
-    const char *path = std::getenv("ECHO_BROKER");
-    if (!path) return;
-    std::ifstream in(path);
-    std::string kind;
-    while (in >> kind) {
-        if (kind == "symbol") {
-            ShimSymbol s;
-            in >> s.name >> s.digits >> s.point >> s.tick_size >> s.min_lot >> s.max_lot >> s.lot_step >>
-                s.stop_level >> s.contract >> s.tick_value >> s.bid >> s.ask;
-            Shim().symbols.push_back(s);
-        } else if (kind == "account") {
-            in >> Shim().account >> Shim().currency >> Shim().balance >> Shim().leverage;
-        } else if (kind == "tickets") {
-            in >> Shim().next_ticket;
-        } else {
-            std::string rest;
-            std::getline(in, rest);
-        }
-    }
+    ShimReadBroker<ShimSymbol>(Shim(), [](const std::string &, std::istream &) { return false; });
 }
 
 // The broker's orders on disk (ECHO_BROKER_STATE), tab-separated with the comment last.

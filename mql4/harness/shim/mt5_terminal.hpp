@@ -175,21 +175,9 @@ inline Shim5Symbol *Shim5Find(const std::string &name) {
 }
 
 inline void ShimLoadBroker() {
-    const char *path = std::getenv("ECHO_BROKER");
-    if (!path) return;
-    std::ifstream in(path);
-    std::string kind;
-    while (in >> kind) {
-        if (kind == "symbol") {
-            Shim5Symbol s;
-            in >> s.name >> s.digits >> s.point >> s.tick_size >> s.min_lot >> s.max_lot >> s.lot_step >>
-                s.stop_level >> s.contract >> s.tick_value >> s.bid >> s.ask;
-            Shim5().symbols.push_back(s);
-        } else if (kind == "account") {
-            in >> Shim5().account >> Shim5().currency >> Shim5().balance >> Shim5().leverage;
-        } else if (kind == "tickets") {
-            in >> Shim5().next_ticket;
-        } else if (kind == "filling") {
+    // MT5's own lines: `filling SYMBOL MASK`, `margin_mode hedging|netting`, `company NAME...`
+    ShimReadBroker<Shim5Symbol>(Shim5(), [](const std::string &kind, std::istream &in) {
+        if (kind == "filling") {
             std::string name;
             int mask = 0;
             in >> name >> mask;
@@ -201,10 +189,10 @@ inline void ShimLoadBroker() {
         } else if (kind == "company") {
             std::getline(in >> std::ws, Shim5().company);
         } else {
-            std::string rest;
-            std::getline(in, rest);
+            return false;
         }
-    }
+        return true;
+    });
 }
 
 inline void ShimSaveState() {

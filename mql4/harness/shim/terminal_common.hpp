@@ -25,6 +25,32 @@
 
 #include "mt4.hpp"
 
+// The broker profile (ECHO_BROKER) both terminals read: `symbol NAME DIGITS POINT TICK_SIZE MIN_LOT MAX_LOT
+// LOT_STEP STOP_LEVEL CONTRACT TICK_VALUE BID ASK`, `account NUMBER CURRENCY BALANCE LEVERAGE` and `tickets
+// FIRST` lines into `t`; a line of any other kind goes to `other(kind, in)`, and is skipped when it says false.
+template <class Symbol, class Terminal, class Other>
+inline void ShimReadBroker(Terminal &t, Other other) {
+    const char *path = std::getenv("ECHO_BROKER");
+    if (!path) return;
+    std::ifstream in(path);
+    std::string kind;
+    while (in >> kind) {
+        if (kind == "symbol") {
+            Symbol s;
+            in >> s.name >> s.digits >> s.point >> s.tick_size >> s.min_lot >> s.max_lot >> s.lot_step >>
+                s.stop_level >> s.contract >> s.tick_value >> s.bid >> s.ask;
+            t.symbols.push_back(s);
+        } else if (kind == "account") {
+            in >> t.account >> t.currency >> t.balance >> t.leverage;
+        } else if (kind == "tickets") {
+            in >> t.next_ticket;
+        } else if (!other(kind, in)) {
+            std::string rest;
+            std::getline(in, rest);
+        }
+    }
+}
+
 #define FILE_READ 1
 #define FILE_WRITE 2
 #define FILE_TXT 16
