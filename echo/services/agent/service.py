@@ -14,7 +14,9 @@ connection's reader and writer are ``connection``; this module wires them to Cor
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+from typing import Any, TypeVar
 
 import structlog
 import trio
@@ -29,12 +31,30 @@ from echo.ports.clock import Clock
 from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.transport import AgentLink, LinkClosed
+from echo.services import tracing
 from echo.services.agent import admission
 from echo.services.agent.book import Command, CommandBook, Held, count
 from echo.services.agent.connection import Connection, describe, read_lines, reply, write_lines
 from echo.services.timers import DueTimers
 
 log = structlog.get_logger("echo.agent")
+trace_use = tracing.use
+V = TypeVar("V")
+
+
+def _remember(memory: dict[str, V], key: str, value: V) -> None:
+    """Bounded: the oldest entry goes when the memory is full (a command that never came back)."""
+    memory.pop(key, None)
+    memory[key] = value
+    if len(memory) > _TRACE_MEMORY:
+        del memory[next(iter(memory))]
+
+
+_TRACED = (m.TradeIntent, m.TradeClose, m.TradeModify)
+"""A master's events: each starts (or continues) its trade's trace at the Agent."""
+_RESULTS = (m.ExecutionResult, m.CloseResult, m.ModifyResult)
+_TRACE_MEMORY = 10_000
+"""Commands whose last write's span the Agent remembers (for the slave's ack and result)."""
 
 _CHATTY_TYPES = frozenset({"quotes", "state_snapshot"})
 """Forwarded without a log line each (several per second per terminal)."""
@@ -68,6 +88,10 @@ class Agent:
         self.book = CommandBook(ledger, self._timers, self._write, self._relay_settings, self.stats)
         self.registration: dict[str, m.RegistrationStatus] = {}
         """account_id -> Core's last verdict on its handshake, as it passed through to the terminal."""
+        self._trace_from_core: dict[str, str] = {}
+        """command_id -> the traceparent of Core's send (traces on only)."""
+        self._trace_writes: dict[str, tuple[str, int]] = {}
+        """command_id -> (traceparent, ns) of the Agent's last write of it (traces on only)."""
 
     @property
     def held(self) -> dict[str, Held]:
@@ -138,6 +162,8 @@ class Agent:
                         log.info("agent_command_dropped", command_id=msg.command_id, reason=msg.reason)
                         self.book.relay(msg.command_id, relay.Dropped(), now)
                 elif isinstance(msg.message, Command):
+                    if tracing.ON and msg.traceparent:
+                        _remember(self._trace_from_core, msg.message.command_id, msg.traceparent)
                     self._arrived(msg.account_id, msg.message, now)
                 elif isinstance(msg.message, m.SymbolRegistrationResult):
                     self.registration[msg.account_id] = msg.message.status
@@ -196,6 +222,8 @@ class Agent:
         conn = self.connections.get(account_id)
         if conn is None:
             return "account not connected"
+        if tracing.ON and isinstance(message, Command):
+            self._trace_write(account_id, message)
         try:
             conn.outbox.send_nowait(encode(message, now_ms))
         except trio.WouldBlock:
@@ -205,6 +233,33 @@ class Agent:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return "connection closing"
         return None
+
+    def _trace_write(self, account_id: str, command: Command) -> None:
+        """The span of one write of a command to its slave, under Core's send of it."""
+        cid = command.command_id
+        span = tracing.start(
+            "agent.command.write",
+            command.trace_id,
+            traceparent=self._trace_from_core.get(cid, ""),
+            attributes={"account_id": account_id, "command_id": cid, "trade_id": command.trade_id},
+        )
+        span.end()
+        _remember(self._trace_writes, cid, (tracing.traceparent_of(span), time.time_ns()))
+
+    def _trace_slave(self, name: str, command_id: str, trace_id: str, ea_ms: int, **attrs: Any) -> str:
+        """The slave's part (``name``) as a span from the Agent's write to now, under that write, with the
+        terminal's own timestamp as an event; returns its traceparent (for what goes on to Core)."""
+        parent, written_ns = self._trace_writes.get(command_id, ("", None))
+        span = tracing.start(
+            name,
+            trace_id,
+            traceparent=parent,
+            start_ns=written_ns,
+            attributes={"command_id": command_id, **attrs},
+        )
+        span.add_event("terminal", {"ea_timestamp_ms": ea_ms})
+        span.end()
+        return tracing.traceparent_of(span)
 
     # ----------------------------------------------------------------------------------------- from EAs
 
@@ -271,6 +326,14 @@ class Agent:
             self._protocol_error(conn, account_id)
             return
         if isinstance(payload, m.PipeDeliveryAck):
+            if tracing.ON:
+                self._trace_slave(
+                    "slave.delivery_ack",
+                    payload.command_id,
+                    payload.trace_id,
+                    ev.timestamp_ms,
+                    status=payload.status.value,
+                )
             self._on_pipe_ack(conn, payload)
             await self._flush()
             return
@@ -288,7 +351,42 @@ class Agent:
                 trace_id=getattr(payload, "trace_id", None),
                 command_id=getattr(payload, "command_id", None),
             )
+        if tracing.ON and isinstance(payload, (*_TRACED, *_RESULTS)):
+            await self._forward_traced(account_id, payload, ev.timestamp_ms)
+            return
         await self._to_core(m.FromAccount(account_id, payload, self._clock.now_ms()))
+
+    async def _forward_traced(self, account_id: str, payload: m.FromEA, ea_ms: int) -> None:
+        """A master's event (the trade's first hop) or a slave's result (under the Agent's write of the
+        command), forwarded to Core with the traceparent of its span."""
+        if isinstance(payload, _RESULTS):
+            self._trace_from_core.pop(payload.command_id, None)
+            parent = self._trace_slave(
+                "slave.result",
+                payload.command_id,
+                payload.trace_id,
+                ea_ms,
+                account_id=account_id,
+                success=payload.success,
+            )
+            self._trace_writes.pop(payload.command_id, None)
+            attrs = {"account_id": account_id}
+            span = tracing.start(
+                "agent.result.forward", payload.trace_id, traceparent=parent, attributes=attrs
+            )
+        else:
+            assert isinstance(payload, _TRACED)
+            span = tracing.start(
+                "agent.intent.receive",
+                payload.trace_id,
+                attributes={"account_id": account_id, "trade_id": payload.trade_id, "ea_timestamp_ms": ea_ms},
+            )
+        try:
+            with trace_use(span):
+                msg = m.FromAccount(account_id, payload, self._clock.now_ms(), tracing.traceparent_of(span))
+                await self._to_core(msg)
+        finally:
+            span.end()
 
     def _on_pipe_ack(self, conn: Connection, ack: m.PipeDeliveryAck) -> None:
         held = self.held.get(ack.command_id)

@@ -1,0 +1,65 @@
+"""The process's OpenTelemetry traces, exported by OTLP/HTTP (protobuf) to ``telemetry.endpoint``.
+
+One TracerProvider per process (``service.name`` echo-core, echo-agent or echo for all-in-one), a
+BatchSpanProcessor that exports from its own thread (a copy never waits for it; what is queued is flushed
+at shutdown), and an id generator that gives a trade's first span the trace id born at its master."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+
+import structlog
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from echo.domain.config import TelemetryConfig
+from echo.services import tracing
+
+log = structlog.get_logger("echo.telemetry")
+
+EXPORT_TIMEOUT_S = 5.0
+"""How long one export may take (the exporter's thread waits, never the copier)."""
+
+
+class MasterTraceIds(RandomIdGenerator):
+    """A root span takes the trace id its trade was born with at the master (``tracing.start``)."""
+
+    def generate_trace_id(self) -> int:
+        return tracing.WANTED_TRACE_ID.get() or super().generate_trace_id()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("echo-copier")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@contextmanager
+def traces(config: TelemetryConfig, service_name: str) -> Iterator[None]:
+    """Spans are recorded and exported while inside; the queue is flushed on the way out."""
+    name = config.service_name or service_name
+    resource = Resource.create(
+        {"service.name": name, "service.version": _version(), "host.name": socket.gethostname()}
+    )
+    provider = TracerProvider(
+        resource=resource,
+        sampler=ParentBased(TraceIdRatioBased(config.sampling)),
+        id_generator=MasterTraceIds(),
+    )
+    exporter = OTLPSpanExporter(endpoint=config.endpoint, timeout=EXPORT_TIMEOUT_S)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    tracing.enable(provider.get_tracer("echo"))
+    log.info("telemetry_traces_on", endpoint=config.endpoint, service_name=name, sampling=config.sampling)
+    try:
+        yield
+    finally:
+        tracing.disable()
+        provider.shutdown()
