@@ -180,7 +180,9 @@ def agent_message_from_pb(msg: apb.AgentMessage, agent_id: str) -> m.AgentToCore
             which = fa.WhichOneof("message")
             if which is None:
                 raise ConvertError("from_account carries no message")
-            return m.FromAccount(fa.account_id, _FROM_EA[which](fa), fa.received_ms)
+            return m.FromAccount(
+                fa.account_id, _FROM_EA[which](fa), fa.received_ms, _traceparent(fa.traceparent)
+            )
         if payload == "command_ack":
             return _command_ack(msg.command_ack)
         if payload == "account_offline":
