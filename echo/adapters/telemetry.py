@@ -6,6 +6,7 @@ at shutdown), and an id generator that gives a trade's first span the trace id b
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,13 @@ class MasterTraceIds(RandomIdGenerator):
         return tracing.WANTED_TRACE_ID.get() or super().generate_trace_id()
 
 
+class _ExporterLog(logging.Handler):
+    """The SDK's and the exporter's complaints (a receiver that is down) as the copier's own log lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.warning("telemetry_export_problem", error=record.getMessage()[:300], source=record.name)
+
+
 def _version() -> str:
     try:
         return metadata.version("echo-copier")
@@ -55,7 +63,14 @@ def traces(config: TelemetryConfig, service_name: str) -> Iterator[None]:
         id_generator=MasterTraceIds(),
     )
     exporter = OTLPSpanExporter(endpoint=config.endpoint, timeout=EXPORT_TIMEOUT_S)
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    timeout_ms = int(EXPORT_TIMEOUT_S * 1000)
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, schedule_delay_millis=1000, export_timeout_millis=timeout_ms)
+    )
+    sdk_log = logging.getLogger("opentelemetry")
+    handler = _ExporterLog(logging.WARNING)
+    sdk_log.addHandler(handler)
+    sdk_log.propagate = False
     tracing.enable(provider.get_tracer("echo"))
     log.info("telemetry_traces_on", endpoint=config.endpoint, service_name=name, sampling=config.sampling)
     try:
@@ -63,3 +78,5 @@ def traces(config: TelemetryConfig, service_name: str) -> Iterator[None]:
     finally:
         tracing.disable()
         provider.shutdown()
+        sdk_log.removeHandler(handler)
+        sdk_log.propagate = True

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from echo.adapters.store.sqlite import SqliteStore
+from tests.backends import free_port
 from tests.e2e.test_processes import Split
 from tests.e2e.world import CLI, read_until, sim_ea
 from tests.otlp import ReceivedSpan, Receiver, otlp_receiver
@@ -159,3 +160,14 @@ async def _copy_two_trades(config: Path, sock: Path, env: dict[str, str] | None 
                     proc.send_signal(15)
                     await proc.wait()
     assert copier.returncode == 0
+
+
+async def test_a_receiver_that_is_down_delays_no_copy(tmp_path: Path) -> None:
+    sock, db = tmp_path / "echo.sock", tmp_path / "echo.db"
+    config = tmp_path / "echo.toml"
+    config.write_text(
+        f'[agent]\nsocket_path = "{sock}"\n[store]\nurl = "sqlite:///{db}"\n'
+        f'[telemetry]\nendpoint = "http://127.0.0.1:{free_port()}/v1/traces"\n'
+    )
+    await _copy_two_trades(config, sock)
+    assert len(await _trace_ids(db)) == 2
