@@ -26,9 +26,9 @@ WANTED_TRACE_ID: ContextVar[int] = ContextVar("echo_wanted_trace_id", default=0)
 """The trace id a root span about to start should take (the master's); read by the SDK's id generator
 that the composition root installs (``echo.adapters.telemetry``)."""
 
-GROUP: ContextVar[dict[str, Span] | None] = ContextVar("echo_trace_group", default=None)
-"""In a Core router worker: trace_id -> the span of the message being handled for it, so the journal and
-the sends of that group open their spans under it."""
+GROUP: ContextVar[dict[str, list[Span]] | None] = ContextVar("echo_trace_group", default=None)
+"""In a Core router worker: trace_id -> the spans of the group's messages in that trace, so the steps of
+the group (apply, journal) get a span under each and its sends are events of the last one."""
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -96,8 +96,9 @@ def children(name: str, start_ns: int, end_ns: int) -> None:
     group = GROUP.get()
     if not group:
         return
-    for span in group.values():
-        start(name, None, parent=span, start_ns=start_ns).end(end_ns)
+    for spans in group.values():
+        for span in spans:
+            start(name, None, parent=span, start_ns=start_ns).end(end_ns)
 
 
 def use(span: Span) -> AbstractContextManager[Span]:

@@ -25,11 +25,7 @@ _HOPS = {
     "core.router.queue",
     "core.engine.apply",
     "core.journal.commit",
-    "core.send",
     "agent.command.write",
-    "slave.delivery_ack",
-    "slave.result",
-    "agent.result.forward",
 }
 
 
@@ -61,20 +57,26 @@ def _check_trace(spans: list[ReceivedSpan], services: set[str]) -> None:
     def parent(s: ReceivedSpan) -> ReceivedSpan:
         return by_id[s.parent_span_id]
 
-    opened = [s for s in spans if s.name == "core.handle" and s.attributes["message"] == "TradeIntent"]
-    assert len(opened) == 1
-    assert parent(opened[0]).name == "agent.intent.receive" and not parent(opened[0]).parent_span_id
-    executes = [s for s in spans if s.name == "core.send" and s.attributes["message"] == "ExecuteOrder"]
-    assert executes and all(parent(s) is opened[0] for s in executes)
-    writes = [s for s in spans if s.name == "agent.command.write" and parent(s) in executes]
-    assert writes, "the Agent's write of the order is under Core's send"
-    results = [s for s in spans if s.name == "slave.result" and parent(s) in writes]
-    assert len(results) == 1 and "terminal" in results[0].events
-    assert any(s.name == "slave.delivery_ack" and parent(s) in writes for s in spans)
-    forwarded = [s for s in spans if s.name == "agent.result.forward" and parent(s) is results[0]]
-    assert any(s.name == "core.handle" and parent(s) in forwarded for s in spans), "Core under the result"
-    for name in ("core.router.queue", "core.engine.apply", "core.journal.commit"):
-        assert any(s.name == name and parent(s) is opened[0] for s in spans), name
+    handled: dict[object, list[ReceivedSpan]] = {}
+    for s in spans:
+        if s.name == "core.handle":
+            handled.setdefault(s.attributes["message"], []).append(s)
+    assert set(handled) <= {"TradeIntent", "TradeClose", "TradeModify"}, "Core: master events only"
+    assert len(handled["TradeIntent"]) == 1 and handled["TradeClose"]
+    for core in (s for group in handled.values() for s in group):
+        received = parent(core)
+        assert received.name == "agent.intent.receive" and not received.parent_span_id
+        assert received.start_ns <= core.start_ns
+        for name in ("core.router.queue", "core.engine.apply", "core.journal.commit"):
+            assert [s for s in spans if s.name == name and parent(s) is core], name
+        assert "core.sent" in core.events, "Core's sends are events of its span"
+    writes = [s for s in spans if s.name == "agent.command.write"]
+    assert all(parent(s).name in ("core.handle", "core.resend") for s in writes)
+    opened = [s for s in writes if parent(s) is handled["TradeIntent"][0]]
+    assert len(opened) == 1, "the Agent's write of the order is under Core's span of the intent"
+    assert opened[0].events[-2:] == ("slave.delivery_ack", "slave.result"), opened[0].events
+    closed = [s for s in writes if parent(s) in handled["TradeClose"]]
+    assert closed and closed[-1].events[-1] == "slave.result"
 
 
 async def test_split_core_and_agent_processes_send_one_trace_per_trade(tmp_path: Path) -> None:

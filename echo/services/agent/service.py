@@ -14,12 +14,12 @@ connection's reader and writer are ``connection``; this module wires them to Cor
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 import trio
+from opentelemetry.trace import Span
 
 from echo.delivery import relay
 from echo.delivery.machine import Settings
@@ -38,16 +38,25 @@ from echo.services.agent.connection import Connection, describe, read_lines, rep
 from echo.services.timers import DueTimers
 
 log = structlog.get_logger("echo.agent")
-trace_use = tracing.use
-V = TypeVar("V")
 
 
-def _remember(memory: dict[str, V], key: str, value: V) -> None:
+def _remember(memory: dict[str, str], key: str, value: str) -> None:
     """Bounded: the oldest entry goes when the memory is full (a command that never came back)."""
     memory.pop(key, None)
     memory[key] = value
     if len(memory) > _TRACE_MEMORY:
         del memory[next(iter(memory))]
+
+
+def _remember_span(memory: dict[str, Span], key: str, span: Span) -> None:
+    """As ``_remember``; a span that leaves (written again, or forgotten) is ended."""
+    old = memory.pop(key, None)
+    if old is not None:
+        old.set_attribute("written_again", True)
+        old.end()
+    memory[key] = span
+    if len(memory) > _TRACE_MEMORY:
+        memory.pop(next(iter(memory))).end()
 
 
 _TRACED = (m.TradeIntent, m.TradeClose, m.TradeModify)
@@ -90,8 +99,8 @@ class Agent:
         """account_id -> Core's last verdict on its handshake, as it passed through to the terminal."""
         self._trace_from_core: dict[str, str] = {}
         """command_id -> the traceparent of Core's send (traces on only)."""
-        self._trace_writes: dict[str, tuple[str, int]] = {}
-        """command_id -> (traceparent, ns) of the Agent's last write of it (traces on only)."""
+        self._trace_writes: dict[str, Span] = {}
+        """command_id -> the span of the Agent's last write of it, open until its result (traces on only)."""
 
     @property
     def held(self) -> dict[str, Held]:
@@ -160,6 +169,9 @@ class Agent:
                 elif isinstance(msg, m.DropCommand):
                     if msg.command_id in self.held or msg.command_id in self.settled:
                         log.info("agent_command_dropped", command_id=msg.command_id, reason=msg.reason)
+                        if tracing.ON and (span := self._trace_writes.pop(msg.command_id, None)):
+                            span.add_event("agent.command.dropped", {"reason": msg.reason})
+                            span.end()
                         self.book.relay(msg.command_id, relay.Dropped(), now)
                 elif isinstance(msg.message, Command):
                     if tracing.ON and msg.traceparent:
@@ -235,7 +247,9 @@ class Agent:
         return None
 
     def _trace_write(self, account_id: str, command: Command) -> None:
-        """The span of one write of a command to its slave, under Core's send of it."""
+        """The span of a command at its slave: from the Agent's write (under Core's span that sent it) to
+        the slave's result; the slave's delivery ack and result are its events. A write again (a retry)
+        ends the span of the write before and opens its own."""
         cid = command.command_id
         span = tracing.start(
             "agent.command.write",
@@ -243,23 +257,19 @@ class Agent:
             traceparent=self._trace_from_core.get(cid, ""),
             attributes={"account_id": account_id, "command_id": cid, "trade_id": command.trade_id},
         )
-        span.end()
-        _remember(self._trace_writes, cid, (tracing.traceparent_of(span), time.time_ns()))
+        _remember_span(self._trace_writes, cid, span)
 
-    def _trace_slave(self, name: str, command_id: str, trace_id: str, ea_ms: int, **attrs: Any) -> str:
-        """The slave's part (``name``) as a span from the Agent's write to now, under that write, with the
-        terminal's own timestamp as an event; returns its traceparent (for what goes on to Core)."""
-        parent, written_ns = self._trace_writes.get(command_id, ("", None))
-        span = tracing.start(
-            name,
-            trace_id,
-            traceparent=parent,
-            start_ns=written_ns,
-            attributes={"command_id": command_id, **attrs},
-        )
-        span.add_event("terminal", {"ea_timestamp_ms": ea_ms})
-        span.end()
-        return tracing.traceparent_of(span)
+    def _trace_slave(self, event: str, command_id: str, ea_ms: int, attrs: dict[str, Any]) -> None:
+        """The slave's delivery ack or result, as an event of the span of its command's write (with the
+        terminal's own timestamp); a result ends that span."""
+        span = self._trace_writes.get(command_id)
+        if span is None:
+            return
+        span.add_event(event, {"ea_timestamp_ms": ea_ms, **attrs})
+        if event == "slave.result":
+            del self._trace_writes[command_id]
+            self._trace_from_core.pop(command_id, None)
+            span.end()
 
     # ----------------------------------------------------------------------------------------- from EAs
 
@@ -327,13 +337,8 @@ class Agent:
             return
         if isinstance(payload, m.PipeDeliveryAck):
             if tracing.ON:
-                self._trace_slave(
-                    "slave.delivery_ack",
-                    payload.command_id,
-                    payload.trace_id,
-                    ev.timestamp_ms,
-                    status=payload.status.value,
-                )
+                attrs = {"status": payload.status.value}
+                self._trace_slave("slave.delivery_ack", payload.command_id, ev.timestamp_ms, attrs)
             self._on_pipe_ack(conn, payload)
             await self._flush()
             return
@@ -351,38 +356,26 @@ class Agent:
                 trace_id=getattr(payload, "trace_id", None),
                 command_id=getattr(payload, "command_id", None),
             )
-        if tracing.ON and isinstance(payload, (*_TRACED, *_RESULTS)):
-            await self._forward_traced(account_id, payload, ev.timestamp_ms)
-            return
+        if tracing.ON:
+            if isinstance(payload, _TRACED):
+                await self._forward_traced(account_id, payload, ev.timestamp_ms)
+                return
+            if isinstance(payload, _RESULTS):
+                result: dict[str, Any] = {"success": payload.success, "error_code": payload.error_code.value}
+                self._trace_slave("slave.result", payload.command_id, ev.timestamp_ms, result)
         await self._to_core(m.FromAccount(account_id, payload, self._clock.now_ms()))
 
-    async def _forward_traced(self, account_id: str, payload: m.FromEA, ea_ms: int) -> None:
-        """A master's event (the trade's first hop) or a slave's result (under the Agent's write of the
-        command), forwarded to Core with the traceparent of its span."""
-        if isinstance(payload, _RESULTS):
-            self._trace_from_core.pop(payload.command_id, None)
-            parent = self._trace_slave(
-                "slave.result",
-                payload.command_id,
-                payload.trace_id,
-                ea_ms,
-                account_id=account_id,
-                success=payload.success,
-            )
-            self._trace_writes.pop(payload.command_id, None)
-            attrs = {"account_id": account_id}
-            span = tracing.start(
-                "agent.result.forward", payload.trace_id, traceparent=parent, attributes=attrs
-            )
-        else:
-            assert isinstance(payload, _TRACED)
-            span = tracing.start(
-                "agent.intent.receive",
-                payload.trace_id,
-                attributes={"account_id": account_id, "trade_id": payload.trade_id, "ea_timestamp_ms": ea_ms},
-            )
+    async def _forward_traced(
+        self, account_id: str, payload: m.TradeIntent | m.TradeClose | m.TradeModify, ea_ms: int
+    ) -> None:
+        """A master's event, the trade's first hop: forwarded to Core with the traceparent of its span."""
+        span = tracing.start(
+            "agent.intent.receive",
+            payload.trace_id,
+            attributes={"account_id": account_id, "trade_id": payload.trade_id, "ea_timestamp_ms": ea_ms},
+        )
         try:
-            with trace_use(span):
+            with tracing.use(span):
                 msg = m.FromAccount(account_id, payload, self._clock.now_ms(), tracing.traceparent_of(span))
                 await self._to_core(msg)
         finally:

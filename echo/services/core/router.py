@@ -52,8 +52,9 @@ REJECTIONS_TOTAL = _meter.create_counter(
 
 
 def _handle_span(msg: m.AgentToCore, worker_id: int) -> Span | None:
-    """Core's span for a message of a trade, from its arrival until what it caused is sent, under the
-    Agent's span for it (the traceparent it came with) in the trace of its trade."""
+    """Core's span for a master's event, from its arrival until what it caused is sent, under the Agent's
+    span for it (the traceparent it came with) in the trace of its trade. (A slave's result is an event of
+    the Agent's span of its command, not a span of Core's: a fan-out costs no span per slave here.)"""
     if not isinstance(msg, m.FromAccount):
         return None
     trace_id = getattr(msg.message, "trace_id", None)
@@ -67,14 +68,14 @@ def _handle_span(msg: m.AgentToCore, worker_id: int) -> Span | None:
     )
 
 
-def _traced_group(items: list[_Queued]) -> dict[str, Span]:
-    """trace_id -> Core's span of the group's message in that trace (a queue-wait span starts under each)."""
-    group: dict[str, Span] = {}
+def _traced_group(items: list[_Queued]) -> dict[str, list[Span]]:
+    """trace_id -> Core's spans of the group's messages in that trace (a queue-wait span under each)."""
+    group: dict[str, list[Span]] = {}
     now = time.time_ns()
     for q in items:
         if q.span is not None and isinstance(q.msg, m.FromAccount):
             tracing.start("core.router.queue", None, parent=q.span, start_ns=q.span_ns).end(now)
-            group.setdefault(getattr(q.msg.message, "trace_id", ""), q.span)
+            group.setdefault(getattr(q.msg.message, "trace_id", ""), []).append(q.span)
     return group
 
 
@@ -179,7 +180,7 @@ class Router(Generic[Tx]):
         worker_id = worker_for(trade_id, self.config.worker_pool_size)
         master = is_master_event(msg)
         depth = self._masters_waiting[worker_id]
-        span = _handle_span(msg, worker_id) if tracing.ON else None
+        span = _handle_span(msg, worker_id) if tracing.ON and master else None
         span_ns = time.time_ns() if span is not None else 0
         if master and depth >= self.config.queue_depth_max:
             self.stats.rejected_busy += 1

@@ -388,22 +388,26 @@ class Core:
                 )
 
     async def _send_traced(self, agent_id: str, out: m.ToAccount) -> str | None:
-        """``_to_agent`` in a span of the trade's trace (under the router's span of what caused it), whose
-        traceparent goes with the message so the Agent's write joins the trace."""
+        """``_to_agent`` with the traceparent of the router's span of what caused the message (an event
+        ``core.sent`` of that span), so the Agent's write joins the trade's trace; a re-send outside the
+        router (the reconciler's) gets a ``core.resend`` span of its own in the trade's trace."""
         trace_id = getattr(out.message, "trace_id", None)
         if trace_id is None:
             return await self._to_agent(agent_id, out)
-        parent = (tracing.GROUP.get() or {}).get(trace_id)
-        span = tracing.start(
-            "core.send",
-            trace_id,
-            parent=parent,
-            attributes={"account_id": out.account_id, "message": type(out.message).__name__},
-        )
+        spans = (tracing.GROUP.get() or {}).get(trace_id)
+        span = spans[-1] if spans else None
+        own = span is None
+        if span is None:
+            span = tracing.start(
+                "core.resend",
+                trace_id,
+                attributes={"account_id": out.account_id, "message": type(out.message).__name__},
+            )
         try:
             problem = await self._to_agent(agent_id, replace(out, traceparent=tracing.traceparent_of(span)))
-            if problem is not None:
-                span.set_attribute("error", problem)
+            attrs = {"account_id": out.account_id, "message": type(out.message).__name__}
+            span.add_event("core.sent", {**attrs, "error": problem} if problem else attrs)
             return problem
         finally:
-            span.end()
+            if own:
+                span.end()
