@@ -1,5 +1,6 @@
-"""A real OTLP/HTTP traces receiver for tests: an HTTP server (its own thread) that decodes the official
-``ExportTraceServiceRequest`` protobuf the copier's exporter posts, and keeps every span it got."""
+"""A real OTLP/HTTP traces receiver for tests: an HTTP server (its own thread) that keeps what the copier's
+exporter posts and decodes it as the official ``ExportTraceServiceRequest`` protobuf when read (so a
+benchmark's terminals in the same process do not share the interpreter with the decoding meanwhile)."""
 
 from __future__ import annotations
 
@@ -32,16 +33,21 @@ class ReceivedSpan:
 @dataclass
 class Receiver:
     url: str
-    spans: list[ReceivedSpan] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     posts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def traces(self) -> dict[str, list[ReceivedSpan]]:
+    @property
+    def spans(self) -> list[ReceivedSpan]:
         with self.lock:
-            by_trace: dict[str, list[ReceivedSpan]] = {}
-            for span in self.spans:
-                by_trace.setdefault(span.trace_id, []).append(span)
-            return by_trace
+            bodies = list(self.bodies)
+        return [span for body in bodies for span in decode(body)]
+
+    def traces(self) -> dict[str, list[ReceivedSpan]]:
+        by_trace: dict[str, list[ReceivedSpan]] = {}
+        for span in self.spans:
+            by_trace.setdefault(span.trace_id, []).append(span)
+        return by_trace
 
 
 def _value(v: object) -> object:
@@ -82,10 +88,10 @@ def otlp_receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
-            spans = decode(body) if self.path == "/v1/traces" else []
             with receiver.lock:
                 receiver.posts += 1
-                receiver.spans.extend(spans)
+                if self.path == "/v1/traces":
+                    receiver.bodies.append(body)
             reply = ExportTraceServiceResponse().SerializeToString()
             self.send_response(200 if self.path == "/v1/traces" else 404)
             self.send_header("Content-Type", "application/x-protobuf")

@@ -9,6 +9,7 @@ in-process transport alike) a span travels as a W3C ``traceparent`` string on th
 from __future__ import annotations
 
 import re
+import time
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import Any
@@ -26,9 +27,33 @@ WANTED_TRACE_ID: ContextVar[int] = ContextVar("echo_wanted_trace_id", default=0)
 """The trace id a root span about to start should take (the master's); read by the SDK's id generator
 that the composition root installs (``echo.adapters.telemetry``)."""
 
-GROUP: ContextVar[dict[str, list[Span]] | None] = ContextVar("echo_trace_group", default=None)
-"""In a Core router worker: trace_id -> the spans of the group's messages in that trace, so the steps of
-the group (apply, journal) get a span under each and its sends are events of the last one."""
+
+class Group:
+    """What a Core router worker traces while it handles one group: trace_id -> the spans of the group's
+    messages in that trace (its sends are events of the last one), and the group's steps (apply, journal)
+    as (name, start, end), made child spans of each message's span once the group is sent (``close``), so
+    building them never delays a copy."""
+
+    __slots__ = ("spans", "steps", "waits")
+
+    def __init__(self) -> None:
+        self.spans: dict[str, list[Span]] = {}
+        self.steps: list[tuple[str, int, int]] = []
+        self.waits: list[tuple[Span, int, int]] = []
+        """Each message's wait in its worker's queue: (its span, enqueued, dequeued)."""
+
+    def close(self) -> None:
+        for parent, start_ns, end_ns in self.waits:
+            start("core.router.queue", None, parent=parent, start_ns=start_ns).end(end_ns)
+        for spans in self.spans.values():
+            for span in spans:
+                for name, start_ns, end_ns in self.steps:
+                    start(name, None, parent=span, start_ns=start_ns).end(end_ns)
+                span.end()
+
+
+GROUP: ContextVar[Group | None] = ContextVar("echo_trace_group", default=None)
+"""The group a Core router worker is handling (traces on, and a master's event in it)."""
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -90,17 +115,41 @@ def traceparent_of(span: Span) -> str:
     return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
 
 
-def children(name: str, start_ns: int, end_ns: int) -> None:
-    """One span ``name`` from ``start_ns`` to ``end_ns`` under each span of the current router group (a
-    step that worked on the whole group at once, such as the journal's commit)."""
+def step(name: str, start_ns: int, end_ns: int) -> None:
+    """A step of the current router group, from ``start_ns`` to ``end_ns`` (``Group``)."""
     group = GROUP.get()
-    if not group:
-        return
-    for spans in group.values():
-        for span in spans:
-            start(name, None, parent=span, start_ns=start_ns).end(end_ns)
+    if group is not None:
+        group.steps.append((name, start_ns, end_ns))
 
 
 def use(span: Span) -> AbstractContextManager[Span]:
     """``span`` is the current one meanwhile (log lines carry its ids); it is not ended on exit."""
     return trace.use_span(span, end_on_exit=False)
+
+
+class Deferred:
+    """A span whose timestamps are taken now and whose object is built at ``finish``: off the hot path
+    (the Agent's fan-out writes), and never at all for what is forgotten unfinished."""
+
+    __slots__ = ("attributes", "events", "name", "start_ns", "trace_id", "traceparent")
+
+    def __init__(self, name: str, trace_id: str, traceparent: str, attributes: dict[str, Any]) -> None:
+        self.name, self.trace_id, self.traceparent = name, trace_id, traceparent
+        self.attributes = attributes
+        self.start_ns = time.time_ns()
+        self.events: list[tuple[str, int, dict[str, Any]]] = []
+
+    def add_event(self, name: str, attributes: dict[str, Any]) -> None:
+        self.events.append((name, time.time_ns(), attributes))
+
+    def finish(self, **attributes: Any) -> None:
+        span = start(
+            self.name,
+            self.trace_id,
+            traceparent=self.traceparent,
+            start_ns=self.start_ns,
+            attributes={**self.attributes, **attributes},
+        )
+        for name, at_ns, attrs in self.events:
+            span.add_event(name, attrs, timestamp=at_ns)
+        span.end()

@@ -19,7 +19,6 @@ from typing import Any
 
 import structlog
 import trio
-from opentelemetry.trace import Span
 
 from echo.delivery import relay
 from echo.delivery.machine import Settings
@@ -48,15 +47,14 @@ def _remember(memory: dict[str, str], key: str, value: str) -> None:
         del memory[next(iter(memory))]
 
 
-def _remember_span(memory: dict[str, Span], key: str, span: Span) -> None:
-    """As ``_remember``; a span that leaves (written again, or forgotten) is ended."""
+def _remember_write(memory: dict[str, tracing.Deferred], key: str, write: tracing.Deferred) -> None:
+    """As ``_remember``; a write that leaves (written again, or forgotten) is ended then."""
     old = memory.pop(key, None)
     if old is not None:
-        old.set_attribute("written_again", True)
-        old.end()
-    memory[key] = span
+        old.finish(written_again=True)
+    memory[key] = write
     if len(memory) > _TRACE_MEMORY:
-        memory.pop(next(iter(memory))).end()
+        memory.pop(next(iter(memory))).finish(forgotten=True)
 
 
 _TRACED = (m.TradeIntent, m.TradeClose, m.TradeModify)
@@ -99,7 +97,7 @@ class Agent:
         """account_id -> Core's last verdict on its handshake, as it passed through to the terminal."""
         self._trace_from_core: dict[str, str] = {}
         """command_id -> the traceparent of Core's send (traces on only)."""
-        self._trace_writes: dict[str, Span] = {}
+        self._trace_writes: dict[str, tracing.Deferred] = {}
         """command_id -> the span of the Agent's last write of it, open until its result (traces on only)."""
 
     @property
@@ -169,9 +167,9 @@ class Agent:
                 elif isinstance(msg, m.DropCommand):
                     if msg.command_id in self.held or msg.command_id in self.settled:
                         log.info("agent_command_dropped", command_id=msg.command_id, reason=msg.reason)
-                        if tracing.ON and (span := self._trace_writes.pop(msg.command_id, None)):
-                            span.add_event("agent.command.dropped", {"reason": msg.reason})
-                            span.end()
+                        if tracing.ON and (write := self._trace_writes.pop(msg.command_id, None)):
+                            write.add_event("agent.command.dropped", {"reason": msg.reason})
+                            write.finish()
                         self.book.relay(msg.command_id, relay.Dropped(), now)
                 elif isinstance(msg.message, Command):
                     if tracing.ON and msg.traceparent:
@@ -251,25 +249,25 @@ class Agent:
         the slave's result; the slave's delivery ack and result are its events. A write again (a retry)
         ends the span of the write before and opens its own."""
         cid = command.command_id
-        span = tracing.start(
+        write = tracing.Deferred(
             "agent.command.write",
             command.trace_id,
-            traceparent=self._trace_from_core.get(cid, ""),
-            attributes={"account_id": account_id, "command_id": cid, "trade_id": command.trade_id},
+            self._trace_from_core.get(cid, ""),
+            {"account_id": account_id, "command_id": cid, "trade_id": command.trade_id},
         )
-        _remember_span(self._trace_writes, cid, span)
+        _remember_write(self._trace_writes, cid, write)
 
     def _trace_slave(self, event: str, command_id: str, ea_ms: int, attrs: dict[str, Any]) -> None:
         """The slave's delivery ack or result, as an event of the span of its command's write (with the
         terminal's own timestamp); a result ends that span."""
-        span = self._trace_writes.get(command_id)
-        if span is None:
+        write = self._trace_writes.get(command_id)
+        if write is None:
             return
-        span.add_event(event, {"ea_timestamp_ms": ea_ms, **attrs})
+        write.add_event(event, {"ea_timestamp_ms": ea_ms, **attrs})
         if event == "slave.result":
             del self._trace_writes[command_id]
             self._trace_from_core.pop(command_id, None)
-            span.end()
+            write.finish()
 
     # ----------------------------------------------------------------------------------------- from EAs
 

@@ -68,15 +68,16 @@ def _handle_span(msg: m.AgentToCore, worker_id: int) -> Span | None:
     )
 
 
-def _traced_group(items: list[_Queued]) -> dict[str, list[Span]]:
-    """trace_id -> Core's spans of the group's messages in that trace (a queue-wait span under each)."""
-    group: dict[str, list[Span]] = {}
+def _traced_group(items: list[_Queued]) -> tracing.Group | None:
+    """The group's messages with a span of Core's, by trace; each waited in its queue until now."""
+    group = tracing.Group()
     now = time.time_ns()
     for q in items:
         if q.span is not None and isinstance(q.msg, m.FromAccount):
-            tracing.start("core.router.queue", None, parent=q.span, start_ns=q.span_ns).end(now)
-            group.setdefault(getattr(q.msg.message, "trace_id", ""), []).append(q.span)
-    return group
+            trace_id = getattr(q.msg.message, "trace_id", "")
+            group.spans.setdefault(trace_id, []).append(q.span)
+            group.waits.append((q.span, q.span_ns, now))
+    return group if group.spans else None
 
 
 Tx = TypeVar("Tx")
@@ -226,11 +227,11 @@ class Router(Generic[Tx]):
             for q in items:
                 DISPATCH_DURATION.record((now - q.at) * 1000.0, {"component": _COMPONENT})
             group = _traced_group(items) if tracing.ON else None
-            token = tracing.GROUP.set(group) if group else None
-            applied_ns = time.time_ns() if group else 0
+            token = tracing.GROUP.set(group) if group is not None else None
+            applied_ns = time.time_ns() if group is not None else 0
             tx = self._apply([(q.agent_id, q.msg) for q in items])
-            if group:
-                tracing.children("core.engine.apply", applied_ns, time.time_ns())
+            if group is not None:
+                tracing.step("core.engine.apply", applied_ns, time.time_ns())
             result = "ok"
             try:
                 await self._finish(tx)
@@ -243,7 +244,6 @@ class Router(Generic[Tx]):
                 DISPATCH_TOTAL.add(len(items), {**labels, "result": result})
                 if token is not None:
                     tracing.GROUP.reset(token)
-                    for q in items:
-                        if q.span is not None:
-                            q.span.end()
+                if group is not None:
+                    group.close()
             log.debug("core.router.dispatch", worker_id=worker_id, messages=len(items), result=result)

@@ -252,7 +252,7 @@ class Core:
         if tracing.ON and tracing.GROUP.get():
             settle_ns = time.time_ns()
             await self._journal.settle(tx)
-            tracing.children("core.journal.commit", settle_ns, time.time_ns())
+            tracing.step("core.journal.commit", settle_ns, time.time_ns())
         else:
             await self._journal.settle(tx)
         if tx.held:
@@ -394,7 +394,8 @@ class Core:
         trace_id = getattr(out.message, "trace_id", None)
         if trace_id is None:
             return await self._to_agent(agent_id, out)
-        spans = (tracing.GROUP.get() or {}).get(trace_id)
+        group = tracing.GROUP.get()
+        spans = group.spans.get(trace_id) if group is not None else None
         span = spans[-1] if spans else None
         own = span is None
         if span is None:
