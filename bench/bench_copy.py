@@ -208,7 +208,8 @@ async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int, otlp: st
     config.write_text(
         f'[agent]\nsocket_path = "{sock}"\n'
         f'[store]\nurl = "sqlite:///{db}"\nsynchronous = "{args.synchronous}"\n'
-        '[log]\nlevel = "warning"\n' + (f'[telemetry]\nendpoint = "{otlp}"\n' if otlp else "")
+        '[log]\nlevel = "warning"\n'
+        + (f'[telemetry]\nendpoint = "{otlp}"\nsampling = {args.sampling}\n' if otlp else "")
     )
     copier = await open_copier(config)
     copies = Copies(n_slaves)
@@ -240,6 +241,7 @@ async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int, otlp: st
         "trades": args.trades,
         "synchronous": args.synchronous,
         "telemetry": "on" if otlp else "off",
+        **({"sampling": args.sampling} if otlp else {}),
         "first_slave_ms": _stats(first),
         "fanout_complete_ms": _stats(last),
         "copier_cpu_s_per_1000_copies": round(cpu / (args.trades * n_slaves) * 1000, 3),
@@ -278,6 +280,7 @@ def main() -> None:
         default="off",
         help="traces exported by OTLP to a local receiver; both: off then on, with the ratios",
     )
+    parser.add_argument("--sampling", type=float, default=1.0, help="telemetry.sampling with traces on")
     args = parser.parse_args()
     machine = floor.measure()
     runs = []

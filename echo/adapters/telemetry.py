@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -27,6 +28,10 @@ log = structlog.get_logger("echo.telemetry")
 
 EXPORT_TIMEOUT_S = 5.0
 """How long one export may take (the exporter's thread waits, never the copier)."""
+SWITCH_INTERVAL_S = 0.0005
+"""The interpreter's thread switch interval while traces are on: the exporter's thread encodes batches of
+spans in Python, and at the default 5 ms the event loop would wait that long for the interpreter each
+time it wakes meanwhile."""
 
 
 class MasterTraceIds(RandomIdGenerator):
@@ -71,6 +76,8 @@ def traces(config: TelemetryConfig, service_name: str) -> Iterator[None]:
     handler = _ExporterLog(logging.WARNING)
     sdk_log.addHandler(handler)
     sdk_log.propagate = False
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
     tracing.enable(provider.get_tracer("echo"))
     log.info("telemetry_traces_on", endpoint=config.endpoint, service_name=name, sampling=config.sampling)
     try:
@@ -78,5 +85,6 @@ def traces(config: TelemetryConfig, service_name: str) -> Iterator[None]:
     finally:
         tracing.disable()
         provider.shutdown()
+        sys.setswitchinterval(switch_interval)
         sdk_log.removeHandler(handler)
         sdk_log.propagate = True

@@ -253,7 +253,7 @@ class Agent:
             "agent.command.write",
             command.trace_id,
             self._trace_from_core.get(cid, ""),
-            {"account_id": account_id, "command_id": cid, "trade_id": command.trade_id},
+            {"account_id": account_id, "command_id": cid},
         )
         _remember_write(self._trace_writes, cid, write)
 
