@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -121,3 +124,28 @@ def test_log_lines_carry_the_current_spans_ids(recorded: InMemorySpanExporter) -
     assert inside["trace_id"] == MASTER_TRACE
     assert inside["span_id"] == f"{span.get_span_context().span_id:016x}"
     assert "trace_id" not in outside and "span_id" not in outside
+
+
+def test_a_deferred_span_keeps_the_times_it_was_given_and_is_built_only_at_finish(
+    recorded: InMemorySpanExporter,
+) -> None:
+    before = time.time_ns()
+    write = tracing.Deferred("agent.command.write", MASTER_TRACE, "", {"account_id": "51001"})
+    write.add_event("slave.delivery_ack", {"ea_timestamp_ms": 1})
+    assert not recorded.get_finished_spans()
+    write.finish(success=True)
+    (span,) = recorded.get_finished_spans()
+    assert span.start_time is not None and before <= span.start_time <= span.events[0].timestamp
+    assert dict(span.attributes or {}) == {"account_id": "51001", "success": True}
+    assert span.context is not None and f"{span.context.trace_id:032x}" == MASTER_TRACE
+
+
+def test_with_traces_off_a_process_loads_no_sdk_and_no_exporter() -> None:
+    """The copier's modules import the OpenTelemetry API only; the SDK loads with ``[telemetry]`` on."""
+    code = (
+        "import sys, echo.cli, echo.app.root, echo.services.agent.service, echo.services.core.service\n"
+        "sdk = ('opentelemetry.sdk', 'opentelemetry.exporter')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(sdk)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
