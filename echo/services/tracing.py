@@ -81,6 +81,11 @@ def remote_parent(traceparent: str) -> Context | None:
     return trace.set_span_in_context(NonRecordingSpan(parent), Context())
 
 
+def sampled(traceparent: str) -> bool:
+    """Whether a traceparent names a span that is recorded (its trace is in the sample)."""
+    return len(traceparent) == 55 and traceparent[-1] in "13579bdf"
+
+
 def start(
     name: str,
     trace_id: str | None,

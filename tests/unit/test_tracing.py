@@ -140,12 +140,18 @@ def test_a_deferred_span_keeps_the_times_it_was_given_and_is_built_only_at_finis
     assert span.context is not None and f"{span.context.trace_id:032x}" == MASTER_TRACE
 
 
-def test_with_traces_off_a_process_loads_no_sdk_and_no_exporter() -> None:
-    """The copier's modules import the OpenTelemetry API only; the SDK loads with ``[telemetry]`` on."""
+def test_with_traces_off_a_process_loads_no_tracing_sdk_and_no_exporter() -> None:
+    """The copier's modules import the tracing API only; the SDK and OTLP load with ``[telemetry]`` on."""
     code = (
         "import sys, echo.cli, echo.app.root, echo.services.agent.service, echo.services.core.service\n"
-        "sdk = ('opentelemetry.sdk', 'opentelemetry.exporter')\n"
+        "sdk = ('opentelemetry.sdk.trace', 'opentelemetry.exporter.otlp')\n"
         "print(sorted(m for m in sys.modules if m.startswith(sdk)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_only_a_sampled_traceparent_is_followed_by_more_spans() -> None:
+    on = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert tracing.sampled(on) and tracing.sampled(on[:-2] + "03")
+    assert not tracing.sampled(on[:-2] + "00") and not tracing.sampled("") and not tracing.sampled(on[:-1])

@@ -172,7 +172,7 @@ class Agent:
                             write.finish()
                         self.book.relay(msg.command_id, relay.Dropped(), now)
                 elif isinstance(msg.message, Command):
-                    if tracing.ON and msg.traceparent:
+                    if tracing.ON and tracing.sampled(msg.traceparent):
                         _remember(self._trace_from_core, msg.message.command_id, msg.traceparent)
                     self._arrived(msg.account_id, msg.message, now)
                 elif isinstance(msg.message, m.SymbolRegistrationResult):
@@ -249,10 +249,13 @@ class Agent:
         the slave's result; the slave's delivery ack and result are its events. A write again (a retry)
         ends the span of the write before and opens its own."""
         cid = command.command_id
+        parent = self._trace_from_core.get(cid)
+        if parent is None:  # no span of Core's for it, or its trade is outside the sample
+            return
         write = tracing.Deferred(
             "agent.command.write",
             command.trace_id,
-            self._trace_from_core.get(cid, ""),
+            parent,
             {"account_id": account_id, "command_id": cid},
         )
         _remember_write(self._trace_writes, cid, write)
