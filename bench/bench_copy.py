@@ -11,8 +11,10 @@ more slave (``per_slave_us``: the slope of the fan-out-complete p50 over the sla
 Prints JSON: this machine's floor measured first in the same run (``bench/floor.py``), then per slave
 count p50/p99/max/mean in milliseconds with the p50s as multiples of the copy floor (two Unix socket hops
 and one durable SQLite commit), and the copier's CPU seconds per 1,000 copies (idle between trades
-included). Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,30,60]
-[--synchronous FULL|NORMAL] [--pause 0.02]``.
+included). ``--telemetry on`` runs the copier with traces exported by OTLP to a receiver in this process
+(``tests/otlp.py``, which counts the spans it got); ``both`` runs each slave count off then on, and gives
+the ratios of on to off. Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,30,60]
+[--synchronous FULL|NORMAL] [--pause 0.02] [--telemetry off|on|both]``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
+from tests.otlp import otlp_receiver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floor  # bench/floor.py, beside this file
@@ -199,13 +202,14 @@ async def idle_copies(
     return first, last
 
 
-async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int) -> dict[str, object]:
+async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int, otlp: str = "") -> dict[str, object]:
     sock, db = workdir / "echo.sock", workdir / "echo.db"
     config = workdir / "echo.toml"
     config.write_text(
         f'[agent]\nsocket_path = "{sock}"\n'
         f'[store]\nurl = "sqlite:///{db}"\nsynchronous = "{args.synchronous}"\n'
         '[log]\nlevel = "warning"\n'
+        + (f'[telemetry]\nendpoint = "{otlp}"\nsampling = {args.sampling}\n' if otlp else "")
     )
     copier = await open_copier(config)
     copies = Copies(n_slaves)
@@ -236,6 +240,8 @@ async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int) -> dict[
         "slaves": n_slaves,
         "trades": args.trades,
         "synchronous": args.synchronous,
+        "telemetry": "on" if otlp else "off",
+        **({"sampling": args.sampling} if otlp else {}),
         "first_slave_ms": _stats(first),
         "fanout_complete_ms": _stats(last),
         "copier_cpu_s_per_1000_copies": round(cpu / (args.trades * n_slaves) * 1000, 3),
@@ -268,20 +274,48 @@ def main() -> None:
     parser.add_argument("--slaves", type=slave_counts, default=[15], help="one count or a list: 1,5,15")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between trades")
+    parser.add_argument(
+        "--telemetry",
+        choices=["off", "on", "both"],
+        default="off",
+        help="traces exported by OTLP to a local receiver; both: off then on, with the ratios",
+    )
+    parser.add_argument("--sampling", type=float, default=1.0, help="telemetry.sampling with traces on")
     args = parser.parse_args()
     machine = floor.measure()
     runs = []
-    for n_slaves in args.slaves:
-        with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
-            run: dict[str, Any] = trio.run(bench, args, Path(tmp), n_slaves)
-        for key in ("first_slave_ms", "fanout_complete_ms"):
-            run[key]["p50_x_floor"] = floor.ratio(run[key]["p50"], machine["copy_floor_us"])
-        runs.append(run)
-    result = {
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.telemetry]
+    with otlp_receiver() as receiver:
+        for n_slaves in args.slaves:
+            for on in modes:
+                with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
+                    before = len(receiver.spans)
+                    otlp = receiver.url if on else ""
+                    run: dict[str, Any] = trio.run(bench, args, Path(tmp), n_slaves, otlp)
+                if on:
+                    run["spans_exported"] = len(receiver.spans) - before
+                for key in ("first_slave_ms", "fanout_complete_ms"):
+                    run[key]["p50_x_floor"] = floor.ratio(run[key]["p50"], machine["copy_floor_us"])
+                runs.append(run)
+    off = [r for r in runs if r["telemetry"] == "off"]
+    result: dict[str, Any] = {
         "floor": machine,
         "runs": runs,
-        "per_slave_us": slope_us([r["slaves"] for r in runs], [r["fanout_complete_ms"]["p50"] for r in runs]),
+        "per_slave_us": slope_us([r["slaves"] for r in off], [r["fanout_complete_ms"]["p50"] for r in off]),
     }
+    if args.telemetry == "both":
+        result["telemetry_on_over_off"] = [
+            {
+                "slaves": a["slaves"],
+                **{
+                    f"{key}_{stat}": round(b[key][stat] / a[key][stat], 3)
+                    for key in ("first_slave_ms", "fanout_complete_ms")
+                    for stat in ("p50", "mean")
+                },
+                "cpu": round(b["copier_cpu_s_per_1000_copies"] / a["copier_cpu_s_per_1000_copies"], 3),
+            }
+            for a, b in zip(runs[::2], runs[1::2], strict=True)
+        ]
     print(json.dumps(result))
 
 

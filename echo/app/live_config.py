@@ -109,7 +109,7 @@ async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Appl
     # compared with what the source said before (command-line overrides are not changes)
     restart = [
         s
-        for s in ("agent", "store", "log", "split", "router", "metrics")
+        for s in ("agent", "store", "log", "split", "router", "metrics", "telemetry")
         if getattr(new, s) != getattr(baseline, s)
     ]
     copier.source_config = new

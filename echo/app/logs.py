@@ -12,8 +12,10 @@ from typing import Any, Literal, TextIO
 
 import structlog
 import trio
+from opentelemetry import trace
 
 from echo.pipe.jsonenc import to_json
+from echo.services import tracing
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -51,6 +53,7 @@ def configure(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             stamp,
             structlog.processors.format_exc_info,
@@ -69,6 +72,17 @@ def configure(
             handler = logging.StreamHandler(out)
             handler.setFormatter(_JsonFormatter(stamp))
             std.addHandler(handler)
+
+
+def add_trace_ids(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The trace_id and span_id of the current span, when traces are on and a span is current (a line's
+    own trace_id, the trade's, is kept)."""
+    if tracing.ON:
+        sc = trace.get_current_span().get_span_context()
+        if sc.is_valid:
+            event.setdefault("trace_id", f"{sc.trace_id:032x}")
+            event["span_id"] = f"{sc.span_id:016x}"
+    return event
 
 
 def _virtual_time(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -116,6 +116,15 @@ def _metrics(config: Config) -> AbstractContextManager[None]:
     return prometheus_endpoint(*parse_host_port(config.metrics.listen, "metrics.listen"))
 
 
+def _telemetry(config: Config, service_name: str) -> AbstractContextManager[None]:
+    """Traces exported by OTLP to ``telemetry.endpoint``, or nothing when it is empty."""
+    if not config.telemetry.endpoint:
+        return nullcontext()
+    from echo.adapters.telemetry import traces  # the SDK and the exporter load only when traces are on
+
+    return traces(config.telemetry, service_name)
+
+
 def check_listen_is_safe(split: SplitConfig) -> None:
     """Core serving beyond this machine needs both Agent tokens (``split.agent_tokens`` or ``split.token``)
     and TLS (``split.tls_cert``): without a token any host could stream as an Agent, without TLS the tokens
@@ -219,7 +228,7 @@ async def run_core(
     own_store = store is None
     store = store or await open_store(config.store.url, config.store.synchronous, exclusive=True)
     try:
-        with _metrics(config):
+        with _metrics(config), _telemetry(config, "echo-core"):
             async with asyncio_loop(), trio.open_nursery() as nursery:
                 hub = _grpc_hub(config)
                 await nursery.start(_serve_hub, hub, config.split.listen)
@@ -255,12 +264,13 @@ async def run_agent(
         _release(listener)
         raise
     try:
-        async with asyncio_loop(), trio.open_nursery() as nursery:
-            link = _grpc_link(config, host, port)
-            await nursery.start(link.run)
-            agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
-            await nursery.start(agent.run)
-            task_status.started(agent)
+        with _telemetry(config, "echo-agent"):
+            async with asyncio_loop(), trio.open_nursery() as nursery:
+                link = _grpc_link(config, host, port)
+                await nursery.start(link.run)
+                agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
+                await nursery.start(agent.run)
+                task_status.started(agent)
     finally:
         if own_ledger:
             ledger.close()
@@ -341,7 +351,7 @@ async def run_all_in_one(
         raise
     transport = InProcTransport()
     try:
-        with _metrics(config):
+        with _metrics(config), _telemetry(config, "echo"):
             async with trio.open_nursery() as nursery:
                 core = _core(config, transport.hub(), store, clock, ids)
                 await nursery.start(core.run)

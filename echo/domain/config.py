@@ -298,6 +298,29 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """OpenTelemetry traces: one trace per trade from the master to every slave, exported by OTLP."""
+
+    endpoint: str = ""
+    """OTLP/HTTP traces URL (``http://HOST:4318/v1/traces``); empty: no traces (they cost nothing then)."""
+    protocol: Literal["http/protobuf"] = "http/protobuf"
+    sampling: float = 1.0
+    """Share of trades traced, 0..1 (decided by the trace id, so every process agrees)."""
+    service_name: str = ""
+    """Overrides ``service.name`` (echo-core, echo-agent or echo for all-in-one)."""
+
+    def __post_init__(self) -> None:
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"telemetry.endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+        if self.protocol != "http/protobuf":
+            raise ConfigError(f"telemetry.protocol must be http/protobuf, got {self.protocol!r}")
+        if isinstance(self.sampling, bool) or not 0.0 <= self.sampling <= 1.0:
+            raise ConfigError(f"telemetry.sampling must be 0..1, got {self.sampling!r}")
+        if len(self.service_name) > 100 or not self.service_name.isprintable():
+            raise ConfigError("telemetry.service_name must be printable, at most 100 characters")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     format: Literal["console", "json"] = "console"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -322,6 +345,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     policy: Policies | None = None
     """Per-account copy policies; None: every account uses ``core.fixed_lot`` and ``core.copy_sl_tp``."""
 
@@ -344,6 +368,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "split": SplitConfig,
     "router": RouterConfig,
     "metrics": MetricsConfig,
+    "telemetry": TelemetryConfig,
 }
 
 

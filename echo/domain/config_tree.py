@@ -37,6 +37,7 @@ _SECTION_PATHS: list[tuple[str, str]] = [
     ("log/", "log"),
     ("split/", "split"),
     ("metrics/", "metrics"),
+    ("telemetry/", "telemetry"),
 ]
 _WINDOW_FIELDS = ("start_utc", "end_utc", "pre_buffer_sec", "post_buffer_sec")
 

@@ -249,6 +249,17 @@ def test_rejects_wrong_types(raw: dict[str, Any], key: str) -> None:
         ({"log": {"format": "JSON"}}, ["log.format"]),
         ({"log": {"format": 1}}, ["log.format"]),
         ({"log": {"level": "trace"}}, ["log.level", "trace"]),
+        ({"telemetry": {"endpoint": "127.0.0.1:4318"}}, ["telemetry.endpoint", "127.0.0.1:4318"]),
+        ({"telemetry": {"endpoint": "grpc://collector:4317"}}, ["telemetry.endpoint"]),
+        ({"telemetry": {"protocol": "grpc"}}, ["telemetry.protocol", "grpc"]),
+        ({"telemetry": {"sampling": 1.5}}, ["telemetry.sampling", "0..1"]),
+        ({"telemetry": {"sampling": -0.1}}, ["telemetry.sampling"]),
+        ({"telemetry": {"sampling": float("nan")}}, ["telemetry.sampling"]),
+        ({"telemetry": {"sampling": True}}, ["telemetry.sampling"]),
+        ({"telemetry": {"sampling": "all"}}, ["telemetry.sampling"]),
+        ({"telemetry": {"service_name": "a\nb"}}, ["telemetry.service_name"]),
+        ({"telemetry": {"service_name": "x" * 101}}, ["telemetry.service_name"]),
+        ({"telemetry": {"exporter": "jaeger"}}, ["unknown key telemetry.exporter"]),
     ],
 )
 def test_rejects_bad_values(raw: dict[str, Any], named: list[str]) -> None:
@@ -461,3 +472,29 @@ def test_garbage_toml_is_a_config_or_a_config_error(
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     with contextlib.suppress(ConfigError):
         load_toml(path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.dictionaries(
+        st.sampled_from(["endpoint", "protocol", "sampling", "service_name", "nonsense"]),
+        st.one_of(
+            st.text(max_size=80),
+            st.floats(),
+            st.integers(),
+            st.booleans(),
+            st.none(),
+            st.lists(st.integers(), max_size=2),
+            st.sampled_from(["http://127.0.0.1:4318/v1/traces", "https://tempo:4318", "http/protobuf"]),
+        ),
+        max_size=4,
+    )
+)
+def test_garbage_telemetry_sections_are_a_config_or_one_config_error(raw: dict[str, Any]) -> None:
+    try:
+        telemetry = config_from_dict({"telemetry": raw}).telemetry
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and "telemetry" in str(exc)
+        return
+    assert 0.0 <= telemetry.sampling <= 1.0
+    assert telemetry.endpoint == "" or telemetry.endpoint.startswith(("http://", "https://"))

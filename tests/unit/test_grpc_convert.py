@@ -52,6 +52,22 @@ def test_handshakes_round_trip_as_account_reports(data: st.DataObject) -> None:
     assert wire_agent(msg) == msg
 
 
+_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_the_traceparent_crosses_the_wire_and_an_oversized_one_is_dropped() -> None:
+    trade = "019aba5a-2020-7f41-92c4-bef4365ac2e5"
+    intent = m.TradeIntentAck(trade, "0af7651916cd43dd8448eb211c80319c", m.AckStatus.OK)
+    to_slave = m.ToAccount("51001", intent, _TRACEPARENT)
+    assert wire_core(to_slave) == to_slave
+    assert wire_core(m.ToAccount("51001", intent, "0" * 56)).traceparent == ""
+    quotes: Any = m.Quotes([])
+    from_master = m.FromAccount("9001", quotes, 5, _TRACEPARENT)
+    assert wire_agent(from_master) == from_master
+    assert isinstance(got := wire_agent(m.FromAccount("9001", quotes, 5, "x" * 4000)), m.FromAccount)
+    assert got.traceparent == ""
+
+
 def test_the_other_envelopes_round_trip() -> None:
     for agent_side in (
         m.AccountOffline("agent-1", "51001", 5),

@@ -108,12 +108,23 @@ TO_EA: dict[type[Any], str] = {cls: field for cls, (field, _) in _TO_EA_PB.items
 """The message types Core sends to terminals through an Agent, and ToAccount's field for each."""
 
 
+_TRACEPARENT_MAX = 55
+"""A W3C traceparent (version 00) is 55 characters; anything longer from a peer is dropped, not kept."""
+
+
+def _traceparent(value: str) -> str:
+    return value if len(value) <= _TRACEPARENT_MAX else ""
+
+
 def agent_message(msg: m.AgentToCore) -> apb.AgentMessage:
     if isinstance(msg, m.FromAccount):
         field, encode = _FROM_EA_PB[type(msg.message)]
         return apb.AgentMessage(
             from_account=apb.FromAccount(
-                account_id=msg.account_id, received_ms=msg.received_ms, **{field: encode(msg.message)}
+                account_id=msg.account_id,
+                received_ms=msg.received_ms,
+                traceparent=msg.traceparent,
+                **{field: encode(msg.message)},
             )
         )
     if isinstance(msg, m.CommandAck):
@@ -169,7 +180,9 @@ def agent_message_from_pb(msg: apb.AgentMessage, agent_id: str) -> m.AgentToCore
             which = fa.WhichOneof("message")
             if which is None:
                 raise ConvertError("from_account carries no message")
-            return m.FromAccount(fa.account_id, _FROM_EA[which](fa), fa.received_ms)
+            return m.FromAccount(
+                fa.account_id, _FROM_EA[which](fa), fa.received_ms, _traceparent(fa.traceparent)
+            )
         if payload == "command_ack":
             return _command_ack(msg.command_ack)
         if payload == "account_offline":
@@ -189,7 +202,9 @@ def core_message(msg: m.CoreToAgent) -> apb.CoreMessage:
     if isinstance(msg, m.ToAccount):
         field, encode = _TO_EA_PB[type(msg.message)]
         return apb.CoreMessage(
-            to_account=apb.ToAccount(account_id=msg.account_id, **{field: encode(msg.message)})
+            to_account=apb.ToAccount(
+                account_id=msg.account_id, traceparent=msg.traceparent, **{field: encode(msg.message)}
+            )
         )
     if isinstance(msg, m.DropCommand):
         return apb.CoreMessage(
@@ -208,7 +223,7 @@ def core_message_from_pb(msg: apb.CoreMessage) -> m.CoreToAgent:
             which = ta.WhichOneof("message")
             if which is None:
                 raise ConvertError("to_account carries no message")
-            return m.ToAccount(ta.account_id, _TO_EA[which](ta))
+            return m.ToAccount(ta.account_id, _TO_EA[which](ta), _traceparent(ta.traceparent))
         if payload == "drop_command":
             drop = msg.drop_command
             return m.DropCommand(drop.account_id, drop.command_id, drop.reason)

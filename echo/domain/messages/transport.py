@@ -49,6 +49,8 @@ class FromAccount:
     account_id: str
     message: FromEA
     received_ms: int
+    traceparent: str = ""
+    """The W3C traceparent of the Agent's span for this message ("" when traces are off)."""
 
 
 class AckStage(enum.Enum):
@@ -94,6 +96,8 @@ class ToAccount:
 
     account_id: str
     message: ToEA
+    traceparent: str = ""
+    """The W3C traceparent of Core's span that sent this message ("" when traces are off)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ connection's reader and writer are ``connection``; this module wires them to Cor
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import structlog
 import trio
@@ -29,12 +30,38 @@ from echo.ports.clock import Clock
 from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.transport import AgentLink, LinkClosed
+from echo.services import tracing
 from echo.services.agent import admission
 from echo.services.agent.book import Command, CommandBook, Held, count
 from echo.services.agent.connection import Connection, describe, read_lines, reply, write_lines
 from echo.services.timers import DueTimers
 
 log = structlog.get_logger("echo.agent")
+
+
+def _remember(memory: dict[str, str], key: str, value: str) -> None:
+    """Bounded: the oldest entry goes when the memory is full (a command that never came back)."""
+    memory.pop(key, None)
+    memory[key] = value
+    if len(memory) > _TRACE_MEMORY:
+        del memory[next(iter(memory))]
+
+
+def _remember_write(memory: dict[str, tracing.Deferred], key: str, write: tracing.Deferred) -> None:
+    """As ``_remember``; a write that leaves (written again, or forgotten) is ended then."""
+    old = memory.pop(key, None)
+    if old is not None:
+        old.finish(written_again=True)
+    memory[key] = write
+    if len(memory) > _TRACE_MEMORY:
+        memory.pop(next(iter(memory))).finish(forgotten=True)
+
+
+_TRACED = (m.TradeIntent, m.TradeClose, m.TradeModify)
+"""A master's events: each starts (or continues) its trade's trace at the Agent."""
+_RESULTS = (m.ExecutionResult, m.CloseResult, m.ModifyResult)
+_TRACE_MEMORY = 10_000
+"""Commands whose last write's span the Agent remembers (for the slave's ack and result)."""
 
 _CHATTY_TYPES = frozenset({"quotes", "state_snapshot"})
 """Forwarded without a log line each (several per second per terminal)."""
@@ -68,6 +95,10 @@ class Agent:
         self.book = CommandBook(ledger, self._timers, self._write, self._relay_settings, self.stats)
         self.registration: dict[str, m.RegistrationStatus] = {}
         """account_id -> Core's last verdict on its handshake, as it passed through to the terminal."""
+        self._trace_from_core: dict[str, str] = {}
+        """command_id -> the traceparent of Core's send (traces on only)."""
+        self._trace_writes: dict[str, tracing.Deferred] = {}
+        """command_id -> the span of the Agent's last write of it, open until its result (traces on only)."""
 
     @property
     def held(self) -> dict[str, Held]:
@@ -136,8 +167,13 @@ class Agent:
                 elif isinstance(msg, m.DropCommand):
                     if msg.command_id in self.held or msg.command_id in self.settled:
                         log.info("agent_command_dropped", command_id=msg.command_id, reason=msg.reason)
+                        if tracing.ON and (write := self._trace_writes.pop(msg.command_id, None)):
+                            write.add_event("agent.command.dropped", {"reason": msg.reason})
+                            write.finish()
                         self.book.relay(msg.command_id, relay.Dropped(), now)
                 elif isinstance(msg.message, Command):
+                    if tracing.ON and tracing.sampled(msg.traceparent):
+                        _remember(self._trace_from_core, msg.message.command_id, msg.traceparent)
                     self._arrived(msg.account_id, msg.message, now)
                 elif isinstance(msg.message, m.SymbolRegistrationResult):
                     self.registration[msg.account_id] = msg.message.status
@@ -196,6 +232,8 @@ class Agent:
         conn = self.connections.get(account_id)
         if conn is None:
             return "account not connected"
+        if tracing.ON and isinstance(message, Command):
+            self._trace_write(account_id, message)
         try:
             conn.outbox.send_nowait(encode(message, now_ms))
         except trio.WouldBlock:
@@ -205,6 +243,34 @@ class Agent:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return "connection closing"
         return None
+
+    def _trace_write(self, account_id: str, command: Command) -> None:
+        """The span of a command at its slave: from the Agent's write (under Core's span that sent it) to
+        the slave's result; the slave's delivery ack and result are its events. A write again (a retry)
+        ends the span of the write before and opens its own."""
+        cid = command.command_id
+        parent = self._trace_from_core.get(cid)
+        if parent is None:  # no span of Core's for it, or its trade is outside the sample
+            return
+        write = tracing.Deferred(
+            "agent.command.write",
+            command.trace_id,
+            parent,
+            {"account_id": account_id, "command_id": cid},
+        )
+        _remember_write(self._trace_writes, cid, write)
+
+    def _trace_slave(self, event: str, command_id: str, ea_ms: int, attrs: dict[str, Any]) -> None:
+        """The slave's delivery ack or result, as an event of the span of its command's write (with the
+        terminal's own timestamp); a result ends that span."""
+        write = self._trace_writes.get(command_id)
+        if write is None:
+            return
+        write.add_event(event, {"ea_timestamp_ms": ea_ms, **attrs})
+        if event == "slave.result":
+            del self._trace_writes[command_id]
+            self._trace_from_core.pop(command_id, None)
+            write.finish()
 
     # ----------------------------------------------------------------------------------------- from EAs
 
@@ -271,6 +337,9 @@ class Agent:
             self._protocol_error(conn, account_id)
             return
         if isinstance(payload, m.PipeDeliveryAck):
+            if tracing.ON:
+                attrs = {"status": payload.status.value}
+                self._trace_slave("slave.delivery_ack", payload.command_id, ev.timestamp_ms, attrs)
             self._on_pipe_ack(conn, payload)
             await self._flush()
             return
@@ -288,7 +357,30 @@ class Agent:
                 trace_id=getattr(payload, "trace_id", None),
                 command_id=getattr(payload, "command_id", None),
             )
+        if tracing.ON:
+            if isinstance(payload, _TRACED):
+                await self._forward_traced(account_id, payload, ev.timestamp_ms)
+                return
+            if isinstance(payload, _RESULTS):
+                result: dict[str, Any] = {"success": payload.success, "error_code": payload.error_code.value}
+                self._trace_slave("slave.result", payload.command_id, ev.timestamp_ms, result)
         await self._to_core(m.FromAccount(account_id, payload, self._clock.now_ms()))
+
+    async def _forward_traced(
+        self, account_id: str, payload: m.TradeIntent | m.TradeClose | m.TradeModify, ea_ms: int
+    ) -> None:
+        """A master's event, the trade's first hop: forwarded to Core with the traceparent of its span."""
+        span = tracing.start(
+            "agent.intent.receive",
+            payload.trace_id,
+            attributes={"account_id": account_id, "trade_id": payload.trade_id, "ea_timestamp_ms": ea_ms},
+        )
+        try:
+            with tracing.use(span):
+                msg = m.FromAccount(account_id, payload, self._clock.now_ms(), tracing.traceparent_of(span))
+                await self._to_core(msg)
+        finally:
+            span.end()
 
     def _on_pipe_ack(self, conn: Connection, ack: m.PipeDeliveryAck) -> None:
         held = self.held.get(ack.command_id)

@@ -22,16 +22,17 @@ from typing import Generic, TypeVar
 
 import structlog
 import trio
-from opentelemetry import metrics, trace
+from opentelemetry import metrics
+from opentelemetry.trace import Span
 
 from echo.domain import messages as m
 from echo.domain.config import RouterConfig
 from echo.domain.routing import is_master_event, trade_of, worker_for
 from echo.ports.transport import CoreHub
+from echo.services import tracing
 
 log = structlog.get_logger("echo.core.router")
 _meter = metrics.get_meter("echo.core.router")
-_tracer = trace.get_tracer("echo.core.router")
 _COMPONENT = "core.router"
 
 QUEUE_DEPTH = _meter.create_up_down_counter(
@@ -48,6 +49,37 @@ DISPATCH_DURATION = _meter.create_histogram(
 REJECTIONS_TOTAL = _meter.create_counter(
     "echo_core_router_rejections_total", description="Master events turned away, by reason"
 )
+
+
+def _handle_span(msg: m.AgentToCore, worker_id: int) -> Span | None:
+    """Core's span for a master's event, from its arrival until what it caused is sent, under the Agent's
+    span for it (the traceparent it came with) in the trace of its trade. (A slave's result is an event of
+    the Agent's span of its command, not a span of Core's: a fan-out costs no span per slave here.)"""
+    if not isinstance(msg, m.FromAccount):
+        return None
+    trace_id = getattr(msg.message, "trace_id", None)
+    if trace_id is None:
+        return None
+    span = tracing.start(
+        "core.handle",
+        trace_id,
+        traceparent=msg.traceparent,
+        attributes={"worker_id": worker_id, "message": type(msg.message).__name__},
+    )
+    return span if span.is_recording() else None  # a trade outside the sample costs nothing further
+
+
+def _traced_group(items: list[_Queued]) -> tracing.Group | None:
+    """The group's messages with a span of Core's, by trace; each waited in its queue until now."""
+    group = tracing.Group()
+    now = time.time_ns()
+    for q in items:
+        if q.span is not None and isinstance(q.msg, m.FromAccount):
+            trace_id = getattr(q.msg.message, "trace_id", "")
+            group.spans.setdefault(trace_id, []).append(q.span)
+            group.waits.append((q.span, q.span_ns, now))
+    return group if group.spans else None
+
 
 Tx = TypeVar("Tx")
 Item = tuple[str, m.AgentToCore]
@@ -71,6 +103,9 @@ class _Queued:
     trade_id: str
     master_event: bool
     at: float
+    span: Span | None = None
+    """Core's span for this message in its trade's trace (traces on only)."""
+    span_ns: int = 0
 
 
 class Router(Generic[Tx]):
@@ -147,31 +182,33 @@ class Router(Generic[Tx]):
         worker_id = worker_for(trade_id, self.config.worker_pool_size)
         master = is_master_event(msg)
         depth = self._masters_waiting[worker_id]
-        with _tracer.start_as_current_span(
-            "core.router.schedule", attributes={"worker_id": worker_id, "trade_id": trade_id}
-        ):
-            if master and depth >= self.config.queue_depth_max:
-                self.stats.rejected_busy += 1
-                REJECTIONS_TOTAL.add(
-                    1, {"worker_id": str(worker_id), "reason": "queue_full", "component": _COMPONENT}
-                )
-                log.warning(
-                    "core.router.enqueue",
-                    backpressure=True,
-                    worker_id=worker_id,
-                    queue_depth=depth,
-                    trade_id=trade_id,
-                )
-                self._control_send.send_nowait(self._reject(agent_id, msg, worker_id, depth))
-                return
-            self._queues[worker_id].append(_Queued(agent_id, msg, trade_id, master, now))
-            if master:
-                self._masters_waiting[worker_id] = depth + 1
-            QUEUE_DEPTH.add(1, {"worker_id": str(worker_id), "component": _COMPONENT})
-            total = len(self._queues[worker_id])
-            self.stats.max_depth = max(self.stats.max_depth, total)
-            log.debug("core.router.enqueue", worker_id=worker_id, queue_depth=total, trade_id=trade_id)
-            self._wakeups[worker_id].set()
+        span = _handle_span(msg, worker_id) if tracing.ON and master else None
+        span_ns = time.time_ns() if span is not None else 0
+        if master and depth >= self.config.queue_depth_max:
+            self.stats.rejected_busy += 1
+            REJECTIONS_TOTAL.add(
+                1, {"worker_id": str(worker_id), "reason": "queue_full", "component": _COMPONENT}
+            )
+            log.warning(
+                "core.router.enqueue",
+                backpressure=True,
+                worker_id=worker_id,
+                queue_depth=depth,
+                trade_id=trade_id,
+            )
+            self._control_send.send_nowait(self._reject(agent_id, msg, worker_id, depth))
+            if span is not None:
+                span.set_attribute("rejected", "queue_full")
+                span.end()
+            return
+        self._queues[worker_id].append(_Queued(agent_id, msg, trade_id, master, now, span, span_ns))
+        if master:
+            self._masters_waiting[worker_id] = depth + 1
+        QUEUE_DEPTH.add(1, {"worker_id": str(worker_id), "component": _COMPONENT})
+        total = len(self._queues[worker_id])
+        self.stats.max_depth = max(self.stats.max_depth, total)
+        log.debug("core.router.enqueue", worker_id=worker_id, queue_depth=total, trade_id=trade_id)
+        self._wakeups[worker_id].set()
 
     async def _control(self) -> None:
         """Control transactions (and busy rejections) finish in the order they were applied."""
@@ -190,18 +227,24 @@ class Router(Generic[Tx]):
             QUEUE_DEPTH.add(-len(items), labels)
             for q in items:
                 DISPATCH_DURATION.record((now - q.at) * 1000.0, {"component": _COMPONENT})
-            with _tracer.start_as_current_span(
-                "core.router.worker", attributes={"worker_id": worker_id, "messages": len(items)}
-            ):
-                tx = self._apply([(q.agent_id, q.msg) for q in items])
-                result = "ok"
-                try:
-                    await self._finish(tx)
-                except Exception:
-                    result = "error"
-                    raise
-                finally:
-                    self.stats.dispatched += len(items)
-                    self.stats.per_worker[worker_id] += len(items)
-                    DISPATCH_TOTAL.add(len(items), {**labels, "result": result})
+            group = _traced_group(items) if tracing.ON else None
+            token = tracing.GROUP.set(group) if group is not None else None
+            applied_ns = time.time_ns() if group is not None else 0
+            tx = self._apply([(q.agent_id, q.msg) for q in items])
+            if group is not None:
+                tracing.step("core.engine.apply", applied_ns, time.time_ns())
+            result = "ok"
+            try:
+                await self._finish(tx)
+            except Exception:
+                result = "error"
+                raise
+            finally:
+                self.stats.dispatched += len(items)
+                self.stats.per_worker[worker_id] += len(items)
+                DISPATCH_TOTAL.add(len(items), {**labels, "result": result})
+                if token is not None:
+                    tracing.GROUP.reset(token)
+                if group is not None:
+                    group.close()
             log.debug("core.router.dispatch", worker_id=worker_id, messages=len(items), result=result)

@@ -6,8 +6,10 @@ router (``router.py``) hands each trade's messages, in order, to one of a pool o
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import structlog
 import trio
@@ -22,6 +24,7 @@ from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.ports.clock import Clock
 from echo.ports.store import Store, StoreError
 from echo.ports.transport import AgentUnavailable, CoreHub
+from echo.services import tracing
 from echo.services.core import accounts, engine, master, recovery
 from echo.services.core.context import Context
 from echo.services.core.journal import Journal
@@ -246,7 +249,12 @@ class Core:
         """Wait until the batch is recorded, then send (never the other way round), then wake whoever waits
         for a change. Whoever finds the journal idle writes everything queued as one batch (group commit
         across workers)."""
-        await self._journal.settle(tx)
+        if tracing.ON and tracing.GROUP.get():
+            settle_ns = time.time_ns()
+            await self._journal.settle(tx)
+            tracing.step("core.journal.commit", settle_ns, time.time_ns())
+        else:
+            await self._journal.settle(tx)
         if tx.held:
             # Not recorded yet: nothing leaves but the masters' RETRY; the rest goes once it is written.
             self.ctx.count("store_failures")
@@ -354,7 +362,10 @@ class Core:
         if acc is None:
             log.error("core_send_unknown_account", account_id=out.account_id)
             return
-        problem = await self._to_agent(acc.agent_id, out)
+        if tracing.ON and isinstance(out, m.ToAccount):
+            problem = await self._send_traced(acc.agent_id, out)
+        else:
+            problem = await self._to_agent(acc.agent_id, out)
         if problem is not None:
             log.warning(
                 "core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=problem
@@ -375,3 +386,29 @@ class Core:
                         ),
                     )
                 )
+
+    async def _send_traced(self, agent_id: str, out: m.ToAccount) -> str | None:
+        """``_to_agent`` with the traceparent of the router's span of what caused the message (an event
+        ``core.sent`` of that span), so the Agent's write joins the trade's trace; a re-send outside the
+        router (the reconciler's) gets a ``core.resend`` span of its own in the trade's trace."""
+        trace_id = getattr(out.message, "trace_id", None)
+        if trace_id is None:
+            return await self._to_agent(agent_id, out)
+        group = tracing.GROUP.get()
+        spans = group.spans.get(trace_id) if group is not None else None
+        span = spans[-1] if spans else None
+        own = span is None
+        if span is None:
+            span = tracing.start(
+                "core.resend",
+                trace_id,
+                attributes={"account_id": out.account_id, "message": type(out.message).__name__},
+            )
+        try:
+            problem = await self._to_agent(agent_id, replace(out, traceparent=tracing.traceparent_of(span)))
+            attrs = {"account_id": out.account_id, "message": type(out.message).__name__}
+            span.add_event("core.sent", {**attrs, "error": problem} if problem else attrs)
+            return problem
+        finally:
+            if own:
+                span.end()

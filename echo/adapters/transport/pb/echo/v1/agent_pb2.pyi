@@ -257,9 +257,10 @@ class AccountOffline(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
 
 class FromAccount(_message.Message):
-    __slots__ = ("account_id", "received_ms", "trade_intent", "trade_close", "trade_modify", "execution_result", "close_result", "modify_result", "quotes", "state_snapshot")
+    __slots__ = ("account_id", "received_ms", "traceparent", "trade_intent", "trade_close", "trade_modify", "execution_result", "close_result", "modify_result", "quotes", "state_snapshot")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_MS_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     TRADE_INTENT_FIELD_NUMBER: _ClassVar[int]
     TRADE_CLOSE_FIELD_NUMBER: _ClassVar[int]
     TRADE_MODIFY_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +271,7 @@ class FromAccount(_message.Message):
     STATE_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     received_ms: int
+    traceparent: str
     trade_intent: _trade_pb2.TradeIntent
     trade_close: _trade_pb2.TradeClose
     trade_modify: _trade_pb2.TradeModify
@@ -278,11 +280,12 @@ class FromAccount(_message.Message):
     modify_result: _trade_pb2.ModifyResult
     quotes: _trade_pb2.Quotes
     state_snapshot: _trade_pb2.StateSnapshot
-    def __init__(self, account_id: _Optional[str] = ..., received_ms: _Optional[int] = ..., trade_intent: _Optional[_Union[_trade_pb2.TradeIntent, _Mapping]] = ..., trade_close: _Optional[_Union[_trade_pb2.TradeClose, _Mapping]] = ..., trade_modify: _Optional[_Union[_trade_pb2.TradeModify, _Mapping]] = ..., execution_result: _Optional[_Union[_trade_pb2.ExecutionResult, _Mapping]] = ..., close_result: _Optional[_Union[_trade_pb2.CloseResult, _Mapping]] = ..., modify_result: _Optional[_Union[_trade_pb2.ModifyResult, _Mapping]] = ..., quotes: _Optional[_Union[_trade_pb2.Quotes, _Mapping]] = ..., state_snapshot: _Optional[_Union[_trade_pb2.StateSnapshot, _Mapping]] = ...) -> None: ...
+    def __init__(self, account_id: _Optional[str] = ..., received_ms: _Optional[int] = ..., traceparent: _Optional[str] = ..., trade_intent: _Optional[_Union[_trade_pb2.TradeIntent, _Mapping]] = ..., trade_close: _Optional[_Union[_trade_pb2.TradeClose, _Mapping]] = ..., trade_modify: _Optional[_Union[_trade_pb2.TradeModify, _Mapping]] = ..., execution_result: _Optional[_Union[_trade_pb2.ExecutionResult, _Mapping]] = ..., close_result: _Optional[_Union[_trade_pb2.CloseResult, _Mapping]] = ..., modify_result: _Optional[_Union[_trade_pb2.ModifyResult, _Mapping]] = ..., quotes: _Optional[_Union[_trade_pb2.Quotes, _Mapping]] = ..., state_snapshot: _Optional[_Union[_trade_pb2.StateSnapshot, _Mapping]] = ...) -> None: ...
 
 class ToAccount(_message.Message):
-    __slots__ = ("account_id", "execute_order", "close_order", "modify_order", "trade_intent_ack", "symbol_registration_result", "delivery_config")
+    __slots__ = ("account_id", "traceparent", "execute_order", "close_order", "modify_order", "trade_intent_ack", "symbol_registration_result", "delivery_config")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_ORDER_FIELD_NUMBER: _ClassVar[int]
     CLOSE_ORDER_FIELD_NUMBER: _ClassVar[int]
     MODIFY_ORDER_FIELD_NUMBER: _ClassVar[int]
@@ -290,13 +293,14 @@ class ToAccount(_message.Message):
     SYMBOL_REGISTRATION_RESULT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_CONFIG_FIELD_NUMBER: _ClassVar[int]
     account_id: str
+    traceparent: str
     execute_order: _trade_pb2.ExecuteOrder
     close_order: _trade_pb2.CloseOrder
     modify_order: _trade_pb2.ModifyOrder
     trade_intent_ack: _trade_pb2.TradeIntentAck
     symbol_registration_result: SymbolRegistrationResult
     delivery_config: DeliveryConfig
-    def __init__(self, account_id: _Optional[str] = ..., execute_order: _Optional[_Union[_trade_pb2.ExecuteOrder, _Mapping]] = ..., close_order: _Optional[_Union[_trade_pb2.CloseOrder, _Mapping]] = ..., modify_order: _Optional[_Union[_trade_pb2.ModifyOrder, _Mapping]] = ..., trade_intent_ack: _Optional[_Union[_trade_pb2.TradeIntentAck, _Mapping]] = ..., symbol_registration_result: _Optional[_Union[SymbolRegistrationResult, _Mapping]] = ..., delivery_config: _Optional[_Union[DeliveryConfig, _Mapping]] = ...) -> None: ...
+    def __init__(self, account_id: _Optional[str] = ..., traceparent: _Optional[str] = ..., execute_order: _Optional[_Union[_trade_pb2.ExecuteOrder, _Mapping]] = ..., close_order: _Optional[_Union[_trade_pb2.CloseOrder, _Mapping]] = ..., modify_order: _Optional[_Union[_trade_pb2.ModifyOrder, _Mapping]] = ..., trade_intent_ack: _Optional[_Union[_trade_pb2.TradeIntentAck, _Mapping]] = ..., symbol_registration_result: _Optional[_Union[SymbolRegistrationResult, _Mapping]] = ..., delivery_config: _Optional[_Union[DeliveryConfig, _Mapping]] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "account_online", "account_offline", "from_account", "command_ack")
