@@ -29,6 +29,7 @@ from echo.ports.clock import Clock
 from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.transport import AgentLink, LinkClosed
+from echo.services import instruments
 from echo.services.agent import admission
 from echo.services.agent.book import Command, CommandBook, Held, count
 from echo.services.agent.connection import Connection, describe, read_lines, reply, write_lines
@@ -67,6 +68,7 @@ class Agent:
         self.stats: dict[str, int] = {}
         self.book = CommandBook(ledger, self._timers, self._write, self._relay_settings, self.stats)
         self.registration: dict[str, m.RegistrationStatus] = {}
+        instruments.observe(self, instruments.agent_gauges)
         """account_id -> Core's last verdict on its handshake, as it passed through to the terminal."""
 
     @property
@@ -303,7 +305,8 @@ class Agent:
                 status=ack.status.value,
                 reason=ack.reason,
             )
-        self.book.relay(ack.command_id, relay.PipeAck(ack.status.value, ack.reason), self._clock.now_ms())
+        instruments.pipe_acked(held, ack.status.value, now := self._clock.now_ms())
+        self.book.relay(ack.command_id, relay.PipeAck(ack.status.value, ack.reason), now)
 
     async def _to_core(self, msg: m.AgentToCore) -> None:
         try:

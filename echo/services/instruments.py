@@ -1,0 +1,275 @@
+"""Every metric the copier exports, in one place (opentelemetry-api only).
+
+The names are Prometheus names with their unit (``_ms``, ``_points``, ``_seconds``); counters get the
+``_total`` suffix from the exporter. Labels stay bounded: account, symbol, reason, kind, stage, never a
+trade or command id. Until a meter provider is installed (``metrics.listen`` empty) the API's proxy meter
+hands out no-op instruments, so recording costs one attribute lookup and a call.
+
+The functions below are what the engine and the shells call where a fact is decided; each is one line
+at the call site. They are synchronous and trio-free, so Core's engine may call them."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+
+_meter = metrics.get_meter("echo")
+
+# ------------------------------------------------------------------------------------------ Core: copies
+
+COPY_LATENCY = _meter.create_histogram(
+    "echo_core_copy_latency_ms", description="The master's open to the slave's fill at Core, ms"
+)
+APPLY_DURATION = _meter.create_histogram(
+    "echo_core_apply_duration_ms", description="Core applying one group of messages (engine), ms"
+)
+JOURNAL_COMMIT = _meter.create_histogram(
+    "echo_core_journal_commit_duration_ms", description="One group commit to the store, by outcome, ms"
+)
+JOURNAL_FAILURES = _meter.create_counter(
+    "echo_core_journal_failures", description="Group commits that failed, by outcome (unavailable, rejected)"
+)
+EVENTS = _meter.create_counter("echo_core_journal_events", description="Event rows Core recorded, by kind")
+COPIES = _meter.create_counter(
+    "echo_core_copies", description="Copies filled at a slave, by account and symbol"
+)
+OMISSIONS = _meter.create_counter(
+    "echo_core_omissions", description="Copies not made, by account and reason (policy, window, offline...)"
+)
+MISSED_TRADES = _meter.create_counter(
+    "echo_core_missed_trades",
+    description="Master trades a slave did not get: omitted, refused by the broker or given up, by account",
+)
+SLIPPAGE = _meter.create_histogram(
+    "echo_core_slippage_points", description="Slave fill price against the master's, in points"
+)
+SPREAD_AT_ENTRY = _meter.create_histogram(
+    "echo_core_spread_at_entry_points", description="Slave spread when the copy was decided, in points"
+)
+ORDERS_REJECTED = _meter.create_counter(
+    "echo_core_orders_rejected", description="Orders a slave's broker (or EA) refused, by reason"
+)
+BLOCKED_BY_WINDOW = _meter.create_counter(
+    "echo_core_blocked_by_window", description="Entries blocked by a no-trade window, by account"
+)
+POLICY_VIOLATIONS = _meter.create_counter(
+    "echo_core_policy_violations",
+    description="Entries a policy limit refused (spread, slippage, delay, size), by account and policy",
+)
+STOP_OUTS = _meter.create_counter("echo_core_stop_outs", description="Slave positions stopped out")
+BROKER_CLOSES = _meter.create_counter(
+    "echo_core_broker_closes", description="Slave positions the broker closed (SL, TP, stop-out), by reason"
+)
+GAVE_UP = _meter.create_counter(
+    "echo_core_delivery_gave_up", description="Commands given up after every send, by account and kind"
+)
+DELIVERY_RETRIES = _meter.create_counter(
+    "echo_core_delivery_retries", description="Delivery steps reported for commands, by stage and result"
+)
+HANDSHAKES = _meter.create_counter(
+    "echo_core_handshakes", description="Handshake verdicts, by account and status"
+)
+HANDSHAKE_FEEDBACK = _meter.create_histogram(
+    "echo_core_handshake_feedback_ms", description="Handshake received by the Agent to Core's verdict, ms"
+)
+COMPAT_MODE = _meter.create_counter(
+    "echo_core_compat_mode_streams", description="Agent streams served in compat mode (no lossless delivery)"
+)
+SHED = _meter.create_counter(
+    "echo_core_quotes_shed", description="Quotes and snapshots dropped at Core's gRPC stream, by reason"
+)
+
+# --------------------------------------------------------------------------------------------- Agent
+
+PIPE_LATENCY = _meter.create_histogram(
+    "echo_agent_pipe_delivery_latency_ms",
+    description="Agent write of a command to the terminal's acknowledgement, by result, ms",
+)
+PIPE_REWRITES = _meter.create_counter(
+    "echo_agent_pipe_rewrites", description="Commands written again to a terminal, by account"
+)
+PIPE_RETRIES = _meter.create_counter(
+    "echo_agent_pipe_retries", description="Delivery outcomes the Agent reported to Core, by stage and result"
+)
+AGENT_FORWARDED = _meter.create_counter(
+    "echo_agent_forwarded", description="Messages from terminals forwarded to Core, by type"
+)
+
+# --------------------------------------------------------------------------------------------- hooks
+
+_POLICY = {
+    "spread_too_wide": "max_spread",
+    "slippage_too_high": "max_slippage",
+    "max_delay_exceeded": "max_delay",
+}
+
+
+class timed:
+    """Record the block's duration in ms on ``histogram`` (with ``outcome`` as a label once set)."""
+
+    __slots__ = ("histogram", "outcome", "t0")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self.outcome: str | None = None
+        self.t0 = 0.0
+
+    def __enter__(self) -> timed:
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ms = (time.perf_counter() - self.t0) * 1000.0
+        if self.outcome is None:
+            self.histogram.record(ms)
+            return
+        self.histogram.record(ms, {"outcome": self.outcome})
+        if self.outcome != "written":
+            JOURNAL_FAILURES.add(1, {"outcome": self.outcome})
+
+
+def pipe_acked(held: Any, status: str, now_ms: int) -> None:
+    """The terminal acknowledged the write of ``held`` (the Agent's Held; ``status``: OK, RETRY, FAILED)."""
+    written = held.state.written_at_ms
+    if written is not None:
+        PIPE_LATENCY.record(max(now_ms - written, 0), {"account": held.account_id, "result": status})
+
+
+def event(kind: str) -> None:
+    """Tx.record: one event row of ``kind``."""
+    EVENTS.add(1, {"kind": kind})
+
+
+def omitted(account: str, reason: str) -> None:
+    OMISSIONS.add(1, {"account": account, "reason": reason})
+    MISSED_TRADES.add(1, {"account": account, "reason": reason})
+    if reason == "no_trade_window":
+        BLOCKED_BY_WINDOW.add(1, {"account": account})
+    elif reason in _POLICY or reason.startswith(("lot", "risk", "max_")):
+        POLICY_VIOLATIONS.add(1, {"account": account, "policy": _POLICY.get(reason, reason)})
+
+
+def copy_decided(account: str, symbol: str, detail: dict[str, object]) -> None:
+    spread = detail.get("spread_points")
+    if isinstance(spread, int | float):
+        SPREAD_AT_ENTRY.record(float(spread), {"account": account, "symbol": symbol})
+
+
+def filled(acc: Any, trade: Any, symbol: str, price: float | None, now_ms: int) -> None:
+    """A copy filled at slave ``acc`` (Core's Account) for ``trade`` (Core's Trade, or None): counted, its
+    latency from the master's open, and its slippage against the master's price in the slave's points."""
+    account = acc.account_id
+    labels = {"account": account, "symbol": symbol}
+    COPIES.add(1, labels)
+    if trade is None:
+        return
+    intent = trade.intent
+    opened = intent.opened_at_ms if intent.opened_at_ms is not None else trade.row.opened_at_ms
+    COPY_LATENCY.record(max(now_ms - opened, 0), {"account": account})
+    spec = acc.symbols.get(trade.canonical)
+    if price and spec is not None and spec.point > 0:
+        SLIPPAGE.record(abs(price - intent.price) / spec.point, labels)
+
+
+def rejected(account: str, reason: str, opening: bool) -> None:
+    """A failed result: the broker (or the EA's own live check) refused the order."""
+    ORDERS_REJECTED.add(1, {"account": account, "reason": reason})
+    if opening:
+        MISSED_TRADES.add(1, {"account": account, "reason": reason})
+
+
+def gave_up(account: str, kind: str) -> None:
+    GAVE_UP.add(1, {"account": account, "kind": kind})
+    if kind == "execute":
+        MISSED_TRADES.add(1, {"account": account, "reason": "gave_up"})
+
+
+def broker_closed(account: str, reason: str) -> None:
+    BROKER_CLOSES.add(1, {"account": account, "reason": reason})
+    if reason == "STOP_OUT":
+        STOP_OUTS.add(1, {"account": account})
+
+
+def handshake(account: str, status: str, feedback_ms: float) -> None:
+    HANDSHAKES.add(1, {"account": account, "status": status})
+    HANDSHAKE_FEEDBACK.record(max(feedback_ms, 0.0))
+
+
+def delivery_ack(stage: str, result: str) -> None:
+    DELIVERY_RETRIES.add(1, {"stage": stage, "result": result})
+
+
+# ------------------------------------------------------------------------------------- observed state
+
+_LIVE: weakref.WeakKeyDictionary[Any, Callable[[Any], Iterable[tuple[str, float, dict[str, str]]]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Objects (Core's context, Agents) and how to read their gauges: (name, value, labels), on each scrape."""
+
+
+def observe(source: Any, gauges: Callable[[Any], Iterable[tuple[str, float, dict[str, str]]]]) -> None:
+    """Report ``gauges(source)`` on every scrape while ``source`` lives."""
+    _LIVE[source] = gauges
+
+
+def _gauge(name: str) -> Callable[[CallbackOptions], Iterator[Observation]]:
+    def callback(_options: CallbackOptions) -> Iterator[Observation]:
+        for source, gauges in list(_LIVE.items()):
+            for n, value, labels in gauges(source):
+                if n == name:
+                    yield Observation(value, labels)
+
+    return callback
+
+
+def _uuid7_ms(uuid: str) -> int:
+    return int(uuid.replace("-", "")[:12], 16)
+
+
+def core_gauges(ctx: Any) -> Iterator[tuple[str, float, dict[str, str]]]:
+    """Core's accounts and pending commands (``ctx``: the engine's Context)."""
+    st = ctx.state
+    for acc in list(st.accounts.values()):
+        a = acc.account_id
+        yield "echo_core_account_online", 1.0 if acc.online else 0.0, {"account": a, "role": acc.role.value}
+        for status in ("ACCEPTED", "WARNING", "REJECTED"):
+            on = 1.0 if acc.registration.value == status else 0.0
+            yield "echo_core_account_handshake_status", on, {"account": a, "status": status}
+        yield "echo_core_account_degraded_symbols", float(len(acc.rejected_symbols)), {"account": a}
+    now = ctx.clock.now_ms()
+    oldest: dict[str, int] = {}
+    pending = list(st.pending.values())
+    for pend in pending:
+        made = _uuid7_ms(pend.command.command_id)
+        oldest[pend.account_id] = min(oldest.get(pend.account_id, made), made)
+    yield "echo_core_pending_commands", float(len(pending)), {}
+    for a in st.accounts:
+        age = (now - oldest[a]) / 1000.0 if a in oldest else 0.0
+        yield "echo_core_pending_command_age_seconds", max(age, 0.0), {"account": a}
+
+
+def agent_gauges(agent: Any) -> Iterator[tuple[str, float, dict[str, str]]]:
+    """An Agent's terminals and held commands."""
+    labels = {"agent": agent.agent_id}
+    yield "echo_agent_terminals_connected", float(len(agent.connections)), labels
+    yield "echo_agent_held_commands", float(len(agent.held)), labels
+    yield "echo_agent_compat_mode", 1.0 if getattr(agent._link, "compat_mode", False) else 0.0, labels
+
+
+GAUGES = {
+    "echo_core_account_online": "1 when the account's terminal is connected, by account and role",
+    "echo_core_account_handshake_status": "1 for the account's current handshake verdict (status label)",
+    "echo_core_account_degraded_symbols": "Symbols the account may not trade after its handshake",
+    "echo_core_pending_commands": "Commands waiting for their result",
+    "echo_core_pending_command_age_seconds": "Age of the oldest command waiting for its result, by account",
+    "echo_agent_terminals_connected": "Terminals connected to this Agent",
+    "echo_agent_held_commands": "Commands the Agent is getting into its terminals",
+    "echo_agent_compat_mode": "1 when the Agent's link to Core runs in compat mode",
+}
+for _name, _doc in GAUGES.items():
+    _meter.create_observable_gauge(_name, callbacks=[_gauge(_name)], description=_doc)
