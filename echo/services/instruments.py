@@ -105,8 +105,13 @@ AGENT_FORWARDED = _meter.create_counter(
 _POLICY = {
     "spread_too_wide": "max_spread",
     "slippage_too_high": "max_slippage",
+    "ERR_SPREAD_TOO_WIDE": "max_spread",
+    "ERR_SLIPPAGE_TOO_HIGH": "max_slippage",
     "max_delay_exceeded": "max_delay",
+    "no_stop_loss": "require_stop_loss",
+    "lot_below_min_lot": "min_lot",
 }
+"""Omission reasons that are a policy limit at work (omitted by the operator's rule: not a missed trade)."""
 
 
 class timed:
@@ -146,12 +151,15 @@ def event(kind: str) -> None:
 
 
 def omitted(account: str, reason: str) -> None:
+    """A copy not made. A window or a policy limit is the operator's rule; any other reason (the slave
+    offline or REJECTED, no quote, a symbol it cannot trade) is a missed trade."""
     OMISSIONS.add(1, {"account": account, "reason": reason})
-    MISSED_TRADES.add(1, {"account": account, "reason": reason})
     if reason == "no_trade_window":
         BLOCKED_BY_WINDOW.add(1, {"account": account})
-    elif reason in _POLICY or reason.startswith(("lot", "risk", "max_")):
-        POLICY_VIOLATIONS.add(1, {"account": account, "policy": _POLICY.get(reason, reason)})
+    elif reason in _POLICY:
+        POLICY_VIOLATIONS.add(1, {"account": account, "policy": _POLICY[reason]})
+    else:
+        MISSED_TRADES.add(1, {"account": account, "reason": reason})
 
 
 def copy_decided(account: str, symbol: str, detail: dict[str, object]) -> None:
@@ -196,8 +204,26 @@ def broker_closed(account: str, reason: str) -> None:
 
 
 def handshake(account: str, status: str, feedback_ms: float) -> None:
+    """Core's verdict on an account's handshake. The account's alerting counters start at 0 here, so
+    Prometheus sees their first increase (a series born at 1 shows none) and the rules find the series."""
     HANDSHAKES.add(1, {"account": account, "status": status})
     HANDSHAKE_FEEDBACK.record(max(feedback_ms, 0.0))
+    labels = {"account": account}
+    STOP_OUTS.add(0, labels)
+    MISSED_TRADES.add(0, {**labels, "reason": "gave_up"})
+    GAVE_UP.add(0, {**labels, "kind": "execute"})
+
+
+def terminal_connected(account: str) -> None:
+    """A terminal's handshake taken by its Agent: the account's re-write counter starts at 0."""
+    PIPE_REWRITES.add(0, {"account": account})
+
+
+def core_started(core: Any) -> None:
+    """A Core runs in this process: its gauges are read on each scrape, its journal counters start at 0."""
+    observe(core, core_gauges)
+    for outcome in ("unavailable", "rejected"):
+        JOURNAL_FAILURES.add(0, {"outcome": outcome})
 
 
 def delivery_ack(stage: str, result: str) -> None:
@@ -231,8 +257,9 @@ def _uuid7_ms(uuid: str) -> int:
     return int(uuid.replace("-", "")[:12], 16)
 
 
-def core_gauges(ctx: Any) -> Iterator[tuple[str, float, dict[str, str]]]:
-    """Core's accounts and pending commands (``ctx``: the engine's Context)."""
+def core_gauges(core: Any) -> Iterator[tuple[str, float, dict[str, str]]]:
+    """A Core's accounts and pending commands."""
+    ctx = core.ctx
     st = ctx.state
     for acc in list(st.accounts.values()):
         a = acc.account_id

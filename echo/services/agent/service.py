@@ -338,6 +338,7 @@ class Agent:
             old.cancel.cancel()
         conn.account_id, conn.role, conn.terminal_id = hs.account_id, hs.role, hs.terminal_id
         self.connections[hs.account_id] = conn
+        instruments.terminal_connected(hs.account_id)
         log.info(
             "agent_handshake",
             conn_id=conn.conn_id,

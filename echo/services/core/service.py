@@ -107,7 +107,7 @@ class Core:
         )
         self._send_timeout_s = self.router.config.worker_timeout_ms / 1000.0
         _LIVE.add(self)
-        instruments.observe(self.ctx, instruments.core_gauges)
+        instruments.core_started(self)
         self._store = store
         self._clock = clock
         self._changed = trio.Event()
