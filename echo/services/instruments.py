@@ -43,7 +43,7 @@ OMISSIONS = _meter.create_counter(
 )
 MISSED_TRADES = _meter.create_counter(
     "echo_core_missed_trades",
-    description="Master trades a slave did not get: omitted, refused by the broker or given up, by account",
+    description="Master trades a slave did not get (not by a rule: offline, REJECTED, refused, given up)",
 )
 SLIPPAGE = _meter.create_histogram(
     "echo_core_slippage_points", description="Slave fill price against the master's, in points"
@@ -159,7 +159,7 @@ def omitted(account: str, reason: str) -> None:
     elif reason in _POLICY:
         POLICY_VIOLATIONS.add(1, {"account": account, "policy": _POLICY[reason]})
     else:
-        MISSED_TRADES.add(1, {"account": account, "reason": reason})
+        MISSED_TRADES.add(1, {"account": account})
 
 
 def copy_decided(account: str, symbol: str, detail: dict[str, object]) -> None:
@@ -188,13 +188,13 @@ def rejected(account: str, reason: str, opening: bool) -> None:
     """A failed result: the broker (or the EA's own live check) refused the order."""
     ORDERS_REJECTED.add(1, {"account": account, "reason": reason})
     if opening:
-        MISSED_TRADES.add(1, {"account": account, "reason": reason})
+        MISSED_TRADES.add(1, {"account": account})
 
 
 def gave_up(account: str, kind: str) -> None:
     GAVE_UP.add(1, {"account": account, "kind": kind})
     if kind == "execute":
-        MISSED_TRADES.add(1, {"account": account, "reason": "gave_up"})
+        MISSED_TRADES.add(1, {"account": account})
 
 
 def broker_closed(account: str, reason: str) -> None:
@@ -210,8 +210,9 @@ def handshake(account: str, status: str, feedback_ms: float) -> None:
     HANDSHAKE_FEEDBACK.record(max(feedback_ms, 0.0))
     labels = {"account": account}
     STOP_OUTS.add(0, labels)
-    MISSED_TRADES.add(0, {**labels, "reason": "gave_up"})
-    GAVE_UP.add(0, {**labels, "kind": "execute"})
+    MISSED_TRADES.add(0, labels)
+    for kind in ("execute", "close", "modify"):
+        GAVE_UP.add(0, {**labels, "kind": kind})
 
 
 def terminal_connected(account: str) -> None:

@@ -110,6 +110,8 @@ class Router(Generic[Tx]):
         )
         async with trio.open_nursery() as nursery:
             for worker_id in range(self.config.worker_pool_size):
+                labels = {"worker_id": str(worker_id), "reason": "queue_full", "component": _COMPONENT}
+                REJECTIONS_TOTAL.add(0, labels)  # the series exists before the first rejection
                 nursery.start_soon(self._worker, worker_id)
             nursery.start_soon(self._control)
             task_status.started()
