@@ -12,7 +12,11 @@ Prints JSON: this machine's floor measured first in the same run (``bench/floor.
 count p50/p99/max/mean in milliseconds with the p50s as multiples of the copy floor (two Unix socket hops
 and one durable SQLite commit), and the copier's CPU seconds per 1,000 copies (idle between trades
 included). Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,30,60]
-[--synchronous FULL|NORMAL] [--pause 0.02]``.
+[--synchronous FULL|NORMAL] [--pause 0.02] [--metrics off|on|both]``.
+
+``--metrics on`` serves the copier's metrics (``metrics.listen``) and scrapes ``/metrics`` once a second
+during the run, as Prometheus would; ``both`` runs each slave count with metrics off, then on, then off
+and on again (same sitting) and gives the overhead of metrics on against off (``metrics_overhead``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -199,13 +204,31 @@ async def idle_copies(
     return first, last
 
 
-async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int) -> dict[str, object]:
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scrape(url: str) -> None:
+    """Read ``/metrics`` once a second, as Prometheus would."""
+    while True:
+        await trio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=5).read())
+        await trio.sleep(1.0)
+
+
+async def bench(
+    args: argparse.Namespace, workdir: Path, n_slaves: int, metrics: bool = False
+) -> dict[str, object]:
     sock, db = workdir / "echo.sock", workdir / "echo.db"
     config = workdir / "echo.toml"
+    port = free_port()
     config.write_text(
         f'[agent]\nsocket_path = "{sock}"\n'
         f'[store]\nurl = "sqlite:///{db}"\nsynchronous = "{args.synchronous}"\n'
-        '[log]\nlevel = "warning"\n'
+        '[log]\nlevel = "warning"\n' + (f'[metrics]\nlisten = "127.0.0.1:{port}"\n' if metrics else "")
     )
     copier = await open_copier(config)
     copies = Copies(n_slaves)
@@ -221,6 +244,8 @@ async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int) -> dict[
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain, copier)
             nursery.start_soon(market.run)
+            if metrics:
+                nursery.start_soon(scrape, f"http://127.0.0.1:{port}/metrics")
             master = await start_terminals(
                 nursery, market, rng, connect, copies.on_execute, slave_ids(n_slaves)
             )
@@ -236,6 +261,7 @@ async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int) -> dict[
         "slaves": n_slaves,
         "trades": args.trades,
         "synchronous": args.synchronous,
+        "metrics": metrics,
         "first_slave_ms": _stats(first),
         "fanout_complete_ms": _stats(last),
         "copier_cpu_s_per_1000_copies": round(cpu / (args.trades * n_slaves) * 1000, 3),
@@ -268,21 +294,50 @@ def main() -> None:
     parser.add_argument("--slaves", type=slave_counts, default=[15], help="one count or a list: 1,5,15")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between trades")
+    parser.add_argument("--metrics", choices=["off", "on", "both"], default="off")
     args = parser.parse_args()
     machine = floor.measure()
     runs = []
+    modes = {"off": [False], "on": [True], "both": [False, True, False, True]}[args.metrics]
     for n_slaves in args.slaves:
-        with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
-            run: dict[str, Any] = trio.run(bench, args, Path(tmp), n_slaves)
-        for key in ("first_slave_ms", "fanout_complete_ms"):
-            run[key]["p50_x_floor"] = floor.ratio(run[key]["p50"], machine["copy_floor_us"])
-        runs.append(run)
-    result = {
+        for metrics in modes:
+            with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
+                run: dict[str, Any] = trio.run(bench, args, Path(tmp), n_slaves, metrics)
+            for key in ("first_slave_ms", "fanout_complete_ms"):
+                run[key]["p50_x_floor"] = floor.ratio(run[key]["p50"], machine["copy_floor_us"])
+            runs.append(run)
+    plain = [r for r in runs if not r["metrics"]]
+    result: dict[str, Any] = {
         "floor": machine,
         "runs": runs,
-        "per_slave_us": slope_us([r["slaves"] for r in runs], [r["fanout_complete_ms"]["p50"] for r in runs]),
+        "per_slave_us": slope_us(
+            [r["slaves"] for r in plain], [r["fanout_complete_ms"]["p50"] for r in plain]
+        ),
     }
+    if args.metrics == "both":
+        result["metrics_overhead"] = overhead(runs)
     print(json.dumps(result))
+
+
+def overhead(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per slave count: metrics on against off (means of the runs of each), as ratios (1.05: 5% more)."""
+    out: dict[str, dict[str, float]] = {}
+    for n in sorted({r["slaves"] for r in runs}):
+
+        def mean(key: str, sub: str | None, on: bool, n: int = n) -> float:
+            values = [r[key][sub] if sub else r[key] for r in runs if r["slaves"] == n and r["metrics"] == on]
+            return statistics.fmean(values)
+
+        out[str(n)] = {
+            name: round(mean(key, sub, True) / mean(key, sub, False), 3)
+            for name, key, sub in (
+                ("first_slave_p50", "first_slave_ms", "p50"),
+                ("fanout_complete_p50", "fanout_complete_ms", "p50"),
+                ("fanout_complete_p99", "fanout_complete_ms", "p99"),
+                ("cpu_per_copy", "copier_cpu_s_per_1000_copies", None),
+            )
+        }
+    return out
 
 
 if __name__ == "__main__":
