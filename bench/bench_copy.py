@@ -213,9 +213,12 @@ def free_port() -> int:
 
 
 async def scrape(url: str) -> None:
-    """Read ``/metrics`` once a second, as Prometheus would."""
+    """Read ``/metrics`` once a second, as Prometheus would, until the copier stops."""
     while True:
-        await trio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=5).read())
+        try:
+            await trio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=5).read())
+        except OSError:
+            return  # the copier is stopping
         await trio.sleep(1.0)
 
 

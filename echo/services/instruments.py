@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 
 _meter = metrics.get_meter("echo")
 
@@ -115,12 +115,13 @@ _POLICY = {
 
 
 class timed:
-    """Record the block's duration in ms on ``histogram`` (with ``outcome`` as a label once set)."""
+    """Record the block's duration in ms on ``histogram``, with ``outcome`` as a label once the block
+    sets it; an outcome other than ``written`` also counts on ``failures``."""
 
-    __slots__ = ("histogram", "outcome", "t0")
+    __slots__ = ("failures", "histogram", "outcome", "t0")
 
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
+    def __init__(self, histogram: Histogram, failures: Counter | None = None) -> None:
+        self.histogram, self.failures = histogram, failures
         self.outcome: str | None = None
         self.t0 = 0.0
 
@@ -134,8 +135,8 @@ class timed:
             self.histogram.record(ms)
             return
         self.histogram.record(ms, {"outcome": self.outcome})
-        if self.outcome != "written":
-            JOURNAL_FAILURES.add(1, {"outcome": self.outcome})
+        if self.failures is not None and self.outcome != "written":
+            self.failures.add(1, {"outcome": self.outcome})
 
 
 def pipe_acked(held: Any, status: str, now_ms: int) -> None:
@@ -259,7 +260,8 @@ def _uuid7_ms(uuid: str) -> int:
 
 
 def core_gauges(core: Any) -> Iterator[tuple[str, float, dict[str, str]]]:
-    """A Core's accounts and pending commands."""
+    """A Core's accounts and pending commands. Read from the HTTP server's thread while Core runs: each
+    container is copied in one C call (atomic under the GIL) before it is walked."""
     ctx = core.ctx
     st = ctx.state
     for acc in list(st.accounts.values()):
@@ -276,7 +278,7 @@ def core_gauges(core: Any) -> Iterator[tuple[str, float, dict[str, str]]]:
         made = _uuid7_ms(pend.command.command_id)
         oldest[pend.account_id] = min(oldest.get(pend.account_id, made), made)
     yield "echo_core_pending_commands", float(len(pending)), {}
-    for a in st.accounts:
+    for a in list(st.accounts):
         age = (now - oldest[a]) / 1000.0 if a in oldest else 0.0
         yield "echo_core_pending_command_age_seconds", max(age, 0.0), {"account": a}
 

@@ -81,7 +81,7 @@ class Journal:
         group, self._queue = self._queue, []
         landed: list[Tx] = []
         try:
-            with instruments.timed(instruments.JOURNAL_COMMIT) as commit:
+            with instruments.timed(instruments.JOURNAL_COMMIT, instruments.JOURNAL_FAILURES) as commit:
                 outcome = commit.outcome = await self._write_with_retries(merge(group))
             if outcome == "rejected" and self._unsure:
                 landed = await self._landed(group)
