@@ -309,7 +309,7 @@ def main() -> None:
             for key in ("first_slave_ms", "fanout_complete_ms"):
                 run[key]["p50_x_floor"] = floor.ratio(run[key]["p50"], machine["copy_floor_us"])
             runs.append(run)
-    plain = [r for r in runs if not r["metrics"]]
+    plain = list({r["slaves"]: r for r in reversed(runs) if not r["metrics"]}.values())  # one per count
     result: dict[str, Any] = {
         "floor": machine,
         "runs": runs,
