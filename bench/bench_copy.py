@@ -14,8 +14,8 @@ and one durable SQLite commit), and the copier's CPU seconds per 1,000 copies (i
 included). Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,30,60]
 [--synchronous FULL|NORMAL] [--pause 0.02] [--metrics off|on|both]``.
 
-``--metrics on`` serves the copier's metrics (``metrics.listen``) and scrapes ``/metrics`` once a second
-during the run, as Prometheus would; ``both`` runs each slave count with metrics off, then on, then off
+``--metrics on`` serves the copier's metrics (``metrics.listen``) and scrapes ``/metrics`` every
+``--scrape-every`` seconds (15, a common Prometheus setting) during the run; ``both`` runs each slave count with metrics off, then on, then off
 and on again (same sitting) and gives the overhead of metrics on against off (``metrics_overhead``).
 """
 
@@ -212,14 +212,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def scrape(url: str) -> None:
-    """Read ``/metrics`` once a second, as Prometheus would, until the copier stops."""
+async def scrape(url: str, every_s: float) -> None:
+    """Read ``/metrics`` every ``every_s`` seconds, as Prometheus would, until the copier stops."""
     while True:
         try:
             await trio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=5).read())
         except OSError:
             return  # the copier is stopping
-        await trio.sleep(1.0)
+        await trio.sleep(every_s)
 
 
 async def bench(
@@ -248,7 +248,7 @@ async def bench(
             nursery.start_soon(drain, copier)
             nursery.start_soon(market.run)
             if metrics:
-                nursery.start_soon(scrape, f"http://127.0.0.1:{port}/metrics")
+                nursery.start_soon(scrape, f"http://127.0.0.1:{port}/metrics", args.scrape_every)
             master = await start_terminals(
                 nursery, market, rng, connect, copies.on_execute, slave_ids(n_slaves)
             )
@@ -298,6 +298,7 @@ def main() -> None:
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between trades")
     parser.add_argument("--metrics", choices=["off", "on", "both"], default="off")
+    parser.add_argument("--scrape-every", type=float, default=15.0, help="seconds between scrapes")
     args = parser.parse_args()
     machine = floor.measure()
     runs = []

@@ -96,9 +96,6 @@ PIPE_REWRITES = _meter.create_counter(
 PIPE_RETRIES = _meter.create_counter(
     "echo_agent_pipe_retries", description="Delivery outcomes the Agent reported to Core, by stage and result"
 )
-AGENT_FORWARDED = _meter.create_counter(
-    "echo_agent_forwarded", description="Messages from terminals forwarded to Core, by type"
-)
 
 # --------------------------------------------------------------------------------------------- hooks
 
@@ -237,7 +234,7 @@ def delivery_ack(stage: str, result: str) -> None:
 _LIVE: weakref.WeakKeyDictionary[Any, Callable[[Any], Iterable[tuple[str, float, dict[str, str]]]]] = (
     weakref.WeakKeyDictionary()
 )
-"""Objects (Core's context, Agents) and how to read their gauges: (name, value, labels), on each scrape."""
+"""Objects (Cores, Agents) and how to read their gauges: (name, value, labels), on each scrape."""
 
 
 def observe(source: Any, gauges: Callable[[Any], Iterable[tuple[str, float, dict[str, str]]]]) -> None:
