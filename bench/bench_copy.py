@@ -15,8 +15,9 @@ included). Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,3
 [--synchronous FULL|NORMAL] [--pause 0.02] [--metrics off|on|both]``.
 
 ``--metrics on`` serves the copier's metrics (``metrics.listen``) and scrapes ``/metrics`` every
-``--scrape-every`` seconds (15, a common Prometheus setting) during the run; ``both`` runs each slave count with metrics off, then on, then off
-and on again (same sitting) and gives the overhead of metrics on against off (``metrics_overhead``).
+``--scrape-every`` seconds (15, a common Prometheus setting) during the run; ``both`` runs each slave
+count with metrics off, then on, then off and on again (same sitting) and gives the overhead of metrics
+on against off (``metrics_overhead``: ratios, 1.05 is 5% more).
 """
 
 from __future__ import annotations
