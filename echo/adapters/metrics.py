@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import structlog
 from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from prometheus_client import start_http_server
 
@@ -36,7 +36,9 @@ def views() -> list[View]:
 def prometheus_endpoint(host: str, port: int) -> Iterator[None]:
     """Install the process's meter provider (once per process) and serve ``/metrics`` until exit."""
     reader = PrometheusMetricReader()
-    provider = MeterProvider(metric_readers=[reader], views=views())
+    # no exemplars: the Prometheus text format does not carry them, and sampling them costs every measurement
+    no_exemplars = AlwaysOffExemplarFilter()
+    provider = MeterProvider(metric_readers=[reader], views=views(), exemplar_filter=no_exemplars)
     metrics.set_meter_provider(provider)
     try:
         server, _thread = start_http_server(port, host)
