@@ -26,23 +26,38 @@ class Tally:
     """A monotonic counter kept in a dict (labels -> total) and reported as an OpenTelemetry observable
     counter: ``add`` is a dict update (under a microsecond, metrics served or not), the scrape reads a copy
     (``dict.items`` copied in one C call, atomic under the GIL, so the HTTP thread may read while the event
-    loop's thread adds). The label sets are bounded, so is the dict."""
+    loop's thread adds). The label sets are bounded, so is the dict. ``monotonic=False``: an up-down
+    counter (a queue's depth)."""
 
     __slots__ = ("name", "values")
 
-    def __init__(self, name: str, description: str) -> None:
+    def __init__(self, name: str, description: str, *, monotonic: bool = True) -> None:
         self.name = name
         self.values: dict[tuple[tuple[str, str], ...], float] = {}
-        _meter.create_observable_counter(name, callbacks=[self._observe], description=description)
+        create = _meter.create_observable_counter if monotonic else _meter.create_observable_up_down_counter
+        create(name, callbacks=[self._observe], description=description)
 
     def add(self, amount: float, attributes: dict[str, str] | None = None) -> None:
-        key = tuple(attributes.items()) if attributes else ()
+        key = tuple(sorted(attributes.items())) if attributes else ()
         self.values[key] = self.values.get(key, 0) + amount
 
     def _observe(self, _options: CallbackOptions) -> Iterator[Observation]:
         for key, value in list(self.values.items()):
             yield Observation(value, dict(key))
 
+
+# ------------------------------------------------------------------------------------------ Core: router
+
+ROUTER_QUEUE_DEPTH = Tally(
+    "echo_core_router_queue_depth", "Messages waiting in a router worker's queue", monotonic=False
+)
+ROUTER_DISPATCH = Tally("echo_core_router_dispatch_total", "Messages a router worker handled, by result")
+ROUTER_DISPATCH_DURATION = _meter.create_histogram(
+    # no unit: the exporter would append it to the name, and the seed names the metric with its unit
+    "echo_core_router_dispatch_duration_ms",
+    description="From enqueue to dispatch by a worker, in ms",
+)
+ROUTER_REJECTIONS = Tally("echo_core_router_rejections_total", "Master events turned away, by reason")
 
 # ------------------------------------------------------------------------------------------ Core: copies
 

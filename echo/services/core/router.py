@@ -22,32 +22,23 @@ from typing import Generic, TypeVar
 
 import structlog
 import trio
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 
 from echo.domain import messages as m
 from echo.domain.config import RouterConfig
 from echo.domain.routing import is_master_event, trade_of, worker_for
 from echo.ports.transport import CoreHub
+from echo.services import instruments
 
 log = structlog.get_logger("echo.core.router")
-_meter = metrics.get_meter("echo.core.router")
 _tracer = trace.get_tracer("echo.core.router")
 _COMPONENT = "core.router"
 
-QUEUE_DEPTH = _meter.create_up_down_counter(
-    "echo_core_router_queue_depth", description="Messages waiting in a router worker's queue"
-)
-DISPATCH_TOTAL = _meter.create_counter(
-    "echo_core_router_dispatch_total", description="Messages a router worker handled, by result"
-)
-DISPATCH_DURATION = _meter.create_histogram(
-    # no unit: the exporter would append it to the name, and the seed names the metric with its unit
-    "echo_core_router_dispatch_duration_ms",
-    description="From enqueue to dispatch by a worker, in ms",
-)
-REJECTIONS_TOTAL = _meter.create_counter(
-    "echo_core_router_rejections_total", description="Master events turned away, by reason"
-)
+# the router's metrics are declared with every other in echo/services/instruments.py
+QUEUE_DEPTH = instruments.ROUTER_QUEUE_DEPTH
+DISPATCH_TOTAL = instruments.ROUTER_DISPATCH
+DISPATCH_DURATION = instruments.ROUTER_DISPATCH_DURATION
+REJECTIONS_TOTAL = instruments.ROUTER_REJECTIONS
 
 Tx = TypeVar("Tx")
 Item = tuple[str, m.AgentToCore]
