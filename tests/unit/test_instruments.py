@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from opentelemetry.metrics import CallbackOptions
 
 from echo.services import instruments as i
 
 
+@pytest.fixture(autouse=True)
+def served() -> Iterator[None]:
+    """As once metrics are served: the tallies count (until then an add does nothing)."""
+    before, i.Tally.served = i.Tally.served, True
+    yield
+    i.Tally.served = before
+
+
 def _totals(tally: i.Tally) -> dict[tuple[tuple[str, str], ...], float]:
     return {tuple(sorted(o.attributes.items())): o.value for o in tally._observe(CallbackOptions())}  # type: ignore[union-attr]
+
+
+def test_nothing_is_counted_until_metrics_are_served() -> None:
+    tally = i.Tally("echo_test_unserved", "unserved")
+    i.Tally.served = False
+    tally.add(1, {"account": "1"})
+    assert tally.values == {}
 
 
 def test_a_tally_sums_by_label_set_and_reports_every_set() -> None:
