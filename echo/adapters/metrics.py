@@ -16,7 +16,6 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from prometheus_client import start_http_server
 
 from echo.domain.errors import ConfigError
-from echo.services import instruments
 
 log = structlog.get_logger("echo.metrics")
 
@@ -41,7 +40,6 @@ def prometheus_endpoint(host: str, port: int) -> Iterator[None]:
     no_exemplars = AlwaysOffExemplarFilter()
     provider = MeterProvider(metric_readers=[reader], views=views(), exemplar_filter=no_exemplars)
     metrics.set_meter_provider(provider)
-    instruments.serve()
     try:
         server, _thread = start_http_server(port, host)
     except OSError as exc:

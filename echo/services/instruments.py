@@ -5,7 +5,7 @@ The names are Prometheus names with their unit (``_ms``, ``_points``, ``_seconds
 trade or command id. Until a meter provider is installed (``metrics.listen`` empty) the API's proxy meter
 hands out no-op histograms, so recording one costs a call. Counters are ``Tally``s: summed in a dict and
 read by the SDK on each scrape (the SDK's own measurement path costs 10-40 us an add), and doing nothing
-until metrics are served.
+until a meter provider is installed.
 
 The functions below are what the engine and the shells call where a fact is decided; each is one line
 at the call site. They are synchronous and trio-free, so Core's engine may call them."""
@@ -19,21 +19,23 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+from opentelemetry.metrics._internal import _ProxyMeterProvider  # the API's stand-in until one is set
 
 _meter = metrics.get_meter("echo")
 
 
 class Tally:
     """A monotonic counter kept in a dict (labels -> total) and reported as an OpenTelemetry observable
-    counter: ``add`` is a dict update (about a microsecond; nothing until ``serve``), the scrape reads a copy
-    (``dict.items`` copied in one C call, atomic under the GIL, so the HTTP thread may read while the event
-    loop's thread adds). The label sets are bounded, so is the dict. ``monotonic=False``: an up-down
+    counter: ``add`` is a dict update (about a microsecond; nothing without a provider), the scrape reads
+    a copy (``dict.items`` copied in one C call, atomic under the GIL, so the HTTP thread may read while the
+    event loop's thread adds). The label sets are bounded, so is the dict. ``monotonic=False``: an up-down
     counter (a queue's depth)."""
 
     __slots__ = ("name", "values")
 
     served = False
-    """Set once a meter provider serves the metrics (``serve``): until then ``add`` does nothing."""
+    """Whether a meter provider is installed in this process (checked by ``add`` until one is): until
+    then ``add`` does nothing."""
 
     def __init__(self, name: str, description: str, *, monotonic: bool = True) -> None:
         self.name = name
@@ -43,7 +45,9 @@ class Tally:
 
     def add(self, amount: float, attributes: dict[str, str] | None = None) -> None:
         if not Tally.served:
-            return
+            if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+                return
+            Tally.served = True
         key = tuple(sorted(attributes.items())) if attributes else ()
         self.values[key] = self.values.get(key, 0) + amount
 
@@ -150,11 +154,6 @@ _POLICY = {
     "lot_below_min_lot": "min_lot",
 }
 """Omission reasons that are a policy limit at work (omitted by the operator's rule: not a missed trade)."""
-
-
-def serve() -> None:
-    """A meter provider is installed in this process: the tallies count from now on."""
-    Tally.served = True
 
 
 class timed:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +14,7 @@ from echo.services import instruments as i
 
 @pytest.fixture(autouse=True)
 def served() -> Iterator[None]:
-    """As once metrics are served: the tallies count (until then an add does nothing)."""
+    """As once a meter provider is installed: the tallies count (until then an add does nothing)."""
     before, i.Tally.served = i.Tally.served, True
     yield
     i.Tally.served = before
@@ -22,11 +24,20 @@ def _totals(tally: i.Tally) -> dict[tuple[tuple[str, str], ...], float]:
     return {tuple(sorted(o.attributes.items())): o.value for o in tally._observe(CallbackOptions())}  # type: ignore[union-attr]
 
 
-def test_nothing_is_counted_until_metrics_are_served() -> None:
-    tally = i.Tally("echo_test_unserved", "unserved")
-    i.Tally.served = False
-    tally.add(1, {"account": "1"})
-    assert tally.values == {}
+def test_nothing_is_counted_until_a_meter_provider_is_installed() -> None:
+    """In a fresh process (this one may have a provider already)."""
+    script = (
+        "from opentelemetry import metrics\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from echo.services import instruments as i\n"
+        "i.COPIES.add(1, {'account': '1', 'symbol': 'X'})\n"
+        "assert i.COPIES.values == {}, i.COPIES.values\n"
+        "metrics.set_meter_provider(MeterProvider())\n"
+        "i.COPIES.add(1, {'account': '1', 'symbol': 'X'})\n"
+        "assert i.COPIES.values == {(('account', '1'), ('symbol', 'X')): 1}, i.COPIES.values\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_tally_sums_by_label_set_and_reports_every_set() -> None:
