@@ -11,10 +11,17 @@ more slave (``per_slave_us``: the slope of the fan-out-complete p50 over the sla
 Prints JSON: this machine's floor measured first in the same run (``bench/floor.py``), then per slave
 count p50/p99/max/mean in milliseconds with the p50s as multiples of the copy floor (two Unix socket hops
 and one durable SQLite commit), and the copier's CPU seconds per 1,000 copies (idle between trades
-included). ``--telemetry on`` runs the copier with traces exported by OTLP to a receiver in this process
-(``tests/otlp.py``, which counts the spans it got); ``both`` runs each slave count off then on, and gives
-the ratios of on to off. Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,30,60]
-[--synchronous FULL|NORMAL] [--pause 0.02] [--telemetry off|on|both]``.
+included). Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,30,60]
+[--synchronous FULL|NORMAL] [--pause 0.02] [--metrics off|on|both] [--telemetry off|on|both]``.
+
+``--telemetry on`` runs the copier with traces exported by OTLP to a receiver in this process
+(``tests/otlp.py``, which counts the spans it got); ``both`` runs each slave count off, on, off and on
+again and gives the overhead of traces on against off (``telemetry_overhead``).
+
+``--metrics on`` serves the copier's metrics (``metrics.listen``) and scrapes ``/metrics`` every
+``--scrape-every`` seconds (15, a common Prometheus setting) during the run; ``both`` runs each slave
+count with metrics off, then on, then off and on again (same sitting) and gives the overhead of metrics
+on against off (``metrics_overhead``: ratios, 1.05 is 5% more).
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -202,13 +211,35 @@ async def idle_copies(
     return first, last
 
 
-async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int, otlp: str = "") -> dict[str, object]:
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scrape(url: str, every_s: float) -> None:
+    """Read ``/metrics`` every ``every_s`` seconds, as Prometheus would, until the copier stops."""
+    while True:
+        try:
+            await trio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=5).read())
+        except OSError:
+            return  # the copier is stopping
+        await trio.sleep(every_s)
+
+
+async def bench(
+    args: argparse.Namespace, workdir: Path, n_slaves: int, metrics: bool = False, otlp: str = ""
+) -> dict[str, object]:
     sock, db = workdir / "echo.sock", workdir / "echo.db"
     config = workdir / "echo.toml"
+    port = free_port()
     config.write_text(
         f'[agent]\nsocket_path = "{sock}"\n'
         f'[store]\nurl = "sqlite:///{db}"\nsynchronous = "{args.synchronous}"\n'
         '[log]\nlevel = "warning"\n'
+        + (f'[metrics]\nlisten = "127.0.0.1:{port}"\n' if metrics else "")
         + (f'[telemetry]\nendpoint = "{otlp}"\nsampling = {args.sampling}\n' if otlp else "")
     )
     copier = await open_copier(config)
@@ -225,6 +256,8 @@ async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int, otlp: st
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain, copier)
             nursery.start_soon(market.run)
+            if metrics:
+                nursery.start_soon(scrape, f"http://127.0.0.1:{port}/metrics", args.scrape_every)
             master = await start_terminals(
                 nursery, market, rng, connect, copies.on_execute, slave_ids(n_slaves)
             )
@@ -240,7 +273,8 @@ async def bench(args: argparse.Namespace, workdir: Path, n_slaves: int, otlp: st
         "slaves": n_slaves,
         "trades": args.trades,
         "synchronous": args.synchronous,
-        "telemetry": "on" if otlp else "off",
+        "metrics": metrics,
+        "telemetry": bool(otlp),
         **({"sampling": args.sampling} if otlp else {}),
         "first_slave_ms": _stats(first),
         "fanout_complete_ms": _stats(last),
@@ -274,49 +308,71 @@ def main() -> None:
     parser.add_argument("--slaves", type=slave_counts, default=[15], help="one count or a list: 1,5,15")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between trades")
+    parser.add_argument("--metrics", choices=["off", "on", "both"], default="off")
+    parser.add_argument("--scrape-every", type=float, default=15.0, help="seconds between scrapes")
     parser.add_argument(
         "--telemetry",
         choices=["off", "on", "both"],
         default="off",
-        help="traces exported by OTLP to a local receiver; both: off then on, with the ratios",
+        help="traces exported by OTLP to a local receiver; both: off, on, off, on, with the overhead",
     )
     parser.add_argument("--sampling", type=float, default=1.0, help="telemetry.sampling with traces on")
     args = parser.parse_args()
+    if args.metrics == "both" and args.telemetry == "both":
+        parser.error("--metrics both and --telemetry both: compare one at a time")
+    sides = {"off": [False], "on": [True], "both": [False, True, False, True]}
+    modes = [(m, t) for m in sides[args.metrics] for t in sides[args.telemetry]]
     machine = floor.measure()
     runs = []
-    modes = {"off": [False], "on": [True], "both": [False, True]}[args.telemetry]
-    with otlp_receiver() as receiver:
+    with otlp_receiver() if args.telemetry != "off" else nullcontext() as receiver:
         for n_slaves in args.slaves:
-            for on in modes:
+            for metrics, traces in modes:
                 with tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
-                    before = len(receiver.spans)
-                    otlp = receiver.url if on else ""
-                    run: dict[str, Any] = trio.run(bench, args, Path(tmp), n_slaves, otlp)
-                if on:
+                    before = len(receiver.spans) if receiver else 0
+                    otlp = receiver.url if receiver and traces else ""
+                    run: dict[str, Any] = trio.run(bench, args, Path(tmp), n_slaves, metrics, otlp)
+                if otlp:
                     run["spans_exported"] = len(receiver.spans) - before
                 for key in ("first_slave_ms", "fanout_complete_ms"):
                     run[key]["p50_x_floor"] = floor.ratio(run[key]["p50"], machine["copy_floor_us"])
                 runs.append(run)
-    off = [r for r in runs if r["telemetry"] == "off"]
+    plain = list(
+        {r["slaves"]: r for r in reversed(runs) if not r["metrics"] and not r["telemetry"]}.values()
+    )  # one per count
     result: dict[str, Any] = {
         "floor": machine,
         "runs": runs,
-        "per_slave_us": slope_us([r["slaves"] for r in off], [r["fanout_complete_ms"]["p50"] for r in off]),
+        "per_slave_us": slope_us(
+            [r["slaves"] for r in plain], [r["fanout_complete_ms"]["p50"] for r in plain]
+        ),
     }
+    if args.metrics == "both":
+        result["metrics_overhead"] = overhead(runs, "metrics")
     if args.telemetry == "both":
-        result["telemetry_on_over_off"] = [
-            {
-                "slaves": a["slaves"],
-                **{
-                    f"{key}_{stat}": round(b[key][stat] / a[key][stat], 3)
-                    for key in ("first_slave_ms", "fanout_complete_ms")
-                    for stat in ("p50", "mean")
-                },
-                "cpu": round(b["copier_cpu_s_per_1000_copies"] / a["copier_cpu_s_per_1000_copies"], 3),
-            }
-            for a, b in zip(runs[::2], runs[1::2], strict=True)
-        ]
+        result["telemetry_overhead"] = overhead(runs, "telemetry")
     print(json.dumps(result))
+
+
+def overhead(runs: list[dict[str, Any]], flag: str) -> dict[str, dict[str, float]]:
+    """Per slave count: ``flag`` (metrics or telemetry) on against off (means of the runs of each), as
+    ratios (1.05: 5% more)."""
+    out: dict[str, dict[str, float]] = {}
+    for n in sorted({r["slaves"] for r in runs}):
+
+        def mean(key: str, sub: str | None, on: bool, n: int = n) -> float:
+            values = [r[key][sub] if sub else r[key] for r in runs if r["slaves"] == n and r[flag] == on]
+            return statistics.fmean(values)
+
+        out[str(n)] = {
+            name: round(mean(key, sub, True) / mean(key, sub, False), 3)
+            for name, key, sub in (
+                ("first_slave_p50", "first_slave_ms", "p50"),
+                ("fanout_complete_p50", "fanout_complete_ms", "p50"),
+                ("fanout_complete_p99", "fanout_complete_ms", "p99"),
+                ("cpu_per_copy", "copier_cpu_s_per_1000_copies", None),
+            )
+        }
+    return out
 
 
 if __name__ == "__main__":

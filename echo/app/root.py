@@ -264,17 +264,29 @@ async def run_agent(
         _release(listener)
         raise
     try:
-        with _telemetry(config, "echo-agent"):
-            async with asyncio_loop(), trio.open_nursery() as nursery:
-                link = _grpc_link(config, host, port)
-                await nursery.start(link.run)
-                agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
-                await nursery.start(agent.run)
-                task_status.started(agent)
+        with _metrics(config), _telemetry(config, "echo-agent"):
+            await _agent_alone(config, host, port, listener, clock, ledger, task_status)
     finally:
         if own_ledger:
             ledger.close()
         _release(listener)
+
+
+async def _agent_alone(
+    config: Config,
+    host: str,
+    port: int,
+    listener: PipeListener,
+    clock: Clock,
+    ledger: AckLedger,
+    task_status: trio.TaskStatus[Agent],
+) -> None:
+    async with asyncio_loop(), trio.open_nursery() as nursery:
+        link = _grpc_link(config, host, port)
+        await nursery.start(link.run)
+        agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
+        await nursery.start(agent.run)
+        task_status.started(agent)
 
 
 def _claim(listener: PipeListener) -> None:

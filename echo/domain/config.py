@@ -287,7 +287,8 @@ class SplitConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    """Prometheus scrape endpoint for the copier's OpenTelemetry metrics (router, copies, omissions)."""
+    """Prometheus scrape endpoint for the copier's OpenTelemetry metrics: Core's, the Agent's, or both
+    (echo/services/instruments.py)."""
 
     listen: str = ""
     """HOST:PORT to serve ``/metrics`` on; empty: no endpoint (the metrics cost nothing then)."""

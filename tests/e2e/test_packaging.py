@@ -35,8 +35,10 @@ def test_the_wheel_carries_the_migrations_and_an_install_applies_them(tmp_path: 
     (wheel,) = tmp_path.glob("echo_copier-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         packed = sorted(Path(n).name for n in zf.namelist() if n.startswith("echo/sql/"))
+        observability = {Path(n).name for n in zf.namelist() if n.startswith("echo/observability/")}
         zf.extractall(tmp_path / "installed")
     assert packed == sorted(p.name for p in (ROOT / "echo" / "sql").glob("*.sql"))
+    assert observability == {"alerts.yml", "grafana-dashboard.json"}  # the dashboard and the alert rules
 
     # the unpacked wheel ahead of the checkout on the path: as a site-packages install sees itself
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "installed")}

@@ -42,6 +42,7 @@ from echo.adapters.transport.grpc_guard import (
 )
 from echo.adapters.transport.pb.echo.v1 import agent_pb2 as pb
 from echo.domain import messages as m
+from echo.services import instruments
 
 if TYPE_CHECKING:
     from echo.adapters.transport.grpc_hub import GrpcCoreHub
@@ -260,6 +261,7 @@ class _Service:
         compat = not hello.supports_lossless_delivery
         if compat:
             hub.stats["compat_mode"] += 1
+            instruments.COMPAT_MODE.add(1)
             log.warning(
                 "grpc_agent_compat_mode",
                 agent_id=agent_id,
@@ -327,6 +329,7 @@ class _Service:
         times what it may is ended: reading and dropping its messages would still cost Core its CPU."""
         conn.shed += 1
         self.hub.stats["shed"] += 1
+        instruments.SHED.add(1, {"reason": reason})
         if _often(conn.shed):
             log.warning(
                 "grpc_agent_shed", agent_id=conn.agent_id, peer=conn.peer, reason=reason, shed=conn.shed

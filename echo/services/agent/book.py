@@ -15,6 +15,7 @@ from echo.delivery import relay
 from echo.domain import messages as m
 from echo.pipe.codec import AGENT_TO_EA, decode_line, encode
 from echo.ports.ledger import AckLedger, LedgerEntry, LedgerError
+from echo.services import instruments
 
 log = structlog.get_logger("echo.agent")
 
@@ -137,6 +138,7 @@ class CommandBook:
                 )
                 if effect.result != "PENDING" or effect.stage != "AGENT_BUFFERED":
                     count(self._stats, f"ack_{effect.stage.lower()}_{effect.result.lower()}")
+                    instruments.PIPE_RETRIES.add(1, {"stage": effect.stage, "result": effect.result})
                 if effect.result == "FAILED":
                     log.warning(
                         "agent_command_not_delivered",
@@ -150,6 +152,7 @@ class CommandBook:
             elif isinstance(effect, relay.Write):
                 if effect.attempt > 1:
                     count(self._stats, "rewrites")
+                    instruments.PIPE_REWRITES.add(1, {"account": held.account_id})
                     log.info(
                         "agent_command_rewritten",
                         command_id=command_id,

@@ -30,7 +30,7 @@ from echo.ports.clock import Clock
 from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.transport import AgentLink, LinkClosed
-from echo.services import tracing
+from echo.services import instruments, tracing
 from echo.services.agent import admission
 from echo.services.agent.book import Command, CommandBook, Held, count
 from echo.services.agent.connection import Connection, describe, read_lines, reply, write_lines
@@ -99,6 +99,7 @@ class Agent:
         """command_id -> the traceparent of Core's send (traces on only)."""
         self._trace_writes: dict[str, tracing.Deferred] = {}
         """command_id -> the span of the Agent's last write of it, open until its result (traces on only)."""
+        instruments.observe(self, instruments.agent_gauges)
 
     @property
     def held(self) -> dict[str, Held]:
@@ -395,7 +396,8 @@ class Agent:
                 status=ack.status.value,
                 reason=ack.reason,
             )
-        self.book.relay(ack.command_id, relay.PipeAck(ack.status.value, ack.reason), self._clock.now_ms())
+        instruments.pipe_acked(held, ack.status.value, now := self._clock.now_ms())
+        self.book.relay(ack.command_id, relay.PipeAck(ack.status.value, ack.reason), now)
 
     async def _to_core(self, msg: m.AgentToCore) -> None:
         try:
@@ -427,6 +429,7 @@ class Agent:
             old.cancel.cancel()
         conn.account_id, conn.role, conn.terminal_id = hs.account_id, hs.role, hs.terminal_id
         self.connections[hs.account_id] = conn
+        instruments.terminal_connected(hs.account_id)
         log.info(
             "agent_handshake",
             conn_id=conn.conn_id,

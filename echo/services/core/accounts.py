@@ -19,6 +19,7 @@ from echo.domain.registration import Evaluation, evaluate
 from echo.domain.types import Role
 from echo.pipe.jsonenc import to_json
 from echo.ports.store import AccountRow, EvaluationRow, SymbolEvaluationRow
+from echo.services import instruments
 from echo.services.core import positions
 from echo.services.core.context import Context
 from echo.services.core.state import Account
@@ -234,6 +235,7 @@ def send_evaluation(ctx: Context, acc: Account, ev: Evaluation, tx: Tx) -> None:
     issues = [i.code for i in (*r.errors, *r.warnings)]
     issues += [f"{e.broker_symbol}:{i.code}" for e in r.symbols for i in (*e.errors, *e.warnings)]
     ctx.count(f"handshake_{r.status.value.lower()}")
+    instruments.handshake(acc.account_id, r.status.value, ctx.now() - acc.reported_at_ms)
     level = {
         m.RegistrationStatus.ACCEPTED: log.info,
         m.RegistrationStatus.WARNING: log.warning,

@@ -13,6 +13,7 @@ import trio
 
 from echo.domain import messages as m
 from echo.ports.store import Batch, Store, StoreError, StoreUnavailable
+from echo.services import instruments
 from echo.services.core.tx import Tx, merge, retry_acks
 
 log = structlog.get_logger("echo.core")
@@ -80,7 +81,8 @@ class Journal:
         group, self._queue = self._queue, []
         landed: list[Tx] = []
         try:
-            outcome = await self._write_with_retries(merge(group))
+            with instruments.timed(instruments.JOURNAL_COMMIT, instruments.JOURNAL_FAILURES) as commit:
+                outcome = commit.outcome = await self._write_with_retries(merge(group))
             if outcome == "rejected" and self._unsure:
                 landed = await self._landed(group)
                 if landed:

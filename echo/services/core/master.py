@@ -15,6 +15,7 @@ from echo.domain.ids import trade_comment, uuid7_time_ms
 from echo.domain.types import Role
 from echo.pipe.jsonenc import to_json
 from echo.ports.store import DecisionRow, TradeRow, TradeUpdate
+from echo.services import instruments
 from echo.services.core import positions
 from echo.services.core.context import Context
 from echo.services.core.state import Account, Op, SlavePosition, Trade
@@ -159,6 +160,7 @@ def on_intent(ctx: Context, acc: Account, intent: m.TradeIntent, received_ms: in
     for plan in plan_open(intent, canonical, slave_views(ctx, acc.account_id), now, received_ms):
         if isinstance(plan, Copy):
             cmd = decide_copy(ctx, trade, plan, now, tx)
+            instruments.copy_decided(plan.account_id, plan.broker_symbol, plan.detail)
             copies.append(
                 {
                     "slave": plan.account_id,
@@ -185,6 +187,7 @@ def on_intent(ctx: Context, acc: Account, intent: m.TradeIntent, received_ms: in
                 )
             )
             ctx.count("omitted")
+            instruments.omitted(plan.account_id, plan.reason)
             omitted.append({"slave": plan.account_id, "reason": plan.reason, **plan.detail})
     # One line per fan-out carries every decision (the store keeps one receipt row per slave).
     blog.info(

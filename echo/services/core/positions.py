@@ -15,6 +15,7 @@ from echo.domain.copying import modified_stops, plan_partial_close
 from echo.domain.errors import ErrorCode
 from echo.pipe.jsonenc import to_json
 from echo.ports.store import CommandKind, CommandRow, CommandUpdate, JournalRow, RetryEventRow
+from echo.services import instruments
 from echo.services.core.context import Context
 from echo.services.core.state import Pending, SlavePosition, Trade, compact
 from echo.services.core.tx import Tx
@@ -70,6 +71,7 @@ def drive(ctx: Context, pend: Pending, event: delivery.CommandInput, tx: Tx) -> 
             tx.sends.append(m.ToAccount(pend.account_id, out))
             if effect.attempt > 1:
                 ctx.count("resends")
+                instruments.delivery_ack("CORE_SENT", "RESENT")
                 tx.batch.retry_events.append(
                     RetryEventRow(ctx.ids.uuid7(), cmd.command_id, effect.attempt, state.last_error, now)
                 )
@@ -138,6 +140,7 @@ def gave_up(ctx: Context, pend: Pending, reason: str, tx: Tx) -> None:
     )
     ctx.count(f"{pend.kind}_failed")
     ctx.count("gave_up")
+    instruments.gave_up(pend.account_id, pend.kind)
     trade = ctx.state.trades.get(pend.trade_id)
     pos = trade.positions.get(pend.account_id) if trade else None
     if trade is not None and pos is not None:

@@ -14,6 +14,7 @@ from echo.domain.copying import SlaveQuote, stops_too_close
 from echo.domain.errors import OMITTED_AT_SLAVE, ErrorCode
 from echo.domain.types import Role, Side
 from echo.ports.store import CommandStatus, CommandUpdate, TicketRow, TicketUpdate
+from echo.services import instruments
 from echo.services.core import positions
 from echo.services.core.context import Context
 from echo.services.core.state import Account, Op, SlavePosition, Trade, compact
@@ -72,11 +73,13 @@ def on_result(ctx: Context, acc: Account, res: m.Result, tx: Tx) -> None:
     if not res.success and res.error_code in OMITTED_AT_SLAVE:
         # The slave's live-price re-check kept the order from the broker: an omission, not a failure.
         ctx.count("omitted_at_slave")
+        instruments.omitted(acc.account_id, res.error_code.value)
         blog.warning("core_copy_omitted_at_slave", reason=res.error_code.value, message=res.error_message)
     elif not res.success and pos is not None and res.command_id == pos.after_fill_command:
         pass  # stops refused after the fill: after_fill_result decides (usually: wait for the price)
     elif not res.success:
         ctx.count(f"{pend.kind}_failed")
+        instruments.rejected(acc.account_id, res.error_code.value, pend.kind == "execute")
         blog.error(
             f"core_{pend.kind}_failed",
             error_code=res.error_code.value,
@@ -103,6 +106,7 @@ def on_result(ctx: Context, acc: Account, res: m.Result, tx: Tx) -> None:
                 TicketRow(acc.account_id, res.ticket, res.trade_id, pos.broker_symbol, lots, now)
             )
             ctx.count("copied")
+            instruments.filled(acc, trade, pos.broker_symbol, res.executed_price, now)
             blog.info("core_copied", ticket=res.ticket, lots=lots, price=res.executed_price)
         else:
             pos.failed = True
@@ -155,6 +159,7 @@ def on_command_ack(ctx: Context, agent_id: str, ack: m.CommandAck, tx: Tx) -> No
     pend = ctx.state.pending.get(ack.command_id)
     if pend is None or pend.account_id != ack.account_id:
         return
+    instruments.delivery_ack(ack.stage.value, ack.result.value)
     if ack.result is m.AckResult.PENDING:
         positions.drive(ctx, pend, delivery.AgentBuffered(), tx)
         return
@@ -275,5 +280,6 @@ def on_broker_closes(ctx: Context, acc: Account, closes: list[m.ClosedPosition],
             closed_at_ms=close.closed_at_ms,
         )
         ctx.count(f"slave_{close.reason.value.lower()}")
+        instruments.broker_closed(acc.account_id, close.reason.value)
         positions.pump(ctx, trade, pos, tx)
         positions.maybe_forget(ctx, trade)

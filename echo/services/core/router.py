@@ -22,33 +22,22 @@ from typing import Generic, TypeVar
 
 import structlog
 import trio
-from opentelemetry import metrics
 from opentelemetry.trace import Span
 
 from echo.domain import messages as m
 from echo.domain.config import RouterConfig
 from echo.domain.routing import is_master_event, trade_of, worker_for
 from echo.ports.transport import CoreHub
-from echo.services import tracing
+from echo.services import instruments, tracing
 
 log = structlog.get_logger("echo.core.router")
-_meter = metrics.get_meter("echo.core.router")
 _COMPONENT = "core.router"
 
-QUEUE_DEPTH = _meter.create_up_down_counter(
-    "echo_core_router_queue_depth", description="Messages waiting in a router worker's queue"
-)
-DISPATCH_TOTAL = _meter.create_counter(
-    "echo_core_router_dispatch_total", description="Messages a router worker handled, by result"
-)
-DISPATCH_DURATION = _meter.create_histogram(
-    # no unit: the exporter would append it to the name, and the seed names the metric with its unit
-    "echo_core_router_dispatch_duration_ms",
-    description="From enqueue to dispatch by a worker, in ms",
-)
-REJECTIONS_TOTAL = _meter.create_counter(
-    "echo_core_router_rejections_total", description="Master events turned away, by reason"
-)
+# the router's metrics are declared with every other in echo/services/instruments.py
+QUEUE_DEPTH = instruments.ROUTER_QUEUE_DEPTH
+DISPATCH_TOTAL = instruments.ROUTER_DISPATCH
+DISPATCH_DURATION = instruments.ROUTER_DISPATCH_DURATION
+REJECTIONS_TOTAL = instruments.ROUTER_REJECTIONS
 
 
 def _handle_span(msg: m.AgentToCore, worker_id: int) -> Span | None:
@@ -145,6 +134,8 @@ class Router(Generic[Tx]):
         )
         async with trio.open_nursery() as nursery:
             for worker_id in range(self.config.worker_pool_size):
+                labels = {"worker_id": str(worker_id), "reason": "queue_full", "component": _COMPONENT}
+                REJECTIONS_TOTAL.add(0, labels)  # the series exists before the first rejection
                 nursery.start_soon(self._worker, worker_id)
             nursery.start_soon(self._control)
             task_status.started()

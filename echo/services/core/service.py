@@ -24,7 +24,7 @@ from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.ports.clock import Clock
 from echo.ports.store import Store, StoreError
 from echo.ports.transport import AgentUnavailable, CoreHub
-from echo.services import tracing
+from echo.services import instruments, tracing
 from echo.services.core import accounts, engine, master, recovery
 from echo.services.core.context import Context
 from echo.services.core.journal import Journal
@@ -109,6 +109,7 @@ class Core:
         )
         self._send_timeout_s = self.router.config.worker_timeout_ms / 1000.0
         _LIVE.add(self)
+        instruments.core_started(self)
         self._store = store
         self._clock = clock
         self._changed = trio.Event()
@@ -178,7 +179,8 @@ class Core:
 
     def apply(self, msgs: list[tuple[str, m.AgentToCore]]) -> Tx:
         """The engine's transaction for a group of messages, queued for the journal."""
-        tx = engine.apply(self.ctx, msgs)
+        with instruments.timed(instruments.APPLY_DURATION):
+            tx = engine.apply(self.ctx, msgs)
         self._journal.enqueue(tx)
         return tx
 

@@ -12,6 +12,7 @@ from echo.domain import messages as m
 from echo.domain.errors import ErrorCode
 from echo.pipe.jsonenc import to_json
 from echo.ports.store import Batch, EventRow
+from echo.services import instruments
 
 log = structlog.get_logger("echo.core")
 
@@ -62,6 +63,7 @@ class Tx:
         self.batch.events.append(
             EventRow(row_id, at_ms, kind, trade_id, account_id, command_id, trace_id, to_json(data))
         )
+        instruments.event(kind)
         if level is None:
             return
         ids = {"trade_id": trade_id, "account_id": account_id, "command_id": command_id, "trace_id": trace_id}
