@@ -14,6 +14,7 @@ import trio
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from echo.delivery.machine import Sent
 from echo.delivery.machine import Settings as DeliverySettings
 from echo.domain import messages as m
 from echo.domain.config import CoreConfig, RouterConfig
@@ -22,7 +23,7 @@ from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.ports.clock import Clock
 from echo.ports.store import Store, StoreError
 from echo.ports.transport import AgentUnavailable, CoreHub
-from echo.services.core import accounts, engine, master, recovery
+from echo.services.core import accounts, engine, master, positions, recovery
 from echo.services.core.context import Context
 from echo.services.core.journal import Journal
 from echo.services.core.router import Router
@@ -103,6 +104,7 @@ class Core:
             finish=self._finish,
             reject_busy=self.reject_busy,
             trade_of_command=self.trade_of_command,
+            in_flight=self._in_flight_online,
         )
         self._send_timeout_s = self.router.config.worker_timeout_ms / 1000.0
         _LIVE.add(self)
@@ -320,6 +322,17 @@ class Core:
         while not predicate():
             await self._changed.wait()
 
+    def _in_flight_online(self) -> int:
+        """Commands sent to connected slaves and not answered yet: what Core still has to get through. A
+        command waiting for an offline terminal is not work Core can do, so it does not count."""
+        accounts = self.ctx.state.accounts
+        n = 0
+        for pend in self.ctx.state.pending.values():
+            acc = accounts.get(pend.account_id)
+            if acc is not None and acc.online:
+                n += 1
+        return n
+
     @property
     def in_flight(self) -> int:
         return len(self.ctx.state.pending)
@@ -355,6 +368,15 @@ class Core:
             log.error("core_send_unknown_account", account_id=out.account_id)
             return
         problem = await self._to_agent(acc.agent_id, out)
+        if problem is None:
+            if isinstance(out, m.ToAccount) and isinstance(
+                out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
+            ):
+                # it left now: the wait for its answer counts from here, not from when it was queued
+                pend = self.ctx.state.pending.get(out.message.command_id)
+                if pend is not None:
+                    positions.drive(self.ctx, pend, Sent(), Tx())
+            return
         if problem is not None:
             log.warning(
                 "core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=problem
