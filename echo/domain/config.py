@@ -167,6 +167,9 @@ class RouterConfig:
     max_in_flight: int = 600
     """Commands sent to connected slaves and not answered yet past which a new trade is turned away with
     ERR_BROKER_BUSY (closes never are): admission before Core saturates (10..1000000)."""
+    max_behind_ms: int = 250
+    """How long the oldest message may have waited for a worker before a new trade is turned away with
+    ERR_BROKER_BUSY (closes never are): Core is behind what arrives (10..60000)."""
 
     def __post_init__(self) -> None:
         n = self.worker_pool_size
@@ -176,6 +179,8 @@ class RouterConfig:
             raise ConfigError(f"router.queue_depth_max must be 4..128, got {self.queue_depth_max}")
         if isinstance(self.max_in_flight, bool) or not 10 <= self.max_in_flight <= 1_000_000:
             raise ConfigError(f"router.max_in_flight must be 10..1000000, got {self.max_in_flight!r}")
+        if isinstance(self.max_behind_ms, bool) or not 10 <= self.max_behind_ms <= 60_000:
+            raise ConfigError(f"router.max_behind_ms must be 10..60000, got {self.max_behind_ms!r}")
         if not 20 <= self.worker_timeout_ms <= 200:
             raise ConfigError(f"router.worker_timeout_ms must be 20..200, got {self.worker_timeout_ms}")
 

@@ -243,6 +243,8 @@ def test_rejects_wrong_types(raw: dict[str, Any], key: str) -> None:
         ({"router": {"max_in_flight": 9}}, ["router.max_in_flight", "9"]),
         ({"router": {"max_in_flight": 1_000_001}}, ["router.max_in_flight"]),
         ({"router": {"max_in_flight": True}}, ["router.max_in_flight"]),
+        ({"router": {"max_behind_ms": 9}}, ["router.max_behind_ms", "9"]),
+        ({"router": {"max_behind_ms": 60_001}}, ["router.max_behind_ms"]),
         ({"store": {"url": "mysql://db/echo"}}, ["store.url", "mysql://db/echo"]),
         ({"store": {"url": "sqlite://relative.db"}}, ["store.url"]),
         ({"store": {"url": ""}}, ["store.url"]),

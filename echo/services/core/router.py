@@ -7,10 +7,11 @@ each worker applies what it holds as one group, then waits for the journal and s
 master's handshake is in force before its first intent is looked at.
 
 Admission: a new trade (an open) is turned away at once with ERR_BROKER_BUSY when its worker holds
-``queue_depth_max`` master events or when Core has ``max_in_flight`` commands to connected slaves not yet
-answered (the bound past which it would accept work faster than it delivers it); a modification only by
-the first bound. The event is recorded and the master is told RETRY, so it sends it again after its
-backoff and nothing is lost. Closes are never turned away (they end work, and they are bounded by the
+``queue_depth_max`` master events, when Core has ``max_in_flight`` commands to connected slaves not yet
+answered, or when the oldest message waiting for a worker has waited ``max_behind_ms`` (the bounds past
+which it would accept work faster than it delivers it); a modification only by the first bound. The
+event is recorded and the master is told RETRY, so it sends it again after its backoff and nothing is
+lost. Closes are never turned away (they end work, and they are bounded by the
 trades admitted), nor are results and acks from slaves.
 
 The Core's state changes only in synchronous code (trio switches tasks only at ``await``), and the journal
@@ -18,7 +19,6 @@ writes transactions in the order they were applied, so workers interleave withou
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -134,7 +134,7 @@ class Router(Generic[Tx]):
         """Route one group (synchronously: nothing else runs meanwhile). Consecutive control messages are
         applied together as one transaction."""
         control: list[Item] = []
-        now = time.perf_counter()
+        now = trio.current_time()
         self._in_flight_now = None
         for agent_id, msg in group:
             trade_id = self.key(msg)
@@ -189,8 +189,15 @@ class Router(Generic[Tx]):
             log.debug("core.router.enqueue", worker_id=worker_id, queue_depth=total, trade_id=trade_id)
             self._wakeups[worker_id].set()
 
+    def behind_s(self) -> float:
+        """How long the oldest message waiting for a worker has waited (0.0: none waits): how far Core is
+        behind what arrived."""
+        oldest = min((q[0].at for q in self._queues if q), default=None)
+        return 0.0 if oldest is None else trio.current_time() - oldest
+
     def _refusal(self, msg: m.AgentToCore, master: bool, depth: int) -> str | None:
-        """Why a message is turned away (``queue_full``, ``in_flight``), or None to admit it."""
+        """Why a message is turned away (``queue_full``, ``in_flight``, ``behind``), or None to admit
+        it."""
         if not master or not isinstance(msg, m.FromAccount) or isinstance(msg.message, m.TradeClose):
             return None
         if depth >= self.config.queue_depth_max:
@@ -200,6 +207,8 @@ class Router(Generic[Tx]):
                 self._in_flight_now = self._in_flight()
             if self._in_flight_now >= self.config.max_in_flight:
                 return "in_flight"
+            if self.behind_s() * 1000.0 >= self.config.max_behind_ms:
+                return "behind"
         return None
 
     async def _control(self) -> None:
@@ -215,7 +224,7 @@ class Router(Generic[Tx]):
                 self._wakeups[worker_id] = trio.Event()
             items, self._queues[worker_id] = self._queues[worker_id], []
             self._masters_waiting[worker_id] = 0
-            now = time.perf_counter()
+            now = trio.current_time()
             QUEUE_DEPTH.add(-len(items), labels)
             for q in items:
                 DISPATCH_DURATION.record((now - q.at) * 1000.0, {"component": _COMPONENT})

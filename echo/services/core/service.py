@@ -193,11 +193,23 @@ class Core:
     def _roll_back(self, tx: Tx) -> None:
         engine.rollback(self.ctx, tx)
 
+    RESEND_BEHIND_MS = 50
+    """A due timer waits while the oldest message waiting for a router worker has waited longer than this:
+    the answer it waits for may be among them."""
+
     async def _reconciler(self) -> None:
         """Re-sends commands whose result did not come back in time (same command_id), and gives up after
-        ``max_retries`` sends; the rules are the delivery machine's, this task only keeps the clock."""
+        ``max_retries`` sends; the rules are the delivery machine's, this task only keeps the clock. While
+        Core is behind what arrived (a busy copier), a due timer waits that long again: the answer may be
+        queued in Core itself, and a re-send would only add to the work."""
         while True:
-            _, due = await self._timers.next_due()
+            now, due = await self._timers.next_due()
+            behind_ms = int(self.router.behind_s() * 1000)
+            if behind_ms > self.RESEND_BEHIND_MS:
+                for command_id in due:
+                    self._timers.at(now + behind_ms, command_id)
+                self.ctx.count("resends_deferred", len(due))
+                continue
             tx = engine.timers_due(self.ctx, due)
             self._journal.enqueue(tx)
             await self._finish(tx)
