@@ -192,11 +192,12 @@ def _journaled(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
 
 
 def _rearm(s: Command, now: int, cfg: Settings) -> Command | None:
-    """The timer moved to a whole retry delay from now, or None when it already runs that long."""
+    """The timer moved to a whole retry delay from now, or None when it already runs that long (within a
+    twentieth of the ack timeout: a send that left at once changes nothing)."""
     if s.next_retry_at_ms is None:
         return None
     at = now + cfg.retry_delay_ms(s.attempt)
-    return replace(s, next_retry_at_ms=at) if at > s.next_retry_at_ms else None
+    return replace(s, next_retry_at_ms=at) if at > s.next_retry_at_ms + cfg.ack_timeout_ms // 20 else None
 
 
 def _sent(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:

@@ -205,9 +205,12 @@ def test_sent_when_it_left_restarts_the_wait_without_a_journal_row() -> None:
     assert again.attempt == 2 and Send(2) in effects
 
 
-def test_sent_at_once_changes_nothing() -> None:
+@pytest.mark.parametrize("left_after", [0, 1, CFG.ack_timeout_ms // 20])
+def test_sent_at_once_changes_nothing(left_after: int) -> None:
+    """A send that left within a twentieth of the ack timeout: not worth moving the timer."""
     s, _ = command_transition(Command(), Journaled(), 0, CFG)
-    assert command_transition(s, Sent(), 0, CFG) == (s, [Ignore("timer already runs a whole delay from now")])
+    ignored = (s, [Ignore("timer already runs a whole delay from now")])
+    assert command_transition(s, Sent(), left_after, CFG) == ignored
 
 
 def test_sent_after_the_terminal_took_it_is_ignored() -> None:
@@ -231,7 +234,7 @@ def test_no_resend_is_due_sooner_than_a_retry_delay_after_the_last_send_left(
         assert (s2.stage, s2.attempt, s2.outcome) == (s.stage, s.attempt, s.outcome)
         s = s2
         assert s.next_retry_at_ms is not None
-        assert s.next_retry_at_ms >= t + CFG.retry_delay_ms(attempt)
+        assert s.next_retry_at_ms >= t + CFG.retry_delay_ms(attempt) - CFG.ack_timeout_ms // 20
     assert s.next_retry_at_ms is not None
     assert command_transition(s, Timeout(), s.next_retry_at_ms - 1, CFG)[1] == [Ignore("timer not due")]
 

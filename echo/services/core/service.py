@@ -337,9 +337,12 @@ class Core:
     def _in_flight_online(self) -> int:
         """Commands sent to connected slaves and not answered yet: what Core still has to get through. A
         command waiting for an offline terminal is not work Core can do, so it does not count."""
+        pending = self.ctx.state.pending
+        if len(pending) < self.router.config.max_in_flight:
+            return len(pending)  # below the bound whoever is online: no need to look closer
         accounts = self.ctx.state.accounts
         n = 0
-        for pend in self.ctx.state.pending.values():
+        for pend in pending.values():
             acc = accounts.get(pend.account_id)
             if acc is not None and acc.online:
                 n += 1
