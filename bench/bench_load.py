@@ -7,7 +7,8 @@ Each step lasts ``--step-seconds``; a copy's latency is from the master writing 
 reading the ``execute_order`` line, and a copy not read by the end of the step plus one second counts as late
 (it lands in the percentiles, which are then null with ``p50_late`` / ``p99_late``). Stepping goes past the
 knee (the highest rate at which at least 90% of the offered orders were delivered) and stops after the first
-step at twice the knee or more, or at the last rate. Then the load stops and, ``--after-seconds`` later, the
+step at twice the knee or more (after the first step that collapses, fewer than half delivered, when there
+is no knee yet), or at the last rate; a step whose masters cannot write lasts at most twice its time. Then the load stops and, ``--after-seconds`` later, the
 benchmark reports what was delivered meanwhile, the positions still open on the slaves and the terminals that
 were disconnected. Each step and the after-load figures give the master lines sent again (after a RETRY /
 ERR_BROKER_BUSY or an ack timeout) and the terminals' reconnections; the after-load figures add, from the
@@ -164,8 +165,10 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 steps.append(step)
                 print(json.dumps({"mode": mode, **step}), file=sys.stderr, flush=True)
                 knee = _knee(steps)
-                if knee is not None and step["offered_per_s"] >= 1.9 * knee:
-                    break  # twice the knee: what follows the load is the point now
+                if (knee is not None and rate >= 2 * knee) or (
+                    knee is None and step["delivered_per_s"] < 0.5 * step["offered_per_s"]
+                ):
+                    break  # twice the knee (or collapsed before any): what follows the load is the point now
             after = await _after_load(args, masters, slaves, load, processes)
             after["exited_during_run"] = {
                 name: {"exit": proc.returncode, "stderr_tail": tails[name][-600:].decode(errors="replace")}
@@ -220,9 +223,10 @@ async def _step(
     reconnects_before = _reconnects(masters, slaves)
     own_before, reads_before, wall = _own_cpu(), load.reads, time.monotonic()
     until = trio.current_time() + args.step_seconds
-    async with trio.open_nursery() as openers:
-        for master in masters:
-            openers.start_soon(_master_loop, master, per_master, until, opened, nursery)
+    with trio.move_on_at(until + args.step_seconds):  # masters whose writes block stop at twice the step
+        async with trio.open_nursery() as openers:
+            for master in masters:
+                openers.start_soon(_master_loop, master, per_master, until, opened, nursery)
     seconds = time.monotonic() - wall
     reads = load.reads - reads_before
     cpu = {name: round((cpu_seconds(p.pid) - cpu_before[name]) / seconds, 2) for name, p in processes.items()}
@@ -255,9 +259,9 @@ async def _step(
     }
 
 
-def _knee(steps: list[dict[str, Any]]) -> float | None:
-    """The highest offered rate of which at least 90% was delivered within its step."""
-    held = [s["offered_per_s"] for s in steps if s["delivered_per_s"] >= 0.9 * s["offered_per_s"]]
+def _knee(steps: list[dict[str, Any]]) -> int | None:
+    """The highest rate asked for of which at least 90% was delivered within its step."""
+    held = [s["rate"] for s in steps if s["delivered_per_s"] >= 0.9 * s["offered_per_s"]]
     return max(held) if held else None
 
 
