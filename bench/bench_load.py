@@ -8,11 +8,12 @@ reading the ``execute_order`` line, and a copy not read by the end of the step p
 (it lands in the percentiles, which are then null with ``p50_late`` / ``p99_late``). Stepping goes past the
 knee (the highest rate at which at least 90% of the offered orders were delivered) and stops after the first
 step at twice the knee or more (after the first step that collapses, fewer than half delivered, when there
-is no knee yet), or at the last rate; a step whose masters cannot write lasts at most twice its time. Then the load stops and, ``--after-seconds`` later, the
-benchmark reports what was delivered meanwhile, the positions still open on the slaves and the terminals that
-were disconnected. Each step and the after-load figures give the master lines sent again (after a RETRY /
-ERR_BROKER_BUSY or an ack timeout) and the terminals' reconnections; the after-load figures add, from the
-copier's log, Core's re-sends, the events it turned away busy and the terminals cut off.
+is no knee yet), or at the last rate; a step whose masters cannot write lasts at most twice its time. Then
+the load stops and, ``--after-seconds`` later, the benchmark reports what was delivered meanwhile, the
+positions still open on the slaves and the terminals that were disconnected. Each step and the after-load
+figures give the master lines sent again (after a RETRY / ERR_BROKER_BUSY or an ack timeout) and the
+terminals' reconnections; the after-load figures add, from the copier's log, Core's re-sends, the events
+it turned away busy and the terminals cut off.
 
 Prints JSON: this machine's floor measured first in the same run (``bench/floor.py``), per mode and step the
 offered and delivered rates, copy p50/p99, the CPU share of each process and its RSS; the highest rate with
