@@ -235,7 +235,7 @@ async def test_opens_are_turned_away_past_max_in_flight_and_closes_never(
     in_flight[0] = 10
     r.dispatch([("a", intent(ids[1])), ("a", close_event(ids[2]))])
     assert [x[0] for x in rec.rejected] == [f"TradeIntent:{ids[1]}"]
-    assert r.stats.rejected_in_flight == 1 and r.stats.rejected_busy == 0
+    assert r.stats.rejected_in_flight == r.stats.rejected_busy == 1
     # a worker's full queue turns opens away but never closes
     same = [t for t in ids if worker_for(t, 2) == 0]
     in_flight[0] = 0

@@ -66,6 +66,9 @@ class RouterStats:
     max_depth: int = 0
     per_worker: list[int] = field(default_factory=list)
     rejected_in_flight: int = 0
+    """Of ``rejected_busy``: opens turned away past ``max_in_flight``."""
+    rejected_behind: int = 0
+    """Of ``rejected_busy``: opens turned away while Core was ``max_behind_ms`` behind."""
 
 
 @dataclass
@@ -162,10 +165,11 @@ class Router(Generic[Tx]):
             reason = self._refusal(msg, master, depth)
             if reason is not None:
                 assert isinstance(msg, m.FromAccount)
+                self.stats.rejected_busy += 1
                 if reason == "in_flight":
                     self.stats.rejected_in_flight += 1
-                else:
-                    self.stats.rejected_busy += 1
+                elif reason == "behind":
+                    self.stats.rejected_behind += 1
                 REJECTIONS_TOTAL.add(
                     1, {"worker_id": str(worker_id), "reason": reason, "component": _COMPONENT}
                 )
