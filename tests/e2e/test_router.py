@@ -14,6 +14,7 @@ from echo.adapters.store.memory import MemoryStore
 from echo.domain.config import AgentConfig, Config, RouterConfig
 from echo.domain.types import Side
 from echo.ports.store import Batch
+from echo.services.agent import connection
 from echo.services.agent.service import Agent
 from echo.services.core.service import Core
 from echo.sim.master import SimMasterEA
@@ -150,7 +151,7 @@ async def test_past_max_in_flight_opens_are_turned_away_and_closes_never(
 
 
 async def test_a_terminal_whose_outbox_is_full_is_held_for_not_cut_off(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Terminals' outboxes of 16 lines (12 for commands) and a burst of 3 masters x 16 opens to 2 slaves:
     the commands that find an outbox full wait in the Agent (Core hears they are buffered) and go out in
@@ -159,6 +160,8 @@ async def test_a_terminal_whose_outbox_is_full_is_held_for_not_cut_off(
         e2e_config(router=RouterConfig(queue_depth_max=128)),
         agent=AgentConfig(agent_id="agent-e2e", outbox_lines=16),
     )
+    # the writer takes one line per turn, as a terminal busy elsewhere would (in-memory pipes never block)
+    monkeypatch.setattr(connection, "WRITE_BATCH", 1)
     with trio.fail_after(600):
         _, agent, _, _, _ = await _burst_then_close(config, 23, 2, 16)
     assert agent.stats.get("terminal_busy", 0) > 0, "no outbox filled; it proves nothing"
