@@ -392,23 +392,20 @@ class Core:
                 if pend is not None:
                     positions.drive(self.ctx, pend, Sent(), Tx())
             return
-        if problem is not None:
-            log.warning(
-                "core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=problem
-            )
-            reason = "agent too slow" if problem == "agent too slow" else "agent unavailable"
-            if isinstance(out, m.ToAccount) and isinstance(
-                out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
-            ):
-                failed.append(
-                    (
-                        acc.agent_id,
-                        m.CommandAck(
-                            out.account_id,
-                            out.message.command_id,
-                            m.AckStage.AGENT_BUFFERED,
-                            m.AckResult.FAILED,
-                            reason,
-                        ),
-                    )
+        log.warning("core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=problem)
+        reason = "agent too slow" if problem == "agent too slow" else "agent unavailable"
+        if isinstance(out, m.ToAccount) and isinstance(
+            out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
+        ):
+            failed.append(
+                (
+                    acc.agent_id,
+                    m.CommandAck(
+                        out.account_id,
+                        out.message.command_id,
+                        m.AckStage.AGENT_BUFFERED,
+                        m.AckResult.FAILED,
+                        reason,
+                    ),
                 )
+            )
