@@ -203,8 +203,8 @@ class Agent:
         conn = self.connections.get(account_id)
         if conn is None:
             return "account not connected"
-        command = isinstance(message, Command)
-        if command:
+        command_id = message.command_id if isinstance(message, Command) else ""
+        if command_id:
             room = int(self.config.outbox_lines * COMMAND_ROOM)
             if conn.waiting or conn.outbox.statistics().current_buffer_used >= room:
                 if not conn.waiting:
@@ -213,7 +213,7 @@ class Agent:
                 conn.waiting = True
                 return BUSY
         try:
-            conn.outbox.send_nowait((encode(message, now_ms), message.command_id if command else ""))  # type: ignore[union-attr]
+            conn.outbox.send_nowait((encode(message, now_ms), command_id))
         except trio.WouldBlock:
             log.error("agent_ea_too_slow", account_id=account_id, queued=self.config.outbox_lines)
             conn.cancel.cancel()
