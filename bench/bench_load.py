@@ -6,16 +6,20 @@ opening it; a rate is slave orders per second (master opens per second x 15; as 
 Each step lasts ``--step-seconds``; a copy's latency is from the master writing its intent to the slave
 reading the ``execute_order`` line, and a copy not read by the end of the step plus one second counts as late
 (it lands in the percentiles, which are then null with ``p50_late`` / ``p99_late``). Stepping goes past the
-knee (copy p99 above ``--p99-ms``) and stops after the first step that collapses (fewer than half of the
-offered orders delivered) or at the last rate. Then the load stops and, ``--after-seconds`` later, the
-benchmark reports what was delivered meanwhile, the positions still open on the slaves and the terminals that
-were disconnected.
+knee (the highest rate at which at least 90% of the offered orders were delivered) and stops after the first
+step at twice the knee or more (after the first step that collapses, fewer than half delivered, when there
+is no knee yet), or at the last rate; a step whose masters cannot write lasts at most twice its time. Then
+the load stops and, ``--after-seconds`` later, the benchmark reports what was delivered meanwhile, the
+positions still open on the slaves and the terminals that were disconnected. Each step and the after-load
+figures give the master lines sent again (after a RETRY / ERR_BROKER_BUSY or an ack timeout) and the
+terminals' reconnections; the after-load figures add, from the copier's log, Core's re-sends, the events
+it turned away busy and the terminals cut off.
 
 Prints JSON: this machine's floor measured first in the same run (``bench/floor.py``), per mode and step the
 offered and delivered rates, copy p50/p99, the CPU share of each process and its RSS; the highest rate with
 p99 <= ``--p99-ms`` and nearly everything delivered (``sustained_orders_per_s``); and the after-load figures,
 with each process's warnings and errors of the whole run counted by event. Usage: ``python bench/bench_load.py
-[--rates 30,60,120,240,480,960,1440] [--step-seconds 10] [--modes all-in-one,split]``.
+[--rates 30,60,120,240,480,960,1440,1920] [--step-seconds 10] [--modes all-in-one,split]``.
 """
 
 from __future__ import annotations
@@ -158,11 +162,14 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 )  # fmt: skip
             await trio.sleep(1.0)
             for rate in args.rates:
-                step = await _step(rate, args, masters, load, processes, nursery)
+                step = await _step(rate, args, masters, slaves, load, processes, nursery)
                 steps.append(step)
                 print(json.dumps({"mode": mode, **step}), file=sys.stderr, flush=True)
-                if step["delivered_per_s"] < 0.5 * step["offered_per_s"]:
-                    break  # collapsed: past the knee; what follows the load is the point now
+                knee = _knee(steps)
+                if (knee is not None and rate >= 2 * knee) or (
+                    knee is None and step["delivered_per_s"] < 0.5 * step["offered_per_s"]
+                ):
+                    break  # twice the knee (or collapsed before any): what follows the load is the point now
             after = await _after_load(args, masters, slaves, load, processes)
             after["exited_during_run"] = {
                 name: {"exit": proc.returncode, "stderr_tail": tails[name][-600:].decode(errors="replace")}
@@ -177,6 +184,7 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 if split is not None
                 else {"copier": count_log_events(workdir / "copier.log")}
             )
+            after["overload"] = _summary(after["log_events"])
             nursery.cancel_scope.cancel()
     finally:
         await kill_processes(list(processes.values()))
@@ -191,14 +199,20 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict[s
         "mode": mode,
         "steps": steps,
         "sustained_orders_per_s": max(sustained) if sustained else None,
+        "knee_orders_per_s": _knee(steps),
         "after_load": after,
     }
+
+
+def _reconnects(masters: list[SimMasterEA], slaves: list[SimSlaveEA]) -> int:
+    return sum(max(t.connections - 1, 0) for t in [*masters, *slaves])
 
 
 async def _step(
     rate: int,
     args: argparse.Namespace,
     masters: list[SimMasterEA],
+    slaves: list[SimSlaveEA],
     load: Load,
     processes: dict[str, trio.Process],
     nursery: trio.Nursery,
@@ -206,11 +220,14 @@ async def _step(
     per_master = rate / SLAVES / MASTERS
     opened: list[str] = []
     cpu_before = {name: cpu_seconds(p.pid) for name, p in processes.items()}
+    resends_before = sum(m.resends for m in masters)
+    reconnects_before = _reconnects(masters, slaves)
     own_before, reads_before, wall = _own_cpu(), load.reads, time.monotonic()
     until = trio.current_time() + args.step_seconds
-    async with trio.open_nursery() as openers:
-        for master in masters:
-            openers.start_soon(_master_loop, master, per_master, until, opened, nursery)
+    with trio.move_on_at(until + args.step_seconds):  # masters whose writes block stop at twice the step
+        async with trio.open_nursery() as openers:
+            for master in masters:
+                openers.start_soon(_master_loop, master, per_master, until, opened, nursery)
     seconds = time.monotonic() - wall
     reads = load.reads - reads_before
     cpu = {name: round((cpu_seconds(p.pid) - cpu_before[name]) / seconds, 2) for name, p in processes.items()}
@@ -228,6 +245,7 @@ async def _step(
     p50, p99 = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
     return {
         "rate": rate,
+        "seconds": round(seconds, 1),
         "offered_per_s": round(len(opened) * SLAVES / seconds, 1),
         "delivered_per_s": round(reads / seconds, 1),
         "copy_p50_ms": p50 if p50 is not None and p50 < LATE_MS else None,
@@ -235,8 +253,32 @@ async def _step(
         "p50_late": p50 is not None and p50 >= LATE_MS,
         "p99_late": p99 is not None and p99 >= LATE_MS,
         "late_copies": sum(1 for v in latencies if v >= LATE_MS),
+        "master_lines_resent": sum(m.resends for m in masters) - resends_before,
+        "terminal_reconnects": _reconnects(masters, slaves) - reconnects_before,
         "cpu_cores": cpu,
         "rss_mb": rss,
+    }
+
+
+def _knee(steps: list[dict[str, Any]]) -> int | None:
+    """The highest rate asked for of which at least 90% was delivered within its step."""
+    held = [s["rate"] for s in steps if s["delivered_per_s"] >= 0.9 * s["offered_per_s"]]
+    return max(held) if held else None
+
+
+def _summary(log_events: dict[str, dict[str, int]]) -> dict[str, int]:
+    """What the processes' logs say about overload, over the whole run."""
+    total: dict[str, int] = {}
+    for events in log_events.values():
+        for key, n in events.items():
+            total[key] = total.get(key, 0) + n
+    return {
+        "core_resends": total.get("core_command_resent", 0),
+        "busy_retries": total.get("core.router.enqueue", 0),
+        "agent_rewrites": total.get("agent_command_rewritten", 0),
+        "terminals_cut_too_slow": total.get("agent_ea_too_slow", 0),
+        "terminals_cut_stalled": total.get("agent_ea_stalled", 0),
+        "grpc_links_dropped": total.get("grpc_link_down", 0),
     }
 
 
@@ -248,6 +290,7 @@ async def _after_load(
     processes: dict[str, trio.Process],
 ) -> dict[str, Any]:
     reads_before = load.reads
+    resends_before = sum(m.resends for m in masters)
     await trio.sleep(args.after_seconds)
     return {
         "seconds": args.after_seconds,
@@ -255,7 +298,10 @@ async def _after_load(
         "slave_positions_open": sum(len(s.broker.open_orders()) for s in slaves),
         "master_positions_open": sum(len(m.broker.open_orders()) for m in masters),
         "master_intents_unacked": sum(m.pending for m in masters),
+        "master_lines_resent": sum(m.resends for m in masters) - resends_before,
+        "master_lines_resent_whole_run": sum(m.resends for m in masters),
         "terminals_disconnected": sum(1 for t in [*masters, *slaves] if t.connections > 1),
+        "terminal_reconnects": _reconnects(masters, slaves),
         "rss_mb": {name: rss_mb(p.pid) for name, p in processes.items()},
     }
 
@@ -263,7 +309,7 @@ async def _after_load(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--rates", type=slave_counts, default=[30, 60, 120, 240, 480, 960, 1440], help="slave orders/s"
+        "--rates", type=slave_counts, default=[30, 60, 120, 240, 480, 960, 1440, 1920], help="slave orders/s"
     )
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--after-seconds", type=float, default=30.0)

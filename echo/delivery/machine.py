@@ -8,8 +8,9 @@ state, send (again), schedule a retry, report completion. An input that makes no
 answered with an ``Invalid`` effect naming both, never an exception, so a confused or malicious peer can
 only produce a log line.
 
-**Command** (Core -> slave, one per command_id). Stages follow ``CommandAck``: CORE_ACCEPTED (journaled)
--> AGENT_BUFFERED -> PIPE_DELIVERED -> EA_CONFIRMED, with the outcome PENDING until the slave's result
+**Command** (Core -> slave, one per command_id). Stages follow ``CommandAck``: CORE_ACCEPTED (journaled;
+``Sent`` when the send actually left Core, which restarts the wait for an answer) -> AGENT_BUFFERED ->
+PIPE_DELIVERED -> EA_CONFIRMED, with the outcome PENDING until the slave's result
 (OK or FAILED) or until ``max_retries`` sends went unanswered (FAILED, ``gave_up``). Retries re-send the
 same command_id: the slave answers a repeated command_id with its original result, so a command whose
 reply was lost ("timed out but executed") is never executed twice. A rule is keyed by the command's
@@ -84,6 +85,7 @@ __all__ = [
     "Result",
     "RetryAt",
     "Send",
+    "Sent",
     "Settings",
     "Stage",
     "Timeout",
@@ -137,8 +139,15 @@ class Journaled:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """The send actually left Core (handed to the Agent's link), which may be well after it was queued
+    when Core is busy: the wait for an answer counts from here."""
+
+
+@dataclass(frozen=True, slots=True)
 class AgentBuffered:
-    """The Agent queued it for the terminal's connection."""
+    """The Agent holds it for the terminal (offline, or busy reading earlier lines) and writes it when it
+    can."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +176,7 @@ class Reconnected:
 
 
 CommandInput: TypeAlias = (
-    Journaled | AgentBuffered | PipeDelivered | NotDelivered | Confirmed | Timeout | Reconnected
+    Journaled | Sent | AgentBuffered | PipeDelivered | NotDelivered | Confirmed | Timeout | Reconnected
 )
 Result: TypeAlias = tuple[Command, list[Effect]]
 
@@ -182,17 +191,41 @@ def _journaled(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
     ]
 
 
+def _rearm(s: Command, now: int, cfg: Settings) -> Command | None:
+    """The timer moved to a whole retry delay from now, or None when it already runs that long (within a
+    twentieth of the ack timeout: a send that left at once changes nothing)."""
+    if s.next_retry_at_ms is None:
+        return None
+    at = now + cfg.retry_delay_ms(s.attempt)
+    return replace(s, next_retry_at_ms=at) if at > s.next_retry_at_ms + cfg.ack_timeout_ms // 20 else None
+
+
+def _sent(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
+    # The send left Core now, not when it was queued: the answer gets a whole retry delay from here, so a
+    # busy Core never re-sends what still sat in its own outbox. Only the timer moves: a restart re-arms
+    # it from the journal's (earlier) time, which at worst sends once more, never less.
+    if s.stage >= Stage.PIPE_DELIVERED:
+        return s, [Ignore(f"sent after {s.stage.name}")]
+    new = _rearm(s, now, cfg)
+    if new is None:
+        return s, [Ignore("timer already runs a whole delay from now")]
+    assert new.next_retry_at_ms is not None
+    return new, [RetryAt(new.next_retry_at_ms)]
+
+
 def _advance(stage: Stage) -> Callable[[Command, CommandInput, int, Settings], Result]:
-    # AGENT_BUFFERED: progress only; the retry timer keeps running (each send renews the Agent's hold).
-    # PIPE_DELIVERED: the terminal took the line now, so its result gets a whole retry delay from now
-    # before Core asks the Agent again.
+    # AGENT_BUFFERED: the Agent holds the command and writes it when the terminal can take it; PIPE_DELIVERED:
+    # the terminal took the line. Either way the next answer gets a whole retry delay from now before Core
+    # asks the Agent again (a buffered command's repeated ack moves only the timer).
     def step(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
         if s.stage >= stage:
+            if stage is Stage.AGENT_BUFFERED and s.stage is Stage.AGENT_BUFFERED:
+                return _sent(s, i, now, cfg)
             return s, [Ignore(f"already at {s.stage.name}")]
-        if stage is Stage.PIPE_DELIVERED and s.next_retry_at_ms is not None:
-            at = now + cfg.retry_delay_ms(s.attempt)
-            if at > s.next_retry_at_ms:
-                return replace(s, stage=stage, next_retry_at_ms=at), [Persist(), RetryAt(at)]
+        new = _rearm(s, now, cfg)
+        if new is not None:
+            assert new.next_retry_at_ms is not None
+            return replace(new, stage=stage), [Persist(), RetryAt(new.next_retry_at_ms)]
         return replace(s, stage=stage), [Persist()]
 
     return step
@@ -295,6 +328,7 @@ def phase(s: Command) -> Phase:
 _Handler: TypeAlias = Callable[[Command, CommandInput, int, Settings], Result]
 _COMMAND_INPUTS: tuple[type, ...] = (
     Journaled,
+    Sent,
     AgentBuffered,
     PipeDelivered,
     NotDelivered,
@@ -306,6 +340,7 @@ _COMMAND_INPUTS: tuple[type, ...] = (
 COMMAND_RULES: dict[tuple[Phase, type], _Handler] = {
     # (phase, input) -> handler: the whole command lifecycle.
     (Phase.NEW, Journaled): _journaled,
+    (Phase.STARTED, Sent): _sent,
     (Phase.STARTED, AgentBuffered): _advance(Stage.AGENT_BUFFERED),
     (Phase.STARTED, PipeDelivered): _advance(Stage.PIPE_DELIVERED),
     (Phase.STARTED, NotDelivered): _not_delivered,

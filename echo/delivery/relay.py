@@ -23,6 +23,11 @@ writes used up) the command leaves the ledger but its numbers stay in memory unt
 (the result passes, Core drops it, or Core has not asked for ``hold_ms``): a later send from Core (a lost
 result, a reconnect) is written once more, numbered past the last write.
 
+**Counted from when it left.** A write is queued on the terminal's connection; the wait for its pipe ack
+counts from when the line actually left that outbox (``Written``), and a line still queued is not written
+again. A terminal whose outbox is full (it reads, slowly) is not cut off: the command is held (``Busy``,
+BUFFERED, Core told so) and written when there is room.
+
 Only writes to a connected terminal count towards ``max_retries``: an offline terminal is waited for,
 not retried. Core drops a command it has given up on (``DropCommand``), so the ledger never holds one
 longer than Core's journal does. Same shape as ``machine``: state, input, time -> (state, effects).
@@ -70,7 +75,9 @@ class Relay:
     writes: int = 0
     """Writes to a connected terminal since Core last asked after an IDLE (counted against max_retries)."""
     written_at_ms: int | None = None
-    """When the last write was queued."""
+    """When the last write was queued, then when it actually left for the terminal (``Written``)."""
+    queued: bool = False
+    """The last write is still in the connection's outbox: not re-written while it waits there."""
     floor: int = 1
     """The attempt of Core's latest send: no write is numbered below it."""
 
@@ -99,6 +106,18 @@ class WriteFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Busy:
+    """The terminal's outbox has no room (it is still reading earlier lines): the command is held and
+    written when there is room (``TerminalConnected`` again), and the write does not count."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The line actually left for the terminal (its outbox reached the connection): the wait for its
+    pipe ack counts from here, not from when it was queued."""
+
+
+@dataclass(frozen=True, slots=True)
 class PipeAck:
     status: str
     """``OK``, ``RETRY`` or ``FAILED`` (the terminal's DeliveryStatus)."""
@@ -122,7 +141,9 @@ class Dropped:
     """Core gave up on the command."""
 
 
-RelayInput: TypeAlias = Arrived | TerminalConnected | WriteFailed | PipeAck | ResultSeen | Due | Dropped
+RelayInput: TypeAlias = (
+    Arrived | TerminalConnected | WriteFailed | Busy | Written | PipeAck | ResultSeen | Due | Dropped
+)
 
 # --------------------------------------------------------------------------------------------- effects
 
@@ -196,7 +217,13 @@ def _write(s: Relay, now: int, cfg: RelaySettings) -> RelayResult:
     writes = s.writes + 1
     at = now + cfg.timing.retry_delay_ms(writes)
     new = replace(
-        s, status=RelayStatus.WRITTEN, attempt=attempt, next_at_ms=at, writes=writes, written_at_ms=now
+        s,
+        status=RelayStatus.WRITTEN,
+        attempt=attempt,
+        next_at_ms=at,
+        writes=writes,
+        written_at_ms=now,
+        queued=True,
     )
     return new, [Store(), Write(attempt), WakeAt(at)]
 
@@ -210,7 +237,7 @@ def _expiry(s: Relay, cfg: RelaySettings) -> list[RelayEffect]:
 
 
 def _buffer(s: Relay, reason: str) -> RelayResult:
-    return replace(s, status=RelayStatus.BUFFERED, next_at_ms=None), [
+    return replace(s, status=RelayStatus.BUFFERED, next_at_ms=None, queued=False), [
         Store(),
         AckCore("AGENT_BUFFERED", "PENDING", reason),
     ]
@@ -259,6 +286,24 @@ def _write_failed(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) 
     return _buffer(s, i.reason)
 
 
+def _busy(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayResult:
+    # The write just made found no room: held (BUFFERED) until the terminal has read enough, and that write
+    # does not count against max_retries. Core hears it is buffered, so it does not send it again soon.
+    assert s is not None
+    if s.status is RelayStatus.IDLE:
+        return s, [Nothing("no room after the Agent's part was over")]
+    return _buffer(replace(s, writes=max(s.writes - 1, 0)), "terminal busy: held until it reads")
+
+
+def _written(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayResult:
+    # The line left for the terminal now: its pipe ack gets a whole retry delay from here.
+    assert s is not None
+    if s.status is not RelayStatus.WRITTEN or not s.queued:
+        return s, [Nothing(f"written while {s.status.name}")]
+    at = now + cfg.timing.retry_delay_ms(max(s.writes, 1))
+    return replace(s, queued=False, written_at_ms=now, next_at_ms=at), [WakeAt(at)]
+
+
 def _pipe_ack(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayResult:
     # OK: delivered. FAILED: the terminal will not take it; Core is told and retries on its own schedule.
     # Either way the Agent's part is over (IDLE). RETRY: write again after retry_backoff_ms.
@@ -287,6 +332,10 @@ def _due(s: Relay | None, i: RelayInput, now: int, cfg: RelaySettings) -> RelayR
         return None, [Forget()]  # Core has not asked for hold_ms: it is done with the command
     if not i.connected:
         return _buffer(s, "account not connected")
+    if s.status is RelayStatus.WRITTEN and s.queued:
+        # still in the terminal's outbox (the terminal reads, slowly): wait for it to leave, not re-write
+        at = now + cfg.timing.ack_timeout_ms
+        return replace(s, next_at_ms=at), [WakeAt(at)]
     return _write(s, now, cfg)
 
 
@@ -300,6 +349,8 @@ RELAY_TABLE: dict[type, _Handler] = {
     Arrived: _arrived,
     TerminalConnected: _connected,
     WriteFailed: _write_failed,
+    Busy: _busy,
+    Written: _written,
     PipeAck: _pipe_ack,
     ResultSeen: _result_seen,
     Due: _due,

@@ -61,7 +61,9 @@ class AgentConfig:
     socket_path: str = in_data_folder("echo.sock")
     max_line_bytes: int = 1 << 20
     outbox_lines: int = 4096
-    """Lines queued for one EA before that EA is judged too slow and disconnected."""
+    """Lines queued for one EA; past three quarters, commands wait in the Agent (in order) until it reads."""
+    stall_ms: int = 30_000
+    """A terminal that reads nothing this long while lines wait for it is disconnected (1000..600000)."""
     ledger_url: str = ""
     """Where the ack ledger lives (``sqlite:///PATH`` or ``memory://``); empty: next to the store
     (``<store>-<agent_id>-ledger.db``, or in memory when the store is)."""
@@ -116,6 +118,8 @@ class AgentConfig:
             raise ConfigError("agent.max_line_bytes must be >= 4096")
         if self.outbox_lines < 16:
             raise ConfigError("agent.outbox_lines must be >= 16")
+        if isinstance(self.stall_ms, bool) or not 1000 <= self.stall_ms <= 600_000:
+            raise ConfigError(f"agent.stall_ms must be 1000..600000, got {self.stall_ms!r}")
         if self.ledger_url and not self.ledger_url.startswith(("sqlite:///", "memory://")):
             raise ConfigError(
                 f"agent.ledger_url must be sqlite:///PATH or memory://, got {self.ledger_url!r}"
@@ -160,6 +164,12 @@ class RouterConfig:
     worker_timeout_ms: int = 50
     """How long a worker waits for an Agent to take a message before it treats that Agent as unavailable
     (the delivery machine sends its commands again), so one slow Agent never stalls the others (20..200)."""
+    max_in_flight: int = 600
+    """Commands sent to connected slaves and not answered yet past which a new trade is turned away with
+    ERR_BROKER_BUSY (closes never are): admission before Core saturates (10..1000000)."""
+    max_behind_ms: int = 250
+    """How long the oldest message may have waited for a worker before a new trade is turned away with
+    ERR_BROKER_BUSY (closes never are): Core is behind what arrives (10..60000)."""
 
     def __post_init__(self) -> None:
         n = self.worker_pool_size
@@ -167,6 +177,10 @@ class RouterConfig:
             raise ConfigError(f"router.worker_pool_size must be a power of 2 in 2..32, got {n}")
         if not 4 <= self.queue_depth_max <= 128:
             raise ConfigError(f"router.queue_depth_max must be 4..128, got {self.queue_depth_max}")
+        if isinstance(self.max_in_flight, bool) or not 10 <= self.max_in_flight <= 1_000_000:
+            raise ConfigError(f"router.max_in_flight must be 10..1000000, got {self.max_in_flight!r}")
+        if isinstance(self.max_behind_ms, bool) or not 10 <= self.max_behind_ms <= 60_000:
+            raise ConfigError(f"router.max_behind_ms must be 10..60000, got {self.max_behind_ms!r}")
         if not 20 <= self.worker_timeout_ms <= 200:
             raise ConfigError(f"router.worker_timeout_ms must be 20..200, got {self.worker_timeout_ms}")
 

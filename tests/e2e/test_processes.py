@@ -346,7 +346,8 @@ async def test_a_burst_beyond_cores_router_queues_is_turned_away_busy_and_retrie
     copied once and closed."""
     split = Split(
         tmp_path,
-        "[router]\nworker_pool_size = 2\nqueue_depth_max = 4\n[delivery]\nretry_backoff_ms = 50\n",
+        "[router]\nworker_pool_size = 2\nqueue_depth_max = 4\nmax_behind_ms = 60000\n"
+        "[delivery]\nretry_backoff_ms = 50\n",
     )
     logs: dict[str, bytearray] = {}
     complete = trio.Event()

@@ -122,7 +122,7 @@ async def test_compiled_slave_copies_and_answers_repeats_from_memory(
                 rows = await copier.store.commands(trade)
                 first = command_of(next(r for r in rows if r.kind == "execute"))
                 with capture_logs() as logs:
-                    copier.agent.connections[SLAVE].outbox.send_nowait(encode(first, 0))
+                    copier.agent.connections[SLAVE].outbox.send_nowait((encode(first, 0), ""))
                     await core.wait_for(lambda: any(e["event"] == "core_result_duplicate" for e in logs))
                 assert len(positions(copier)) == 1
 

@@ -69,7 +69,7 @@ async def resend_first_execute(copier: Copier, account: str, trade_id: str) -> N
     rows = await copier.store.commands(trade_id)
     first = command_of(next(r for r in rows if r.kind == "execute" and r.account_id == account))
     with capture_logs() as logs:
-        copier.agent.connections[account].outbox.send_nowait(encode(first, 0))
+        copier.agent.connections[account].outbox.send_nowait((encode(first, 0), ""))
         await copier.core.wait_for(lambda: any(e["event"] == "core_result_duplicate" for e in logs))
 
 

@@ -39,6 +39,7 @@ from echo.delivery.machine import (
     Reconnected,
     RetryAt,
     Send,
+    Sent,
     Settings,
     Stage,
     Timeout,
@@ -51,6 +52,7 @@ T = 1_764_063_000_000
 
 ALL_COMMAND_INPUTS: list[CommandInput] = [
     Journaled(),
+    Sent(),
     AgentBuffered(),
     PipeDelivered(),
     NotDelivered("offline"),
@@ -112,6 +114,7 @@ def check_effect_list(effects: list[Effect]) -> None:
 def test_command_table_has_exactly_the_documented_rules() -> None:
     assert set(COMMAND_TABLE) == {
         (False, Journaled),
+        (True, Sent),
         (True, AgentBuffered),
         (True, PipeDelivered),
         (True, NotDelivered),
@@ -144,7 +147,7 @@ def test_journaled_at_zero_with_default_settings() -> None:
     ],
     ids=_id,
 )
-def test_progress_moves_the_stage_and_keeps_the_timer(
+def test_progress_moves_the_stage_and_keeps_a_later_timer(
     before: Stage, event: CommandInput, after: Stage
 ) -> None:
     s = started(before, attempt=2, due=4000)
@@ -154,23 +157,91 @@ def test_progress_moves_the_stage_and_keeps_the_timer(
     assert effects == [Persist()]
 
 
-@pytest.mark.parametrize("before", [Stage.CORE_ACCEPTED, Stage.AGENT_BUFFERED])
-def test_pipe_delivered_gives_the_result_a_whole_retry_delay_from_now(before: Stage) -> None:
-    """The terminal took the line just before Core's timer: Core waits a full delay for the result
-    instead of asking the Agent again at once (the Agent would only find its write fresh)."""
+@pytest.mark.parametrize(
+    ("before", "event", "after"),
+    [
+        (Stage.CORE_ACCEPTED, AgentBuffered(), Stage.AGENT_BUFFERED),
+        (Stage.CORE_ACCEPTED, PipeDelivered(), Stage.PIPE_DELIVERED),
+        (Stage.AGENT_BUFFERED, PipeDelivered(), Stage.PIPE_DELIVERED),
+    ],
+    ids=_id,
+)
+def test_progress_gives_the_answer_a_whole_retry_delay_from_now(
+    before: Stage, event: CommandInput, after: Stage
+) -> None:
+    """The terminal took the line, or the Agent holds it for a terminal still reading, just before Core's
+    timer: Core waits a full delay instead of asking the Agent again at once."""
     s = started(before, attempt=2, due=4000)
-    new, effects = command_transition(s, PipeDelivered(), 3990, CFG)
+    new, effects = command_transition(s, event, 3990, CFG)
     at = 3990 + CFG.retry_delay_ms(2)
-    assert new == replace(s, stage=Stage.PIPE_DELIVERED, next_retry_at_ms=at)
+    assert new == replace(s, stage=after, next_retry_at_ms=at)
     assert effects == [Persist(), RetryAt(at)]
     late, effects = command_transition(new, Timeout(), 4000, CFG)
     assert late == new and effects == [Ignore("timer not due")]
 
 
+def test_a_repeated_buffered_ack_moves_only_the_timer() -> None:
+    """The Agent still holds it (each send from Core is answered so): no journal row, a later timer."""
+    s = started(Stage.AGENT_BUFFERED, attempt=2, due=4000)
+    new, effects = command_transition(s, AgentBuffered(), 3990, CFG)
+    at = 3990 + CFG.retry_delay_ms(2)
+    assert new == replace(s, next_retry_at_ms=at)
+    assert effects == [RetryAt(at)]
+
+
+# ------------------------------------------------------------------------------ sent: when it really left
+
+
+def test_sent_when_it_left_restarts_the_wait_without_a_journal_row() -> None:
+    """Journaled at 0, but Core was busy and the send left only at 1200: the ack timeout counts from
+    1200, so the timer that would have re-sent it at 1500 (while it was in Core's own outbox) moves."""
+    s, effects = command_transition(Command(), Journaled(), 0, CFG)
+    assert effects == [Persist(), Send(1), RetryAt(1500)]
+    left, effects = command_transition(s, Sent(), 1200, CFG)
+    assert left == replace(s, next_retry_at_ms=2700)
+    assert effects == [RetryAt(2700)]
+    assert command_transition(left, Timeout(), 1500, CFG) == (left, [Ignore("timer not due")])
+    again, effects = command_transition(left, Timeout(), 2700, CFG)
+    assert again.attempt == 2 and Send(2) in effects
+
+
+@pytest.mark.parametrize("left_after", [0, 1, CFG.ack_timeout_ms // 20])
+def test_sent_at_once_changes_nothing(left_after: int) -> None:
+    """A send that left within a twentieth of the ack timeout: not worth moving the timer."""
+    s, _ = command_transition(Command(), Journaled(), 0, CFG)
+    ignored = (s, [Ignore("timer already runs a whole delay from now")])
+    assert command_transition(s, Sent(), left_after, CFG) == ignored
+
+
+def test_sent_after_the_terminal_took_it_is_ignored() -> None:
+    s = started(Stage.PIPE_DELIVERED, due=4000)
+    assert command_transition(s, Sent(), 3000, CFG) == (s, [Ignore("sent after PIPE_DELIVERED")])
+
+
+@given(
+    sent_at=st.lists(st.integers(min_value=0, max_value=60_000), min_size=1, max_size=6),
+    attempt=st.integers(min_value=1, max_value=3),
+)
+def test_no_resend_is_due_sooner_than_a_retry_delay_after_the_last_send_left(
+    sent_at: list[int], attempt: int
+) -> None:
+    """Whenever the sends leave, the timer is never due before the last one left plus a whole delay,
+    and only the timer moves (no journal row, no send)."""
+    s = started(Stage.CORE_ACCEPTED, attempt=attempt, due=CFG.retry_delay_ms(attempt))
+    for t in sorted(sent_at):
+        s2, effects = command_transition(s, Sent(), t, CFG)
+        assert all(isinstance(e, RetryAt | Ignore) for e in effects)
+        assert (s2.stage, s2.attempt, s2.outcome) == (s.stage, s.attempt, s.outcome)
+        s = s2
+        assert s.next_retry_at_ms is not None
+        assert s.next_retry_at_ms >= t + CFG.retry_delay_ms(attempt) - CFG.ack_timeout_ms // 20
+    assert s.next_retry_at_ms is not None
+    assert command_transition(s, Timeout(), s.next_retry_at_ms - 1, CFG)[1] == [Ignore("timer not due")]
+
+
 @pytest.mark.parametrize(
     ("before", "event"),
     [
-        (Stage.AGENT_BUFFERED, AgentBuffered()),
         (Stage.PIPE_DELIVERED, AgentBuffered()),
         (Stage.PIPE_DELIVERED, PipeDelivered()),
     ],
@@ -323,7 +394,12 @@ def test_every_command_rule_keeps_the_general_promises(state: Command, event: Co
     check_effect_list(effects)
     assert new.stage >= state.stage
     assert new.attempt in (state.attempt, state.attempt + 1)
-    if new != state:
+    if new != state and Persist() not in effects:
+        # only the timer moved (the send left, or the Agent still holds it): no journal row
+        assert isinstance(event, Sent | AgentBuffered)
+        assert effects == [RetryAt(new.next_retry_at_ms or 0)]
+        assert new == replace(state, next_retry_at_ms=new.next_retry_at_ms)
+    elif new != state:
         assert effects[0] == Persist()
     else:
         assert Persist() not in effects
@@ -674,7 +750,7 @@ class CommandMachine(RuleBasedStateMachine):
                 self.dones.append(e)
             elif isinstance(e, Invalid):
                 assert e.state == before.stage.name and e.input == type(event).__name__
-        if new != before:
+        if new != replace(before, next_retry_at_ms=new.next_retry_at_ms):
             assert Persist() in effects
         if any(isinstance(e, (Invalid, Ignore)) for e in effects):
             assert new == before
@@ -684,6 +760,10 @@ class CommandMachine(RuleBasedStateMachine):
     @rule()
     def journaled(self) -> None:
         self.feed(Journaled())
+
+    @rule()
+    def sent(self) -> None:
+        self.feed(Sent())
 
     @rule()
     def send_result(self) -> None:
@@ -759,7 +839,11 @@ class CommandMachine(RuleBasedStateMachine):
 
     @invariant()
     def journal_is_current(self) -> None:
-        assert self.persisted == self.state
+        # all but the timer, which may have moved later in memory only (a restart re-sends sooner, never
+        # later than the journal says)
+        assert self.persisted == replace(self.state, next_retry_at_ms=self.persisted.next_retry_at_ms)
+        if self.persisted.next_retry_at_ms is not None and self.state.next_retry_at_ms is not None:
+            assert self.persisted.next_retry_at_ms <= self.state.next_retry_at_ms
 
 
 CommandMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
@@ -842,7 +926,11 @@ class IntentMachine(RuleBasedStateMachine):
 
     @invariant()
     def journal_is_current(self) -> None:
-        assert self.persisted == self.state
+        # all but the timer, which may have moved later in memory only (a restart re-sends sooner, never
+        # later than the journal says)
+        assert self.persisted == replace(self.state, next_retry_at_ms=self.persisted.next_retry_at_ms)
+        if self.persisted.next_retry_at_ms is not None and self.state.next_retry_at_ms is not None:
+            assert self.persisted.next_retry_at_ms <= self.state.next_retry_at_ms
 
 
 IntentMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)

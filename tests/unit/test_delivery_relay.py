@@ -21,8 +21,14 @@ def step(
 
 def test_arrival_for_a_connected_terminal_is_written_with_a_timer() -> None:
     state, effects = step(None, r.Arrived(connected=True))
-    assert state == r.Relay(T, r.RelayStatus.WRITTEN, 1, T + 1500, writes=1, written_at_ms=T)
+    assert state == r.Relay(T, r.RelayStatus.WRITTEN, 1, T + 1500, writes=1, written_at_ms=T, queued=True)
     assert effects == [r.Store(), r.Write(1), r.WakeAt(T + 1500)]
+
+
+def left(state: r.Relay | None, now: int = T) -> r.Relay | None:
+    """The line left the connection's outbox at ``now``."""
+    state, _ = step(state, r.Written(), now)
+    return state
 
 
 def test_arrival_for_an_offline_terminal_is_buffered_and_core_is_told() -> None:
@@ -64,6 +70,7 @@ def test_pipe_ack_failed_tells_core_with_the_terminals_reason() -> None:
 
 def test_pipe_ack_retry_writes_again_after_retry_backoff_ms() -> None:
     state, _ = step(None, r.Arrived(connected=True))
+    state = left(state)
     state, effects = step(state, r.PipeAck("RETRY", "busy"), T + 5)
     assert effects == [r.WakeAt(T + 5 + CFG.timing.retry_backoff_ms)]
     same, effects = step(state, r.Due(connected=True), T + 5 + CFG.timing.retry_backoff_ms - 1)
@@ -73,13 +80,14 @@ def test_pipe_ack_retry_writes_again_after_retry_backoff_ms() -> None:
 
 
 def test_no_pipe_ack_rewrites_with_a_higher_attempt_until_max_retries_then_gives_up() -> None:
-    state, _ = step(None, r.Arrived(connected=True))
+    state = left(step(None, r.Arrived(connected=True))[0])
     now = T
     for attempt in (2, 3):
         assert state is not None and state.next_at_ms is not None
         now = state.next_at_ms
         state, effects = step(state, r.Due(connected=True), now)
         assert r.Write(attempt) in effects
+        state = left(state, now)
     assert state is not None and state.next_at_ms is not None
     state, effects = step(state, r.Due(connected=True), state.next_at_ms)
     assert state is not None and state.status is r.RelayStatus.IDLE and state.attempt == 3
@@ -91,7 +99,7 @@ def test_no_pipe_ack_rewrites_with_a_higher_attempt_until_max_retries_then_gives
 
 def test_core_sending_again_while_the_agent_waits_on_its_write_writes_nothing() -> None:
     """One writer: Core's re-send (its own timer) does not put a second copy on the pipe."""
-    state, _ = step(None, r.Arrived(connected=True))
+    state = left(step(None, r.Arrived(connected=True))[0])
     state, effects = step(state, r.Arrived(connected=True, attempt=2), T + 1500)
     assert not [e for e in effects if isinstance(e, r.Write)]
     assert state is not None and state.affirmed_ms == T + 1500 and state.floor == 2
@@ -104,6 +112,7 @@ def test_core_attempt_is_a_floor_for_the_next_write() -> None:
     state, _ = step(None, r.Arrived(connected=True, attempt=5))
     assert state is not None and state.attempt == 5
     state, _ = step(state, r.Arrived(connected=True, attempt=7), T + 10)
+    state = left(state, T + 10)
     assert state is not None and state.next_at_ms is not None
     state, effects = step(state, r.Due(connected=True), state.next_at_ms)
     assert r.Write(7) in effects
@@ -246,3 +255,76 @@ def test_properties_over_any_input_sequence(seq: list[tuple[r.RelayInput, int]])
                 assert state.next_at_ms is None
             if state.status is r.RelayStatus.IDLE:
                 assert state.next_at_ms is not None
+
+
+# ------------------------------------------------------------------ counted from when it left; busy terminals
+
+
+def test_the_wait_for_the_pipe_ack_counts_from_when_the_line_left() -> None:
+    """Queued at T, left the outbox at T + 1400 (the terminal was reading earlier lines): no re-write at
+    T + 1500, the next one is due a whole delay after it left."""
+    state, _ = step(None, r.Arrived(connected=True))
+    state, effects = step(state, r.Written(), T + 1400)
+    assert effects == [r.WakeAt(T + 2900)]
+    assert state is not None and state.written_at_ms == T + 1400 and not state.queued
+    same, effects = step(state, r.Due(connected=True), T + 1500)
+    assert same == state and effects == [r.Nothing("timer not due")]
+    _, effects = step(state, r.Due(connected=True), T + 2900)
+    assert r.Write(2) in effects
+
+
+def test_a_line_still_in_the_outbox_is_not_written_again() -> None:
+    state, _ = step(None, r.Arrived(connected=True))
+    state, effects = step(state, r.Due(connected=True), T + 1500)
+    assert not [e for e in effects if isinstance(e, r.Write)]
+    assert effects == [r.WakeAt(T + 1500 + CFG.timing.ack_timeout_ms)]
+    assert state is not None and state.queued and state.writes == 1
+
+
+def test_a_busy_terminal_holds_the_command_without_using_a_write() -> None:
+    state, _ = step(None, r.Arrived(connected=True))
+    state, effects = step(state, r.Busy(), T)
+    assert state is not None and state.status is r.RelayStatus.BUFFERED and state.writes == 0
+    assert effects == [
+        r.Store(),
+        r.AckCore("AGENT_BUFFERED", "PENDING", "terminal busy: held until it reads"),
+    ]
+    # room again: written, numbered past the write that found no room
+    state, effects = step(state, r.TerminalConnected(), T + 10)
+    assert state is not None and state.status is r.RelayStatus.WRITTEN and r.Write(2) in effects
+
+
+@given(
+    events=st.lists(
+        st.sampled_from(
+            [
+                r.Arrived(connected=True),
+                r.Busy(),
+                r.Written(),
+                r.TerminalConnected(),
+                r.Due(connected=True),
+                r.PipeAck("RETRY"),
+            ]
+        ),
+        max_size=40,
+    ),
+    gaps=st.lists(st.integers(min_value=0, max_value=5000), min_size=40, max_size=40),
+)
+def test_busy_and_written_keep_the_relay_promises(events: list[r.RelayInput], gaps: list[int]) -> None:
+    """Whatever order a busy terminal's inputs come in: attempts only rise, writes never pass
+    max_retries, and a line waiting in the outbox is never written a second time by the timer."""
+    state: r.Relay | None = None
+    now = T
+    for event, gap in zip(events, gaps, strict=False):
+        now += gap
+        before = state
+        state, effects = r.relay_transition(state, event, now, CFG)
+        if state is None:
+            if before is not None:
+                break
+            continue
+        if before is not None:
+            assert state.attempt >= before.attempt
+            if isinstance(event, r.Due) and before.queued and before.status is r.RelayStatus.WRITTEN:
+                assert not [e for e in effects if isinstance(e, r.Write)]
+        assert state.writes <= CFG.timing.max_retries

@@ -206,3 +206,56 @@ async def test_the_router_keeps_a_trades_order_applies_control_first_and_turns_a
     labels = [p.attributes for n in names for p in _points(n)]
     assert all(a["component"] == "core.router" and "trade_id" not in a for a in labels)
     assert {p.attributes["reason"] for p in _points(names[0])} == {"queue_full"}
+
+
+def close_event(trade_id: str) -> m.AgentToCore:
+    return m.FromAccount(
+        "9001",
+        m.TradeClose(str(uuid7(1764063000500, bytes(10))), trade_id, TRACE, 7001, "EURUSD", 0.1, 0.0, 1.1, 1),
+        received_ms=1,
+    )
+
+
+async def test_opens_are_turned_away_past_max_in_flight_and_closes_never(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rec = Recorder()
+    in_flight = [0]
+    r = Router(
+        RouterConfig(worker_pool_size=2, queue_depth_max=4, max_in_flight=10),
+        apply=rec.apply,
+        finish=rec.finish,
+        reject_busy=rec.reject,
+        trade_of_command={}.get,
+        in_flight=lambda: in_flight[0],
+    )
+    ids = [uuid7(1764063000000 + i, i.to_bytes(10, "big")) for i in range(40)]
+    r.dispatch([("a", intent(ids[0]))])
+    assert not rec.rejected
+    in_flight[0] = 10
+    r.dispatch([("a", intent(ids[1])), ("a", close_event(ids[2]))])
+    assert [x[0] for x in rec.rejected] == [f"TradeIntent:{ids[1]}"]
+    assert r.stats.rejected_in_flight == r.stats.rejected_busy == 1
+    # a worker's full queue turns opens away but never closes
+    same = [t for t in ids if worker_for(t, 2) == 0]
+    in_flight[0] = 0
+    r.dispatch([("a", close_event(t)) for t in same[:8]])
+    assert len(rec.rejected) == 1, "a close was turned away"
+
+
+async def test_opens_are_turned_away_while_a_message_has_waited_max_behind_ms(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Nothing takes the queues (no worker runs): once the oldest message has waited max_behind_ms, Core is
+    behind what arrives and a new open is turned away; a close still is not."""
+    rec = Recorder()
+    r = router(rec, {}, worker_pool_size=2, queue_depth_max=128, max_behind_ms=250)
+    ids = [uuid7(1764063000000 + i, i.to_bytes(10, "big")) for i in range(4)]
+    r.dispatch([("a", intent(ids[0]))])
+    assert r.behind_s() == 0.0
+    await trio.sleep(0.2)
+    r.dispatch([("a", intent(ids[1]))])
+    assert not rec.rejected and r.behind_s() >= 0.2
+    await trio.sleep(0.05)
+    r.dispatch([("a", intent(ids[2])), ("a", close_event(ids[3]))])
+    assert [x[0] for x in rec.rejected] == [f"TradeIntent:{ids[2]}"]

@@ -107,3 +107,14 @@ def test_the_split_keys_are_read() -> None:
     )
     assert config.split.agent_tokens == {"agent-a": "a-long-enough-secret"}
     assert (config.split.control_per_s, config.split.send_queue) == (20, 64)
+
+
+def test_keepalive_lets_a_busy_link_answer_late_but_notices_a_dead_one() -> None:
+    """A ping may wait behind a burst: the link is dropped only after five heartbeats without an answer
+    (at least 2 s), never after one late answer."""
+    from echo.adapters.transport.grpc import keepalive
+
+    default = keepalive(2000)
+    assert default._keepalive_time == 2.0 and default._keepalive_timeout == 10.0
+    fast = keepalive(200)
+    assert fast._keepalive_time == 0.2 and fast._keepalive_timeout == 2.0

@@ -17,8 +17,9 @@ Negotiation: the stream runs the lower of both sides' protocol versions (an Agen
 ``MIN_STREAM_PROTOCOL_VERSION`` is refused with FAILED_PRECONDITION); an Agent without lossless delivery
 runs in compat mode (Core re-sends on its own timers only), logged and counted. CoreHello carries Core's
 delivery settings, which the Agent applies at once. Both sides send HTTP/2 keepalive pings every
-``heartbeat_interval_ms`` and drop a connection whose ping goes unanswered for twice that (at least 1 s),
-so a peer that vanished without closing its socket is noticed. TLS is optional (``ssl.SSLContext``).
+``heartbeat_interval_ms`` and drop a connection whose ping goes unanswered for five times that (at least
+2 s: a busy link answers late, not never), so a peer that vanished without closing its socket is
+noticed. TLS is optional (``ssl.SSLContext``).
 """
 
 from __future__ import annotations
@@ -94,14 +95,21 @@ def client_tls(ca: str) -> ssl.SSLContext:
     return ctx
 
 
+KEEPALIVE_MISSES = 5
+"""Heartbeats a keepalive ping may go unanswered before the connection is dropped."""
+KEEPALIVE_MIN_TIMEOUT_S = 2.0
+
+
 def keepalive(heartbeat_interval_ms: int) -> Configuration:
     """HTTP/2 keepalive at the delivery heartbeat: a ping every interval, the connection dropped when one
-    goes unanswered for twice that (at least 1 s). Pings are never throttled below the interval on
-    either side, so the server accepts what the client sends."""
+    goes unanswered for ``KEEPALIVE_MISSES`` intervals (at least 2 s). A ping on a busy link waits behind
+    the data queued before it and behind a peer working through a burst, so one or two late answers are
+    no sign of a dead peer; a frozen or vanished one is still noticed within seconds. Pings are never
+    throttled below the interval on either side, so the server accepts what the client sends."""
     every = heartbeat_interval_ms / 1000.0
     return Configuration(
         _keepalive_time=every,
-        _keepalive_timeout=max(2 * every, 1.0),
+        _keepalive_timeout=max(KEEPALIVE_MISSES * every, KEEPALIVE_MIN_TIMEOUT_S),
         _keepalive_permit_without_calls=True,
         _http2_max_pings_without_data=0,
         _http2_min_sent_ping_interval_without_data=every,

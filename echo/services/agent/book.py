@@ -41,7 +41,11 @@ class Timers(Protocol):
 
 
 Write = Callable[[str, m.ToEA, int], str | None]
-"""Queue a message on an account's connection; returns why it could not be, or None."""
+"""Queue a message on an account's connection; returns why it could not be (``BUSY``: no room yet), or
+None."""
+
+BUSY = "terminal busy"
+"""Why a command was not queued: the terminal's outbox has no room for commands (it still reads)."""
 
 
 def count(stats: dict[str, int], key: str, n: int = 1) -> None:
@@ -160,6 +164,9 @@ class CommandBook:
                         attempt=effect.attempt,
                     )
                 reason = self._write(held.account_id, replace(held.command, attempt=effect.attempt), now_ms)
+                if reason == BUSY:
+                    self.relay(command_id, relay.Busy(), now_ms)
+                    return
                 if reason is not None:
                     self.relay(command_id, relay.WriteFailed(reason), now_ms)
                     return

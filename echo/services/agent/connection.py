@@ -3,6 +3,7 @@ bytes into decoded lines. What a line means is the shell's business (``echo.serv
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ MAX_CONSECUTIVE_ERRORS = 1000
 class Connection:
     conn_id: int
     stream: trio.abc.Stream
-    outbox: trio.MemorySendChannel[bytes]
+    outbox: trio.MemorySendChannel[tuple[bytes, str]]
+    """Lines for the terminal, each with the command_id it carries ("" for any other line)."""
     account_id: str | None = None
     role: Role | None = None
     stats: dict[str, int] = field(default_factory=dict)
@@ -36,6 +38,10 @@ class Connection:
     """A write to it failed: whatever it still holds, it no longer reaches the terminal."""
     refused: bool = False
     """Its handshake was refused for good: the refusal is written, then the connection closes."""
+    waiting: bool = False
+    """A command found its outbox full and is held: commands wait (in order) until it has room again."""
+    stalled: bool = False
+    """It read nothing for ``agent.stall_ms`` while lines waited for it: cut off."""
 
 
 def describe(exc: BaseException) -> dict[str, str]:
@@ -48,20 +54,65 @@ def describe(exc: BaseException) -> dict[str, str]:
     return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": where}
 
 
-async def write_lines(conn: Connection, recv: trio.MemoryReceiveChannel[bytes]) -> None:
-    """The connection's writer: what is queued on its outbox, in order, until a write fails."""
+WRITE_BATCH = 64
+"""Lines already queued that the writer sends in one write (one system call, one task switch)."""
+WRITE_CHUNK = 4096
+"""Bytes per write: the stall clock starts again after each, so only a terminal that takes nothing for
+``stall_s`` is cut off, however long a burst takes it to read."""
+
+
+async def write_lines(
+    conn: Connection,
+    recv: trio.MemoryReceiveChannel[tuple[bytes, str]],
+    stall_s: float,
+    on_written: Callable[[Connection, str], Awaitable[None]],
+) -> None:
+    """The connection's writer: what is queued on its outbox, in order (what is already queued goes in one
+    write, up to ``WRITE_BATCH`` lines, in pieces of ``WRITE_CHUNK`` bytes), until a write fails or the
+    terminal takes nothing for ``stall_s`` while a piece waits (a stall: it is cut off). ``on_written``
+    hears each line that left, by its command_id ("" for other lines)."""
+    scope = trio.CancelScope()
     try:
-        async for line in recv:
-            await conn.stream.send_all(line)
+        with scope:
+            while True:
+                scope.deadline = math.inf  # an empty outbox is no stall
+                try:
+                    batch = [await recv.receive()]
+                except trio.EndOfChannel:
+                    return
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                data = b"".join(line for line, _ in batch)
+                for at in range(0, len(data), WRITE_CHUNK):
+                    scope.deadline = trio.current_time() + stall_s
+                    await conn.stream.send_all(data[at : at + WRITE_CHUNK])
+                scope.deadline = math.inf
+                for _, command_id in batch:
+                    await on_written(conn, command_id)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         conn.broken = True
+        conn.cancel.cancel()
+        return
+    if scope.cancelled_caught:
+        conn.stalled = True
+        log.error(
+            "agent_ea_stalled",
+            conn_id=conn.conn_id,
+            account_id=conn.account_id,
+            stall_s=stall_s,
+            queued=recv.statistics().current_buffer_used,
+        )
         conn.cancel.cancel()
 
 
 def reply(conn: Connection, line: bytes) -> None:
-    """Queue a line; a terminal whose outbox is full is disconnected (it reconnects and re-handshakes)."""
+    """Queue a line that is not a command; a terminal whose outbox is full even of the room kept for such
+    lines is disconnected (it reconnects and re-handshakes)."""
     try:
-        conn.outbox.send_nowait(line)
+        conn.outbox.send_nowait((line, ""))
     except trio.WouldBlock:
         conn.cancel.cancel()
     except trio.ClosedResourceError:

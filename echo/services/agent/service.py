@@ -2,7 +2,10 @@
 messages for Core, and writes Core's commands to the connection of the account they are for.
 
 Each connection has a reader (this task) and a writer task fed by a bounded channel, so one slow terminal
-never delays the others: when its queue is full it is disconnected (it reconnects and re-handshakes).
+never delays the others. A terminal that reads slowly is not cut off: once its outbox holds
+``COMMAND_ROOM`` of ``agent.outbox_lines``, further commands are held in the book (Core is told they are
+buffered) and written, in order, as it reads. Only a terminal that reads nothing for ``agent.stall_ms``
+while lines wait for it is disconnected (it reconnects and re-handshakes).
 Bad lines get an ``error`` reply on that connection only; the connection stays open.
 
 Commands (execute/close/modify) go through the ack ledger: held until the terminal's
@@ -32,7 +35,7 @@ from echo.ports.pipe import PipeListener
 from echo.ports.transport import AgentLink, LinkClosed
 from echo.services import instruments, tracing
 from echo.services.agent import admission
-from echo.services.agent.book import Command, CommandBook, Held, count
+from echo.services.agent.book import BUSY, Command, CommandBook, Held, count
 from echo.services.agent.connection import Connection, describe, read_lines, reply, write_lines
 from echo.services.timers import DueTimers
 
@@ -62,6 +65,9 @@ _TRACED = (m.TradeIntent, m.TradeClose, m.TradeModify)
 _RESULTS = (m.ExecutionResult, m.CloseResult, m.ModifyResult)
 _TRACE_MEMORY = 10_000
 """Commands whose last write's span the Agent remembers (for the slave's ack and result)."""
+
+COMMAND_ROOM = 0.75
+"""Share of a connection's outbox commands may fill; the rest is kept for other lines (replies, settings)."""
 
 _CHATTY_TYPES = frozenset({"quotes", "state_snapshot"})
 """Forwarded without a log line each (several per second per terminal)."""
@@ -229,14 +235,24 @@ class Agent:
             reply(conn, line)
 
     def _write(self, account_id: str, message: m.ToEA, now_ms: int) -> str | None:
-        """Queue a message on its account's connection; returns why it could not be, or None."""
+        """Queue a message on its account's connection; returns why it could not be, or None. A command
+        finds no room (``BUSY``) while the terminal has not read what is queued before it."""
         conn = self.connections.get(account_id)
         if conn is None:
             return "account not connected"
+        command_id = message.command_id if isinstance(message, Command) else ""
+        if command_id:
+            room = int(self.config.outbox_lines * COMMAND_ROOM)
+            if conn.waiting or conn.outbox.statistics().current_buffer_used >= room:
+                if not conn.waiting:
+                    self._count("terminal_busy")
+                    log.info("agent_ea_busy", account_id=account_id, queued=room)
+                conn.waiting = True
+                return BUSY
         if tracing.ON and isinstance(message, Command):
             self._trace_write(account_id, message)
         try:
-            conn.outbox.send_nowait(encode(message, now_ms))
+            conn.outbox.send_nowait((encode(message, now_ms), command_id))
         except trio.WouldBlock:
             log.error("agent_ea_too_slow", account_id=account_id, queued=self.config.outbox_lines)
             conn.cancel.cancel()
@@ -273,18 +289,43 @@ class Agent:
             self._trace_from_core.pop(command_id, None)
             write.finish()
 
+    async def _on_written(self, conn: Connection, command_id: str) -> None:
+        """A line left for the terminal: a command's wait for its pipe ack starts now; once the outbox has
+        drained to half its command room, the held commands go out in order."""
+        now = self._clock.now_ms()
+        if command_id:
+            self.book.relay(command_id, relay.Written(), now)
+        if not conn.waiting or conn.account_id is None or self.connections.get(conn.account_id) is not conn:
+            return
+        if conn.outbox.statistics().current_buffer_used > int(self.config.outbox_lines * COMMAND_ROOM) // 2:
+            return
+        conn.waiting = False
+        account = conn.account_id
+        waiting = [
+            cid
+            for cid, held in self.held.items()
+            if held.account_id == account and held.state.status is relay.RelayStatus.BUFFERED
+        ]
+        for cid in waiting:
+            self.book.relay(cid, relay.TerminalConnected(), now)
+            if conn.waiting:
+                break
+        await self._flush()
+
     # ----------------------------------------------------------------------------------------- from EAs
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         self._next_conn += 1
-        send, recv = trio.open_memory_channel[bytes](self.config.outbox_lines)
+        send, recv = trio.open_memory_channel[tuple[bytes, str]](self.config.outbox_lines)
         conn = Connection(self._next_conn, stream, send, last_seen_ms=self._clock.now_ms())
         clog = log.bind(conn_id=conn.conn_id)
         clog.debug("agent_connection_opened")
         try:
             with conn.cancel:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(write_lines, conn, recv)
+                    nursery.start_soon(
+                        write_lines, conn, recv, self.config.stall_ms / 1000.0, self._on_written
+                    )
                     await read_lines(
                         conn,
                         self.config.max_line_bytes,

@@ -6,9 +6,13 @@ each worker applies what it holds as one group, then waits for the journal and s
 (handshakes, quotes, snapshots, offline) is applied by the dispatcher at once, in arrival order, so a
 master's handshake is in force before its first intent is looked at.
 
-Each worker holds at most ``queue_depth_max`` master events. One more is turned away at once with
-ERR_BROKER_BUSY: the event is recorded and the master is told RETRY, so it sends it again after its
-backoff and nothing is lost. Results and acks from slaves are never turned away.
+Admission: a new trade (an open) is turned away at once with ERR_BROKER_BUSY when its worker holds
+``queue_depth_max`` master events, when Core has ``max_in_flight`` commands to connected slaves not yet
+answered, or when the oldest message waiting for a worker has waited ``max_behind_ms`` (the bounds past
+which it would accept work faster than it delivers it); a modification only by the first bound. The
+event is recorded and the master is told RETRY, so it sends it again after its backoff and nothing is
+lost. Closes are never turned away (they end work, and they are bounded by the
+trades admitted), nor are results and acks from slaves.
 
 The Core's state changes only in synchronous code (trio switches tasks only at ``await``), and the journal
 writes transactions in the order they were applied, so workers interleave without locks."""
@@ -83,6 +87,10 @@ class RouterStats:
     control: int = 0
     max_depth: int = 0
     per_worker: list[int] = field(default_factory=list)
+    rejected_in_flight: int = 0
+    """Of ``rejected_busy``: opens turned away past ``max_in_flight``."""
+    rejected_behind: int = 0
+    """Of ``rejected_busy``: opens turned away while Core was ``max_behind_ms`` behind."""
 
 
 @dataclass
@@ -112,10 +120,14 @@ class Router(Generic[Tx]):
         finish: Callable[[Tx], Awaitable[None]],
         reject_busy: Callable[[str, m.AgentToCore, int, int], Tx],
         trade_of_command: Callable[[str], str | None],
+        in_flight: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
         self._apply, self._finish, self._reject = apply, finish, reject_busy
         self._trade_of_command = trade_of_command
+        self._in_flight = in_flight
+        self._in_flight_now: int | None = None
+        """Core's in-flight count, computed once per dispatched group (only when an open asks)."""
         n = config.worker_pool_size
         self._queues: list[list[_Queued]] = [[] for _ in range(n)]
         self._masters_waiting = [0] * n
@@ -152,7 +164,8 @@ class Router(Generic[Tx]):
         """Route one group (synchronously: nothing else runs meanwhile). Consecutive control messages are
         applied together as one transaction."""
         control: list[Item] = []
-        now = time.perf_counter()
+        now = trio.current_time()
+        self._in_flight_now = None
         for agent_id, msg in group:
             trade_id = self.key(msg)
             if trade_id is None:
@@ -175,21 +188,27 @@ class Router(Generic[Tx]):
         depth = self._masters_waiting[worker_id]
         span = _handle_span(msg, worker_id) if tracing.ON and master else None
         span_ns = time.time_ns() if span is not None else 0
-        if master and depth >= self.config.queue_depth_max:
+        reason = self._refusal(msg, master, depth)
+        if reason is not None:
+            assert isinstance(msg, m.FromAccount)
             self.stats.rejected_busy += 1
-            REJECTIONS_TOTAL.add(
-                1, {"worker_id": str(worker_id), "reason": "queue_full", "component": _COMPONENT}
-            )
+            if reason == "in_flight":
+                self.stats.rejected_in_flight += 1
+            elif reason == "behind":
+                self.stats.rejected_behind += 1
+            REJECTIONS_TOTAL.add(1, {"worker_id": str(worker_id), "reason": reason, "component": _COMPONENT})
             log.warning(
                 "core.router.enqueue",
                 backpressure=True,
+                reason=reason,
                 worker_id=worker_id,
                 queue_depth=depth,
+                in_flight=self._in_flight_now,
                 trade_id=trade_id,
             )
             self._control_send.send_nowait(self._reject(agent_id, msg, worker_id, depth))
             if span is not None:
-                span.set_attribute("rejected", "queue_full")
+                span.set_attribute("rejected", reason)
                 span.end()
             return
         self._queues[worker_id].append(_Queued(agent_id, msg, trade_id, master, now, span, span_ns))
@@ -200,6 +219,28 @@ class Router(Generic[Tx]):
         self.stats.max_depth = max(self.stats.max_depth, total)
         log.debug("core.router.enqueue", worker_id=worker_id, queue_depth=total, trade_id=trade_id)
         self._wakeups[worker_id].set()
+
+    def behind_s(self) -> float:
+        """How long the oldest message waiting for a worker has waited (0.0: none waits): how far Core is
+        behind what arrived."""
+        oldest = min((q[0].at for q in self._queues if q), default=None)
+        return 0.0 if oldest is None else trio.current_time() - oldest
+
+    def _refusal(self, msg: m.AgentToCore, master: bool, depth: int) -> str | None:
+        """Why a message is turned away (``queue_full``, ``in_flight``, ``behind``), or None to admit
+        it."""
+        if not master or not isinstance(msg, m.FromAccount) or isinstance(msg.message, m.TradeClose):
+            return None
+        if depth >= self.config.queue_depth_max:
+            return "queue_full"
+        if isinstance(msg.message, m.TradeIntent):
+            if self._in_flight_now is None:
+                self._in_flight_now = self._in_flight()
+            if self._in_flight_now >= self.config.max_in_flight:
+                return "in_flight"
+            if self.behind_s() * 1000.0 >= self.config.max_behind_ms:
+                return "behind"
+        return None
 
     async def _control(self) -> None:
         """Control transactions (and busy rejections) finish in the order they were applied."""
@@ -214,7 +255,7 @@ class Router(Generic[Tx]):
                 self._wakeups[worker_id] = trio.Event()
             items, self._queues[worker_id] = self._queues[worker_id], []
             self._masters_waiting[worker_id] = 0
-            now = time.perf_counter()
+            now = trio.current_time()
             QUEUE_DEPTH.add(-len(items), labels)
             for q in items:
                 DISPATCH_DURATION.record((now - q.at) * 1000.0, {"component": _COMPONENT})

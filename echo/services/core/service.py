@@ -16,6 +16,7 @@ import trio
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from echo.delivery.machine import Sent
 from echo.delivery.machine import Settings as DeliverySettings
 from echo.domain import messages as m
 from echo.domain.config import CoreConfig, RouterConfig
@@ -25,7 +26,7 @@ from echo.ports.clock import Clock
 from echo.ports.store import Store, StoreError
 from echo.ports.transport import AgentUnavailable, CoreHub
 from echo.services import instruments, tracing
-from echo.services.core import accounts, engine, master, recovery
+from echo.services.core import accounts, engine, master, positions, recovery
 from echo.services.core.context import Context
 from echo.services.core.journal import Journal
 from echo.services.core.router import Router
@@ -106,6 +107,7 @@ class Core:
             finish=self._finish,
             reject_busy=self.reject_busy,
             trade_of_command=self.trade_of_command,
+            in_flight=self._in_flight_online,
         )
         self._send_timeout_s = self.router.config.worker_timeout_ms / 1000.0
         _LIVE.add(self)
@@ -196,11 +198,23 @@ class Core:
     def _roll_back(self, tx: Tx) -> None:
         engine.rollback(self.ctx, tx)
 
+    RESEND_BEHIND_MS = 50
+    """A due timer waits while the oldest message waiting for a router worker has waited longer than this:
+    the answer it waits for may be among them."""
+
     async def _reconciler(self) -> None:
         """Re-sends commands whose result did not come back in time (same command_id), and gives up after
-        ``max_retries`` sends; the rules are the delivery machine's, this task only keeps the clock."""
+        ``max_retries`` sends; the rules are the delivery machine's, this task only keeps the clock. While
+        Core is behind what arrived (a busy copier), a due timer waits that long again: the answer may be
+        queued in Core itself, and a re-send would only add to the work."""
         while True:
-            _, due = await self._timers.next_due()
+            now, due = await self._timers.next_due()
+            behind_ms = int(self.router.behind_s() * 1000)
+            if behind_ms > self.RESEND_BEHIND_MS:
+                for command_id in due:
+                    self._timers.at(now + behind_ms, command_id)
+                self.ctx.count("resends_deferred", len(due))
+                continue
             tx = engine.timers_due(self.ctx, due)
             self._journal.enqueue(tx)
             await self._finish(tx)
@@ -330,6 +344,20 @@ class Core:
         while not predicate():
             await self._changed.wait()
 
+    def _in_flight_online(self) -> int:
+        """Commands sent to connected slaves and not answered yet: what Core still has to get through. A
+        command waiting for an offline terminal is not work Core can do, so it does not count."""
+        pending = self.ctx.state.pending
+        if len(pending) < self.router.config.max_in_flight:
+            return len(pending)  # below the bound whoever is online: no need to look closer
+        accounts = self.ctx.state.accounts
+        n = 0
+        for pend in pending.values():
+            acc = accounts.get(pend.account_id)
+            if acc is not None and acc.online:
+                n += 1
+        return n
+
     @property
     def in_flight(self) -> int:
         return len(self.ctx.state.pending)
@@ -368,26 +396,32 @@ class Core:
             problem = await self._send_traced(acc.agent_id, out)
         else:
             problem = await self._to_agent(acc.agent_id, out)
-        if problem is not None:
-            log.warning(
-                "core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=problem
-            )
-            reason = "agent too slow" if problem == "agent too slow" else "agent unavailable"
+        if problem is None:
             if isinstance(out, m.ToAccount) and isinstance(
                 out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
             ):
-                failed.append(
-                    (
-                        acc.agent_id,
-                        m.CommandAck(
-                            out.account_id,
-                            out.message.command_id,
-                            m.AckStage.AGENT_BUFFERED,
-                            m.AckResult.FAILED,
-                            reason,
-                        ),
-                    )
+                # it left now: the wait for its answer counts from here, not from when it was queued
+                pend = self.ctx.state.pending.get(out.message.command_id)
+                if pend is not None:
+                    positions.drive(self.ctx, pend, Sent(), Tx())
+            return
+        log.warning("core_agent_unavailable", account_id=out.account_id, agent_id=acc.agent_id, error=problem)
+        reason = "agent too slow" if problem == "agent too slow" else "agent unavailable"
+        if isinstance(out, m.ToAccount) and isinstance(
+            out.message, m.ExecuteOrder | m.CloseOrder | m.ModifyOrder
+        ):
+            failed.append(
+                (
+                    acc.agent_id,
+                    m.CommandAck(
+                        out.account_id,
+                        out.message.command_id,
+                        m.AckStage.AGENT_BUFFERED,
+                        m.AckResult.FAILED,
+                        reason,
+                    ),
                 )
+            )
 
     async def _send_traced(self, agent_id: str, out: m.ToAccount) -> str | None:
         """``_to_agent`` with the traceparent of the router's span of what caused the message (an event
