@@ -223,6 +223,11 @@ class Batch:
     """Upserts by account_id."""
     evaluations: list[EvaluationRow] = field(default_factory=list)
     symbol_evaluations: list[SymbolEvaluationRow] = field(default_factory=list)
+    sync: bool = True
+    """The write returns once the batch is on disk. False for a batch that nothing leaving Core waits on
+    (a result heard, a delivery stage): a store may then commit it without waiting for the disk, as long
+    as a later synced write makes it durable too (it survives the process dying; a power cut may lose
+    it, as if Core had stopped before hearing it, and the peer that said it says it again)."""
 
     def __bool__(self) -> bool:
         return any(

@@ -873,6 +873,49 @@ async def test_journal_upserts_last_row_wins(store: Store) -> None:
     assert len(await store.journal(None, limit=1)) == 1
 
 
+@pytest.mark.parametrize("level", ["FULL", "EXTRA", "NORMAL"])
+async def test_sqlite_commits_a_batch_nothing_waits_on_without_waiting_for_the_disk(
+    tmp_path: Path, level: str
+) -> None:
+    """A batch with ``sync=False`` commits at ``synchronous = NORMAL`` (no fsync); every other batch at
+    the configured level, which the connection is back at for it. Both survive a reopen."""
+    s = SqliteStore.open(tmp_path / "echo.db", synchronous=level)
+    conn = s._conn
+    assert conn is not None
+    levels: list[str] = []
+
+    def traced(statement: str) -> None:
+        if statement == "COMMIT":
+            (n,) = conn.execute("PRAGMA synchronous").fetchone()
+            levels.append(["OFF", "NORMAL", "FULL", "EXTRA"][n])
+
+    conn.set_trace_callback(traced)
+    try:
+        await s.write(Batch(journal=[journal_row("c-1")], sync=False))
+        await s.write(Batch(journal=[journal_row("c-1", outcome="OK", updated=2)], sync=False))
+        await s.write(Batch(trades=[trade("t1")], journal=[journal_row("c-2")]))
+        await s.write(Batch(journal=[journal_row("c-2", outcome="OK", updated=3)], sync=False))
+        await s.write(Batch(retry_events=[RetryEventRow("e-1", "c-2", 2, "x", 1)]))
+    finally:
+        conn.set_trace_callback(None)
+        await s.aclose()
+    synced = "NORMAL" if level == "NORMAL" else level
+    assert levels == ["NORMAL", "NORMAL", synced, "NORMAL", synced]
+    again = SqliteStore.open(tmp_path / "echo.db", synchronous=level)
+    try:
+        journal = [(j.command_id, j.outcome) for j in await again.journal(None)]
+        assert journal == [("c-1", "OK"), ("c-2", "OK")]
+        assert await again.get_trade("t1") == trade("t1")
+    finally:
+        await again.aclose()
+
+
+async def test_a_batch_nothing_waits_on_reads_back_the_same(store: Store) -> None:
+    await store.write(Batch(trades=[trade("t1")], sync=False))
+    await store.write(Batch(trade_updates=[TradeUpdate("t1", "closed", T0 + 5)], sync=False))
+    assert await store.get_trade("t1") == replace(trade("t1"), status="closed", closed_at_ms=T0 + 5)
+
+
 async def test_retry_events_append_in_time_order(store: Store) -> None:
     first, second = (
         RetryEventRow("e-2", "c-1", 2, "no result", 10),

@@ -21,7 +21,7 @@ from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.domain.types import Role, Side, SymbolSpec
 from echo.services.core import engine
 from echo.services.core.context import Context
-from echo.services.core.tx import Tx
+from echo.services.core.tx import Tx, merge
 from echo.services.ids import IdFactory
 
 T0 = 1_764_000_000_000
@@ -415,6 +415,27 @@ def test_a_result_after_giving_up_is_still_the_truth() -> None:
     assert cid not in w.ctx.state.given_up
     # the position is the slave's real one: the master's close closes it
     assert commands(w.from_account(MASTER, close(tid, C1))) == ["CloseOrder"]
+
+
+def test_only_a_transaction_that_sends_something_waits_for_the_disk() -> None:
+    """What Core says (commands, acks, drops) leaves only after a synced write; what it heard and sends
+    nothing about (a result, an Agent's ack) is written without waiting for the disk."""
+    w = world()
+    online(w, (MASTER, Role.MASTER), (SLAVE, Role.SLAVE))
+    tid = trade_id()
+    opening = w.from_account(MASTER, intent(tid))
+    assert opening.sends and opening.batch.sync
+    (cid,) = [c.command_id for c in opening.batch.commands]
+    buffered = w.apply(m.CommandAck(SLAVE, cid, m.AckStage.AGENT_BUFFERED, m.AckResult.PENDING, ""))
+    assert buffered.batch.journal and not buffered.sends and not buffered.batch.sync
+    result = filled(w, tid, cid)
+    assert result.batch.tickets and not result.sends and not result.batch.sync
+    closing = w.from_account(MASTER, close(tid, C1))
+    assert commands(closing) == ["CloseOrder"] and closing.batch.sync
+    (close_id,) = [c.command_id for c in closing.batch.commands]
+    assert fire(w, close_id).batch.sync  # the close sent again
+    assert merge([buffered, result]).sync is False
+    assert merge([buffered, closing]).sync is True
 
 
 # =========================================================================== the Agents' acks and rollback

@@ -578,3 +578,22 @@ def test_every_attempt_is_at_least_one() -> None:
     for build in builds:
         with pytest.raises(ValueError, match="attempt"):
             build()
+
+
+@pytest.mark.parametrize(
+    ("trade_id", "trace_id", "words"),
+    [
+        ("not-a-uuid", "4bf92f3577b34da6a3ce929d0e0e4736", "trade_id must be"),
+        ("019ab697-e7fb-7000-8000-00000000004e", "0" * 32, "trace_id must not be all zeros"),
+        (["019ab697-e7fb-7000-8000-00000000004e"], "4bf92f3577b34da6a3ce929d0e0e4736", "trade_id must be"),
+        ("019ab697-e7fb-7000-8000-00000000004e", None, "trace_id must be"),
+    ],
+)
+def test_a_bad_pair_of_trade_ids_is_refused_every_time_a_good_one_is_remembered(
+    trade_id: Any, trace_id: Any, words: str
+) -> None:
+    good = ("019ab697-e7fb-7000-8000-00000000004e", "4bf92f3577b34da6a3ce929d0e0e4736")
+    for _ in range(2):
+        with pytest.raises(ValueError, match=words):
+            m.CloseOrder("019ab697-e800-726b-b2a7-4e8668192532", trade_id, trace_id, 1, "EURUSD", 0.1, 7)
+        m.CloseOrder("019ab697-e800-726b-b2a7-4e8668192532", *good, 1, "EURUSD", 0.1, 7)

@@ -292,6 +292,10 @@ class PostgresStore(SqlReads):
         failed: tuple[sql.Step, Sequence[Any], Exception] | None = None
         try:
             with conn.transaction(), conn.cursor() as cur:
+                if not batch.sync:
+                    # nothing waits on it: committed without waiting for the WAL flush, which the next
+                    # synchronous commit (or the WAL writer, within wal_writer_delay) does
+                    cur.execute("SET LOCAL synchronous_commit = off")
                 for step in sql.STEPS:
                     rows: Sequence[Any] = getattr(batch, step.part)
                     if not rows:

@@ -85,6 +85,11 @@ class SqliteStore(SqlReads):
         self._conn: sqlite3.Connection | None = conn
         self.path = path
         self._lock = lock
+        level = _SYNCHRONOUS[int(conn.execute("PRAGMA synchronous").fetchone()[0])]
+        self._synced: str | None = level if level in ("FULL", "EXTRA") else None
+        """The configured level when commits wait for the disk (FULL or EXTRA), else None."""
+        self._lazy = False
+        """The connection is at ``synchronous = NORMAL`` for a batch that nothing waits on."""
 
     @classmethod
     def open(
@@ -152,6 +157,8 @@ class SqliteStore(SqlReads):
 
     def _write(self, batch: Batch) -> None:
         conn = self._live()
+        if self._synced is not None:
+            self._durability(conn, self._synced, lazy=not batch.sync)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -182,6 +189,18 @@ class SqliteStore(SqlReads):
         except BaseException:
             self._rollback(conn)
             raise
+
+    def _durability(self, conn: sqlite3.Connection, level: str, *, lazy: bool) -> None:
+        """``synchronous = NORMAL`` for a batch that nothing waits on (``Batch.sync`` False), the configured
+        level for every other. In WAL mode a NORMAL commit is written to the WAL without an fsync: it
+        survives the process dying, and the next synced commit (the WAL is written in order) makes it and
+        everything before it durable."""
+        if lazy is not self._lazy:
+            try:
+                conn.execute(f"PRAGMA synchronous = {'NORMAL' if lazy else level}")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot set the durability of a write: {exc}") from exc
+            self._lazy = lazy
 
     @staticmethod
     def _run(conn: sqlite3.Connection, step: sql.Step, rows: Sequence[Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields
+from functools import lru_cache
 
 from echo.domain.ids import parse_trace_id, parse_trade_id
 
@@ -58,5 +59,16 @@ def check_symbol(v: str) -> None:
 
 
 def check_trade_ids(trade_id: str, trace_id: str) -> None:
+    """A trade's ids. Every command, result and ack of a trade carries the same two, so a valid pair is
+    remembered while it is recent (an invalid one raises, and is not)."""
+    if type(trade_id) is str and type(trace_id) is str:
+        _check_pair(trade_id, trace_id)
+    else:
+        parse_trade_id(trade_id)
+        parse_trace_id(trace_id)
+
+
+@lru_cache(maxsize=4096)
+def _check_pair(trade_id: str, trace_id: str) -> None:
     parse_trade_id(trade_id)
     parse_trace_id(trace_id)

@@ -163,7 +163,10 @@ class CommandBook:
                         account_id=held.account_id,
                         attempt=effect.attempt,
                     )
-                reason = self._write(held.account_id, replace(held.command, attempt=effect.attempt), now_ms)
+                command = held.command
+                if command.attempt != effect.attempt:  # a copy only when the number changes (15 us each)
+                    command = replace(command, attempt=effect.attempt)
+                reason = self._write(held.account_id, command, now_ms)
                 if reason == BUSY:
                     self.relay(command_id, relay.Busy(), now_ms)
                     return

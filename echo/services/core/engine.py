@@ -18,7 +18,7 @@ from echo.domain.types import Role
 from echo.services.core import accounts, master, positions, reports
 from echo.services.core.context import Context
 from echo.services.core.state import Account
-from echo.services.core.tx import Tx, retry_acks
+from echo.services.core.tx import Tx, retry_acks, settle_sync
 
 log = structlog.get_logger("echo.core")
 
@@ -89,7 +89,7 @@ def apply(ctx: Context, msgs: list[tuple[str, m.AgentToCore]]) -> Tx:
             dispatch(ctx, agent_id, msg, tx)
         except Exception:
             log.exception("core_message_failed", agent_id=agent_id, message=type(msg).__name__)
-    return tx
+    return settle_sync(tx)
 
 
 def timers_due(ctx: Context, command_ids: list[str]) -> Tx:
@@ -100,7 +100,7 @@ def timers_due(ctx: Context, command_ids: list[str]) -> Tx:
         pend = ctx.state.pending.get(command_id)
         if pend is not None:
             positions.drive(ctx, pend, delivery.Timeout(), tx)
-    return tx
+    return settle_sync(tx)
 
 
 def dispatch(ctx: Context, agent_id: str, msg: m.AgentToCore, tx: Tx) -> None:

@@ -90,12 +90,23 @@ def merge(group: list[Tx]) -> Batch:
     """The batches of several transactions as one write, in the order they were applied."""
     if len(group) == 1:
         return group[0].batch
-    merged = Batch()
-    for f in fields(Batch):
-        rows: list[Any] = getattr(merged, f.name)
+    merged = Batch(sync=any(tx.batch.sync for tx in group))
+    for name in _ROW_PARTS:
+        rows: list[Any] = getattr(merged, name)
         for tx in group:
-            rows.extend(getattr(tx.batch, f.name))
+            rows.extend(getattr(tx.batch, name))
     return merged
+
+
+_ROW_PARTS = tuple(f.name for f in fields(Batch) if f.name != "sync")
+
+
+def settle_sync(tx: Tx) -> Tx:
+    """Mark a transaction that sends nothing as one whose batch need not wait for the disk: nothing
+    leaves on the strength of it (what Core was told, the peer tells again if it is lost; what Core says
+    is written by a synced batch first, which makes everything written before it durable too)."""
+    tx.batch.sync = bool(tx.sends or tx.drops or tx.released or tx.direct or tx.retries)
+    return tx
 
 
 def retry_acks(tx: Tx) -> list[m.ToAccount]:
