@@ -48,6 +48,7 @@ from echo.ports.pipe import PipeListener
 from echo.ports.store import Store
 from echo.ports.transport import CoreHub
 from echo.services.agent.service import Agent
+from echo.services.core.alerts import AlertFeed
 from echo.services.core.service import Core
 from echo.services.ids import IdFactory
 
@@ -202,7 +203,16 @@ def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFacto
         catalog=config.symbols,
         router=config.router,
         retention_days=config.store.retention_days,
+        alerts=_alerts(config, clock),
     )
+
+
+def _alerts(config: Config, clock: Clock) -> AlertFeed:
+    """Alerts to people: POSTed to ``[[alerts.webhook]]`` (none configured: log lines only, until a
+    reload adds one)."""
+    from echo.adapters.alerts.webhook import WebhookSink
+
+    return AlertFeed(WebhookSink(config.alerts, clock.now_ms), clock, config.alerts)
 
 
 async def run_core(
