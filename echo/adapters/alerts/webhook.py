@@ -177,15 +177,28 @@ class WebhookSink:
             h.wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
-            self._client, self._nursery = client, nursery
-            for h in self._hooks:
-                nursery.start_soon(self._deliver, h)
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for h in self._hooks:
+                    nursery.start_soon(self._deliver, h)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            if self._client is not None:
+                with trio.CancelScope(shield=True):
+                    await self._client.aclose()
+                self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        """The HTTP client, made when a webhook first has something to send (a copier without webhooks
+        never makes one)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
 
     async def _deliver(self, h: _Hook) -> None:
-        assert self._client is not None
         while h in self._hooks:
             if not h.queue:
                 await h.wake.wait()
@@ -196,7 +209,7 @@ class WebhookSink:
             waits = backoff_schedule(cfg.retries, cfg.backoff_s, cfg.backoff_max_s)
             for attempt, wait in enumerate([*waits, None], start=1):
                 try:
-                    await post(self._client, h.config, alert, cfg.timeout_s)
+                    await post(self._http(), h.config, alert, cfg.timeout_s)
                 except PostError as exc:
                     if wait is None:
                         self.stats["failed"] += 1
