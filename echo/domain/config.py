@@ -414,7 +414,8 @@ def alerts_from_dict(raw: Any) -> AlertsConfig:
     known = {f.name for f in fields(AlertsConfig)} - {"webhooks"} | {"webhook"}
     for key in raw:
         if key not in known:
-            raise ConfigError(f"unknown key alerts.{key} (known: {', '.join(sorted(known))})")
+            shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+            raise ConfigError(f"unknown key alerts.{shown} (known: {', '.join(sorted(known))})")
     hooks = raw.get("webhook", [])
     if isinstance(hooks, dict):
         hooks = [hooks]
