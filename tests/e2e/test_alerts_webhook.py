@@ -257,3 +257,40 @@ async def test_alerts_test_command(tmp_path: Path) -> None:
         res = await _cli("alerts", "test", "--config", str(bad))
         err = res.stderr.decode().strip()
         assert res.returncode == 2 and "\n" not in err and "http:// or https://" in err, err
+
+
+async def test_a_copy_the_slaves_broker_refuses_is_a_missed_trade_alert() -> None:
+    with Hook() as hook:
+        alerts = AlertsConfig(webhooks=(WebhookConfig(hook.url),))
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery, config=e2e_config(alerts=alerts))
+            core = w.core
+            full = w.slave("51001", 1)
+            full.broker.max_positions = 0  # every order refused
+            await w.start(full)
+            fine = await w.add_slave("51002", 2)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001", "51002")
+            trade_id = await master.open("XAUUSD", Side.BUY, 0.2)
+            await master.wait_all_acked()
+            await core.wait_for(
+                lambda: (
+                    core.in_flight == 0
+                    and core.stats.get("copied") == 1
+                    and core.stats.get("execute_failed") == 1
+                )
+            )
+            (body,) = await hook.wait_for(1)
+            assert (body["kind"], body["severity"], body["account_id"], body["trade_id"]) == (
+                "missed_trade",
+                "error",
+                "51001",
+                trade_id,
+            )
+            assert "refused" in body["text"] and body["details"]["error_code"].startswith("ERR_")
+            await master.close(trade_id)
+            await master.wait_all_acked()
+            await w.settled()
+            assert fills(fine) == Counter({trade_id: 1}) and fills(full) == Counter()
+            assert len(hook.bodies) == 1
+            nursery.cancel_scope.cancel()

@@ -10,7 +10,9 @@ from typing import Any
 
 import trio
 
+from echo.domain import messages as m
 from echo.domain.config import AlertsConfig
+from echo.domain.errors import OMITTED_AT_SLAVE
 from echo.ports.alerts import Alert, AlertSink, Severity
 from echo.ports.clock import Clock
 from echo.ports.store import Batch
@@ -118,19 +120,47 @@ class AlertFeed:
         """Accounts alerted as offline: their return is alerted too."""
         self._changed = trio.Event()
         self._store_failing = False
+        self._refused: dict[str, tuple[str, m.ExecutionResult]] = {}
+        """command_id -> (account, its failed execution result), applied and not yet committed."""
 
     def configure(self, config: AlertsConfig) -> None:
         self.config = config
         self.sink.configure(config)
         self._changed.set()
 
+    def applied(self, msgs: list[tuple[str, m.AgentToCore]]) -> None:
+        """Messages the engine just applied: an open the slave's broker refused is noted, and alerted
+        once its result is committed (a repeated result, which the engine ignores, never is)."""
+        for _, msg in msgs:
+            if isinstance(msg, m.FromAccount) and isinstance(msg.message, m.ExecutionResult):
+                res = msg.message
+                if not res.success and res.error_code not in OMITTED_AT_SLAVE:
+                    if len(self._refused) > 1000:  # rolled back, never committed: forgotten
+                        self._refused.clear()
+                    self._refused[res.command_id] = (msg.account_id, res)
+
     def committed(self, batch: Batch) -> None:
         """A batch is in the store: its alerts go to the sink."""
         if self._store_failing:
             self._store_failing = False
-        if not (batch.decisions or batch.events or batch.evaluations):
+        alerts: list[Alert] = []
+        if self._refused:
+            for cu in batch.command_updates:
+                refused = self._refused.pop(cu.command_id, None) if cu.status == "failed" else None
+                if refused is not None:
+                    account, res = refused
+                    why = res.error_code.value + (f" ({res.error_message})" if res.error_message else "")
+                    details = {"error_code": res.error_code.value, "mt4_error": res.mt4_error}
+                    text = f"the slave's broker refused the copy: {why}"
+                    alerts.append(
+                        Alert(
+                            "missed_trade", "error", text, cu.completed_at_ms, account, res.trade_id, details
+                        )
+                    )
+        if not (batch.decisions or batch.events or batch.evaluations or alerts):
             return
-        alerts, presence = alerts_of(batch)
+        found, presence = alerts_of(batch)
+        alerts += found
         for a in alerts:
             self.sink.emit(a)
         for account, online, at_ms in presence:

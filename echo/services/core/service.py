@@ -182,6 +182,8 @@ class Core:
     def apply(self, msgs: list[tuple[str, m.AgentToCore]]) -> Tx:
         """The engine's transaction for a group of messages, queued for the journal."""
         tx = engine.apply(self.ctx, msgs)
+        if self.alerts is not None:
+            self.alerts.applied(msgs)
         self._journal.enqueue(tx)
         return tx
 
