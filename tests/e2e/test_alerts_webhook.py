@@ -233,17 +233,19 @@ async def _cli(*args: str) -> trio.CompletedProcess[bytes]:
 
 
 async def test_alerts_test_command(tmp_path: Path) -> None:
-    with Hook() as ok:
+    with Hook() as ok, Hook(hang=True) as hangs:
         down = f"http://127.0.0.1:{free_port()}/hook"
-        both = tmp_path / "both.toml"
-        both.write_text(
+        three = tmp_path / "three.toml"
+        three.write_text(
             f'[alerts]\n[[alerts.webhook]]\nurl = "{ok.url}"\nname = "team"\nformat = "discord"\n'
             f'[[alerts.webhook]]\nurl = "{down}"\nname = "down"\n'
+            f'[[alerts.webhook]]\nurl = "{hangs.url}"\nname = "hangs"\n'
         )
-        res = await _cli("alerts", "test", "--config", str(both))
+        res = await _cli("alerts", "test", "--config", str(three), "--timeout", "1")
         lines = res.stdout.decode().splitlines()
         assert res.returncode == 1, res.stderr
         assert lines[0] == "team: ok" and lines[1].startswith("down: ") and "ok" not in lines[1][5:]
+        assert lines[2] == "hangs: no answer within 1 s"
         assert ok.bodies[0]["content"].startswith("[INFO] test")
 
         good = tmp_path / "good.toml"

@@ -6,19 +6,41 @@ ever waits inside ``emit``: a webhook that is slow or down costs the copies noth
 from __future__ import annotations
 
 import json
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import structlog
 import trio
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from echo.domain.config import AlertsConfig, WebhookConfig
 from echo.ports.alerts import Alert
 
 log = structlog.get_logger("echo.alerts")
+
+_LIVE: weakref.WeakSet[WebhookSink] = weakref.WeakSet()
+"""Sinks running in this process, read by the metrics callback."""
+
+
+def _observe(_options: CallbackOptions) -> Iterator[Observation]:
+    totals: dict[str, int] = {}
+    for sink in list(_LIVE):
+        for key, n in sink.stats.items():
+            totals[key] = totals.get(key, 0) + n
+    for key, n in sorted(totals.items()):
+        yield Observation(n, {"result": key})
+
+
+metrics.get_meter("echo.alerts").create_observable_counter(
+    "echo_alerts_total",
+    callbacks=[_observe],
+    description="Alerts to webhooks by result: sent, retries, failed, dropped (queue full), deduped",
+)
 
 DISCORD_LIMIT = 2000
 TELEGRAM_LIMIT = 4096
@@ -133,6 +155,7 @@ class WebhookSink:
         self.config = config
         self._dedupe = Deduper(int(config.dedupe_window_s * 1000))
         self.configure(config)
+        _LIVE.add(self)
 
     def configure(self, config: AlertsConfig) -> None:
         """New settings: hooks kept by URL keep their queue; new ones start; removed ones stop."""
