@@ -306,6 +306,8 @@ ALERT_KINDS = (
     "delivery_gave_up",
     "store_failing",
     "handshake_rejected",
+    "core_unreachable",
+    "core_reachable",
 )
 """What can be alerted (``alerts.kinds``); ``test`` is what ``alerts test`` sends."""
 

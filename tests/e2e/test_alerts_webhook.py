@@ -7,6 +7,8 @@ for)."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +26,7 @@ from echo.domain.types import Side
 from echo.ports.alerts import Alert
 from echo.sim.slave import SimSlaveEA
 from tests.backends import free_port
-from tests.e2e.world import CLI, e2e_config, fills, start_world
+from tests.e2e.world import CLI, e2e_config, fills, read_until, start_world
 
 WAIT_S = 60.0
 """The most a test waits for the webhook (a shared machine can be slow); never a timing assert."""
@@ -296,3 +298,36 @@ async def test_a_copy_the_slaves_broker_refuses_is_a_missed_trade_alert() -> Non
             assert fills(fine) == Counter({trade_id: 1}) and fills(full) == Counter()
             assert len(hook.bodies) == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_an_agent_tells_when_core_is_unreachable_and_back(tmp_path: Path) -> None:
+    """``run --role agent`` with no Core to reach: only the Agent can tell; then Core starts."""
+    with Hook() as hook:
+        where = f"127.0.0.1:{free_port()}"
+        config = tmp_path / "echo.toml"
+        config.write_text(
+            f'[agent]\nsocket_path = "{tmp_path / "echo.sock"}"\nledger_url = "memory://"\n'
+            f'[store]\nurl = "memory://"\n[split]\ncore = "{where}"\nlisten = "{where}"\n'
+            f'[alerts]\noffline_after_s = 0.3\n[[alerts.webhook]]\nurl = "{hook.url}"\n'
+        )
+        procs: list[trio.Process] = []
+        try:
+            for role, ready in (("agent", b"serving terminals"), ("core", b"Agents connect to")):
+                proc = await trio.lowlevel.open_process(
+                    [*CLI, "run", "--role", role, "--config", str(config)], stderr=subprocess.PIPE
+                )
+                procs.append(proc)
+                await read_until(proc, ready)
+                if role == "agent":
+                    (down,) = await hook.wait_for(1)
+            (_, back) = await hook.wait_for(2)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+        assert (down["kind"], down["severity"], down["details"]) == (
+            "core_unreachable",
+            "critical",
+            {"agent_id": "agent-1"},
+        )
+        assert back["kind"] == "core_reachable" and len(hook.bodies) == 2
