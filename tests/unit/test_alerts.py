@@ -25,6 +25,7 @@ from echo.domain.config import (
 )
 from echo.ports.alerts import Alert
 from echo.ports.store import Batch, DecisionRow, EvaluationRow, EventRow
+from echo.services.agent.alerts import POLL_S, watch_core_link
 from echo.services.core.alerts import AlertFeed, alerts_of
 
 STOP = Alert("stop_out", "critical", "the broker stopped out ticket 7", 1_767_225_600_000, "51001", "t-1")
@@ -259,3 +260,38 @@ def test_alerts_config_garbage_is_a_config_error_or_valid(raw: Any) -> None:
         assert isinstance(c, AlertsConfig)
         for w in c.webhooks:
             payload(STOP, w)
+
+
+class Link:
+    """What the watcher reads of a link: ``connected``, replaced by a fresh event when a stream ends."""
+
+    def __init__(self) -> None:
+        self.connected = trio.Event()
+
+    def up(self) -> None:
+        self.connected.set()
+
+    def down(self) -> None:
+        self.connected = trio.Event()
+
+
+async def test_the_agent_alerts_core_unreachable_past_the_limit_and_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    link, sink = Link(), Recorded()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            watch_core_link, link, sink, TrioClock(), AlertsConfig(offline_after_s=30), "agent-a"
+        )
+        await trio.sleep(29)
+        link.up()  # connected in time: nothing
+        await trio.sleep(100)
+        link.down()
+        await trio.sleep(30.5 + POLL_S)
+        assert [(a.kind, a.details) for a in sink.alerts] == [("core_unreachable", {"agent_id": "agent-a"})]
+        await trio.sleep(600)
+        assert len(sink.alerts) == 1
+        link.up()
+        await trio.sleep(POLL_S)
+        assert [a.kind for a in sink.alerts] == ["core_unreachable", "core_reachable"]
+        nursery.cancel_scope.cancel()
