@@ -20,10 +20,12 @@ import trio
 
 from echo.adapters.alerts.webhook import WebhookSink
 from echo.adapters.clock import TrioClock
+from echo.adapters.store.memory import MemoryStore
 from echo.app.live_config import apply_config
 from echo.domain.config import AlertsConfig, WebhookConfig
 from echo.domain.types import Side
 from echo.ports.alerts import Alert
+from echo.ports.store import Batch, StoreError
 from echo.sim.slave import SimSlaveEA
 from tests.backends import free_port
 from tests.e2e.world import CLI, e2e_config, fills, read_until, start_world
@@ -331,3 +333,43 @@ async def test_an_agent_tells_when_core_is_unreachable_and_back(tmp_path: Path) 
             {"agent_id": "agent-1"},
         )
         assert back["kind"] == "core_reachable" and len(hook.bodies) == 2
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose next ``fail_next`` writes fail, as a database that is briefly unavailable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = 0
+
+    async def write(self, batch: Batch) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StoreError("database is unavailable")
+        await super().write(batch)
+
+
+async def test_a_journal_the_store_refuses_is_one_alert() -> None:
+    with Hook() as hook:
+        store = FlakyStore()
+        alerts = AlertsConfig(webhooks=(WebhookConfig(hook.url),))
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery, config=e2e_config(alerts=alerts), store=store)
+            core = w.core
+            slave = await w.add_slave("51001", 1)
+            master = await w.add_master("9001")
+            await w.online("9001", "51001")
+            store.fail_next = (
+                4  # the fan-out cannot be recorded even after Core's retries: the master retries
+            )
+            trade_id = await master.open("XAUUSD", Side.BUY, 0.2)
+            await master.wait_all_acked()
+            await core.wait_for(lambda: core.in_flight == 0 and core.stats.get("copied") == 1)
+            (body,) = await hook.wait_for(1)
+            assert (body["kind"], body["severity"], body["account_id"]) == ("store_failing", "critical", None)
+            assert "rolled back" in body["text"]
+            await master.close(trade_id)
+            await master.wait_all_acked()
+            await w.settled()
+            assert fills(slave) == Counter({trade_id: 1}) and len(hook.bodies) == 1
+            nursery.cancel_scope.cancel()
