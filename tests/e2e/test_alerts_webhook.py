@@ -22,7 +22,9 @@ from echo.adapters.alerts.webhook import WebhookSink
 from echo.adapters.clock import TrioClock
 from echo.adapters.store.memory import MemoryStore
 from echo.app.live_config import apply_config
+from echo.domain import messages as m
 from echo.domain.config import AlertsConfig, WebhookConfig
+from echo.domain.registration import ProtocolPolicy
 from echo.domain.types import Side
 from echo.ports.alerts import Alert
 from echo.ports.store import Batch, StoreError
@@ -372,4 +374,29 @@ async def test_a_journal_the_store_refuses_is_one_alert() -> None:
             await master.wait_all_acked()
             await w.settled()
             assert fills(slave) == Counter({trade_id: 1}) and len(hook.bodies) == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_rejected_handshake_is_alerted_once_per_window() -> None:
+    with Hook() as hook:
+        alerts = AlertsConfig(webhooks=(WebhookConfig(hook.url),))
+        config = e2e_config(alerts=alerts, protocol=ProtocolPolicy(blocked_versions=(m.PROTOCOL_VERSION,)))
+        async with trio.open_nursery() as nursery:
+            w = await start_world(nursery, config=config)
+            scope = trio.CancelScope()
+            await w.start(w.slave("51001", 1), scope)
+            (body,) = await hook.wait_for(1)
+            assert (body["kind"], body["account_id"], body["details"]["role"]) == (
+                "handshake_rejected",
+                "51001",
+                "slave",
+            )
+            assert "REJECTED" in body["text"]
+            scope.cancel()
+            await w.core.wait_for(lambda: not w.core.accounts["51001"].online)
+            await w.start(w.slave("51001", 1))  # the same verdict again, within the window: not sent again
+            assert w.core.alerts is not None
+            w.core.alerts.store_failing("a marker: queued after anything the second handshake raised")
+            await hook.wait_for(2)
+            assert [b["kind"] for b in hook.bodies] == ["handshake_rejected", "store_failing"]
             nursery.cancel_scope.cancel()
