@@ -23,6 +23,7 @@ from echo.domain.config import (
     alerts_from_dict,
     config_from_dict,
 )
+from echo.domain.config_tree import dotted_to_key, from_tree, to_tree
 from echo.ports.alerts import Alert
 from echo.ports.store import Batch, DecisionRow, EvaluationRow, EventRow
 from echo.services.agent.alerts import POLL_S, watch_core_link
@@ -295,3 +296,13 @@ async def test_the_agent_alerts_core_unreachable_past_the_limit_and_back(
         await trio.sleep(POLL_S)
         assert [a.kind for a in sink.alerts] == ["core_unreachable", "core_reachable"]
         nursery.cancel_scope.cancel()
+
+
+def test_alerts_go_through_the_etcd_key_tree_and_back() -> None:
+    raw = {"alerts": {"offline_after_s": 5, "webhook": [{"url": "https://x/y", "headers": {"A": "b"}}]}}
+    tree = to_tree(raw)
+    assert tree["/echo/alerts/webhook"] == '[{"url":"https://x/y","headers":{"A":"b"}}]'
+    assert (
+        from_tree(tree) == raw and dotted_to_key("alerts.offline_after_s") == "/echo/alerts/offline_after_s"
+    )
+    assert config_from_dict(from_tree(tree)).alerts.webhooks[0].headers == {"A": "b"}
