@@ -158,7 +158,9 @@ async def test_the_store_failing_is_one_alert_until_a_batch_is_written(
     feed = AlertFeed(sink, TrioClock(), AlertsConfig())
     feed.store_failing("held")
     feed.store_failing("held")
-    feed.committed(Batch())
+    feed.committed(Batch())  # nothing written (a quote): the store is not known to be back
+    feed.store_failing("held")
+    feed.committed(_offline("51001", 0))
     feed.store_failing("refused")
     assert [a.kind for a in sink.alerts] == ["store_failing", "store_failing"]
 

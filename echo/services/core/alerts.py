@@ -1,7 +1,8 @@
-"""Alerts from what Core committed: the facts of a recorded batch (omissions for a failure, a slave closed
-by its broker's stop-out or SL, a command given up, a REJECTED handshake, an account offline and back)
-become alerts for the sink, after the commit and never before. An account offline longer than
-``alerts.offline_after_s`` is an alert (timed here), and its return is another."""
+"""Alerts from what Core committed: the facts of a recorded batch (omissions for a failure, an open the
+slave's broker refused, a slave closed by its broker's stop-out or SL, a command given up, a REJECTED
+handshake, an account offline and back) become alerts for the sink, after the commit and never before.
+An account offline longer than ``alerts.offline_after_s`` is an alert (timed here), and its return is
+another."""
 
 from __future__ import annotations
 
@@ -141,8 +142,8 @@ class AlertFeed:
 
     def committed(self, batch: Batch) -> None:
         """A batch is in the store: its alerts go to the sink."""
-        if self._store_failing:
-            self._store_failing = False
+        if self._store_failing and batch:
+            self._store_failing = False  # the store took a write again: a new failure is a new alert
         alerts: list[Alert] = []
         if self._refused:
             for cu in batch.command_updates:
