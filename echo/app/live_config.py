@@ -90,10 +90,10 @@ class Applied:
 
 
 async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Applied:
-    """A changed configuration, applied while running: [core], [policy], [protocol], [symbols] and
-    [delivery] at once (every account evaluated again, terminals told); [agent], [store], [log], [split],
-    [router] and [metrics] are reported as needing a restart. An invalid one is refused with the key and
-    the reason, and the last good configuration stays in force."""
+    """A changed configuration, applied while running: [core], [policy], [protocol], [symbols],
+    [delivery] and [alerts] at once (every account evaluated again, terminals told); [agent], [store],
+    [log], [split], [router] and [metrics] are reported as needing a restart. An invalid one is refused
+    with the key and the reason, and the last good configuration stays in force."""
     try:
         if "__error__" in raw:
             raise ConfigError(str(raw["__error__"]))
@@ -106,6 +106,8 @@ async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Appl
     d = new.delivery
     await copier.core.set_delivery(delivery.Settings.of(d), d.heartbeat_interval_ms)
     await copier.core.set_rules(new.core, new.policies(), new.protocol, new.symbols)
+    if copier.core.alerts is not None and new.alerts != old.alerts:
+        copier.core.alerts.configure(new.alerts)
     # compared with what the source said before (command-line overrides are not changes)
     restart = [
         s
@@ -122,6 +124,7 @@ async def apply_config(copier: Running, raw: dict[str, Any], where: str) -> Appl
         policy=new.policy,
         protocol=new.protocol,
         symbols=new.symbols,
+        alerts=new.alerts,
     )
     log.info("config_applied", source=where, needs_restart=restart)
     return Applied(True, needs_restart=tuple(restart))

@@ -47,7 +47,9 @@ from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
 from echo.ports.store import Store
 from echo.ports.transport import CoreHub
+from echo.services.agent.alerts import watch_core_link
 from echo.services.agent.service import Agent
+from echo.services.core.alerts import AlertFeed
 from echo.services.core.service import Core
 from echo.services.ids import IdFactory
 
@@ -211,7 +213,16 @@ def _core(config: Config, hub: CoreHub, store: Store, clock: Clock, ids: IdFacto
         catalog=config.symbols,
         router=config.router,
         retention_days=config.store.retention_days,
+        alerts=_alerts(config, clock),
     )
+
+
+def _alerts(config: Config, clock: Clock) -> AlertFeed:
+    """Alerts to people: POSTed to ``[[alerts.webhook]]`` (none configured: log lines only, until a
+    reload adds one)."""
+    from echo.adapters.alerts.webhook import WebhookSink
+
+    return AlertFeed(WebhookSink(config.alerts, clock.now_ms), clock, config.alerts)
 
 
 async def run_core(
@@ -284,6 +295,11 @@ async def _agent_alone(
     async with asyncio_loop(), trio.open_nursery() as nursery:
         link = _grpc_link(config, host, port)
         await nursery.start(link.run)
+        if config.alerts.webhooks:  # Core unreachable: only the Agent can tell (read at start)
+            from echo.adapters.alerts.webhook import WebhookSink
+
+            sink = WebhookSink(config.alerts, clock.now_ms)
+            await nursery.start(watch_core_link, link, sink, clock, config.alerts, config.agent.agent_id)
         agent = Agent(link, listener, clock, config.agent, config.delivery, ledger)
         await nursery.start(agent.run)
         task_status.started(agent)

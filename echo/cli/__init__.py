@@ -1,6 +1,7 @@
 """``echo-copier`` (also ``python -m echo``): the command line. This module builds the parser from the
 command families (``run``; ``sim``: sim-ea, demo, simulate; ``store``: show, accounts, explain, handshake,
-migrate; ``config``; ``service``) and turns a person's mistake into one line and a non-zero exit."""
+migrate; ``config``; ``service``; ``alerts``: test) and turns a person's mistake into one line and a
+non-zero exit."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import trio
 
-from echo.cli import config, run, service, sim, store
+from echo.cli import alerts, config, run, service, sim, store
 from echo.domain.config import ConfigError
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_parsers(sub)
     store.add_migrate_parser(sub)
     service.add_parsers(sub)
+    alerts.add_parsers(sub)
     return p
 
 

@@ -312,6 +312,158 @@ class MetricsConfig:
             parse_host_port(self.listen, "metrics.listen")
 
 
+ALERT_KINDS = (
+    "missed_trade",
+    "stop_out",
+    "closed_by_sl",
+    "account_offline",
+    "account_online",
+    "delivery_gave_up",
+    "store_failing",
+    "handshake_rejected",
+    "core_unreachable",
+    "core_reachable",
+)
+"""What can be alerted (``alerts.kinds``); ``test`` is what ``alerts test`` sends."""
+
+WEBHOOK_FORMATS = ("slack", "discord", "telegram", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One place alerts are POSTed to (``[[alerts.webhook]]``)."""
+
+    url: str
+    format: Literal["slack", "discord", "telegram", "json"] = "json"
+    """``slack`` (``{"text": ...}``), ``discord`` (``{"content": ...}``), ``telegram`` (``chat_id`` and
+    ``text``, for the Bot API's sendMessage) or ``json`` (the whole alert)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every POST (e.g. ``Authorization``)."""
+    chat_id: str = ""
+    """telegram: the chat the bot writes to."""
+    name: str = ""
+    """How ``alerts test`` and the logs call it (default: the URL's host)."""
+
+    def __post_init__(self) -> None:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(self.url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            ok = False
+        if not ok or len(self.url) > 2048 or not self.url.isprintable():
+            raise ConfigError(f"alerts.webhook.url must be an http:// or https:// URL, got {self.url[:80]!r}")
+        if self.format not in WEBHOOK_FORMATS:
+            raise ConfigError(
+                f"alerts.webhook.format must be one of {', '.join(WEBHOOK_FORMATS)}, got {self.format!r}"
+            )
+        if self.format == "telegram" and not self.chat_id:
+            raise ConfigError("alerts.webhook: format telegram needs chat_id")
+        if not isinstance(self.headers, dict) or not all(
+            isinstance(k, str)
+            and isinstance(v, str)
+            and k.isprintable()
+            and v.isprintable()
+            and k
+            and not set(k) & set(" :")
+            and len(k) + len(v) <= 4096
+            for k, v in self.headers.items()
+        ):
+            raise ConfigError(
+                'alerts.webhook.headers must map header name -> value, e.g. { Authorization = "..." }'
+            )
+        if len(self.chat_id) > 64 or not self.chat_id.isprintable() or len(self.name) > 64:
+            raise ConfigError("alerts.webhook.chat_id and name must be at most 64 printable characters")
+
+    @property
+    def label(self) -> str:
+        from urllib.parse import urlsplit
+
+        return self.name or urlsplit(self.url).hostname or self.url
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Alerts to people: each alert POSTed as JSON to every webhook, in a task of its own (a webhook that
+    is slow or down never delays a copy). Applied while running."""
+
+    webhooks: tuple[WebhookConfig, ...] = ()
+    """``[[alerts.webhook]]`` tables; none: alerts are only log lines."""
+    kinds: tuple[str, ...] = ALERT_KINDS
+    """Which alerts are sent (default: all)."""
+    offline_after_s: float = 60.0
+    """An account offline longer than this is an alert (and its return another)."""
+    dedupe_window_s: float = 300.0
+    """The same kind, account and trade within this window is sent once."""
+    timeout_s: float = 5.0
+    """One POST's time limit."""
+    retries: int = 5
+    """Sends after the first, with exponential backoff, before an alert is dropped."""
+    backoff_s: float = 1.0
+    """The first wait before a retry; doubled each time up to ``backoff_max_s``."""
+    backoff_max_s: float = 60.0
+    queue: int = 1000
+    """Alerts waiting per webhook; one more drops the oldest (logged and counted)."""
+
+    def __post_init__(self) -> None:
+        for k in self.kinds:
+            if k not in ALERT_KINDS:
+                raise ConfigError(f"alerts.kinds: unknown kind {k!r} (known: {', '.join(ALERT_KINDS)})")
+        bounds = {
+            "offline_after_s": (self.offline_after_s, 0.1, 86_400.0),
+            "dedupe_window_s": (self.dedupe_window_s, 0.0, 86_400.0),
+            "timeout_s": (self.timeout_s, 0.1, 600.0),
+            "retries": (self.retries, 0, 100),
+            "backoff_s": (self.backoff_s, 0.01, 3600.0),
+            "backoff_max_s": (self.backoff_max_s, 0.01, 86_400.0),
+            "queue": (self.queue, 1, 1_000_000),
+        }
+        for key, (value, low, high) in bounds.items():
+            if isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"alerts.{key} must be {low}..{high}, got {value!r}")
+
+
+def alerts_from_dict(raw: Any) -> AlertsConfig:
+    """``[alerts]`` with its ``[[alerts.webhook]]`` tables."""
+    if not isinstance(raw, dict):
+        raise ConfigError("[alerts] must be a table")
+    known = {f.name for f in fields(AlertsConfig)} - {"webhooks"} | {"webhook"}
+    for key in raw:
+        if key not in known:
+            shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+            raise ConfigError(f"unknown key alerts.{shown} (known: {', '.join(sorted(known))})")
+    hooks = raw.get("webhook", [])
+    if isinstance(hooks, dict):
+        hooks = [hooks]
+    if not isinstance(hooks, list) or not all(isinstance(h, dict) for h in hooks):
+        raise ConfigError("alerts.webhook must be [[alerts.webhook]] tables (url, format, headers, chat_id)")
+    for h in hooks:
+        if "url" not in h:
+            raise ConfigError("alerts.webhook: every [[alerts.webhook]] needs a url")
+    webhooks = tuple(_section("alerts.webhook", WebhookConfig, h) for h in hooks)
+    rest = {k: v for k, v in raw.items() if k != "webhook"}
+    kinds = rest.pop("kinds", None)
+    if kinds is not None:
+        if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+            raise ConfigError(f"alerts.kinds must be a list of names, e.g. {list(ALERT_KINDS[:2])}")
+        rest["kinds"] = tuple(kinds)
+    for key in ("offline_after_s", "dedupe_window_s", "timeout_s", "backoff_s", "backoff_max_s"):
+        v = rest.get(key)
+        if key in rest and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise ConfigError(f"alerts.{key} must be a number of seconds, got {v!r}")
+    for key in ("retries", "queue"):
+        v = rest.get(key)
+        if key in rest and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"alerts.{key} must be a whole number, got {v!r}")
+    try:
+        return AlertsConfig(webhooks=webhooks, **rest)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(f"[alerts]: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
     """OpenTelemetry traces: one trace per trade from the master to every slave, exported by OTLP."""
@@ -361,6 +513,7 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     policy: Policies | None = None
     """Per-account copy policies; None: every account uses ``core.fixed_lot`` and ``core.copy_sl_tp``."""
 
@@ -423,11 +576,15 @@ def _section(name: str, cls: type[T], raw: Any) -> T:
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
-    known = [*_SECTIONS, "policy"]
+    known = [*_SECTIONS, "policy", "alerts"]
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown section [{key}] (known: {', '.join(sorted(known))})")
-    sections = {name: _section(name, cls, raw[name]) for name, cls in _SECTIONS.items() if name in raw}
+    sections: dict[str, Any] = {
+        name: _section(name, cls, raw[name]) for name, cls in _SECTIONS.items() if name in raw
+    }
+    if "alerts" in raw:
+        sections["alerts"] = alerts_from_dict(raw["alerts"])
     config = Config(**sections)
     if "policy" in raw:
         # [core] fixed_lot / copy_sl_tp are the defaults [policy.default] starts from

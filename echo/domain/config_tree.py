@@ -10,6 +10,7 @@ One value per key, JSON-encoded (a bare word that is not JSON is read as a strin
     /echo/core/symbols/unknown_action            [symbols] unknown_action
     /echo/core/router/{worker_pool_size,queue_depth_max,max_in_flight,max_behind_ms,...}   [router]
     /echo/agent/*, /echo/store/*, /echo/log/*, /echo/split/*, /echo/metrics/*
+    /echo/alerts/*                               [alerts]; /echo/alerts/webhook: a JSON list of tables
     /echo/policy/{account_id|default}/{max_spread,max_slippage,max_delay_ms,copy_sl_tp,sl_offset,...}
     /echo/windows/{account_id|default}/{symbol}/{start_utc,end_utc,pre_buffer_sec,post_buffer_sec}
 
@@ -38,6 +39,7 @@ _SECTION_PATHS: list[tuple[str, str]] = [
     ("split/", "split"),
     ("metrics/", "metrics"),
     ("telemetry/", "telemetry"),
+    ("alerts/", "alerts"),
 ]
 _WINDOW_FIELDS = ("start_utc", "end_utc", "pre_buffer_sec", "post_buffer_sec")
 

@@ -27,6 +27,7 @@ from echo.ports.store import Store, StoreError
 from echo.ports.transport import AgentUnavailable, CoreHub
 from echo.services import instruments, tracing
 from echo.services.core import accounts, engine, master, positions, recovery
+from echo.services.core.alerts import AlertFeed
 from echo.services.core.context import Context
 from echo.services.core.journal import Journal
 from echo.services.core.router import Router
@@ -77,8 +78,11 @@ class Core:
         catalog: SymbolCatalog | None = None,
         router: RouterConfig | None = None,
         retention_days: int = 90,
+        alerts: AlertFeed | None = None,
     ) -> None:
         self._hub = hub
+        self.alerts = alerts
+        """Alerts to people: handed the facts of each batch once it is recorded."""
         self.retention_ms = retention_days * 86_400_000
         """Closed trades are purged from the store this long after they closed (``store.retention_days``)."""
         self._timers = DueTimers(clock)
@@ -169,6 +173,8 @@ class Core:
             nursery.start_soon(self._reconciler)
             nursery.start_soon(self._journal.rewrite_held)
             nursery.start_soon(self._retention)
+            if self.alerts is not None:
+                await nursery.start(self.alerts.run)
             await nursery.start(self.router.run, self._hub)
             task_status.started()
 
@@ -183,6 +189,8 @@ class Core:
         """The engine's transaction for a group of messages, queued for the journal."""
         with instruments.timed(instruments.APPLY_DURATION):
             tx = engine.apply(self.ctx, msgs)
+        if self.alerts is not None:
+            self.alerts.applied(msgs)
         self._journal.enqueue(tx)
         return tx
 
@@ -274,6 +282,8 @@ class Core:
         if tx.held:
             # Not recorded yet: nothing leaves but the masters' RETRY; the rest goes once it is written.
             self.ctx.count("store_failures")
+            if self.alerts is not None:
+                self.alerts.store_failing("unavailable: the journal is held")
             for out in tx.retries:
                 await self._to_account(out)
             self._changed.set()
@@ -282,12 +292,16 @@ class Core:
         if not tx.ok:
             # Never send what was not recorded. The masters are told to retry their messages.
             self.ctx.count("store_failures")
+            if self.alerts is not None:
+                self.alerts.store_failing("it refused a batch, which was rolled back")
             self._roll_back(tx)
         await self._deliver(tx)
 
     async def _deliver(self, tx: Tx) -> None:
         """Send what a recorded (or rolled back) transaction produced; wake whoever waits for a change."""
         failed: list[tuple[str, m.AgentToCore]] = []
+        if tx.ok and self.alerts is not None:
+            self.alerts.committed(tx.batch)  # never blocks: the sink queues
         for out in tx.sends:
             await self._send(out, failed)
         for drop in tx.drops:

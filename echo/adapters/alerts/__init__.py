@@ -1,0 +1,1 @@
+"""Alert sinks: webhooks (Slack, Discord, Telegram, plain JSON)."""
