@@ -35,6 +35,7 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The Windows tests first, all on one worker: they share one Wine prefix (its wineserver, its named
     pipes) and take minutes, so the other workers run everything else meanwhile instead of waiting for them

@@ -28,10 +28,9 @@ def wineserver_kept_up() -> None:
     second each time). The service tests use prefixes of their own and are not affected."""
     quiet = subprocess.DEVNULL  # the server outlives the tests: it must hold none of their pipes open
     run = {"env": wine_python().env, "stdin": quiet, "stdout": quiet, "stderr": quiet, "timeout": 60}
-    for _ in range(2):  # a server already up (till its last process ends) refuses: wait for it, once
-        if subprocess.run(["wineserver", "-p20"], check=False, **run).returncode == 0:  # type: ignore[call-overload]
-            return
-        subprocess.run(["wineserver", "-w"], check=False, **run)  # type: ignore[call-overload]
+    # a server already up (another run's Wine processes in this prefix) refuses: those tests then just start
+    # slower
+    subprocess.run(["wineserver", "-p20"], check=False, **run)  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="session")
