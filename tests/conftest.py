@@ -19,6 +19,7 @@ configure("json", "debug", stream=io.StringIO())
 _REPO_VAR = Path(__file__).resolve().parents[1] / "var"
 """The repository's data folder, which ``run`` uses by default: tests write to temporary folders only."""
 _WINDOWS = Path(__file__).resolve().parent / "windows"
+"""Its tests run together on one pytest-xdist worker (``pytest_xdist_make_scheduler``)."""
 
 
 def _files_in(folder: Path) -> dict[str, int]:
@@ -35,16 +36,24 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the group marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Windows tests first, all on one worker: they share one Wine prefix (its wineserver, its named
-    pipes) and take minutes, so the other workers run everything else meanwhile instead of waiting for them
-    at the end."""
-    windows = [i for i in items if _WINDOWS in i.path.parents]
-    for item in windows:
-        item.add_marker(pytest.mark.xdist_group("wine"))
-    rest = [i for i in items if _WINDOWS not in i.path.parents]
-    items[:] = windows + rest
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's ``load`` (and ``loadgroup``) scheduling, with every Windows test in one work unit: they
+    share one Wine prefix (its wineserver, its named pipes), so they run one after another on one worker,
+    and first (the largest unit goes first), while the other workers run everything else meanwhile instead
+    of waiting for them at the end. (The ``xdist_group`` mark cannot do it: pytest-xdist 3.8 renames node
+    ids in a way pytest 9 ignores.)"""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    windows = f"{_WINDOWS.relative_to(config.rootpath).as_posix()}/"
+
+    class WindowsTogether(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "windows" if nodeid.startswith(windows) else super()._split_scope(nodeid)
+
+    return WindowsTogether(config, log)
 
 
 @pytest.hookimpl(wrapper=True)
