@@ -36,24 +36,38 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+_OWN_PREFIX = ("test_service.py::test_install_start_copy_stop_uninstall",)
+"""Windows tests in a Wine prefix of their own (``test_service.py``'s ``py`` fixture): they need not wait
+for the others."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Windows tests first: with pytest-xdist they then start at once beside everything else instead
+    of making the whole run wait for them at its end."""
+    windows = [i for i in items if _WINDOWS in i.path.parents]
+    items[:] = windows + [i for i in items if _WINDOWS not in i.path.parents]
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """pytest-xdist's ``load`` (and ``loadgroup``) scheduling, with every Windows test in one work unit: they
-    share one Wine prefix (its wineserver, its named pipes), so they run one after another on one worker,
-    and first (the largest unit goes first), while the other workers run everything else meanwhile instead
-    of waiting for them at the end. (The ``xdist_group`` mark cannot do it: pytest-xdist 3.8 renames node
-    ids in a way pytest 9 ignores.)"""
+    """pytest-xdist's ``load`` (and ``loadgroup``) scheduling, with the Windows tests that share the
+    prepared Wine prefix (its wineserver, its named pipes) in one work unit: they run one after another on
+    one worker, first (the largest unit goes first). (The ``xdist_group`` mark cannot do it: pytest-xdist
+    3.8 renames node ids through an attribute pytest 9 no longer reads.)"""
     if config.getvalue("dist") not in ("load", "loadgroup"):
         return None
     from xdist.scheduler import LoadGroupScheduling
 
     windows = f"{_WINDOWS.relative_to(config.rootpath).as_posix()}/"
+    own = tuple(windows + name for name in _OWN_PREFIX)
 
-    class WindowsTogether(LoadGroupScheduling):
+    class SharedPrefixTogether(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "windows" if nodeid.startswith(windows) else super()._split_scope(nodeid)
+            if nodeid.startswith(windows) and not nodeid.startswith(own):
+                return "windows"
+            return super()._split_scope(nodeid)
 
-    return WindowsTogether(config, log)
+    return SharedPrefixTogether(config, log)
 
 
 @pytest.hookimpl(wrapper=True)
