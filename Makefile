@@ -24,8 +24,10 @@ typecheck: setup
 imports: setup
 	$(BIN)/lint-imports
 
+# The tests on every core (pytest-xdist; the Windows tests together on one of them, see tests/conftest.py).
+TEST_WORKERS ?= auto
 test: lint typecheck imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 demo: setup
 	$(BIN)/echo-copier demo --masters 1 --slaves 4 --trades 30 --seed 7

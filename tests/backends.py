@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,9 +64,41 @@ def postgres_schema() -> Iterator[str]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def _port_range() -> range:
+    """The ports ``free_port`` picks from: below the kernel's ephemeral range (so that no outgoing
+    connection takes one between its pick and its server's bind), this worker's own slice of it (so that two
+    pytest-xdist workers never pick the same one)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = min(low, 32768)
+    start = max(top - 12288, 10000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker) if worker.isdigit() else 0
+    size = (top - start) // max(count, 1)
+    return range(start + index * size, start + (index + 1) * size)
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that nothing listens on now, never the same twice in one process."""
+    ports = _port_range()
+    for _ in range(200):
+        port = secrets.choice(ports)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # the slice is crowded: any port the kernel gives
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -269,3 +301,23 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], Path]) -> Path:
+    """``make(folder)``'s result, made once for the whole test run: with pytest-xdist the first worker to
+    ask makes it in a folder all workers share (under a lock), the others wait for it and reuse it."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        base = base.parent  # the run's folder, above each worker's own
+    folder = base / f"once-{name}"
+    folder.mkdir(exist_ok=True)
+    done = folder / "DONE"
+    with (folder / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return Path(done.read_text())
+        made = make(folder)
+        done.write_text(str(made))
+        return made

@@ -1,4 +1,4 @@
-"""The EAs are translated and compiled once per test session."""
+"""The EAs are translated and compiled once per test run (shared by the pytest-xdist workers)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 
 from echo.domain.config import AgentConfig
-from tests.backends import free_port
+from tests.backends import free_port, once_per_run
 from tests.mql4.harness_support import MQL4, build
 
 
 @pytest.fixture(scope="session")
 def slave_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(MQL4 / "EchoSlave.mq4", tmp_path_factory.mktemp("slave"))
+    yield once_per_run(tmp_path_factory, "slave", lambda d: build(MQL4 / "EchoSlave.mq4", d))
 
 
 @pytest.fixture(scope="session")
 def master_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(MQL4 / "EchoMaster.mq4", tmp_path_factory.mktemp("master"))
+    yield once_per_run(tmp_path_factory, "master", lambda d: build(MQL4 / "EchoMaster.mq4", d))
 
 
 @dataclass(frozen=True)

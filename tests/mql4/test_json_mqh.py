@@ -12,15 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.backends import once_per_run
 from tests.mql4.harness_support import HARNESS, ask, build
 
+SELFTEST = HARNESS / "selftest"
 ASCII = "".join(chr(c) for c in range(32, 127)) + "\t"
 """Values the lookups return one per output line (escaping of line breaks has its own test)."""
 
 
 @pytest.fixture(scope="module")
 def exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(HARNESS / "selftest" / "JsonSelfTest.mq4", tmp_path_factory.mktemp("json"))
+    yield once_per_run(tmp_path_factory, "json", lambda d: build(SELFTEST / "JsonSelfTest.mq4", d))
 
 
 def _random_value(rng: random.Random, depth: int) -> object:

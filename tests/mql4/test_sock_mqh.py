@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.backends import once_per_run
 from tests.mql4.harness_support import HARNESS, build
+
+SELFTEST = HARNESS / "selftest"
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(HARNESS / "selftest" / "SockSelfTest.mq4", tmp_path_factory.mktemp("sock"))
+    yield once_per_run(tmp_path_factory, "sock", lambda d: build(SELFTEST / "SockSelfTest.mq4", d))
 
 
 class Program:

@@ -1,4 +1,4 @@
-"""The MQL5 slave is translated and compiled once per test session, as the MQL4 EAs are; the MT4 EAs'
+"""The MQL5 slave is translated and compiled once per test run, as the MQL4 EAs are; the MT4 EAs'
 fixtures (``slave_exe``, ``master_exe``) are shared from ``tests/mql4/conftest.py``."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import once_per_run
 from tests.mql4.conftest import master_exe, slave_exe
 from tests.mql4.harness_support import ROOT, build
 
@@ -18,7 +19,7 @@ __all__ = ["master_exe", "slave5_exe", "slave_exe"]
 
 @pytest.fixture(scope="session")
 def slave5_exe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build(MQL5 / "EchoSlave.mq5", tmp_path_factory.mktemp("slave5"))
+    yield once_per_run(tmp_path_factory, "slave5", lambda d: build(MQL5 / "EchoSlave.mq5", d))
 
 
 @pytest.fixture(autouse=True)

@@ -61,10 +61,16 @@ def windows_path(p: Path) -> str:
 def _prepared() -> Path | str:
     if shutil.which("wine") is None:
         return "wine is not installed (apt-get install wine wine64)"
-    try:
-        return prepare.prepare()
-    except SystemExit as exc:
-        return f"the Windows Python could not be prepared: {exc}"
+    import fcntl
+
+    prepare.CACHE.parent.mkdir(parents=True, exist_ok=True)
+    # one preparer at a time: two pytest-xdist workers may both find it not prepared yet
+    with (prepare.CACHE.parent / "winpy.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return prepare.prepare()
+        except SystemExit as exc:
+            return f"the Windows Python could not be prepared: {exc}"
 
 
 def wine_python() -> WinePython:
