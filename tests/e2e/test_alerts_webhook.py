@@ -20,17 +20,15 @@ import trio
 
 from echo.adapters.alerts.webhook import WebhookSink
 from echo.adapters.clock import TrioClock
-from echo.adapters.store.memory import MemoryStore
 from echo.app.live_config import apply_config
 from echo.domain import messages as m
 from echo.domain.config import AlertsConfig, WebhookConfig
 from echo.domain.registration import ProtocolPolicy
 from echo.domain.types import Side
 from echo.ports.alerts import Alert
-from echo.ports.store import Batch, StoreError
 from echo.sim.slave import SimSlaveEA
 from tests.backends import free_port
-from tests.e2e.world import CLI, e2e_config, fills, read_until, start_world
+from tests.e2e.world import CLI, FlakyStore, e2e_config, fills, read_until, start_world
 
 WAIT_S = 60.0
 """The most a test waits for the webhook (a shared machine can be slow); never a timing assert."""
@@ -335,20 +333,6 @@ async def test_an_agent_tells_when_core_is_unreachable_and_back(tmp_path: Path) 
             {"agent_id": "agent-1"},
         )
         assert back["kind"] == "core_reachable" and len(hook.bodies) == 2
-
-
-class FlakyStore(MemoryStore):
-    """A memory store whose next ``fail_next`` writes fail, as a database that is briefly unavailable."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail_next = 0
-
-    async def write(self, batch: Batch) -> None:
-        if self.fail_next:
-            self.fail_next -= 1
-            raise StoreError("database is unavailable")
-        await super().write(batch)
 
 
 async def test_a_journal_the_store_refuses_is_one_alert() -> None:

@@ -19,11 +19,10 @@ from echo.domain import messages as m
 from echo.domain.config import Config, StoreConfig
 from echo.domain.ids import trade_id_from_comment
 from echo.domain.types import Side
-from echo.ports.store import Batch, StoreError
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
-from tests.e2e.world import e2e_config, fills, start_world
+from tests.e2e.world import FlakyStore, e2e_config, fills, start_world
 
 pytestmark = pytest.mark.e2e
 
@@ -199,20 +198,6 @@ async def test_demo_on_real_sockets_and_sqlite(tmp_path: Path) -> None:
     print_summary(summary, console)
     table = console.export_text()
     assert "copies closed" in table and "close fills at slaves (partial closes included)" in table
-
-
-class FlakyStore(MemoryStore):
-    """A memory store whose next ``fail_next`` writes fail, as a database that is briefly unavailable."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail_next = 0
-
-    async def write(self, batch: Batch) -> None:
-        if self.fail_next:
-            self.fail_next -= 1
-            raise StoreError("database is unavailable")
-        await super().write(batch)
 
 
 async def test_unrecorded_messages_are_retried_by_the_master_and_copied_once(

@@ -30,7 +30,7 @@ from echo.ports.clock import Clock
 from echo.ports.config import ConfigSource
 from echo.ports.ledger import AckLedger
 from echo.ports.pipe import PipeListener
-from echo.ports.store import Store
+from echo.ports.store import Batch, Store, StoreError
 from echo.services.core.service import Core
 from echo.sim.broker import SimBroker
 from echo.sim.market import SimMarket
@@ -44,6 +44,23 @@ Terminal = SimSlaveEA | SimMasterEA
 
 CLI = [sys.executable, "-m", "echo"]
 """``echo-copier`` as a process, from this checkout."""
+
+
+# ----------------------------------------------------------------------------------------------- stores
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose next ``fail_next`` writes fail, as a database that is briefly unavailable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = 0
+
+    async def write(self, batch: Batch) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StoreError("database is unavailable")
+        await super().write(batch)
 
 
 # ------------------------------------------------------------------------------------------- terminals
