@@ -60,6 +60,10 @@ class DemoOptions:
     settle_timeout: float = 20.0
     on_start: Callable[[Copier], Awaitable[None]] | None = None
     """Run alongside the demo once the copier is up (for tests that act during the demo)."""
+    before_trade: Callable[[str, int], Awaitable[None]] | None = None
+    """Awaited by each master before it opens a trade (its account and how many it opened so far): the
+    script waits there until it returns. With it a master trades one trade at a time (opens, manages and
+    closes it before the next), so whatever it waited for comes between two trades."""
     config_spec: str | None = None
     """A TOML file or ``etcd://HOST:PORT``: policies, follow rules, delivery settings... (socket and store
     stay the demo's own). Changes made there during the demo apply to the next trade."""
@@ -238,7 +242,12 @@ async def _agent_process(
 
 
 async def _script(master: SimMasterEA, n: int, opts: DemoOptions) -> None:
-    await master.run_script(n, max_open=opts.max_open, pace=opts.pace)
+    if opts.before_trade is None:
+        await master.run_script(n, max_open=opts.max_open, pace=opts.pace)
+        return
+    for opened in range(n):
+        await opts.before_trade(master.account_id, opened)
+        await master.run_script(1, max_open=1, pace=opts.pace)
 
 
 class _Progress:

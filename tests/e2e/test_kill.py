@@ -35,6 +35,14 @@ async def settled(db: Path) -> bool:
         await store.aclose()
 
 
+async def recorded(db: Path) -> int:
+    store = SqliteStore.open(db)
+    try:
+        return len(await store.trades(limit=1000))
+    finally:
+        await store.aclose()
+
+
 @pytest.mark.parametrize("killed", ["all", "agent", "core"])
 async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path, killed: str) -> None:
     """``all``: the all-in-one copier is killed; ``agent`` / ``core``: Core and the Agent run as two
@@ -83,7 +91,12 @@ async def test_sigkill_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path, 
         )
         try:
             await read_until(master, b"connected")
-            await trio.sleep(1.0)  # the fault lands in the middle of the script, wherever that is
+            # the fault lands in the middle of the script: once Core has recorded a few of its trades
+            for _ in range(600):
+                if await recorded(db) >= 3:
+                    break
+                await trio.sleep(0.1)
+            assert await recorded(db) >= 3, "the master's trades did not reach the copier"
             copier.kill()  # SIGKILL: no cleanup, no flush, a socket file left behind
             await copier.wait()
             copier = await start_run(config, killed)

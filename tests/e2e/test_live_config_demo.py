@@ -26,15 +26,22 @@ async def test_demo_on_postgres_and_etcd_applies_a_policy_change_to_the_next_tra
         await trio.run_process(
             [*CLI, "config", "--config", etcd_url, "import", str(initial)], capture_stdout=True
         )
+        running: list[Copier] = []
         changed_after: list[int] = []
 
-        async def change_policy(copier: Copier) -> None:
-            core = copier.core
-            await core.wait_for(lambda: core.stats.get("copied", 0) >= 4)  # two trades on both slaves
+        async def keep(copier: Copier) -> None:
+            running.append(copier)
+
+        async def change_policy_before_the_third_trade(account: str, opened: int) -> None:
+            if opened != 2:
+                return
+            core = running[0].core
             changed_after.append(core.stats["trades"])
             await trio.run_process(
                 [*CLI, "config", "--config", etcd_url, "set", "core.fixed_lot", "0.3"], capture_stdout=True
             )
+            # the master's next trade waits until Core has applied the change it read from etcd
+            await core.wait_for(lambda: core.config.fixed_lot == 0.3)
 
         opts = DemoOptions(
             masters=1,
@@ -46,7 +53,8 @@ async def test_demo_on_postgres_and_etcd_applies_a_policy_change_to_the_next_tra
             config_spec=etcd_url,
             pace=0.1,
             max_open=1,
-            on_start=change_policy,
+            on_start=keep,
+            before_trade=change_policy_before_the_third_trade,
         )
         with trio.fail_after(120):
             summary = await run_demo(opts, Console(quiet=True))
@@ -57,6 +65,7 @@ async def test_demo_on_postgres_and_etcd_applies_a_policy_change_to_the_next_tra
             await store.aclose()
     assert demo_ok(summary), summary
     assert (summary["lost"], summary["duplicates"], summary["open_after"]) == (0, 0, 0)
-    assert changed_after and lots[:4] == [0.1] * 4
-    assert lots[-1] == 0.3, lots
-    assert lots == sorted(lots), "once the change is seen, every later trade uses it"
+    assert changed_after == [2], changed_after
+    assert summary["copied"] == summary["expected_copies"] == 32, summary
+    # two trades on both slaves before the change, every one decided after it at the new size
+    assert lots == [0.1] * 4 + [0.3] * 28, lots

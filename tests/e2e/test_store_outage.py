@@ -192,16 +192,17 @@ async def test_postgresql_stopped_and_started_the_store_ends_right_without_a_res
                     # master's next trades, come while it is down
                     stopping.armed = "execute"
                     trades = await open_some(master, 4)
-                    await trio.sleep(2)
-                    assert core.stats.get("store_failures", 0) >= 1, core.stats
+                    # it stays down until Core has failed to write what came in the meantime
+                    await core.wait_for(lambda: core.stats.get("store_failures", 0) >= 1)
                     await trio.to_thread.run_sync(cluster.start)
                     await master.wait_all_acked()
                     await core.wait_for(lambda: core.in_flight == 0)
                     # and again once the first closes are recorded: the slaves' closes come while it is down
                     stopping.armed = "close"
+                    failures = core.stats.get("store_failures", 0)
                     for t in trades:
                         await master.close(t)
-                    await trio.sleep(2)
+                    await core.wait_for(lambda: core.stats.get("store_failures", 0) > failures)
                     await trio.to_thread.run_sync(cluster.start)
                     await master.wait_all_acked()
                     await settled_and_recorded(w)
