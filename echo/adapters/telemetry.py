@@ -1,25 +1,31 @@
 """The process's OpenTelemetry traces, exported by OTLP/HTTP (protobuf) to ``telemetry.endpoint``.
 
-One TracerProvider per process (``service.name`` echo-core, echo-agent or echo for all-in-one), a
-BatchSpanProcessor that exports from its own thread (a copy never waits for it; what is queued is flushed
-at shutdown), and an id generator that gives a trade's first span the trace id born at its master."""
+One exporter per process (``service.name`` echo-core, echo-agent or echo for all-in-one). An ended span
+(``echo.services.tracing.Span``, plain data) is appended to a bounded queue, nothing more: a copy never
+waits for the export, and when the queue is full a span is dropped and counted. The exporter's thread
+takes batches of up to ``BATCH`` spans (every ``INTERVAL_S``, or sooner when a batch is full), turns them
+into the official ``ExportTraceServiceRequest`` (opentelemetry-proto's compiled classes, encoded in C by
+upb) and POSTs it; what is queued is flushed on the way out."""
 
 from __future__ import annotations
 
-import logging
 import socket
 import sys
-from collections.abc import Iterator
+import threading
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
+from typing import Any
 
 import structlog
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from echo.domain.config import TelemetryConfig
 from echo.services import tracing
@@ -28,24 +34,120 @@ log = structlog.get_logger("echo.telemetry")
 
 EXPORT_TIMEOUT_S = 5.0
 """How long one export may take (the exporter's thread waits, never the copier)."""
+INTERVAL_S = 1.0
+"""How often the exporter's thread sends what is queued."""
+BATCH = 512
+"""Spans per request at most; a full batch wakes the exporter's thread before its interval."""
+QUEUE = 8192
+"""Spans waiting for the exporter at most; more are dropped (and counted)."""
 SWITCH_INTERVAL_S = 0.0005
-"""The interpreter's thread switch interval while traces are on: the exporter's thread encodes batches of
-spans in Python, and at the default 5 ms the event loop would wait that long for the interpreter each
-time it wakes meanwhile."""
+"""The interpreter's thread switch interval while traces are on: the exporter's thread builds requests in
+Python, and at the default 5 ms the event loop would wait that long for the interpreter each time it
+wakes meanwhile."""
+
+_INTERNAL = PbSpan.SpanKind.SPAN_KIND_INTERNAL
 
 
-class MasterTraceIds(RandomIdGenerator):
-    """A root span takes the trace id its trade was born with at the master (``tracing.start``)."""
+def _value(v: Any) -> AnyValue:
+    if isinstance(v, bool):
+        return AnyValue(bool_value=v)
+    if isinstance(v, int):
+        return AnyValue(int_value=v)
+    if isinstance(v, float):
+        return AnyValue(double_value=v)
+    return AnyValue(string_value=str(v))
 
-    def generate_trace_id(self) -> int:
-        return tracing.WANTED_TRACE_ID.get() or super().generate_trace_id()
+
+def _attributes(attributes: Mapping[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=_value(v)) for k, v in attributes.items()]
 
 
-class _ExporterLog(logging.Handler):
-    """The SDK's and the exporter's complaints (a receiver that is down) as the copier's own log lines."""
+def encode(spans: list[tracing.Span], resource: Mapping[str, Any]) -> bytes:
+    """An OTLP ``ExportTraceServiceRequest`` of these spans (one resource, one scope)."""
+    Event = PbSpan.Event
+    out = [
+        PbSpan(
+            trace_id=s.trace_id.to_bytes(16, "big"),
+            span_id=s.span_id.to_bytes(8, "big"),
+            parent_span_id=s.parent_id.to_bytes(8, "big") if s.parent_id else b"",
+            flags=0x301 if s.remote_parent else 0x101,
+            name=s.name,
+            kind=_INTERNAL,
+            start_time_unix_nano=s.start_ns,
+            end_time_unix_nano=s.end_ns,
+            attributes=_attributes(s.attributes),
+            events=[Event(time_unix_nano=t, name=n, attributes=_attributes(a)) for n, t, a in s.events],
+        )
+        for s in spans
+    ]
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=_attributes(resource)),
+                scope_spans=[ScopeSpans(scope=InstrumentationScope(name="echo"), spans=out)],
+            )
+        ]
+    )
+    body: bytes = request.SerializeToString()
+    return body
 
-    def emit(self, record: logging.LogRecord) -> None:
-        log.warning("telemetry_export_problem", error=record.getMessage()[:300], source=record.name)
+
+class Exporter:
+    """The bounded queue of ended spans and the thread that posts them (``put`` is the sink)."""
+
+    def __init__(self, endpoint: str, resource: Mapping[str, Any]) -> None:
+        self.endpoint, self.resource = endpoint, dict(resource)
+        self.queue: deque[tracing.Span] = deque()
+        self.dropped = 0
+        """Spans dropped because the queue was full."""
+        self.failed = 0
+        """Spans lost to exports that failed (a receiver down or refusing)."""
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="echo-otlp-export", daemon=True)
+
+    def put(self, span: tracing.Span) -> None:
+        queue = self.queue
+        if len(queue) >= QUEUE:
+            self.dropped += 1
+            return
+        queue.append(span)
+        if len(queue) == BATCH:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Send what is queued (each export within its timeout) and stop the thread."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(INTERVAL_S)
+            self._wake.clear()
+            stopping = self._stopping
+            while self.queue:
+                batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
+                self._post(batch)
+                if not stopping and len(self.queue) < BATCH:
+                    break
+            if stopping:
+                return
+
+    def _post(self, batch: list[tracing.Span]) -> None:
+        body = encode(batch, self.resource)
+        request = urllib.request.Request(
+            self.endpoint, data=body, method="POST", headers={"Content-Type": "application/x-protobuf"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=EXPORT_TIMEOUT_S) as response:
+                response.read()
+        except (OSError, urllib.error.URLError) as e:  # HTTPError is one too
+            self.failed += len(batch)
+            log.warning("telemetry_export_problem", error=str(e)[:300], spans=len(batch))
 
 
 def _version() -> str:
@@ -59,32 +161,18 @@ def _version() -> str:
 def traces(config: TelemetryConfig, service_name: str) -> Iterator[None]:
     """Spans are recorded and exported while inside; the queue is flushed on the way out."""
     name = config.service_name or service_name
-    resource = Resource.create(
-        {"service.name": name, "service.version": _version(), "host.name": socket.gethostname()}
-    )
-    provider = TracerProvider(
-        resource=resource,
-        sampler=ParentBased(TraceIdRatioBased(config.sampling)),
-        id_generator=MasterTraceIds(),
-    )
-    exporter = OTLPSpanExporter(endpoint=config.endpoint, timeout=EXPORT_TIMEOUT_S)
-    timeout_ms = int(EXPORT_TIMEOUT_S * 1000)
-    provider.add_span_processor(
-        BatchSpanProcessor(exporter, schedule_delay_millis=1000, export_timeout_millis=timeout_ms)
-    )
-    sdk_log = logging.getLogger("opentelemetry")
-    handler = _ExporterLog(logging.WARNING)
-    sdk_log.addHandler(handler)
-    sdk_log.propagate = False
+    resource = {"service.name": name, "service.version": _version(), "host.name": socket.gethostname()}
+    exporter = Exporter(config.endpoint, resource)
+    exporter.start()
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
-    tracing.enable(provider.get_tracer("echo"))
+    tracing.enable(exporter.put, config.sampling)
     log.info("telemetry_traces_on", endpoint=config.endpoint, service_name=name, sampling=config.sampling)
     try:
         yield
     finally:
         tracing.disable()
-        provider.shutdown()
+        exporter.stop()
         sys.setswitchinterval(switch_interval)
-        sdk_log.removeHandler(handler)
-        sdk_log.propagate = True
+        if exporter.dropped or exporter.failed:
+            log.warning("telemetry_spans_lost", dropped=exporter.dropped, failed=exporter.failed)
