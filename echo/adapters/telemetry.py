@@ -3,13 +3,14 @@
 One exporter per process (``service.name`` echo-core, echo-agent or echo for all-in-one). An ended span
 (``echo.services.tracing.Span``, plain data) is appended to a bounded queue, nothing more: a copy never
 waits for the export, and when the queue is full a span is dropped and counted. The exporter's thread
-takes batches of up to ``BATCH`` spans (every ``INTERVAL_S``, or sooner when a batch is full), turns them
-into the official ``ExportTraceServiceRequest`` (opentelemetry-proto's compiled classes, encoded in C by
-upb) and POSTs it; what is queued is flushed on the way out."""
+takes batches of up to ``BATCH`` spans (every ``INTERVAL_S``, or sooner when a batch is full), writes them
+as an OTLP ``ExportTraceServiceRequest`` (protobuf) and POSTs it; what is queued is flushed on the way
+out."""
 
 from __future__ import annotations
 
 import socket
+import struct
 import sys
 import threading
 import urllib.error
@@ -21,11 +22,6 @@ from importlib import metadata
 from typing import Any
 
 import structlog
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from echo.domain.config import TelemetryConfig
 from echo.services import tracing
@@ -45,51 +41,79 @@ SWITCH_INTERVAL_S = 0.0005
 Python, and at the default 5 ms the event loop would wait that long for the interpreter each time it
 wakes meanwhile."""
 
-_INTERNAL = PbSpan.SpanKind.SPAN_KIND_INTERNAL
+_Q = struct.Struct("<Q").pack
+_D = struct.Struct("<d").pack
+_SPAN_FLAGS = {False: b"\x85\x01" + struct.pack("<I", 0x101), True: b"\x85\x01" + struct.pack("<I", 0x301)}
+"""``flags``: the W3C sampled bit, and whether the parent is known to be remote (0x100) and is (0x200)."""
 
 
-def _value(v: Any) -> AnyValue:
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _any_value(v: Any) -> bytes:
+    """An ``AnyValue``: string 1, bool 2, int 3 (two's complement in 64 bits), double 4."""
     if isinstance(v, bool):
-        return AnyValue(bool_value=v)
+        return b"\x10\x01" if v else b"\x10\x00"
     if isinstance(v, int):
-        return AnyValue(int_value=v)
+        return b"\x18" + _varint(v & 0xFFFFFFFFFFFFFFFF)
     if isinstance(v, float):
-        return AnyValue(double_value=v)
-    return AnyValue(string_value=str(v))
+        return b"\x21" + _D(v)
+    text = str(v).encode()
+    return b"\x0a" + _varint(len(text)) + text
 
 
-def _attributes(attributes: Mapping[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=_value(v)) for k, v in attributes.items()]
+def _attributes(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
+    """Repeated ``KeyValue`` (key 1, value 2) under the field ``tag`` of the message that holds them."""
+    out = []
+    for k, v in attributes.items():
+        key, value = k.encode(), _any_value(v)
+        body = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
+        out.append(tag + _varint(len(body)) + body)
+    return b"".join(out)
+
+
+def _span(s: tracing.Span) -> bytes:
+    """A ``Span`` as ``ScopeSpans.spans`` (field 2), written field by field in the protobuf wire format:
+    trace_id 1, span_id 2, parent_span_id 4, name 5, kind 6 (internal), start 7, end 8, attributes 9,
+    events 11 (time 1, name 2, attributes 3), flags 16."""
+    name = s.name.encode()
+    parts = [b"\x0a\x10", s.trace_id.to_bytes(16, "big"), b"\x12\x08", s.span_id.to_bytes(8, "big")]
+    if s.parent_id:
+        parts += (b"\x22\x08", s.parent_id.to_bytes(8, "big"))
+    parts += (b"\x2a", _varint(len(name)), name, b"\x30\x01", b"\x39", _Q(s.start_ns), b"\x41", _Q(s.end_ns))
+    if s.attributes:
+        parts.append(_attributes(b"\x4a", s.attributes))
+    for event, at_ns, attrs in s.events:
+        ename = event.encode()
+        body = b"\x09" + _Q(at_ns) + b"\x12" + _varint(len(ename)) + ename + _attributes(b"\x1a", attrs)
+        parts += (b"\x5a", _varint(len(body)), body)
+    parts.append(_SPAN_FLAGS[s.remote_parent])
+    span = b"".join(parts)
+    return b"\x12" + _varint(len(span)) + span
 
 
 def encode(spans: list[tracing.Span], resource: Mapping[str, Any]) -> bytes:
-    """An OTLP ``ExportTraceServiceRequest`` of these spans (one resource, one scope)."""
-    Event = PbSpan.Event
-    out = [
-        PbSpan(
-            trace_id=s.trace_id.to_bytes(16, "big"),
-            span_id=s.span_id.to_bytes(8, "big"),
-            parent_span_id=s.parent_id.to_bytes(8, "big") if s.parent_id else b"",
-            flags=0x301 if s.remote_parent else 0x101,
-            name=s.name,
-            kind=_INTERNAL,
-            start_time_unix_nano=s.start_ns,
-            end_time_unix_nano=s.end_ns,
-            attributes=_attributes(s.attributes),
-            events=[Event(time_unix_nano=t, name=n, attributes=_attributes(a)) for n, t, a in s.events],
-        )
-        for s in spans
-    ]
-    request = ExportTraceServiceRequest(
-        resource_spans=[
-            ResourceSpans(
-                resource=Resource(attributes=_attributes(resource)),
-                scope_spans=[ScopeSpans(scope=InstrumentationScope(name="echo"), spans=out)],
-            )
-        ]
+    """An OTLP ``ExportTraceServiceRequest`` (resource_spans 1) of these spans: one ``ResourceSpans``
+    (resource 1 with its attributes 1, scope_spans 2), one ``ScopeSpans`` (scope 1 named ``echo``, spans 2).
+    Written straight in the protobuf wire format: a third of the time that building opentelemetry-proto's
+    compiled classes from Python takes (the tests decode it with those classes)."""
+    attributes = _attributes(b"\x0a", resource)
+    scope_spans = _SCOPE + b"".join([_span(s) for s in spans])
+    resource_spans = (
+        b"\x0a" + _varint(len(attributes)) + attributes + b"\x12" + _varint(len(scope_spans)) + scope_spans
     )
-    body: bytes = request.SerializeToString()
-    return body
+    return b"\x0a" + _varint(len(resource_spans)) + resource_spans
+
+
+_SCOPE = b"\x0a\x06\x0a\x04echo"
 
 
 class Exporter:

@@ -221,3 +221,36 @@ def test_more_than_a_batch_is_flushed_at_shutdown_in_batches() -> None:
             for _ in range(telemetry.BATCH * 2 + 1):
                 tracing.start("agent.intent.receive", MASTER_TRACE).end()
         assert len(receiver.spans) == telemetry.BATCH * 2 + 1 and receiver.posts >= 3
+
+
+_ATTRIBUTE = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=300),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=200),
+    st.dictionaries(st.text(max_size=40), _ATTRIBUTE, max_size=6),
+    st.lists(st.tuples(st.text(max_size=40), st.integers(0, 2**64 - 1)), max_size=4),
+    st.integers(1, 2**128 - 1),
+    st.integers(0, 2**64 - 1),
+)
+def test_any_span_is_written_as_the_official_protobuf_classes_read_it(
+    name: str,
+    attributes: dict[str, object],
+    events: list[tuple[str, int]],
+    trace_id: int,
+    parent_id: int,
+) -> None:
+    span = tracing.Span(name, trace_id, parent_id, True, start_ns=1, attributes=attributes)
+    span.events.extend((event, at_ns, attributes) for event, at_ns in events)
+    span.end_ns = 2**64 - 1
+    (got,) = decode(telemetry.encode([span], {"service.name": name}))
+    assert (got.service, got.name, got.trace_id) == (name, name, f"{trace_id:032x}")
+    assert got.parent_span_id == (f"{parent_id:016x}" if parent_id else "")
+    assert (got.start_ns, got.end_ns) == (1, 2**64 - 1) and got.events == tuple(e for e, _ in events)
+    assert got.attributes == attributes
