@@ -47,9 +47,12 @@ _SPAN_FLAGS = {False: b"\x85\x01" + struct.pack("<I", 0x101), True: b"\x85\x01" 
 """``flags``: the W3C sampled bit, and whether the parent is known to be remote (0x100) and is (0x200)."""
 
 
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
     if n < 0x80:
-        return bytes((n,))
+        return _SMALL[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -70,13 +73,39 @@ def _any_value(v: Any) -> bytes:
     return b"\x0a" + _varint(len(text)) + text
 
 
+_KEYS: dict[str, bytes] = {}
+"""An attribute's key as the start of its ``KeyValue`` (key 1); the keys are the few the code uses."""
+_PAIRS: dict[tuple[str, Any], bytes] = {}
+"""Whole ``KeyValue`` bodies of the pairs that recur (a name, a status, an account): up to ``_PAIRS_MAX``."""
+_PAIRS_MAX = 4096
+
+
+def _key_value(k: str, v: Any) -> bytes:
+    key = _KEYS.get(k)
+    if key is None:
+        encoded = k.encode()
+        key = b"\x0a" + _varint(len(encoded)) + encoded
+        if len(_KEYS) < _PAIRS_MAX:
+            _KEYS[k] = key
+    value = _any_value(v)
+    body = key + b"\x12" + _varint(len(value)) + value
+    return _varint(len(body)) + body
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
     """Repeated ``KeyValue`` (key 1, value 2) under the field ``tag`` of the message that holds them."""
     out = []
-    for k, v in attributes.items():
-        key, value = k.encode(), _any_value(v)
-        body = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
-        out.append(tag + _varint(len(body)) + body)
+    for pair in attributes.items():
+        if type(pair[1]) is str and len(pair[1]) <= 16:
+            kv = _PAIRS.get(pair)
+            if kv is None:
+                kv = _key_value(*pair)
+                if len(_PAIRS) >= _PAIRS_MAX:
+                    _PAIRS.clear()
+                _PAIRS[pair] = kv
+        else:
+            kv = _key_value(*pair)
+        out.append(tag + kv)
     return b"".join(out)
 
 
