@@ -68,7 +68,7 @@ class Span(trace.Span):
         self.span_id = _ids.getrandbits(64) or 1
         self.start_ns = start_ns or time.time_ns()
         self.end_ns = 0
-        self.attributes: dict[str, Any] = dict(attributes) if attributes else {}
+        self.attributes: dict[str, Any] = attributes if attributes is not None else {}  # the span's own
         self.events: list[tuple[str, int, Mapping[str, Any]]] = []
 
     def get_span_context(self) -> SpanContext:
@@ -185,7 +185,8 @@ def start(
 ) -> Span:
     """A span of one hop: under ``parent`` (a span of this process), else under ``traceparent`` (one from
     another hop), else a root in the trace ``trace_id`` (a fresh trace if that is not a valid W3C id).
-    With traces off: the invalid span, which records nothing and carries no trace."""
+    The span keeps ``attributes`` (not a copy). With traces off: the invalid span, which records nothing
+    and carries no trace."""
     if not ON:
         return _OFF
     if parent is not None:
