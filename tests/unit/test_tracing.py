@@ -136,10 +136,12 @@ def test_a_deferred_span_keeps_the_times_it_was_given_and_is_built_only_at_finis
     assert f"{span.trace_id:032x}" == MASTER_TRACE
 
 
-def test_with_traces_off_a_process_loads_no_tracing_sdk_and_no_exporter() -> None:
-    """The copier's modules import the tracing API only; the SDK and OTLP load with ``[telemetry]`` on."""
+def test_no_process_loads_the_tracing_sdk_or_its_exporter_even_with_traces_on() -> None:
+    """The copier's spans and their exporter are its own: neither the SDK's tracing nor its OTLP exporter
+    is imported, with traces off or on."""
     code = (
         "import sys, echo.cli, echo.app.root, echo.services.agent.service, echo.services.core.service\n"
+        "import echo.adapters.telemetry\n"
         "sdk = ('opentelemetry.sdk.trace', 'opentelemetry.exporter.otlp')\n"
         "print(sorted(m for m in sys.modules if m.startswith(sdk)))"
     )
