@@ -26,13 +26,13 @@ from typing import Generic, TypeVar
 
 import structlog
 import trio
-from opentelemetry.trace import Span
 
 from echo.domain import messages as m
 from echo.domain.config import RouterConfig
 from echo.domain.routing import is_master_event, trade_of, worker_for
 from echo.ports.transport import CoreHub
 from echo.services import instruments, tracing
+from echo.services.tracing import Span
 
 log = structlog.get_logger("echo.core.router")
 _COMPONENT = "core.router"
