@@ -122,7 +122,7 @@ def _telemetry(config: Config, service_name: str) -> AbstractContextManager[None
     """Traces exported by OTLP to ``telemetry.endpoint``, or nothing when it is empty."""
     if not config.telemetry.endpoint:
         return nullcontext()
-    from echo.adapters.telemetry import traces  # the SDK and the exporter load only when traces are on
+    from echo.adapters.telemetry import traces  # the exporter loads only when traces are on
 
     return traces(config.telemetry, service_name)
 
