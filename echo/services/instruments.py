@@ -93,7 +93,11 @@ class Spread:
 
     def __init__(self, name: str, description: str, bounds: tuple[float, ...] | None = None) -> None:
         if bounds is None:
-            bounds = MS_BUCKETS if name.endswith("_ms") else POINTS_BUCKETS
+            units = {"_ms": MS_BUCKETS, "_points": POINTS_BUCKETS}
+            unit = next((u for u in units if name.endswith(u)), None)
+            if unit is None:
+                raise ValueError(f"{name}: no bounds, and no unit (_ms, _points) to take them from")
+            bounds = units[unit]
         if list(bounds) != sorted(set(bounds)):
             raise ValueError(f"{name}: bucket bounds must increase: {bounds}")
         self.name, self.description, self.bounds = name, description, bounds

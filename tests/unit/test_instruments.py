@@ -146,6 +146,8 @@ def test_bounds_follow_the_unit_and_must_increase() -> None:
     assert (ms.bounds, points.bounds) == (i.MS_BUCKETS, i.POINTS_BUCKETS)
     with pytest.raises(ValueError):
         i.Spread("echo_test_b_ms", "", (1, 1, 2))
+    with pytest.raises(ValueError):
+        i.Spread("echo_test_b_seconds", "")
 
 
 @given(
