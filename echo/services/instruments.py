@@ -2,10 +2,11 @@
 
 The names are Prometheus names with their unit (``_ms``, ``_points``, ``_seconds``); counters get the
 ``_total`` suffix from the exporter. Labels stay bounded: account, symbol, reason, kind, stage, never a
-trade or command id. Until a meter provider is installed (``metrics.listen`` empty) the API's proxy meter
-hands out no-op histograms, so recording one costs a call. Counters are ``Tally``s: summed in a dict and
-read by the SDK on each scrape (the SDK's own measurement path costs 10-40 us an add), and doing nothing
-until a meter provider is installed.
+trade or command id. Counters are ``Tally``s: summed in a dict and read by the SDK on each scrape (the
+SDK's own measurement path costs 10-40 us an add). Histograms are ``Spread``s: bucket counts and a sum
+kept in a dict per label set (a bisect into fixed bounds, a couple of microseconds), served beside the
+SDK's reader by echo/adapters/metrics.py in the same text format. Both do nothing until a meter provider
+is installed (``metrics.listen`` empty).
 
 The functions below are what the engine and the shells call where a fact is decided; each is one line
 at the call site. They are synchronous and trio-free, so Core's engine may call them."""
@@ -14,14 +15,34 @@ from __future__ import annotations
 
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.metrics._internal import _ProxyMeterProvider  # the API's stand-in until one is set
 
 _meter = metrics.get_meter("echo")
+
+MS_BUCKETS: tuple[float, ...] = (
+    *(0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500),
+    *(1000, 2500, 5000, 10000, 30000, 60000),
+)
+"""Bucket bounds of the ``_ms`` histograms. Copy latencies: a local hop takes well under a millisecond, a
+copy to a broker tens to hundreds."""
+POINTS_BUCKETS: tuple[float, ...] = (0, 0.5, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
+"""Bucket bounds of the ``_points`` histograms: slippage and spread in points (a point: the symbol's
+smallest price step)."""
+
+
+def _served() -> bool:
+    """Whether a meter provider is installed in this process (remembered once it is)."""
+    if not Tally.served:
+        if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+            return False
+        Tally.served = True
+    return True
 
 
 class Tally:
@@ -44,10 +65,8 @@ class Tally:
         create(name, callbacks=[self._observe], description=description)
 
     def add(self, amount: float, attributes: dict[str, str] | None = None) -> None:
-        if not Tally.served:
-            if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
-                return
-            Tally.served = True
+        if not Tally.served and not _served():
+            return
         key = tuple(sorted(attributes.items())) if attributes else ()
         self.values[key] = self.values.get(key, 0) + amount
 
@@ -56,29 +75,67 @@ class Tally:
             yield Observation(value, dict(key))
 
 
+Labels = tuple[tuple[str, str], ...]
+
+SPREADS: list[Spread] = []
+"""Every histogram declared, for the exporter to read on each scrape."""
+
+
+class Spread:
+    """A histogram with fixed bucket bounds, kept in a dict: label set -> [count per bucket (one per bound,
+    then +Inf), sum]. A value lands in the first bucket whose bound is >= the value (Prometheus's ``le``,
+    OpenTelemetry's explicit buckets). ``record`` is a bisect and two additions (nothing without a meter
+    provider); the bounds follow the name's unit (``_ms``, ``_points``), as the SDK's views had them. The
+    scrape copies each cell in one C call (``snapshot``), so the HTTP thread may read while the event loop
+    records; the label sets are bounded, so is the dict."""
+
+    __slots__ = ("bounds", "description", "name", "values")
+
+    def __init__(self, name: str, description: str, bounds: tuple[float, ...] | None = None) -> None:
+        if bounds is None:
+            units = {"_ms": MS_BUCKETS, "_points": POINTS_BUCKETS}
+            unit = next((u for u in units if name.endswith(u)), None)
+            if unit is None:
+                raise ValueError(f"{name}: no bounds, and no unit (_ms, _points) to take them from")
+            bounds = units[unit]
+        if list(bounds) != sorted(set(bounds)):
+            raise ValueError(f"{name}: bucket bounds must increase: {bounds}")
+        self.name, self.description, self.bounds = name, description, bounds
+        self.values: dict[Labels, list[float]] = {}
+        SPREADS.append(self)
+
+    def record(self, amount: float, attributes: dict[str, str] | None = None) -> None:
+        if not Tally.served and not _served():
+            return
+        key = tuple(sorted(attributes.items())) if attributes else ()
+        cell = self.values.get(key)
+        if cell is None:
+            cell = self.values[key] = [0.0] * (len(self.bounds) + 2)
+        cell[bisect_left(self.bounds, amount)] += 1
+        cell[-1] += amount
+
+    def snapshot(self) -> list[tuple[Labels, list[float]]]:
+        """(labels, [count per bucket (+Inf last), sum]) for each label set recorded, copied."""
+        return [(key, list(cell)) for key, cell in list(self.values.items())]
+
+
 # ------------------------------------------------------------------------------------------ Core: router
 
 ROUTER_QUEUE_DEPTH = Tally(
     "echo_core_router_queue_depth", "Messages waiting in a router worker's queue", monotonic=False
 )
 ROUTER_DISPATCH = Tally("echo_core_router_dispatch_total", "Messages a router worker handled, by result")
-ROUTER_DISPATCH_DURATION = _meter.create_histogram(
-    # no unit: the exporter would append it to the name, and the seed names the metric with its unit
-    "echo_core_router_dispatch_duration_ms",
-    description="From enqueue to dispatch by a worker, in ms",
+ROUTER_DISPATCH_DURATION = Spread(
+    "echo_core_router_dispatch_duration_ms", "From enqueue to dispatch by a worker, in ms"
 )
 ROUTER_REJECTIONS = Tally("echo_core_router_rejections_total", "Master events turned away, by reason")
 
 # ------------------------------------------------------------------------------------------ Core: copies
 
-COPY_LATENCY = _meter.create_histogram(
-    "echo_core_copy_latency_ms", description="The master's open to the slave's fill at Core, ms"
-)
-APPLY_DURATION = _meter.create_histogram(
-    "echo_core_apply_duration_ms", description="Core applying one group of messages (engine), ms"
-)
-JOURNAL_COMMIT = _meter.create_histogram(
-    "echo_core_journal_commit_duration_ms", description="One group commit to the store, by outcome, ms"
+COPY_LATENCY = Spread("echo_core_copy_latency_ms", "The master's open to the slave's fill at Core, ms")
+APPLY_DURATION = Spread("echo_core_apply_duration_ms", "Core applying one group of messages (engine), ms")
+JOURNAL_COMMIT = Spread(
+    "echo_core_journal_commit_duration_ms", "One group commit to the store, by outcome, ms"
 )
 JOURNAL_FAILURES = Tally(
     "echo_core_journal_failures", description="Group commits that failed, by outcome (unavailable, rejected)"
@@ -92,11 +149,9 @@ MISSED_TRADES = Tally(
     "echo_core_missed_trades",
     description="Master trades a slave did not get (not by a rule: offline, REJECTED, refused, given up)",
 )
-SLIPPAGE = _meter.create_histogram(
-    "echo_core_slippage_points", description="Slave fill price against the master's, in points"
-)
-SPREAD_AT_ENTRY = _meter.create_histogram(
-    "echo_core_spread_at_entry_points", description="Slave spread when the copy was decided, in points"
+SLIPPAGE = Spread("echo_core_slippage_points", "Slave fill price against the master's, in points")
+SPREAD_AT_ENTRY = Spread(
+    "echo_core_spread_at_entry_points", "Slave spread when the copy was decided, in points"
 )
 ORDERS_REJECTED = Tally(
     "echo_core_orders_rejected", description="Orders a slave's broker (or EA) refused, by reason"
@@ -119,8 +174,8 @@ DELIVERY_RETRIES = Tally(
     "echo_core_delivery_retries", description="Delivery steps reported for commands, by stage and result"
 )
 HANDSHAKES = Tally("echo_core_handshakes", description="Handshake verdicts, by account and status")
-HANDSHAKE_FEEDBACK = _meter.create_histogram(
-    "echo_core_handshake_feedback_ms", description="Handshake received by the Agent to Core's verdict, ms"
+HANDSHAKE_FEEDBACK = Spread(
+    "echo_core_handshake_feedback_ms", "Handshake received by the Agent to Core's verdict, ms"
 )
 COMPAT_MODE = Tally(
     "echo_core_compat_mode_streams", description="Agent streams served in compat mode (no lossless delivery)"
@@ -131,9 +186,9 @@ SHED = Tally(
 
 # --------------------------------------------------------------------------------------------- Agent
 
-PIPE_LATENCY = _meter.create_histogram(
+PIPE_LATENCY = Spread(
     "echo_agent_pipe_delivery_latency_ms",
-    description="Agent write of a command to the terminal's acknowledgement, by result, ms",
+    "Agent write of a command to the terminal's acknowledgement, by result, ms",
 )
 PIPE_REWRITES = Tally(
     "echo_agent_pipe_rewrites", description="Commands written again to a terminal, by account"
@@ -162,7 +217,7 @@ class timed:
 
     __slots__ = ("failures", "histogram", "outcome", "t0")
 
-    def __init__(self, histogram: Histogram, failures: Tally | None = None) -> None:
+    def __init__(self, histogram: Spread, failures: Tally | None = None) -> None:
         self.histogram, self.failures = histogram, failures
         self.outcome: str | None = None
         self.t0 = 0.0

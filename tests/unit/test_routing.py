@@ -21,7 +21,7 @@ from echo.domain.errors import ErrorCode
 from echo.domain.ids import uuid7
 from echo.domain.routing import is_master_event, trade_of, worker_for
 from echo.domain.types import Side
-from echo.services.core.router import Router
+from echo.services.core.router import DISPATCH_DURATION, Router
 
 _reader = InMemoryMetricReader()
 metrics.set_meter_provider(MeterProvider(metric_readers=[_reader]))
@@ -151,17 +151,19 @@ def _points(name: str) -> list[Any]:
 
 
 def _total(name: str) -> float:
-    """The metric summed over its labels (cumulative: other tests in this process count too)."""
-    return float(sum(getattr(p, "value", getattr(p, "count", 0)) for p in _points(name)))
+    """The metric summed over its labels (cumulative: other tests in this process count too); a
+    histogram (kept outside the SDK): its count."""
+    if name == DISPATCH_DURATION.name:
+        return float(sum(sum(cell[:-1]) for _, cell in DISPATCH_DURATION.snapshot()))
+    return float(sum(getattr(p, "value", 0) for p in _points(name)))
 
 
 def _by_reason() -> dict[str, float]:
-    """Router rejections so far, by reason."""
-    out: dict[str, float] = {}
+    """The router's rejections summed by reason (over every other label)."""
+    totals: dict[str, float] = {}
     for p in _points("echo_core_router_rejections_total"):
-        reason = str(p.attributes["reason"])
-        out[reason] = out.get(reason, 0) + p.value
-    return out
+        totals[p.attributes["reason"]] = totals.get(p.attributes["reason"], 0) + p.value
+    return totals
 
 
 async def test_the_router_keeps_a_trades_order_applies_control_first_and_turns_away_when_full(
@@ -174,6 +176,7 @@ async def test_the_router_keeps_a_trades_order_applies_control_first_and_turns_a
         "echo_core_router_dispatch_duration_ms",
     )
     before = {n: _total(n) for n in names}
+    # by reason (other tests in this process may have turned messages away for other reasons)
     reasons_before = _by_reason()
     rec = Recorder()
     ids = (uuid7(1764063000000 + i, i.to_bytes(10, "big")) for i in range(100))
@@ -214,10 +217,12 @@ async def test_the_router_keeps_a_trades_order_applies_control_first_and_turns_a
         "echo_core_router_dispatch_duration_ms": 7,  # one enqueue -> dispatch sample per message
     }
     labels = [p.attributes for n in names for p in _points(n)]
+    labels += [dict(key) for key, _ in DISPATCH_DURATION.snapshot()]
     assert all(a["component"] == "core.router" and "trade_id" not in a for a in labels)
-    # the reasons this test added (other tests in this process count too: the metric is cumulative)
-    added = {r: n - reasons_before.get(r, 0) for r, n in _by_reason().items()}
-    assert {r for r, n in added.items() if n} == {"queue_full"}
+    assert {r: n - reasons_before.get(r, 0) for r, n in _by_reason().items()} == {
+        **{r: 0 for r in reasons_before},
+        "queue_full": 2,
+    }
 
 
 def close_event(trade_id: str) -> m.AgentToCore:
