@@ -88,14 +88,19 @@ async def test_a_burst_beyond_the_queues_is_turned_away_busy_and_retried_into_co
             decisions = Counter(d.decision for d in await store.decisions(limit=10_000))
             assert decisions == {"copy": 90}
 
-            for ms in masters:
-                for trade_id in list(ms.trades):
-                    await ms.close(trade_id)
-            for ms in masters:
-                await ms.wait_all_acked()
+            await close_all(masters)
             await w.settled()
             assert all(s.broker.open_orders() == [] for s in slaves)
             nursery.cancel_scope.cancel()
+
+
+async def close_all(masters: list[SimMasterEA]) -> None:
+    """Each master closes every trade it has open, then waits until Core acknowledged them all."""
+    for ms in masters:
+        for trade_id in list(ms.trades):
+            await ms.close(trade_id)
+    for ms in masters:
+        await ms.wait_all_acked()
 
 
 async def _burst_then_close(
@@ -126,11 +131,7 @@ async def _burst_then_close(
             assert fills(s) == Counter({t: 1 for t in opened}), s.account_id
         stats = core.router.stats
         busy_before = stats.rejected_busy
-        for ms in masters:
-            for trade_id in list(ms.trades):
-                await ms.close(trade_id)
-        for ms in masters:
-            await ms.wait_all_acked()
+        await close_all(masters)
         await w.settled()
         assert all(s.broker.open_orders() == [] for s in slaves)
         assert all(t.connections == 1 for t in [*slaves, *masters]), "a terminal was cut off"

@@ -132,21 +132,21 @@ def test_journaled_sends_the_first_attempt_and_arms_the_timer(now: int) -> None:
     assert effects == [Persist(), Send(1), RetryAt(at)]
 
 
+PROGRESS = [
+    (Stage.CORE_ACCEPTED, AgentBuffered(), Stage.AGENT_BUFFERED),
+    (Stage.CORE_ACCEPTED, PipeDelivered(), Stage.PIPE_DELIVERED),
+    (Stage.AGENT_BUFFERED, PipeDelivered(), Stage.PIPE_DELIVERED),
+]
+"""A command's progress before its result: the stage it was in, what was heard, the stage it moves to."""
+
+
 def test_journaled_at_zero_with_default_settings() -> None:
     new, effects = command_transition(Command(), Journaled(), 0, Settings())
     assert (new.stage, new.attempt, new.next_retry_at_ms) == (Stage.CORE_ACCEPTED, 1, 1500)
     assert effects == [Persist(), Send(1), RetryAt(1500)]
 
 
-@pytest.mark.parametrize(
-    ("before", "event", "after"),
-    [
-        (Stage.CORE_ACCEPTED, AgentBuffered(), Stage.AGENT_BUFFERED),
-        (Stage.CORE_ACCEPTED, PipeDelivered(), Stage.PIPE_DELIVERED),
-        (Stage.AGENT_BUFFERED, PipeDelivered(), Stage.PIPE_DELIVERED),
-    ],
-    ids=_id,
-)
+@pytest.mark.parametrize(("before", "event", "after"), PROGRESS, ids=_id)
 def test_progress_moves_the_stage_and_keeps_a_later_timer(
     before: Stage, event: CommandInput, after: Stage
 ) -> None:
@@ -157,15 +157,7 @@ def test_progress_moves_the_stage_and_keeps_a_later_timer(
     assert effects == [Persist()]
 
 
-@pytest.mark.parametrize(
-    ("before", "event", "after"),
-    [
-        (Stage.CORE_ACCEPTED, AgentBuffered(), Stage.AGENT_BUFFERED),
-        (Stage.CORE_ACCEPTED, PipeDelivered(), Stage.PIPE_DELIVERED),
-        (Stage.AGENT_BUFFERED, PipeDelivered(), Stage.PIPE_DELIVERED),
-    ],
-    ids=_id,
-)
+@pytest.mark.parametrize(("before", "event", "after"), PROGRESS, ids=_id)
 def test_progress_gives_the_answer_a_whole_retry_delay_from_now(
     before: Stage, event: CommandInput, after: Stage
 ) -> None:
