@@ -54,6 +54,7 @@ from echo.sim.market import SimMarket
 from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
+from tests.backends import free_port
 from tests.otlp import otlp_receiver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -209,14 +210,6 @@ async def idle_copies(
         await master.wait_all_acked()
         await trio.sleep(pause)
     return first, last
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def scrape(url: str, every_s: float) -> None:
