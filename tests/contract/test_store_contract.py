@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -906,6 +907,30 @@ async def test_sqlite_commits_a_batch_nothing_waits_on_without_waiting_for_the_d
         journal = [(j.command_id, j.outcome) for j in await again.journal(None)]
         assert journal == [("c-1", "OK"), ("c-2", "OK")]
         assert await again.get_trade("t1") == trade("t1")
+    finally:
+        await again.aclose()
+
+
+async def test_sqlite_checkpoints_beside_the_writes_not_inside_a_commit(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint (inside the commit that fills the WAL) is off once writes start; the
+    store's own checkpoint, in a thread beside the writes, copies the committed pages into the database
+    file, and what it copied reads back after a reopen."""
+    db = tmp_path / "echo.db"
+    s = SqliteStore.open(db)
+    s.checkpoint_every_s = 0.0
+    try:
+        for b in range(30):
+            await s.write(Batch(trades=[trade(f"t{b:02}-{i:02}") for i in range(10)]))
+        assert s._live().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        await trio.to_thread.run_sync(s._checkpoint_idle.wait)
+        assert s.checkpoint_error is None
+        # 300 trades are in the database file itself, not only in the WAL
+        assert db.stat().st_size > 300 * 100
+    finally:
+        await s.aclose()
+    again = SqliteStore.open(db)
+    try:
+        assert len(await again.trades(limit=1000)) == 300
     finally:
         await again.aclose()
 
