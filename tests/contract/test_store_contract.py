@@ -935,6 +935,51 @@ async def test_sqlite_checkpoints_beside_the_writes_not_inside_a_commit(tmp_path
         await again.aclose()
 
 
+async def test_sqlite_commits_that_wait_for_the_disk_in_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that waits for the disk goes to a worker thread, and the event loop runs other tasks
+    meanwhile; a batch nothing waits on commits inline. Every batch reads back, in order."""
+    s = SqliteStore.open(tmp_path / "echo.db")
+    in_thread: list[str] = []
+    ran_meanwhile: list[int] = []
+    real = trio.to_thread.run_sync
+
+    async def spy(fn: Any, *args: Any, **kw: Any) -> Any:
+        in_thread.append(getattr(fn, "__name__", "?"))
+        before = spins
+        try:
+            return await real(fn, *args, **kw)
+        finally:
+            ran_meanwhile.append(spins - before)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", spy)
+    spins = 0
+    try:
+        await s.write(Batch(trades=[trade("alone")]))
+        assert in_thread == ["_commit"]
+        async with trio.open_nursery() as nursery:
+
+            async def busy() -> None:
+                nonlocal spins
+                while True:
+                    spins += 1
+                    await trio.lowlevel.checkpoint()
+
+            nursery.start_soon(busy)
+            await trio.lowlevel.checkpoint()
+            for i in range(5):
+                await s.write(Batch(trades=[trade(f"t{i}")]))
+            await s.write(Batch(trade_updates=[TradeUpdate("t0", "closed", T0 + 1)], sync=False))
+            nursery.cancel_scope.cancel()
+        assert in_thread == ["_commit"] * 6
+        assert all(n > 0 for n in ran_meanwhile[1:])  # the loop ran the other task during each commit
+        assert [t.trade_id for t in await s.trades(limit=10)] == ["t4", "t3", "t2", "t1", "t0", "alone"]
+        assert (await s.get_trade("t0")) == trade("t0", status="closed", closed_at_ms=T0 + 1)
+    finally:
+        await s.aclose()
+
+
 async def test_a_batch_nothing_waits_on_reads_back_the_same(store: Store) -> None:
     await store.write(Batch(trades=[trade("t1")], sync=False))
     await store.write(Batch(trade_updates=[TradeUpdate("t1", "closed", T0 + 5)], sync=False))

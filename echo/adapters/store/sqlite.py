@@ -5,11 +5,13 @@ prepared statements. The rows of each kind go in as one multi-row ``INSERT`` (up
 statement: SQLite's fixed cost per statement is about that of a row, so this does a fan-out's 47 rows in
 four statements instead of 47), the updates as one ``executemany``.
 
-A write runs in a worker thread (``trio.to_thread``): its commit waits for the disk (an fsync, 0.2 ms to
-several ms) with the event loop free meanwhile, so the Agent keeps reading and writing the terminals' pipes
-and Core keeps applying what arrives, which the next write then commits as one batch. The hop costs about
-50 us, a fraction of the commit it frees the loop from. One call at a time uses the connection (a lock);
-on trio's ``MockClock`` the calls run inline instead, so virtual time does not jump while the disk works.
+The commit of a batch that waits for the disk runs in a worker thread (``trio.to_thread``): its fsync
+(0.2 ms to several ms) leaves the event loop free, so the Agent keeps reading and writing the terminals'
+pipes and Core keeps applying what arrives, which the next write then commits as one batch. The hop costs
+about 50 us on a quiet machine. The statements before the commit, and a commit that does not wait for the
+disk, run inline: they are CPU work, about twice as slow in another thread (cold caches). One call at a
+time uses the connection (a lock); on trio's ``MockClock`` everything runs inline, so virtual time does not
+jump while the disk works.
 
 WAL checkpoints (copying committed pages from the WAL into the database file, with fsyncs of their own)
 are off the commit path too: instead of SQLite's automatic checkpoint, which runs inside the commit that
@@ -181,16 +183,30 @@ class SqliteStore(SqlReads):
         self._live()
         if batch:
             async with self._busy:
-                if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
-                    self._write(batch)
+                self._write(batch, commit=False)
+                if self._aside(batch):
+                    # it ends, committed or rolled back, whatever is cancelled meanwhile
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(self._commit, self._live())
                 else:
-                    # not abandoned on cancel: a write that started ends, committed or rolled back
-                    await trio.to_thread.run_sync(self._write, batch)
+                    self._commit(self._live())
+                if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
                     self._checkpoint_soon()
         # once committed, a cancellation must not make the caller believe the write failed
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def _write(self, batch: Batch) -> None:
+    def _aside(self, batch: Batch) -> bool:
+        """Whether to commit ``batch`` in a worker thread: its commit waits for the disk."""
+        return (
+            self._synced is not None
+            and batch.sync
+            and not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+        )
+
+    def _write(self, batch: Batch, *, commit: bool = True) -> None:
+        """The batch in one transaction; with ``commit=False`` the transaction is left open, every row in
+        it, for ``_commit``. A failure rolls back and raises StoreError (StoreUnavailable for an error of
+        the database file rather than of the batch)."""
         conn = self._live()
         if self._synced is not None:
             self._durability(conn, self._synced, lazy=not batch.sync)
@@ -210,13 +226,27 @@ class SqliteStore(SqlReads):
                 conn.executemany(sql.JOURNAL_UPSERT, map(sql.JOURNAL_PARAMS, batch.journal))
             if batch.accounts:
                 conn.executemany(sql.ACCOUNT_UPSERT, map(sql.ACCOUNT_PARAMS, batch.accounts))
-            conn.execute("COMMIT")
         except _Rejected as rejected:
             self._rollback(conn)
             if _unavailable(rejected.cause):
                 raise StoreUnavailable(f"batch not written: {rejected.cause}") from rejected.cause
             raise StoreError(self._explain(conn, rejected)) from rejected.cause
         except (sqlite3.Error, OverflowError) as exc:
+            self._rollback(conn)
+            if _unavailable(exc):
+                raise StoreUnavailable(f"batch not written: {exc}") from exc
+            raise StoreError(f"batch rejected: {exc}") from exc
+        except BaseException:
+            self._rollback(conn)
+            raise
+        if commit:
+            self._commit(conn)
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        """Commit the open transaction; a failure rolls it back and raises StoreError."""
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
             self._rollback(conn)
             if _unavailable(exc):
                 raise StoreUnavailable(f"batch not written: {exc}") from exc
