@@ -18,6 +18,13 @@ included). Usage: ``python bench/bench_copy.py [--trades 300] [--slaves 1,5,15,3
 (``tests/otlp.py``, which counts the spans it got); ``both`` runs each slave count off, on, off and on
 again and gives the overhead of traces on against off (``telemetry_overhead``).
 
+With traces on, each run also gives ``copier_side``: per open trade, from the spans' own timestamps (the
+copier's clock, not the terminals'), the p50 in microseconds of each stage from the Agent reading the
+intent line: to Core's worker taking it (``to_core``), Core's decisions (``decide``), the journal's commit
+(``commit``), from the commit to the Agent queueing the first slave's line (``commit_to_first_write``), and
+to the first and the last slave's line queued (``first_write``, ``last_write``). ``--breakdown`` is
+``--telemetry on`` for that table (the copier exports every span: a few percent slower).
+
 ``--metrics on`` serves the copier's metrics (``metrics.listen``) and scrapes ``/metrics`` every
 ``--scrape-every`` seconds (15, a common Prometheus setting) during the run; ``both`` runs each slave
 count with metrics off, then on, then off and on again (same sitting) and gives the overhead of metrics
@@ -55,7 +62,7 @@ from echo.sim.master import SimMasterEA
 from echo.sim.profiles import master_broker, slave_broker
 from echo.sim.slave import SimSlaveEA
 from tests.backends import free_port
-from tests.otlp import otlp_receiver
+from tests.otlp import ReceivedSpan, otlp_receiver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floor  # bench/floor.py, beside this file
@@ -310,7 +317,12 @@ def main() -> None:
         help="traces exported by OTLP to a local receiver; both: off, on, off, on, with the overhead",
     )
     parser.add_argument("--sampling", type=float, default=1.0, help="telemetry.sampling with traces on")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="--telemetry on, for where an open's time goes in the copier"
+    )
     args = parser.parse_args()
+    if args.breakdown:
+        args.telemetry = "on"
     if args.metrics == "both" and args.telemetry == "both":
         parser.error("--metrics both and --telemetry both: compare one at a time")
     sides = {"off": [False], "on": [True], "both": [False, True, False, True]}
@@ -325,7 +337,9 @@ def main() -> None:
                     otlp = receiver.url if receiver and traces else ""
                     run: dict[str, Any] = trio.run(bench, args, Path(tmp), n_slaves, metrics, otlp)
                 if otlp:
-                    run["spans_exported"] = len(receiver.spans) - before
+                    spans = receiver.spans[before:]
+                    run["spans_exported"] = len(spans)
+                    run["copier_side"] = copier_side(spans)
                 for key in ("first_slave_ms", "fanout_complete_ms"):
                     run[key]["p50_x_floor"] = floor.ratio(run[key]["p50"], machine["copy_floor_us"])
                 runs.append(run)
@@ -344,6 +358,42 @@ def main() -> None:
     if args.telemetry == "both":
         result["telemetry_overhead"] = overhead(runs, "telemetry")
     print(json.dumps(result))
+
+
+def copier_side(spans: list[ReceivedSpan]) -> dict[str, float]:
+    """Where each open trade's time went inside the copier (see the module's doc), p50s in microseconds."""
+    by_id = {s.span_id: s for s in spans}
+    children: dict[str, list[ReceivedSpan]] = defaultdict(list)
+    for s in spans:
+        children[s.parent_span_id].append(s)
+    stages: dict[str, list[float]] = defaultdict(list)
+    for handle in spans:
+        if handle.name != "core.handle" or handle.attributes.get("message") != "TradeIntent":
+            continue
+        receive = by_id.get(handle.parent_span_id)
+        kids = {k.name: k for k in children[handle.span_id]}
+        writes = sorted(k.start_ns for k in children[handle.span_id] if k.name == "agent.command.write")
+        if (
+            receive is None
+            or not writes
+            or "core.journal.commit" not in kids
+            or "core.engine.apply" not in kids
+        ):
+            continue
+        t0, apply, commit = receive.start_ns, kids["core.engine.apply"], kids["core.journal.commit"]
+        for name, ns in (
+            ("to_core", handle.start_ns - t0),
+            ("decide", apply.end_ns - apply.start_ns),
+            ("commit", commit.end_ns - commit.start_ns),
+            ("commit_to_first_write", writes[0] - commit.end_ns),
+            ("first_write", writes[0] - t0),
+            ("last_write", writes[-1] - t0),
+        ):
+            stages[name].append(ns / 1000)
+    return {
+        "trades": len(stages["first_write"]),
+        **{name: round(statistics.median(v), 1) for name, v in stages.items()},
+    }
 
 
 def overhead(runs: list[dict[str, Any]], flag: str) -> dict[str, dict[str, float]]:

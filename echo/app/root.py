@@ -3,6 +3,7 @@ split in one process) from a configuration: store, transport, Core, Agent and it
 
 from __future__ import annotations
 
+import gc
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -397,3 +398,12 @@ async def run_all_in_one(
             with trio.CancelScope(shield=True):
                 await store.aclose()
         _release(listener)
+
+
+def settle_heap() -> None:
+    """Once the process serves: collect what start-up left and move every object alive now (modules,
+    configuration, compiled statements, about 80,000) out of the cyclic garbage collector's scans for
+    good (``gc.freeze``). The collector's full passes then look at what the copier builds while it runs:
+    a full pass over start-up's objects took 20-70 ms, a pause every trade in flight waited out."""
+    gc.collect()
+    gc.freeze()

@@ -108,7 +108,7 @@ async def serve(
     """Run the copier (``all``) or an Agent (``agent``) from the configuration ``spec`` until ``stopper``
     stops it, calling ``on_running`` once it serves; a changed configuration applies live as with ``run``.
     ``pipe_users`` are added to ``agent.pipe_users``. Returns once everything is closed."""
-    from echo.app.root import load_config, open_config, run_agent, run_all_in_one, terminals_at
+    from echo.app.root import load_config, open_config, run_agent, run_all_in_one, settle_heap, terminals_at
 
     with trio.CancelScope() as scope:
         stopper.attach(scope)
@@ -120,6 +120,7 @@ async def serve(
                 running = await nursery.start(functools.partial(run_all_in_one, config, config_source=source))
                 running.source_config = config
             log.info("service_running", role=role, terminals_at=terminals_at(config), config=spec)
+            settle_heap()
             on_running()
     log.info("service_stopped", role=role)
 

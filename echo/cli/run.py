@@ -56,7 +56,7 @@ etcd pushes), as it is on POSIX too."""
 def cmd_run(args: argparse.Namespace) -> int:
     from echo.adapters.locks import parent_folder
     from echo.app.logs import configure
-    from echo.app.root import open_config, run_agent, run_all_in_one, run_core
+    from echo.app.root import open_config, run_agent, run_all_in_one, run_core, settle_heap
 
     from_source = load_config(args.config)
     config = _override(from_source, args)
@@ -95,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         f"{_STOPS}{_RELOADS}.",
                         file=sys.stderr,
                     )
+                settle_heap()
                 async for signum in signals:
                     if signum == _RELOAD_SIGNAL:
                         if running is None:

@@ -15,7 +15,6 @@ open order with the same magic number is answered with that order instead of ope
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,8 @@ class SimSlaveEA(SimTerminal):
     """One slave terminal.
 
     ``on_execute_received(trade_id, account_id, perf_counter_ns)`` is called when an ``execute_order`` first
-    arrives, before anything else happens (latency measurement); a repeated command (or one recognised by
+    arrives, with the time the read that brought its line returned (latency measurement: decoding it and
+    the other terminals' work in this process are not counted); a repeated command (or one recognised by
     its order comment) does not call it.
     """
 
@@ -181,7 +181,7 @@ class SimSlaveEA(SimTerminal):
                 stored = self._recognise(cmd, order)
                 self._store(cmd.command_id, stored)
             elif self._on_execute_received is not None:
-                self._on_execute_received(cmd.trade_id, self.account_id, time.perf_counter_ns())
+                self._on_execute_received(cmd.trade_id, self.account_id, self.received_ns)
         await self._write(stream, m.PipeDeliveryAck(cmd.command_id, cmd.trace_id, m.DeliveryStatus.OK))
         if stored is None:
             stored = self._execute(cmd)

@@ -94,6 +94,8 @@ class SimTerminal:
         self.feedback_ms: list[float] = []
         """Per handshake: ms from writing it to reading its ``symbol_registration_result``."""
         self._handshake_ns = 0
+        self.received_ns = 0
+        """When the last read from the Agent returned (``time.perf_counter_ns``)."""
         self.errors_received: list[m.ErrorReply] = []
         self._stream: trio.abc.Stream | None = None
         self._lock = trio.Lock()
@@ -199,6 +201,7 @@ class SimTerminal:
         decoder = LineDecoder(AGENT_TO_EA)
         while True:
             data = await stream.receive_some()
+            self.received_ns = time.perf_counter_ns()
             if not data:
                 return
             for event in decoder.feed(bytes(data)):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -908,6 +909,81 @@ async def test_sqlite_commits_a_batch_nothing_waits_on_without_waiting_for_the_d
         assert await again.get_trade("t1") == trade("t1")
     finally:
         await again.aclose()
+
+
+async def test_sqlite_checkpoints_beside_the_writes_not_inside_a_commit(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint (inside the commit that fills the WAL) is off once writes start; the
+    store's own checkpoint, in a thread beside the writes, copies the committed pages into the database
+    file, and what it copied reads back after a reopen."""
+    db = tmp_path / "echo.db"
+    s = SqliteStore.open(db)
+    s.checkpoint_every_s = 0.0
+    try:
+        for b in range(30):
+            await s.write(Batch(trades=[trade(f"t{b:02}-{i:02}") for i in range(10)]))
+        assert s._live().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        await trio.to_thread.run_sync(s._checkpoint_idle.wait)
+        assert s.checkpoint_error is None
+        # 300 trades are in the database file itself, not only in the WAL
+        assert db.stat().st_size > 300 * 100
+    finally:
+        await s.aclose()
+    again = SqliteStore.open(db)
+    try:
+        assert len(await again.trades(limit=1000)) == 300
+    finally:
+        await again.aclose()
+
+
+async def test_sqlite_commits_in_a_worker_thread_while_the_copier_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that waits for the disk goes to a worker thread while writes come back to back (the event
+    loop runs other tasks meanwhile); an idle store commits inline, and so does a batch nothing waits on.
+    Every batch reads back, in order."""
+    from echo.adapters.store import sqlite as sqlite_adapter
+
+    s = SqliteStore.open(tmp_path / "echo.db")
+    in_thread: list[str] = []
+    ran_meanwhile: list[int] = []
+    spins = 0
+    real = trio.to_thread.run_sync
+
+    async def spy(fn: Any, *args: Any, **kw: Any) -> Any:
+        in_thread.append(getattr(fn, "__name__", "?"))
+        before = spins
+        try:
+            return await real(fn, *args, **kw)
+        finally:
+            ran_meanwhile.append(spins - before)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", spy)
+    try:
+        monkeypatch.setattr(sqlite_adapter, "_BUSY_WITHIN_S", 0.0)
+        await s.write(Batch(trades=[trade("alone")]))
+        await s.write(Batch(trades=[trade("alone-too")]))
+        assert in_thread == []
+        monkeypatch.setattr(sqlite_adapter, "_BUSY_WITHIN_S", 60.0)
+        async with trio.open_nursery() as nursery:
+
+            async def busy() -> None:
+                nonlocal spins
+                while True:
+                    spins += 1
+                    await trio.lowlevel.checkpoint()
+
+            nursery.start_soon(busy)
+            for i in range(5):
+                await s.write(Batch(trades=[trade(f"t{i}")]))
+            await s.write(Batch(trade_updates=[TradeUpdate("t0", "closed", T0 + 1)], sync=False))
+            nursery.cancel_scope.cancel()
+        assert in_thread == ["_commit"] * 5
+        assert all(n > 0 for n in ran_meanwhile)  # the loop ran the other task during each commit
+        trades = [t.trade_id for t in await s.trades(limit=10)]
+        assert trades == ["t4", "t3", "t2", "t1", "t0", "alone-too", "alone"]
+        assert (await s.get_trade("t0")) == trade("t0", status="closed", closed_at_ms=T0 + 1)
+    finally:
+        await s.aclose()
 
 
 async def test_a_batch_nothing_waits_on_reads_back_the_same(store: Store) -> None:
