@@ -1,0 +1,236 @@
+"""Core's pure engine alone (no trio, no sockets, no store): what one copy costs in Core's own CPU. One
+master and ``--slaves`` slaves are put online; each trade is then driven through the engine as the
+all-in-one copier drives it: the master's intent, each command's ``Sent`` (the shell's send leaving), the
+Agent's PIPE_DELIVERED ack and the slave's execution result, then the master's close and the same for
+each close command. The clock is a hand-set one that moves 1 ms per step (no retry timer ever comes due).
+
+Prints JSON: microseconds per trade and per slave for each step (``intent_per_slave_us`` is the intent's
+whole fan-out divided by the slave count), and ``per_copy_us``, the engine's CPU for one slave's open and
+close all-in (the figure to set against the copier's CPU per 1,000 copies from ``bench_copy.py``). The
+median of ``--rounds`` rounds of ``--trades`` trades each. Logs go as JSON lines to a temporary file at
+``--log-level`` (``warning``, the benchmark copier's setting, by default). Usage:
+``python bench/bench_engine.py [--slaves 15] [--trades 300] [--rounds 5] [--log-level warning|info]
+[--profile FILE]`` (``--profile`` writes a cProfile of one extra round to FILE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from echo.app import logs
+from echo.delivery import machine as delivery
+from echo.domain import messages as m
+from echo.domain.config import CoreConfig
+from echo.domain.errors import ErrorCode
+from echo.domain.ids import uuid7_from_int
+from echo.domain.policy import Policies, Policy
+from echo.domain.registration import ProtocolPolicy, SymbolCatalog
+from echo.domain.types import Role, Side, SymbolSpec
+from echo.services.core import engine, positions
+from echo.services.core.context import Context
+from echo.services.core.tx import Tx
+from echo.services.ids import IdFactory
+
+T0 = 1_764_000_000_000
+AGENT = "agent-1"
+MASTER = "9001"
+EURUSD = SymbolSpec("EURUSD", "EURUSD", 5, 0.00001, 0.00001, 0.01, 100.0, 0.01, 0, 100_000.0, 1.0)
+STEPS = ("intent", "sent", "delivered", "result", "close", "close_sent", "close_delivered", "close_result")
+
+
+class StepClock:
+    """A clock that moves 1 ms each time a step reads it through ``tick``."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+def context(n_slaves: int) -> tuple[Context, StepClock, list[str]]:
+    clock = StepClock(T0)
+    cfg = CoreConfig()
+    ctx = Context(
+        clock,
+        IdFactory(clock, random.Random(7)),
+        cfg,
+        Policies(Policy(fixed_lot=cfg.fixed_lot, copy_sl_tp=cfg.copy_sl_tp)),
+        ProtocolPolicy(),
+        SymbolCatalog(),
+        delivery.Settings(),
+        lambda at, key: None,
+    )
+    slaves = [str(51000 + i) for i in range(n_slaves)]
+    online = [m.Handshake(MASTER, Role.MASTER, m.PROTOCOL_VERSION)]
+    online += [m.Handshake(s, Role.SLAVE, m.PROTOCOL_VERSION, symbols=[EURUSD]) for s in slaves]
+    engine.apply(ctx, [(AGENT, m.AccountOnline(AGENT, hs, clock.now)) for hs in online])
+    return ctx, clock, slaves
+
+
+def one_trade(ctx: Context, clock: StepClock, n: int, times: dict[str, float]) -> None:
+    """One trade opened and closed through every slave, each step's time added to ``times``."""
+    pc = time.perf_counter
+    clock.now += 10
+    tid = uuid7_from_int(clock.now, n)
+    trace = f"{n + 1:032x}"
+    ticket = 1000 + n
+
+    def step(name: str, msgs: list[tuple[str, m.AgentToCore]]) -> Tx:
+        clock.now += 1
+        t = pc()
+        tx = engine.apply(ctx, msgs)
+        times[name] += pc() - t
+        return tx
+
+    def sent(name: str, tx: Tx) -> list[m.Command]:
+        clock.now += 1
+        cmds = [s.message for s in tx.sends if isinstance(s.message, m.ExecuteOrder | m.CloseOrder)]
+        t = pc()
+        for cmd in cmds:  # what the shell does as each command leaves (service.py)
+            pend = ctx.state.pending.get(cmd.command_id)
+            if pend is not None:
+                positions.drive(ctx, pend, delivery.Sent(), Tx())
+        times[name] += pc() - t
+        return cmds
+
+    def delivered(name: str, cmds: list[m.Command]) -> None:
+        step(
+            name,
+            [
+                (
+                    AGENT,
+                    m.CommandAck(
+                        ctx.state.pending[c.command_id].account_id,
+                        c.command_id,
+                        m.AckStage.PIPE_DELIVERED,
+                        m.AckResult.OK,
+                    ),
+                )
+                for c in cmds
+            ],
+        )
+
+    intent = m.TradeIntent(tid, trace, "EURUSD", Side.BUY, 0.1, 1.1, 7, ticket, stop_loss=1.09)
+    tx = step("intent", [(AGENT, m.FromAccount(MASTER, intent, clock.now))])
+    opens = sent("sent", tx)
+    delivered("delivered", opens)
+    accounts = [ctx.state.pending[c.command_id].account_id for c in opens]
+    step(
+        "result",
+        [
+            (
+                AGENT,
+                m.FromAccount(
+                    account,
+                    m.ExecutionResult(
+                        c.command_id,
+                        tid,
+                        trace,
+                        True,
+                        ErrorCode.NO_ERROR,
+                        ticket=ticket,
+                        executed_price=1.1,
+                        executed_lots=0.1,
+                    ),
+                    clock.now,
+                ),
+            )
+            for account, c in zip(accounts, opens, strict=True)
+        ],
+    )
+    event = uuid7_from_int(clock.now, n + 1)
+    close = m.TradeClose(event, tid, trace, ticket, "EURUSD", 0.1, 0.0, 1.1, 7)
+    tx = step("close", [(AGENT, m.FromAccount(MASTER, close, clock.now))])
+    closes = sent("close_sent", tx)
+    delivered("close_delivered", closes)
+    step(
+        "close_result",
+        [
+            (
+                AGENT,
+                m.FromAccount(
+                    ctx.state.pending[c.command_id].account_id,
+                    m.CloseResult(c.command_id, tid, trace, True, ErrorCode.NO_ERROR, ticket, 0.1, 1.1),
+                    clock.now,
+                ),
+            )
+            for c in closes
+        ],
+    )
+    assert not ctx.state.trades, "every trade is closed and forgotten"
+
+
+def rounds(args: argparse.Namespace) -> list[dict[str, float]]:
+    out = []
+    for _ in range(args.rounds):
+        ctx, clock, _slaves = context(args.slaves)
+        for n in range(20):  # warm-up
+            one_trade(ctx, clock, n, dict.fromkeys(STEPS, 0.0))
+        times = dict.fromkeys(STEPS, 0.0)
+        for n in range(20, 20 + args.trades):
+            one_trade(ctx, clock, n, times)
+        out.append({k: v / args.trades * 1e6 for k, v in times.items()})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slaves", type=int, default=15)
+    parser.add_argument("--trades", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--log-level", choices=["warning", "info"], default="warning")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of one more round here")
+    args = parser.parse_args()
+    with tempfile.TemporaryFile("w") as log_file:
+        logs.configure("json", args.log_level, log_file)
+        results = rounds(args)
+        if args.profile is not None:
+            prof = cprofile_round(args)
+            prof.dump_stats(str(args.profile))
+    per_trade = {k: round(statistics.median(r[k] for r in results), 1) for k in STEPS}
+    n = args.slaves
+    per_slave = {f"{k}_per_slave_us": round(v / n, 2) for k, v in per_trade.items()}
+    per_copy = statistics.median(sum(r.values()) / n for r in results)
+    print(
+        json.dumps(
+            {
+                "slaves": n,
+                "trades": args.trades,
+                "rounds": args.rounds,
+                "log_level": args.log_level,
+                "per_trade_us": per_trade,
+                **per_slave,
+                "per_copy_us": round(per_copy, 1),
+                "cpu_s_per_1000_copies": round(per_copy / 1000, 3),
+            },
+            indent=2,
+        )
+    )
+
+
+def cprofile_round(args: argparse.Namespace) -> cProfile.Profile:
+    ctx, clock, _slaves = context(args.slaves)
+    for n in range(20):
+        one_trade(ctx, clock, n, dict.fromkeys(STEPS, 0.0))
+    prof = cProfile.Profile()
+    times = dict.fromkeys(STEPS, 0.0)
+    prof.enable()
+    for n in range(20, 20 + args.trades):
+        one_trade(ctx, clock, n, times)
+    prof.disable()
+    return prof
+
+
+if __name__ == "__main__":
+    main()
