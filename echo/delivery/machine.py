@@ -133,6 +133,11 @@ class Command:
         return self.outcome is Outcome.FAILED and self.stage < Stage.EA_CONFIRMED
 
 
+_PERSIST = Persist()
+_CANCEL_RETRY = CancelRetry()
+"""Effects without fields, made once (they compare equal to any other instance)."""
+
+
 class _Keep(enum.Enum):
     KEEP = "KEEP"
 
@@ -208,7 +213,7 @@ def _journaled(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
     # NEW --Journaled--> CORE_ACCEPTED: first send, and a retry timer in case nothing comes back.
     at = now + cfg.retry_delay_ms(1)
     return _with(s, stage=Stage.CORE_ACCEPTED, attempt=1, next_retry_at_ms=at), [
-        Persist(),
+        _PERSIST,
         Send(1),
         RetryAt(at),
     ]
@@ -248,8 +253,8 @@ def _advance(stage: Stage) -> Callable[[Command, CommandInput, int, Settings], R
         new = _rearm(s, now, cfg)
         if new is not None:
             assert new.next_retry_at_ms is not None
-            return _with(new, stage=stage), [Persist(), RetryAt(new.next_retry_at_ms)]
-        return _with(s, stage=stage), [Persist()]
+            return _with(new, stage=stage), [_PERSIST, RetryAt(new.next_retry_at_ms)]
+        return _with(s, stage=stage), [_PERSIST]
 
     return step
 
@@ -265,7 +270,7 @@ def _confirmed(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
         next_retry_at_ms=None,
         last_error="" if i.success else i.error_code,
     )
-    return new, [Persist(), CancelRetry(), Done(i.success, "confirmed" if i.success else i.error_code)]
+    return new, [_PERSIST, _CANCEL_RETRY, Done(i.success, "confirmed" if i.success else i.error_code)]
 
 
 def _not_delivered(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -278,9 +283,9 @@ def _not_delivered(s: Command, i: CommandInput, now: int, cfg: Settings) -> Resu
 def _retry_later(s: Command, now: int, cfg: Settings, reason: str) -> Result:
     if s.attempt >= cfg.max_retries:
         new = _with(s, outcome=Outcome.FAILED, next_retry_at_ms=None, last_error=f"gave up: {reason}")
-        return new, [Persist(), CancelRetry(), Done(False, f"gave_up after {s.attempt} sends: {reason}")]
+        return new, [_PERSIST, _CANCEL_RETRY, Done(False, f"gave_up after {s.attempt} sends: {reason}")]
     at = now + cfg.retry_delay_ms(s.attempt)
-    return _with(s, next_retry_at_ms=at, last_error=reason), [Persist(), RetryAt(at)]
+    return _with(s, next_retry_at_ms=at, last_error=reason), [_PERSIST, RetryAt(at)]
 
 
 def _timeout(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -292,7 +297,7 @@ def _timeout(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
     attempt = s.attempt + 1
     at = now + cfg.retry_delay_ms(attempt)
     new = _with(s, attempt=attempt, next_retry_at_ms=at, last_error="no result before the ack timeout")
-    return new, [Persist(), Send(attempt), RetryAt(at)]
+    return new, [_PERSIST, Send(attempt), RetryAt(at)]
 
 
 def _reconnected(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -302,7 +307,7 @@ def _reconnected(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result
     attempt = s.attempt + 1
     at = now + cfg.retry_delay_ms(attempt)
     new = _with(s, attempt=attempt, next_retry_at_ms=at, last_error="re-sent after the terminal reconnected")
-    return new, [Persist(), Send(attempt), RetryAt(at)]
+    return new, [_PERSIST, Send(attempt), RetryAt(at)]
 
 
 def _late(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -322,7 +327,7 @@ def _confirmed_after_give_up(s: Command, i: CommandInput, now: int, cfg: Setting
         next_retry_at_ms=None,
         last_error="" if i.success else i.error_code,
     )
-    return new, [Persist(), Alert(f"result after giving up: {outcome.value}")]
+    return new, [_PERSIST, Alert(f"result after giving up: {outcome.value}")]
 
 
 class Phase(enum.Enum):
@@ -338,12 +343,18 @@ class Phase(enum.Enum):
     """The terminal's result is in (or the command ended otherwise): nothing changes it any more."""
 
 
-def phase(s: Command) -> Phase:
+_PHASES: tuple[Phase, ...] = (Phase.NEW, Phase.STARTED, Phase.GAVE_UP, Phase.FINISHED)
+
+
+def _phase_index(s: Command) -> int:
+    """The position of ``phase(s)`` in ``_PHASES`` (``s.gave_up`` spelt out: this runs on every input)."""
     if s.outcome is Outcome.PENDING:
-        return Phase.STARTED if s.stage >= Stage.CORE_ACCEPTED else Phase.NEW
-    if s.outcome is Outcome.FAILED and s.stage < Stage.EA_CONFIRMED:
-        return Phase.GAVE_UP  # ``s.gave_up``, spelt out: this runs on every input
-    return Phase.FINISHED
+        return 1 if s.stage >= Stage.CORE_ACCEPTED else 0
+    return 2 if s.outcome is Outcome.FAILED and s.stage < Stage.EA_CONFIRMED else 3
+
+
+def phase(s: Command) -> Phase:
+    return _PHASES[_phase_index(s)]
 
 
 _Handler: TypeAlias = Callable[[Command, CommandInput, int, Settings], Result]
@@ -383,8 +394,16 @@ COMMAND_TABLE: dict[tuple[bool, type], _Handler] = {
 """The rules for a pending command keyed (journaled?, input): the pending rows of ``COMMAND_RULES``."""
 
 
+_RULES_BY_INPUT: dict[type, tuple[_Handler | None, ...]] = {
+    t: tuple(COMMAND_RULES.get((p, t)) for p in _PHASES) for t in _COMMAND_INPUTS
+}
+"""``COMMAND_RULES`` by input type, then by phase (in ``_PHASES`` order): the same rules, looked up
+without hashing an enum member on every transition."""
+
+
 def command_transition(state: Command, event: CommandInput, now_ms: int, settings: Settings) -> Result:
-    handler = COMMAND_RULES.get((phase(state), type(event)))
+    rules = _RULES_BY_INPUT.get(type(event))
+    handler = rules[_phase_index(state)] if rules is not None else None
     if handler is None:
         return state, [
             Invalid(state.stage.name, type(event).__name__, "no rule for this input in this stage")
