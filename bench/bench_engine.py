@@ -4,7 +4,8 @@ all-in-one copier drives it: the master's intent, each command's ``Sent`` (the s
 Agent's PIPE_DELIVERED ack and the slave's execution result, then the master's close and the same for
 each close command. The clock is a hand-set one that moves 1 ms per step (no retry timer ever comes due).
 
-Prints JSON: microseconds per trade and per slave for each step (``intent_per_slave_us`` is the intent's
+Prints JSON: microseconds of this thread's CPU (other processes on a shared machine do not count) per
+trade and per slave for each step (``intent_per_slave_us`` is the intent's
 whole fan-out divided by the slave count), and ``per_copy_us``, the engine's CPU for one slave's open and
 close all-in (the figure to set against the copier's CPU per 1,000 copies from ``bench_copy.py``). The
 median of ``--rounds`` rounds of ``--trades`` trades each. Logs go as JSON lines to a temporary file at
@@ -80,7 +81,7 @@ def context(n_slaves: int) -> tuple[Context, StepClock, list[str]]:
 
 def one_trade(ctx: Context, clock: StepClock, n: int, times: dict[str, float]) -> None:
     """One trade opened and closed through every slave, each step's time added to ``times``."""
-    pc = time.perf_counter
+    pc = time.thread_time  # CPU time of this thread: other processes on the machine do not count
     clock.now += 10
     tid = uuid7_from_int(clock.now, n)
     trace = f"{n + 1:032x}"
