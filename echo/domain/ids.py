@@ -20,7 +20,8 @@ import uuid
 
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _TRACE_RE = re.compile(r"^[0-9a-f]{32}$")
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID7_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class InvalidId(ValueError):
@@ -50,7 +51,10 @@ def uuid7_time_ms(value: str) -> int:
 
 
 def _parse_uuid7(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not _UUID_RE.match(value):
+    # every message checks its ids on construction: one match for the valid case, the reasons after it
+    if type(value) is str and _UUID7_RE.fullmatch(value):
+        return value
+    if not isinstance(value, str) or not _UUID_RE.fullmatch(value):
         raise InvalidId(f"{kind} must be a lowercase UUID string, got {value!r}")
     if value[14] != "7":
         raise InvalidId(f"{kind} must be a UUIDv7, got version {value[14]} in {value!r}")

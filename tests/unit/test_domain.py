@@ -78,6 +78,7 @@ def test_parse_uuid7_ids(parse: Any) -> None:
         TRADE_ID.replace("-", ""),
         "{" + TRADE_ID + "}",
         TRADE_ID + " ",
+        TRADE_ID + "\n",
         "",
         "not-a-uuid",
         12345,
