@@ -8,10 +8,13 @@ Prints JSON: microseconds of this thread's CPU (other processes on a shared mach
 trade and per slave for each step (``intent_per_slave_us`` is the intent's
 whole fan-out divided by the slave count), and ``per_copy_us``, the engine's CPU for one slave's open and
 close all-in (the figure to set against the copier's CPU per 1,000 copies from ``bench_copy.py``). The
-median of ``--rounds`` rounds of ``--trades`` trades each. Logs go as JSON lines to a temporary file at
+median of ``--rounds`` rounds of ``--trades`` trades each. ``--store FULL|NORMAL`` also writes every
+transaction's batch to a SQLite store (``synchronous`` as given; a batch that sends nothing at NORMAL, as
+the copier's journal does) and adds the store's CPU per copy, the rows per copy by kind and the writes
+per copy: what Core's rows cost beside Core's own work. Logs go as JSON lines to a temporary file at
 ``--log-level`` (``warning``, the benchmark copier's setting, by default). Usage:
 ``python bench/bench_engine.py [--slaves 15] [--trades 300] [--rounds 5] [--log-level warning|info]
-[--profile FILE]`` (``--profile`` writes a cProfile of one extra round to FILE).
+[--store FULL|NORMAL] [--profile FILE]`` (``--profile`` writes a cProfile of one extra round to FILE).
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from echo.adapters.store.sqlite import SqliteStore
 from echo.app import logs
 from echo.delivery import machine as delivery
 from echo.domain import messages as m
@@ -37,6 +43,7 @@ from echo.domain.ids import uuid7_from_int
 from echo.domain.policy import Policies, Policy
 from echo.domain.registration import ProtocolPolicy, SymbolCatalog
 from echo.domain.types import Role, Side, SymbolSpec
+from echo.ports.store import Batch
 from echo.services.core import engine, positions
 from echo.services.core.context import Context
 from echo.services.core.tx import Tx
@@ -79,8 +86,33 @@ def context(n_slaves: int) -> tuple[Context, StepClock, list[str]]:
     return ctx, clock, slaves
 
 
-def one_trade(ctx: Context, clock: StepClock, n: int, times: dict[str, float]) -> None:
-    """One trade opened and closed through every slave, each step's time added to ``times``."""
+_PARTS = tuple(f.name for f in fields(Batch) if f.name != "sync")
+
+
+@dataclass
+class Rows:
+    """Where each transaction's batch goes: a SQLite store (or nowhere), its CPU time and what it got."""
+
+    store: SqliteStore | None = None
+    seconds: float = 0.0
+    writes: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
+
+    def write(self, batch: Batch) -> None:
+        if self.store is None or not batch:
+            return
+        t = time.thread_time()
+        self.store._write(batch)  # the adapter's synchronous body (``write`` wraps it for trio)
+        self.seconds += time.thread_time() - t
+        self.writes += 1
+        self.rows.update({p: len(getattr(batch, p)) for p in _PARTS if getattr(batch, p)})
+
+
+def one_trade(
+    ctx: Context, clock: StepClock, n: int, times: dict[str, float], out: Rows | None = None
+) -> None:
+    """One trade opened and closed through every slave, each step's time added to ``times`` (and each
+    batch written to ``out``'s store)."""
     pc = time.thread_time  # CPU time of this thread: other processes on the machine do not count
     clock.now += 10
     tid = uuid7_from_int(clock.now, n)
@@ -92,11 +124,15 @@ def one_trade(ctx: Context, clock: StepClock, n: int, times: dict[str, float]) -
         t = pc()
         tx = engine.apply(ctx, msgs)
         times[name] += pc() - t
+        if out is not None:
+            out.write(tx.batch)
         return tx
 
     def sent(name: str, tx: Tx) -> list[m.Command]:
         clock.now += 1
-        cmds = [s.message for s in tx.sends if isinstance(s.message, m.ExecuteOrder | m.CloseOrder)]
+        cmds: list[m.Command] = [
+            s.message for s in tx.sends if isinstance(s.message, m.ExecuteOrder | m.CloseOrder)
+        ]
         t = pc()
         for cmd in cmds:  # what the shell does as each command leaves (service.py)
             pend = ctx.state.pending.get(cmd.command_id)
@@ -172,17 +208,22 @@ def one_trade(ctx: Context, clock: StepClock, n: int, times: dict[str, float]) -
     assert not ctx.state.trades, "every trade is closed and forgotten"
 
 
-def rounds(args: argparse.Namespace) -> list[dict[str, float]]:
-    out = []
-    for _ in range(args.rounds):
+def rounds(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, float]], list[Rows]]:
+    out, stored = [], []
+    for r in range(args.rounds):
         ctx, clock, _slaves = context(args.slaves)
+        rows = Rows()
+        if args.store:
+            rows.store = SqliteStore.open(workdir / f"round{r}.db", synchronous=args.store)
         for n in range(20):  # warm-up
-            one_trade(ctx, clock, n, dict.fromkeys(STEPS, 0.0))
+            one_trade(ctx, clock, n, dict.fromkeys(STEPS, 0.0), rows)
+        rows.seconds, rows.writes, rows.rows = 0.0, 0, Counter()
         times = dict.fromkeys(STEPS, 0.0)
         for n in range(20, 20 + args.trades):
-            one_trade(ctx, clock, n, times)
+            one_trade(ctx, clock, n, times, rows)
         out.append({k: v / args.trades * 1e6 for k, v in times.items()})
-    return out
+        stored.append(rows)
+    return out, stored
 
 
 def main() -> None:
@@ -191,11 +232,12 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--log-level", choices=["warning", "info"], default="warning")
+    parser.add_argument("--store", choices=["FULL", "NORMAL"], help="write each batch to a SQLite store")
     parser.add_argument("--profile", type=Path, help="write a cProfile of one more round here")
     args = parser.parse_args()
-    with tempfile.TemporaryFile("w") as log_file:
+    with tempfile.TemporaryFile("w") as log_file, tempfile.TemporaryDirectory() as workdir:
         logs.configure("json", args.log_level, log_file)
-        results = rounds(args)
+        results, stored = rounds(args, Path(workdir))
         if args.profile is not None:
             prof = cprofile_round(args)
             prof.dump_stats(str(args.profile))
@@ -203,6 +245,15 @@ def main() -> None:
     n = args.slaves
     per_slave = {f"{k}_per_slave_us": round(v / n, 2) for k, v in per_trade.items()}
     per_copy = statistics.median(sum(r.values()) / n for r in results)
+    copies = args.trades * n
+    store: dict[str, object] = {}
+    if args.store:
+        store = {
+            "store_synchronous": args.store,
+            "store_per_copy_us": round(statistics.median(s.seconds / copies * 1e6 for s in stored), 1),
+            "store_writes_per_copy": round(stored[0].writes / copies, 3),
+            "store_rows_per_copy": {k: round(v / copies, 3) for k, v in sorted(stored[0].rows.items())},
+        }
     print(
         json.dumps(
             {
@@ -214,6 +265,7 @@ def main() -> None:
                 **per_slave,
                 "per_copy_us": round(per_copy, 1),
                 "cpu_s_per_1000_copies": round(per_copy / 1000, 3),
+                **store,
             },
             indent=2,
         )
