@@ -14,7 +14,10 @@ the copier's journal does) and adds the store's CPU per copy, the rows per copy 
 per copy: what Core's rows cost beside Core's own work. Logs go as JSON lines to a temporary file at
 ``--log-level`` (``warning``, the benchmark copier's setting, by default). Usage:
 ``python bench/bench_engine.py [--slaves 15] [--trades 300] [--rounds 5] [--log-level warning|info]
-[--store FULL|NORMAL] [--profile FILE]`` (``--profile`` writes a cProfile of one extra round to FILE).
+[--store FULL|NORMAL] [--one-per-group] [--profile FILE]`` (``--one-per-group``: each slave's result and
+ack applied, and written, as a group of its own, as an idle copier gets them; by default a step's
+messages for all slaves are one group, as a busy copier's router groups them; ``--profile`` writes a
+cProfile of one more round to FILE).
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ def context(n_slaves: int) -> tuple[Context, StepClock, list[str]]:
 
 
 _PARTS = tuple(f.name for f in fields(Batch) if f.name != "sync")
+ONE_PER_GROUP = False
+"""Each slave's result or ack applied as a group of its own (an idle copier), not the 15 as one group."""
 
 
 @dataclass
@@ -121,12 +126,14 @@ def one_trade(
 
     def step(name: str, msgs: list[tuple[str, m.AgentToCore]]) -> Tx:
         clock.now += 1
-        t = pc()
-        tx = engine.apply(ctx, msgs)
-        times[name] += pc() - t
-        if out is not None:
-            out.write(tx.batch)
-        return tx
+        groups = [[msg] for msg in msgs] if ONE_PER_GROUP else [msgs]
+        for group in groups:
+            t = pc()
+            tx = engine.apply(ctx, group)
+            times[name] += pc() - t
+            if out is not None:
+                out.write(tx.batch)
+        return tx  # the last group's (each step that uses it has one message)
 
     def sent(name: str, tx: Tx) -> list[m.Command]:
         clock.now += 1
@@ -233,8 +240,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--log-level", choices=["warning", "info"], default="warning")
     parser.add_argument("--store", choices=["FULL", "NORMAL"], help="write each batch to a SQLite store")
+    parser.add_argument("--one-per-group", action="store_true", help="apply results and acks one by one")
     parser.add_argument("--profile", type=Path, help="write a cProfile of one more round here")
     args = parser.parse_args()
+    global ONE_PER_GROUP
+    ONE_PER_GROUP = args.one_per_group
     with tempfile.TemporaryFile("w") as log_file, tempfile.TemporaryDirectory() as workdir:
         logs.configure("json", args.log_level, log_file)
         results, stored = rounds(args, Path(workdir))
@@ -261,6 +271,7 @@ def main() -> None:
                 "trades": args.trades,
                 "rounds": args.rounds,
                 "log_level": args.log_level,
+                "one_per_group": args.one_per_group,
                 "per_trade_us": per_trade,
                 **per_slave,
                 "per_copy_us": round(per_copy, 1),
