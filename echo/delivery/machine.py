@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeAlias
 
 from echo.delivery.effects import (
@@ -133,6 +133,34 @@ class Command:
         return self.outcome is Outcome.FAILED and self.stage < Stage.EA_CONFIRMED
 
 
+_PERSIST = Persist()
+_CANCEL_RETRY = CancelRetry()
+"""Effects without fields, made once (they compare equal to any other instance)."""
+
+
+class _Keep(enum.Enum):
+    KEEP = "KEEP"
+
+
+def _with(
+    s: Command,
+    stage: Stage | None = None,
+    outcome: Outcome | None = None,
+    attempt: int | None = None,
+    next_retry_at_ms: int | _Keep | None = _Keep.KEEP,
+    last_error: str | None = None,
+) -> Command:
+    """``s`` with the fields given changed: ``dataclasses.replace`` without its reflection on every call
+    (each command goes through several transitions per copy)."""
+    return Command(
+        s.stage if stage is None else stage,
+        s.outcome if outcome is None else outcome,
+        s.attempt if attempt is None else attempt,
+        s.next_retry_at_ms if next_retry_at_ms is _Keep.KEEP else next_retry_at_ms,
+        s.last_error if last_error is None else last_error,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Journaled:
     """Core recorded the command: it may leave now."""
@@ -184,8 +212,8 @@ Result: TypeAlias = tuple[Command, list[Effect]]
 def _journaled(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
     # NEW --Journaled--> CORE_ACCEPTED: first send, and a retry timer in case nothing comes back.
     at = now + cfg.retry_delay_ms(1)
-    return replace(s, stage=Stage.CORE_ACCEPTED, attempt=1, next_retry_at_ms=at), [
-        Persist(),
+    return _with(s, stage=Stage.CORE_ACCEPTED, attempt=1, next_retry_at_ms=at), [
+        _PERSIST,
         Send(1),
         RetryAt(at),
     ]
@@ -197,7 +225,7 @@ def _rearm(s: Command, now: int, cfg: Settings) -> Command | None:
     if s.next_retry_at_ms is None:
         return None
     at = now + cfg.retry_delay_ms(s.attempt)
-    return replace(s, next_retry_at_ms=at) if at > s.next_retry_at_ms + cfg.ack_timeout_ms // 20 else None
+    return _with(s, next_retry_at_ms=at) if at > s.next_retry_at_ms + cfg.ack_timeout_ms // 20 else None
 
 
 def _sent(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -225,8 +253,8 @@ def _advance(stage: Stage) -> Callable[[Command, CommandInput, int, Settings], R
         new = _rearm(s, now, cfg)
         if new is not None:
             assert new.next_retry_at_ms is not None
-            return replace(new, stage=stage), [Persist(), RetryAt(new.next_retry_at_ms)]
-        return replace(s, stage=stage), [Persist()]
+            return _with(new, stage=stage), [_PERSIST, RetryAt(new.next_retry_at_ms)]
+        return _with(s, stage=stage), [_PERSIST]
 
     return step
 
@@ -235,14 +263,14 @@ def _confirmed(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
     # Any pending stage --Confirmed--> EA_CONFIRMED with the slave's outcome. Only this ends a command well.
     assert isinstance(i, Confirmed)
     outcome = Outcome.OK if i.success else Outcome.FAILED
-    new = replace(
+    new = _with(
         s,
         stage=Stage.EA_CONFIRMED,
         outcome=outcome,
         next_retry_at_ms=None,
         last_error="" if i.success else i.error_code,
     )
-    return new, [Persist(), CancelRetry(), Done(i.success, "confirmed" if i.success else i.error_code)]
+    return new, [_PERSIST, _CANCEL_RETRY, Done(i.success, "confirmed" if i.success else i.error_code)]
 
 
 def _not_delivered(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -254,10 +282,10 @@ def _not_delivered(s: Command, i: CommandInput, now: int, cfg: Settings) -> Resu
 
 def _retry_later(s: Command, now: int, cfg: Settings, reason: str) -> Result:
     if s.attempt >= cfg.max_retries:
-        new = replace(s, outcome=Outcome.FAILED, next_retry_at_ms=None, last_error=f"gave up: {reason}")
-        return new, [Persist(), CancelRetry(), Done(False, f"gave_up after {s.attempt} sends: {reason}")]
+        new = _with(s, outcome=Outcome.FAILED, next_retry_at_ms=None, last_error=f"gave up: {reason}")
+        return new, [_PERSIST, _CANCEL_RETRY, Done(False, f"gave_up after {s.attempt} sends: {reason}")]
     at = now + cfg.retry_delay_ms(s.attempt)
-    return replace(s, next_retry_at_ms=at, last_error=reason), [Persist(), RetryAt(at)]
+    return _with(s, next_retry_at_ms=at, last_error=reason), [_PERSIST, RetryAt(at)]
 
 
 def _timeout(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -268,8 +296,8 @@ def _timeout(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
         return _retry_later(s, now, cfg, "no result")
     attempt = s.attempt + 1
     at = now + cfg.retry_delay_ms(attempt)
-    new = replace(s, attempt=attempt, next_retry_at_ms=at, last_error="no result before the ack timeout")
-    return new, [Persist(), Send(attempt), RetryAt(at)]
+    new = _with(s, attempt=attempt, next_retry_at_ms=at, last_error="no result before the ack timeout")
+    return new, [_PERSIST, Send(attempt), RetryAt(at)]
 
 
 def _reconnected(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -278,10 +306,8 @@ def _reconnected(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result
         return _retry_later(s, now, cfg, "no result")
     attempt = s.attempt + 1
     at = now + cfg.retry_delay_ms(attempt)
-    new = replace(
-        s, attempt=attempt, next_retry_at_ms=at, last_error="re-sent after the terminal reconnected"
-    )
-    return new, [Persist(), Send(attempt), RetryAt(at)]
+    new = _with(s, attempt=attempt, next_retry_at_ms=at, last_error="re-sent after the terminal reconnected")
+    return new, [_PERSIST, Send(attempt), RetryAt(at)]
 
 
 def _late(s: Command, i: CommandInput, now: int, cfg: Settings) -> Result:
@@ -294,14 +320,14 @@ def _confirmed_after_give_up(s: Command, i: CommandInput, now: int, cfg: Setting
     # terminal did is the truth: recorded, and flagged, but no second Done.
     assert isinstance(i, Confirmed)
     outcome = Outcome.OK if i.success else Outcome.FAILED
-    new = replace(
+    new = _with(
         s,
         stage=Stage.EA_CONFIRMED,
         outcome=outcome,
         next_retry_at_ms=None,
         last_error="" if i.success else i.error_code,
     )
-    return new, [Persist(), Alert(f"result after giving up: {outcome.value}")]
+    return new, [_PERSIST, Alert(f"result after giving up: {outcome.value}")]
 
 
 class Phase(enum.Enum):
@@ -317,12 +343,18 @@ class Phase(enum.Enum):
     """The terminal's result is in (or the command ended otherwise): nothing changes it any more."""
 
 
+_PHASES: tuple[Phase, ...] = (Phase.NEW, Phase.STARTED, Phase.GAVE_UP, Phase.FINISHED)
+
+
+def _phase_index(s: Command) -> int:
+    """The position of ``phase(s)`` in ``_PHASES`` (``s.gave_up`` spelt out: this runs on every input)."""
+    if s.outcome is Outcome.PENDING:
+        return 1 if s.stage >= Stage.CORE_ACCEPTED else 0
+    return 2 if s.outcome is Outcome.FAILED and s.stage < Stage.EA_CONFIRMED else 3
+
+
 def phase(s: Command) -> Phase:
-    if s.gave_up:
-        return Phase.GAVE_UP
-    if s.finished:
-        return Phase.FINISHED
-    return Phase.STARTED if s.stage >= Stage.CORE_ACCEPTED else Phase.NEW
+    return _PHASES[_phase_index(s)]
 
 
 _Handler: TypeAlias = Callable[[Command, CommandInput, int, Settings], Result]
@@ -362,8 +394,16 @@ COMMAND_TABLE: dict[tuple[bool, type], _Handler] = {
 """The rules for a pending command keyed (journaled?, input): the pending rows of ``COMMAND_RULES``."""
 
 
+_RULES_BY_INPUT: dict[type, tuple[_Handler | None, ...]] = {
+    t: tuple(COMMAND_RULES.get((p, t)) for p in _PHASES) for t in _COMMAND_INPUTS
+}
+"""``COMMAND_RULES`` by input type, then by phase (in ``_PHASES`` order): the same rules, looked up
+without hashing an enum member on every transition."""
+
+
 def command_transition(state: Command, event: CommandInput, now_ms: int, settings: Settings) -> Result:
-    handler = COMMAND_RULES.get((phase(state), type(event)))
+    rules = _RULES_BY_INPUT.get(type(event))
+    handler = rules[_phase_index(state)] if rules is not None else None
     if handler is None:
         return state, [
             Invalid(state.stage.name, type(event).__name__, "no rule for this input in this stage")

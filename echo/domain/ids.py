@@ -18,9 +18,11 @@ import binascii
 import re
 import uuid
 
-_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_TRACE_RE = re.compile(r"^[0-9a-f]{32}$")
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# matched whole (``fullmatch``): ``re.match`` with ``$`` lets a trailing newline through
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_TRACE_RE = re.compile(r"[0-9a-f]{32}")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID7_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class InvalidId(ValueError):
@@ -50,7 +52,10 @@ def uuid7_time_ms(value: str) -> int:
 
 
 def _parse_uuid7(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not _UUID_RE.match(value):
+    # every message checks its ids on construction: one match for the valid case, the reasons after it
+    if type(value) is str and _UUID7_RE.fullmatch(value):
+        return value
+    if not isinstance(value, str) or not _UUID_RE.fullmatch(value):
         raise InvalidId(f"{kind} must be a lowercase UUID string, got {value!r}")
     if value[14] != "7":
         raise InvalidId(f"{kind} must be a UUIDv7, got version {value[14]} in {value!r}")
@@ -70,7 +75,7 @@ def parse_event_id(value: str) -> str:
 
 
 def parse_trace_id(value: str) -> str:
-    if not isinstance(value, str) or not _TRACE_RE.match(value):
+    if not isinstance(value, str) or not _TRACE_RE.fullmatch(value):
         raise InvalidId(f"trace_id must be 32 lowercase hex characters, got {value!r}")
     if value == "0" * 32:
         raise InvalidId("trace_id must not be all zeros")
@@ -78,13 +83,13 @@ def parse_trace_id(value: str) -> str:
 
 
 def parse_account_id(value: str) -> str:
-    if not isinstance(value, str) or not _ACCOUNT_RE.match(value):
+    if not isinstance(value, str) or not _ACCOUNT_RE.fullmatch(value):
         raise InvalidId(f"account_id must be 1-64 characters of [A-Za-z0-9_.-], got {value!r}")
     return value
 
 
 def parse_agent_id(value: str) -> str:
-    if not isinstance(value, str) or not _ACCOUNT_RE.match(value):
+    if not isinstance(value, str) or not _ACCOUNT_RE.fullmatch(value):
         raise InvalidId(f"agent_id must be 1-64 characters of [A-Za-z0-9_.-], got {value!r}")
     return value
 

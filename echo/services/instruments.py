@@ -13,6 +13,7 @@ at the call site. They are synchronous and trio-free, so Core's engine may call 
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from bisect import bisect_left
@@ -20,7 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.environment_variables import OTEL_PYTHON_METER_PROVIDER
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import _internal as _api
 from opentelemetry.metrics._internal import _ProxyMeterProvider  # the API's stand-in until one is set
 
 _meter = metrics.get_meter("echo")
@@ -36,9 +39,17 @@ POINTS_BUCKETS: tuple[float, ...] = (0, 0.5, 1, 2, 3, 5, 10, 20, 50, 100, 200, 5
 smallest price step)."""
 
 
+_PROVIDER_IN_ENVIRONMENT = OTEL_PYTHON_METER_PROVIDER in os.environ
+
+
 def _served() -> bool:
     """Whether a meter provider is installed in this process (remembered once it is)."""
     if not Tally.served:
+        # Until one is installed this runs on every add: the API's global is read first, since
+        # ``get_meter_provider`` looks the environment up on each call (a provider named there is
+        # loaded by the first call, as before).
+        if _api._METER_PROVIDER is None and not _PROVIDER_IN_ENVIRONMENT:
+            return False
         if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
             return False
         Tally.served = True

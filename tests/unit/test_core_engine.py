@@ -279,6 +279,45 @@ def test_a_slave_that_is_not_a_follower_gets_an_omission_with_its_reason() -> No
     assert acks(tx) == [m.AckStatus.OK] and commands(tx) == []
 
 
+def test_a_fan_out_is_one_log_line_with_every_slave_and_each_decision_stays_a_row() -> None:
+    w = world()
+    slaves = [SLAVE, "51002", "51003"]
+    online(w, (MASTER, Role.MASTER), *[(s, Role.SLAVE) for s in slaves])
+    tid = trade_id()
+    with capture_logs() as logs:
+        tx = w.from_account(MASTER, intent(tid))
+        opens = {row.account_id: row.command_id for row in tx.batch.commands}
+        for n, (slave, command_id) in enumerate(opens.items()):
+            res = m.ExecutionResult(command_id, tid, TRACE, True, ErrorCode.NO_ERROR, ticket=700 + n)
+            w.from_account(slave, res)
+        tx = w.from_account(MASTER, close(tid, C1))
+    closes = {row.account_id: row.command_id for row in tx.batch.commands}
+    assert sorted(opens) == sorted(closes) == sorted(slaves)
+    (fanout,) = [e for e in logs if e["event"] == "core_trade_fanout"]
+    assert {(c["slave"], c["command_id"]) for c in fanout["copies"]} == set(opens.items())
+    (close_fanout,) = [e for e in logs if e["event"] == "core_close_fanout"]
+    assert close_fanout["trade_id"] == tid
+    assert {(c["slave"], c["command_id"], c["event_id"]) for c in close_fanout["closes"]} == {
+        (s, c, C1) for s, c in closes.items()
+    }
+    assert not [e for e in logs if e["event"] == "core_close_decided"]
+    # the store keeps a row per slave for each decision: the receipts, and the op each close applied
+    assert [e.account_id for e in tx.batch.events if e.kind == "op_applied"] == list(closes)
+
+
+def test_a_close_decided_outside_a_fan_out_is_logged_on_its_own() -> None:
+    w = world()
+    online(w, (MASTER, Role.MASTER), (SLAVE, Role.SLAVE))
+    tid = trade_id()
+    command_id = opened(w, tid)
+    w.from_account(MASTER, close(tid, C1))  # queued: the open is still in flight
+    with capture_logs() as logs:
+        tx = filled(w, tid, command_id)
+    (row,) = tx.batch.commands
+    (line,) = [e for e in logs if e["event"] == "core_close_decided"]
+    assert (line["slave"], line["command_id"], line["event_id"]) == (SLAVE, row.command_id, C1)
+
+
 # ============================================================================= the gate before the table
 
 

@@ -78,6 +78,7 @@ def test_parse_uuid7_ids(parse: Any) -> None:
         TRADE_ID.replace("-", ""),
         "{" + TRADE_ID + "}",
         TRADE_ID + " ",
+        TRADE_ID + "\n",
         "",
         "not-a-uuid",
         12345,
@@ -89,7 +90,8 @@ def test_parse_uuid7_ids(parse: Any) -> None:
 
 def test_parse_trace_id() -> None:
     assert parse_trace_id(TRACE_ID) == TRACE_ID
-    for bad in ["0" * 32, TRACE_ID.upper(), TRACE_ID[:-1], TRACE_ID + "0", "g" * 32, None, 7]:
+    bad_ids = ["0" * 32, TRACE_ID.upper(), TRACE_ID[:-1], TRACE_ID + "0", TRACE_ID + "\n", "g" * 32, None, 7]
+    for bad in bad_ids:
         with pytest.raises(InvalidId, match="trace_id"):
             parse_trace_id(bad)  # type: ignore[arg-type]
 
@@ -106,7 +108,7 @@ def test_trace_id_from_random_bytes() -> None:
 def test_parse_account_and_agent_ids(parse: Any) -> None:
     for good in ["51234567", "agent-host1", "a.b_c-D", "x" * 64]:
         assert parse(good) == good
-    for bad in ["", "x" * 65, "a b", "ñ", "a/b", 51234567, None]:
+    for bad in ["", "x" * 65, "a b", "ñ", "a/b", "51234567\n", 51234567, None]:
         with pytest.raises(InvalidId):
             parse(bad)
 

@@ -4,6 +4,7 @@ room for. Each is acknowledged to the master in the same transaction."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
@@ -88,7 +89,7 @@ def prune(ctx: Context, now_ms: int) -> None:
 def on_intent(ctx: Context, acc: Account, intent: m.TradeIntent, received_ms: int, tx: Tx) -> None:
     """A new master trade: recorded once, then copied to each eligible follower or omitted with why."""
     st = ctx.state
-    blog = log.bind(trade_id=intent.trade_id, trace_id=intent.trace_id, master=acc.account_id)
+    blog = tx.log.bind(trade_id=intent.trade_id, trace_id=intent.trace_id, master=acc.account_id)
     now = ctx.now()
     if acc.role is not Role.MASTER:
         blog.warning("core_intent_from_slave_ignored")
@@ -157,22 +158,24 @@ def on_intent(ctx: Context, acc: Account, intent: m.TradeIntent, received_ms: in
     ctx.count("trades")
     copies: list[dict[str, object]] = []
     omitted: list[dict[str, object]] = []
+    fanout_line = blog.is_enabled_for(logging.INFO)
     for plan in plan_open(intent, canonical, slave_views(ctx, acc.account_id), now, received_ms):
         if isinstance(plan, Copy):
             cmd = decide_copy(ctx, trade, plan, now, tx)
             instruments.copy_decided(plan.account_id, plan.broker_symbol, plan.detail)
-            copies.append(
-                {
-                    "slave": plan.account_id,
-                    "symbol": plan.broker_symbol,
-                    "lots": plan.lot_size,
-                    "sizing": plan.detail.get("sizing"),
-                    "risk": plan.detail.get("effective_risk"),
-                    "stop_loss": plan.stop_loss,
-                    "stops_after_fill": plan.after_fill is not None,
-                    "command_id": cmd.command_id,
-                }
-            )
+            if fanout_line:  # built only for a line that is written
+                copies.append(
+                    {
+                        "slave": plan.account_id,
+                        "symbol": plan.broker_symbol,
+                        "lots": plan.lot_size,
+                        "sizing": plan.detail.get("sizing"),
+                        "risk": plan.detail.get("effective_risk"),
+                        "stop_loss": plan.stop_loss,
+                        "stops_after_fill": plan.after_fill is not None,
+                        "command_id": cmd.command_id,
+                    }
+                )
         else:
             tx.batch.decisions.append(
                 DecisionRow(
@@ -312,9 +315,13 @@ def on_close(ctx: Context, acc: Account, close: m.TradeClose, tx: Tx) -> None:
     if not close.is_partial:
         trade.closed = True
         tx.batch.trade_updates.append(TradeUpdate(close.trade_id, "closed", now))
+    closes: list[dict[str, object]] = []
     for pos in trade.positions.values():
         pos.queue.append(Op("close", fraction=fraction, event_id=close.event_id))
-        positions.pump(ctx, trade, pos, tx)
+        positions.pump(ctx, trade, pos, tx, closes)
+    if closes:
+        # One line per close fan-out carries every slave's close (the store keeps each command's row).
+        tx.log.info("core_close_fanout", trade_id=close.trade_id, trace_id=close.trace_id, closes=closes)
     tx.ack(acc.account_id, close.trade_id, close.trace_id, m.AckStatus.OK, close.event_id)
     positions.maybe_forget(ctx, trade)
 

@@ -51,22 +51,27 @@ def drive(ctx: Context, pend: Pending, event: delivery.CommandInput, tx: Tx) -> 
     pend.state = state
     cmd = pend.command
     for effect in effects:
-        if isinstance(effect, delivery.Persist):
+        kind = type(effect)  # the effects are final classes: compared by identity, cheaper than isinstance
+        if kind is delivery.Persist:
             tx.batch.journal.append(
                 JournalRow(
                     cmd.command_id,
                     cmd.trade_id,
                     pend.account_id,
                     pend.kind,
-                    state.stage.name,
-                    state.outcome.value,
+                    state.stage._name_,
+                    state.outcome._value_,
                     state.attempt,
                     state.next_retry_at_ms,
                     state.last_error,
                     now,
                 )
             )
-        elif isinstance(effect, delivery.Send):
+        elif kind is delivery.RetryAt:
+            assert isinstance(effect, delivery.RetryAt)
+            ctx.schedule(effect.at_ms, cmd.command_id)
+        elif kind is delivery.Send:
+            assert isinstance(effect, delivery.Send)
             out = cmd if effect.attempt == 1 else replace(cmd, attempt=effect.attempt)
             tx.sends.append(m.ToAccount(pend.account_id, out))
             if effect.attempt > 1:
@@ -75,7 +80,7 @@ def drive(ctx: Context, pend: Pending, event: delivery.CommandInput, tx: Tx) -> 
                 tx.batch.retry_events.append(
                     RetryEventRow(ctx.ids.uuid7(), cmd.command_id, effect.attempt, state.last_error, now)
                 )
-                log.warning(
+                tx.log.warning(
                     "core_command_resent",
                     command_id=cmd.command_id,
                     trade_id=cmd.trade_id,
@@ -85,12 +90,12 @@ def drive(ctx: Context, pend: Pending, event: delivery.CommandInput, tx: Tx) -> 
                     attempt=effect.attempt,
                     reason=state.last_error,
                 )
-        elif isinstance(effect, delivery.RetryAt):
-            ctx.schedule(effect.at_ms, cmd.command_id)
-        elif isinstance(effect, delivery.Done) and state.gave_up:
+        elif kind is delivery.Done and state.gave_up:
+            assert isinstance(effect, delivery.Done)
             gave_up(ctx, pend, effect.reason, tx)
-        elif isinstance(effect, delivery.Alert):
-            log.error(
+        elif kind is delivery.Alert:
+            assert isinstance(effect, delivery.Alert)
+            tx.log.error(
                 "core_delivery_alert",
                 command_id=cmd.command_id,
                 trade_id=cmd.trade_id,
@@ -98,8 +103,9 @@ def drive(ctx: Context, pend: Pending, event: delivery.CommandInput, tx: Tx) -> 
                 kind=pend.kind,
                 reason=effect.reason,
             )
-        elif isinstance(effect, delivery.Invalid):
-            log.warning(
+        elif kind is delivery.Invalid:
+            assert isinstance(effect, delivery.Invalid)
+            tx.log.warning(
                 "core_delivery_invalid_input",
                 command_id=cmd.command_id,
                 state=effect.state,
@@ -151,8 +157,11 @@ def gave_up(ctx: Context, pend: Pending, reason: str, tx: Tx) -> None:
         maybe_forget(ctx, trade)
 
 
-def pump(ctx: Context, trade: Trade, pos: SlavePosition, tx: Tx) -> None:
-    """Issue the next queued operation of a position once nothing is in flight on it."""
+def pump(
+    ctx: Context, trade: Trade, pos: SlavePosition, tx: Tx, closes: list[dict[str, object]] | None = None
+) -> None:
+    """Issue the next queued operation of a position once nothing is in flight on it. Each close decided
+    is logged (``core_close_decided``), or added to ``closes`` for the caller's one line per fan-out."""
     # Commands are issued whether the terminal is online or not: once journaled they survive a restart
     # and go out when it is back. Only a position recovered from the store waits for its symbol spec.
     acc = ctx.state.accounts.get(pos.account_id)
@@ -216,17 +225,21 @@ def pump(ctx: Context, trade: Trade, pos: SlavePosition, tx: Tx) -> None:
                     plan.lots,
                     intent.magic_number,
                 )
-                log.info(
-                    "core_close_decided",
-                    trade_id=intent.trade_id,
-                    trace_id=intent.trace_id,
-                    slave=pos.account_id,
-                    ticket=ticket,
-                    lots=plan.lots,
-                    full=plan.full,
-                    reason=plan.reason,
-                    command_id=cmd.command_id,
-                )
+                decided = {
+                    "slave": pos.account_id,
+                    "ticket": ticket,
+                    "lots": plan.lots,
+                    "full": plan.full,
+                    "reason": plan.reason,
+                    "command_id": cmd.command_id,
+                    "event_id": op.event_id,
+                }
+                if closes is not None:
+                    closes.append(decided)
+                else:
+                    tx.log.info(
+                        "core_close_decided", trade_id=intent.trade_id, trace_id=intent.trace_id, **decided
+                    )
             elif op.kind == "modify":
                 if op.exact:
                     sl, tp = op.stop_loss, op.take_profit

@@ -30,7 +30,7 @@ def on_result(ctx: Context, acc: Account, res: m.Result, tx: Tx) -> None:
     late = pend is None and res.command_id in st.given_up
     if late:
         pend = st.given_up.pop(res.command_id)
-    blog = log.bind(
+    blog = tx.log.bind(
         trade_id=res.trade_id, trace_id=res.trace_id, command_id=res.command_id, slave=acc.account_id
     )
     if pend is None:

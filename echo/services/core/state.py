@@ -134,13 +134,18 @@ class Trade:
     with the trade (a result for a trade that is gone and still known for dedupe is a repeat too)."""
 
 
+_NEW_COMMAND = delivery.Command()
+"""A new command's delivery state: immutable, so one serves every command."""
+
+
 @dataclass
 class Pending:
     command: m.Command
     kind: CommandKind
     account_id: str
     trade_id: str
-    state: delivery.Command = field(default_factory=delivery.Command)
+    state: delivery.Command = _NEW_COMMAND
+    """Where its delivery stands."""
 
 
 @dataclass

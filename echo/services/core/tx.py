@@ -7,6 +7,7 @@ from dataclasses import fields
 from typing import Any, Literal
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from echo.domain import messages as m
 from echo.domain.errors import ErrorCode
@@ -41,6 +42,17 @@ class Tx:
         journal once the store is back sends what this transaction holds (its worker has moved on)."""
         self.retries: list[m.ToAccount] = []
         """While held: RETRY for each master event it acknowledged, sent at once by its worker."""
+        self._log: FilteringBoundLogger | None = None
+
+    @property
+    def log(self) -> FilteringBoundLogger:
+        """Core's logger, resolved once for this transaction under the log configuration in force: the
+        module's ``structlog.get_logger`` proxy resolves it again on every call (a couple of
+        microseconds a line, even a line its level drops), and the engine logs several lines per copy."""
+        bound = self._log
+        if bound is None:
+            bound = self._log = log.bind()
+        return bound
 
     def record(
         self,
@@ -68,7 +80,7 @@ class Tx:
             return
         ids = {"trade_id": trade_id, "account_id": account_id, "command_id": command_id, "trace_id": trace_id}
         line = {k: v for k, v in ids.items() if v is not None}
-        getattr(log, level)(log_as or f"core_{kind}", **line, **data, **(log_extra or {}))
+        getattr(self.log, level)(log_as or f"core_{kind}", **line, **data, **(log_extra or {}))
 
     def ack(
         self,
