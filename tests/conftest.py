@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from echo.app.logs import configure
 
 configure("json", "debug", stream=io.StringIO())
+
+# The property tests check what a function does, not how fast: this machine is shared, and a 200 ms
+# deadline failed a config-parsing example once under load. Each test's own settings still apply on top.
+settings.register_profile("echo", deadline=None)
+settings.load_profile("echo")
 
 _REPO_VAR = Path(__file__).resolve().parents[1] / "var"
 """The repository's data folder, which ``run`` uses by default: tests write to temporary folders only."""
