@@ -12,6 +12,7 @@
 #else
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -62,7 +63,25 @@ inline long long ShimNowMs() {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
+inline long long ShimNowNs() {
+    using namespace std::chrono;
+    return duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
+}
 inline datetime TimeCurrent() { return ShimNowMs() / 1000; }
+
+// ECHO_EVENTS: a file to which the terminal appends one line per trade call (the EA's, or a person's on the
+// control channel): "NS EVENT TICKET COMMENT", NS the wall clock in nanoseconds when the call was made,
+// EVENT order_send / order_close / order_modify, TICKET the order's (-1: refused), the comment last (it may
+// hold spaces). What a benchmark reads to time a copy from the master's order to the slave's OrderSend.
+inline void ShimEvent(long long at_ns, const char *event, long long ticket, const std::string &comment) {
+    static FILE *out = [] {
+        const char *path = std::getenv("ECHO_EVENTS");
+        return path ? std::fopen(path, "a") : nullptr;
+    }();
+    if (!out) return;
+    std::fprintf(out, "%lld %s %lld %s\n", at_ns, event, ticket, comment.c_str());
+    std::fflush(out);
+}
 inline datetime TimeGMT() { return ShimNowMs() / 1000; }
 
 struct ShimLoopState {
@@ -233,6 +252,31 @@ inline bool ShimStopFileExists() {
     return path && std::ifstream(path).good();
 }
 
+// Until the next timer event, `ms` from now. On POSIX the control channel is served as its commands arrive
+// meanwhile: a person's order is placed when they click, not on the EA's timer, so the time from an order
+// to the EA noticing it is the EA's own (the Windows build serves it on the timer ticks only).
+inline void ShimWaitForTick(int ms) {
+#ifdef _WIN32
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+#else
+    using namespace std::chrono;
+    auto due = steady_clock::now() + milliseconds(ms);
+    for (;;) {
+        auto left = due - steady_clock::now();
+        if (left <= nanoseconds(0) || ShimLoop().stop) return;  // SIGTERM interrupts the wait (EINTR)
+        ShimControl &c = Control();
+        if (c.listener < 0) {
+            std::this_thread::sleep_for(left);
+            return;
+        }
+        pollfd fd{static_cast<int>(c.client >= 0 ? c.client : c.listener), POLLIN, 0};
+        auto ns = duration_cast<nanoseconds>(left).count();
+        timespec wait{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        if (::ppoll(&fd, 1, &wait, nullptr) > 0) ShimControlPoll();
+    }
+#endif
+}
+
 inline int ShimRunEA() {
     ShimTerminalStart();
     ShimControlOpen();
@@ -245,7 +289,7 @@ inline int ShimRunEA() {
     const char *run = std::getenv("ECHO_RUN_MS");
     long long until = run ? ShimNowMs() + std::atoll(run) : 0;
     while (!ShimLoop().stop && (!until || ShimNowMs() < until) && !ShimStopFileExists()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(ShimLoop().timer_ms ? ShimLoop().timer_ms : 50));
+        ShimWaitForTick(ShimLoop().timer_ms ? ShimLoop().timer_ms : 50);
         ShimControlPoll();
         ShimTerminalTick();
         if (ShimLoop().timer_ms) OnTimer();
