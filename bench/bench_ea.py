@@ -14,12 +14,14 @@ looked up in the copier's store by the master's ticket).
 
 CPU of each process, in percent of one core, is read from ``/proc/PID/schedstat`` (nanoseconds on a CPU):
 ``idle``, connected with no trades for ``--idle`` seconds (the EAs' timers, heartbeats, quotes and
-snapshots), and ``paced``, while the trades run. A short timer costs CPU in every terminal, all the time.
+snapshots), and ``paced``, while the trades run. A short timer costs CPU in every terminal, all the time;
+``--open-orders N`` leaves N orders open on the master (copied to the slaves) throughout, which the EAs walk
+on their ticks.
 
 Prints JSON: this machine's floor first (``bench/floor.py``), then one run per (TimerMs, slave count) with
 p50/p99/max/mean in milliseconds, the p50s also as multiples of the copy floor. Usage: ``python
 bench/bench_ea.py [--timer-ms 1,5,10,20,50] [--slaves 1,5] [--trades 40] [--interval 0.2] [--hold 0.5]
-[--idle 3]``.
+[--idle 3] [--open-orders 0]``.
 """
 
 from __future__ import annotations
@@ -160,6 +162,21 @@ async def one_trade(master: EA, slaves: list[EA], within_s: float = 10.0) -> Non
     )
 
 
+async def open_positions(master: EA, slaves: list[EA], n: int) -> None:
+    """``n`` orders opened on the master and left open (copied to every slave): what the EAs then walk on
+    every timer tick (the master's scan of its orders, the slaves' snapshots)."""
+    if not n:
+        return
+    before = [len(sends(s)) for s in slaves]
+    for _ in range(n):
+        await master.terminal.order("open XAUUSD.r BUY 0.01 0 0")
+    await wait_until(
+        lambda: all(len(sends(s)) >= b + n for s, b in zip(slaves, before, strict=True)),
+        max(30.0, n / 5),
+        f"{n} open orders copied",
+    )
+
+
 async def paced_trades(master: EA, slaves: list[EA], trades: int, interval: float, hold: float) -> list[int]:
     """Opens every ``interval`` seconds, each closed ``hold`` seconds after it opened, on one control
     connection; returns the master's tickets once every slave has opened and closed each copy."""
@@ -266,6 +283,7 @@ async def bench(
                 await wait_until(lambda: all(ea.said("handshake ") for ea in eas), 30, "every handshake")
                 for _ in range(args.warmup):
                     await one_trade(master, slaves)
+                await open_positions(master, slaves, args.open_orders)
                 await trio.sleep(0.5)  # the warm-up's snapshots and results settled
 
                 idle_marks = [cpu_ns(p) for p in (copier.pid, *(ea.pid for ea in eas))]
@@ -297,6 +315,7 @@ async def bench(
         "timer_ms": timer_ms,
         "slaves": n_slaves,
         "trades": args.trades,
+        "open_orders": args.open_orders,
         "open_first_ms": _stats(lat["open_first"]),
         "open_last_ms": _stats(lat["open_last"]),
         "close_first_ms": _stats(lat["close_first"]),
@@ -318,6 +337,9 @@ async def bench(
             },
         },
         "paced_seconds": round(paced_s, 2),
+        "copier_cpu_s_per_1000_copies": round(
+            (paced_end[0] - idle_end[0]) / 1e9 / (args.trades * n_slaves) * 1000, 3
+        ),  # opens and closes, idle between them included
     }
 
 
@@ -332,17 +354,31 @@ def int_list(text: str) -> list[int]:
 
 
 def summary(runs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """One line per TimerMs: the open latency p50 to the last slave of the largest slave count, and CPU."""
+    """One line per TimerMs, from its runs with the most slaves (means when a value was run more than once):
+    the open latency to the first and the last slave, and the EAs' CPU idle and paced (percent of a core)."""
     for timer in sorted({r["timer_ms"] for r in runs}):
-        big = max((r for r in runs if r["timer_ms"] == timer), key=lambda r: r["slaves"])
+        most = max(r["slaves"] for r in runs if r["timer_ms"] == timer)
+        these = [r for r in runs if r["timer_ms"] == timer and r["slaves"] == most]
+
+        def mean(*path: str, these: list[dict[str, Any]] = these) -> float:
+            values = []
+            for r in these:
+                v: Any = r
+                for key in path:
+                    v = v[key]
+                values.append(float(v))
+            return round(sum(values) / len(values), 3)
+
         yield {
             "timer_ms": timer,
-            "slaves": big["slaves"],
-            "open_last_p50_ms": big["open_last_ms"]["p50"],
-            "open_last_p99_ms": big["open_last_ms"]["p99"],
-            "ea_idle_cpu_pct": big["cpu_pct_of_core"]["idle"]["slave_mean"],
-            "ea_paced_cpu_pct": big["cpu_pct_of_core"]["paced"]["slave_mean"],
-            "master_idle_cpu_pct": big["cpu_pct_of_core"]["idle"]["master"],
+            "slaves": most,
+            "rounds": len(these),
+            "open_first_p50_ms": mean("open_first_ms", "p50"),
+            "open_last_p50_ms": mean("open_last_ms", "p50"),
+            "open_last_p99_ms": mean("open_last_ms", "p99"),
+            "slave_idle_cpu_pct": mean("cpu_pct_of_core", "idle", "slave_mean"),
+            "master_idle_cpu_pct": mean("cpu_pct_of_core", "idle", "master"),
+            "slave_paced_cpu_pct": mean("cpu_pct_of_core", "paced", "slave_mean"),
         }
 
 
@@ -354,10 +390,13 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between the master's opens")
     parser.add_argument("--hold", type=float, default=0.5, help="seconds from an open to its close")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measurement")
+    parser.add_argument(
+        "--open-orders", type=int, default=0, help="orders left open on the master (and copied) throughout"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="trades opened and closed before measuring")
     args = parser.parse_args()
     machine = floor.measure()
-    runs = []
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="echo-bench-ea-") as tmp:
         build_dir = Path(tmp) / "build"
         build_dir.mkdir()
@@ -367,7 +406,7 @@ def main() -> None:
         }
         for timer_ms in args.timer_ms:
             for n_slaves in args.slaves:
-                workdir = Path(tmp) / f"t{timer_ms}-s{n_slaves}"
+                workdir = Path(tmp) / f"run{len(runs)}-t{timer_ms}-s{n_slaves}"  # a value may repeat
                 workdir.mkdir()
                 run = trio.run(bench, args, exes, workdir, timer_ms, n_slaves)
                 for key in ("open_first_ms", "open_last_ms"):
