@@ -9,8 +9,10 @@ control channel, served as the command arrives, not on the EA's timer), and clos
 later. Every terminal notes its trade calls with their time in a file (the shim's ``ECHO_EVENTS``), so each
 sample is measured on the EAs' side: from the master's OrderSend to each slave's OrderSend (``open``), and
 from the master's OrderClose to each slave's OrderClose (``close``); ``first``: the first slave, ``last``:
-the last one. A slave order is matched to the master's by its comment (the trade_id Core stamps on it,
-looked up in the copier's store by the master's ticket).
+the last one; ``master_timer_ms``: from the master's OrderSend to its first write on the pipe after it (the
+trade_intent, on the tick that noticed the order), ``after_master_write_first_ms``: the rest, to the first
+slave's OrderSend (the copier, and the slave's timer). A slave order is matched to the master's by its
+comment (the trade_id Core stamps on it, looked up in the copier's store by the master's ticket).
 
 CPU of each process, in percent of one core, is read from ``/proc/PID/schedstat`` (nanoseconds on a CPU):
 ``idle``, connected with no trades for ``--idle`` seconds (the EAs' timers, heartbeats, quotes and
@@ -27,6 +29,7 @@ bench/bench_ea.py [--timer-ms 1,5,10,20,50] [--slaves 1,5] [--trades 40] [--inte
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import sqlite3
@@ -229,10 +232,22 @@ def latencies(
         s_open.append({e.comment: e.at_ns for e in opens})
         comment_of = {e.ticket: e.comment for e in opens}
         s_close.append({comment_of[e.ticket]: e.at_ns for e in sends(s, "order_close")})
-    out: dict[str, list[float]] = {"open_first": [], "open_last": [], "close_first": [], "close_last": []}
+    writes = sorted(e.at_ns for e in sends(master, "pipe_write"))
+    out: dict[str, list[float]] = {
+        "open_first": [],
+        "open_last": [],
+        "close_first": [],
+        "close_last": [],
+        "master_wait": [],
+        "after_master": [],
+    }
     for ticket in tickets:
         c = comments[ticket]
         opens_ms = [(so[c] - m_open[ticket]) / 1e6 for so in s_open]
+        # the master's first write after its order: the trade_intent, sent on the tick that noticed it
+        written = writes[bisect.bisect_left(writes, m_open[ticket])]
+        out["master_wait"].append((written - m_open[ticket]) / 1e6)
+        out["after_master"].append(min(opens_ms) - (written - m_open[ticket]) / 1e6)
         closes_ms = [(sc[c] - m_close[ticket]) / 1e6 for sc in s_close]
         out["open_first"].append(min(opens_ms))
         out["open_last"].append(max(opens_ms))
@@ -320,6 +335,8 @@ async def bench(
         "open_last_ms": _stats(lat["open_last"]),
         "close_first_ms": _stats(lat["close_first"]),
         "close_last_ms": _stats(lat["close_last"]),
+        "master_timer_ms": _stats(lat["master_wait"]),
+        "after_master_write_first_ms": _stats(lat["after_master"]),
         "cpu_pct_of_core": {
             "idle": {
                 "master": cpu(n - 1, idle_marks, idle_end, idle_s),

@@ -107,3 +107,37 @@ async def test_trade_calls_are_noted_with_their_time_and_orders_are_placed_betwe
     ]
     times = [at for at, *_ in noted]
     assert before <= times[0] and times == sorted(times) and times[-1] <= after
+
+
+async def test_writes_on_the_agents_pipe_are_noted_with_their_time_and_size(
+    master_exe: Path, tmp_path: Path
+) -> None:
+    """The master's handshake, its first line to the Agent (served here by the test), is noted as one
+    ``pipe_write`` of its size, made before it arrived."""
+    sock, log = tmp_path / "agent.sock", tmp_path / "events.txt"
+    env = {**os.environ, "ECHO_SOCKET": str(sock), "ECHO_EVENTS": str(log)}
+    t = Terminal([str(master_exe)], tmp_path / "master", MT4_BROKER, env, tmp_path / "control.sock", {})
+    listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await listener.bind(str(sock))
+    listener.listen(1)
+    await t.start()
+    assert t.proc is not None
+    try:
+        with trio.fail_after(30):
+            conn, _ = await listener.accept()
+            received = b""
+            while b"\n" not in received:
+                chunk = await conn.recv(65536)
+                assert chunk, "the EA closed the pipe before its handshake"
+                received += chunk
+            arrived = time.time_ns()
+            line = received[: received.index(b"\n") + 1]  # a heartbeat may have followed it
+            t.proc.send_signal(signal.SIGTERM)
+            assert await t.proc.wait() == 0
+            conn.close()
+    finally:
+        listener.close()
+        await t.kill()
+    assert b'"type":"handshake"' in line.replace(b" ", b"")
+    at, kind, size, comment = events(log)[0]
+    assert (kind, size, comment) == ("pipe_write", len(line), "") and at <= arrived

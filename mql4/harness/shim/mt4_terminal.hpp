@@ -13,8 +13,8 @@
 //                person would place them in the terminal: "open SYMBOL BUY|SELL LOTS SL TP [MAGIC]",
 //                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "stopout", "orders"; each answered
 //                with one line ("ok ..." or "error ..."); "sync" is answered once the EA's next OnTimer ran
-//   ECHO_EVENTS  a file where each OrderSend / OrderClose / OrderModify call appends a line with its time
-//                (terminal_common.hpp, ShimEvent)
+//   ECHO_EVENTS  a file where each OrderSend / OrderClose / OrderModify call, and each WriteFile on the pipe,
+//                appends a line with its time (terminal_common.hpp, ShimEvent)
 //   ECHO_STOP_FILE  a path: once it exists the EA stops as on SIGTERM (OnDeinit, then exit 0); the way a test
 //                stops an EA under Wine, where SIGTERM ends a Windows process without OnDeinit (Ctrl-C,
 //                which Wine makes of SIGINT, is handled too: SetConsoleCtrlHandler)
@@ -370,7 +370,10 @@ inline int CreateFileW(const string &name, uint access, uint share, int security
 inline bool WriteFile(int h, MqlArray<uchar> &buf, uint n, uint &written, int overlapped) {
     (void)overlapped;
     if (buf.v.size() < n) return false;
-    return EchoWinPipeWrite(h, buf.v.data(), n, &written);
+    long long at = ShimNowNs();
+    bool done = EchoWinPipeWrite(h, buf.v.data(), n, &written);
+    ShimEvent(at, "pipe_write", done ? static_cast<long long>(n) : -1LL, "");
+    return done;
 }
 inline bool PeekNamedPipe(int h, int buf, uint size, int read, uint &available, int left) {
     (void)buf, (void)size, (void)read, (void)left;
@@ -402,13 +405,15 @@ inline int CreateFileW(const string &name, uint access, uint share, int security
 }
 inline bool WriteFile(int h, MqlArray<uchar> &buf, uint n, uint &written, int overlapped) {
     (void)overlapped;
+    long long at = ShimNowNs();
     size_t done = 0;
     while (done < n) {
         ssize_t w = ::send(h, buf.v.data() + done, n - done, MSG_NOSIGNAL);
-        if (w <= 0) return false;
+        if (w <= 0) return ShimEvent(at, "pipe_write", -1, ""), false;
         done += static_cast<size_t>(w);
     }
     written = n;
+    ShimEvent(at, "pipe_write", n, "");
     return true;
 }
 inline bool PeekNamedPipe(int h, int buf, uint size, int read, uint &available, int left) {

@@ -72,7 +72,8 @@ inline datetime TimeCurrent() { return ShimNowMs() / 1000; }
 // ECHO_EVENTS: a file to which the terminal appends one line per trade call (the EA's, or a person's on the
 // control channel): "NS EVENT TICKET COMMENT", NS the wall clock in nanoseconds when the call was made,
 // EVENT order_send / order_close / order_modify, TICKET the order's (-1: refused), the comment last (it may
-// hold spaces). What a benchmark reads to time a copy from the master's order to the slave's OrderSend.
+// hold spaces); and one per write on the Agent's pipe (MT4): "NS pipe_write BYTES " (-1: failed). What a
+// benchmark reads to time a copy from the master's order to the slave's OrderSend.
 inline void ShimEvent(long long at_ns, const char *event, long long ticket, const std::string &comment) {
     static FILE *out = [] {
         const char *path = std::getenv("ECHO_EVENTS");
