@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,8 +79,9 @@ class Event:
 def read_events(path: Path) -> list[Event]:
     if not path.exists():
         return []
+    text = path.read_text(encoding="utf-8")
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text[: text.rfind("\n") + 1].splitlines():  # a line still being written: next time
         at, kind, ticket, *rest = line.split(" ", 3)
         out.append(Event(int(at), kind, int(ticket), rest[0] if rest else ""))
     return out
@@ -103,7 +104,6 @@ class EA:
     events: Path
     log: Path
     log_file: IO[bytes] | None = None
-    cpu_marks: list[int] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -120,9 +120,6 @@ class EA:
 
     def said(self, text: str) -> bool:
         return text in self.log.read_text(encoding="utf-8", errors="replace")
-
-    def mark_cpu(self) -> None:
-        self.cpu_marks.append(cpu_ns(self.pid))
 
 
 def make_ea(exe: Path, home: Path, broker: str, sock: Path, timer_ms: int, **inputs: str) -> EA:
