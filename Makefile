@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak bench-codec bench-copy bench-split bench-load proto clean
+.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak bench-codec bench-copy bench-split bench-load bench-ea proto clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,8 @@ bench-split: setup  ## idle split-mode latency and CPU per process, all-in-one b
 	$(BIN)/python bench/bench_split.py
 bench-load: setup  ## 6 masters x 15 slaves at rising rates, all-in-one and split, then 30 s without load (minutes)
 	$(BIN)/python bench/bench_load.py
+bench-ea: setup  ## the compiled EAs (mql4/harness) with TimerMs 1, 5, 10, 20, 50: latency with their timers, and CPU (minutes)
+	$(BIN)/python bench/bench_ea.py
 
 PB := echo/adapters/transport/pb
 proto: setup  ## regenerate the Core <-> Agent contracts' Python code from protos/ (protobuf upb classes, grpclib stubs)

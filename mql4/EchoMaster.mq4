@@ -19,7 +19,7 @@ input string Transport = "pipe";                      // how to reach the Agent:
 input string PipeName = "echo";                       // the Agent's pipe (\\.\pipe\NAME)
 input int    TcpPort = 7701;                          // the Agent's agent.tcp_listen port (Transport = tcp)
 input string SymbolMappings = "";                     // canonical:broker pairs, e.g. "GER30:DE30.cash,XAUUSD:XAUUSD.r"
-input int    TimerMs = 20;                            // how often orders and the pipe are polled
+input int    TimerMs = 10;                            // how often orders and the pipe are polled (timer events come at most every 10-16 ms)
 input int    ReconnectMs = 1000;                      // wait between connection attempts
 input int    HeartbeatMs = 2000;                      // heartbeat period
 input string QueueFile = "echo_master_intents.jsonl"; // MQL4/Files: events not yet acknowledged

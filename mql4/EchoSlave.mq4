@@ -18,7 +18,7 @@
 input string Transport = "pipe";             // how to reach the Agent: "pipe" (the named pipe) or "tcp" (127.0.0.1:TcpPort)
 input string PipeName = "echo";              // the Agent's pipe (\\.\pipe\NAME)
 input int    TcpPort = 7701;                 // the Agent's agent.tcp_listen port (Transport = tcp)
-input int    TimerMs = 20;                   // how often the pipe is polled
+input int    TimerMs = 10;                   // how often the pipe is polled (timer events come at most every 10-16 ms)
 input int    ReconnectMs = 1000;             // wait between connection attempts
 input int    QuotesMs = 250;                 // quotes period
 input int    SnapshotMs = 5000;              // state snapshot period

@@ -20,7 +20,7 @@
 #include <Echo/Socket5.mqh>
 
 input int    TcpPort = 7701;                 // the Agent's agent.tcp_listen port (host 127.0.0.1)
-input int    TimerMs = 20;                   // how often the socket is polled
+input int    TimerMs = 10;                   // how often the socket is polled (timer events come at most every 10-16 ms)
 input int    ReconnectMs = 1000;             // wait between connection attempts
 input int    QuotesMs = 250;                 // quotes period
 input int    SnapshotMs = 5000;              // state snapshot period

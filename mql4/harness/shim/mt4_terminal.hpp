@@ -13,6 +13,8 @@
 //                person would place them in the terminal: "open SYMBOL BUY|SELL LOTS SL TP [MAGIC]",
 //                "modify TICKET SL TP", "close TICKET LOTS", "quote SYMBOL BID ASK", "stopout", "orders"; each answered
 //                with one line ("ok ..." or "error ..."); "sync" is answered once the EA's next OnTimer ran
+//   ECHO_EVENTS  a file where each OrderSend / OrderClose / OrderModify call, and each WriteFile on the pipe,
+//                appends a line with its time (terminal_common.hpp, ShimEvent)
 //   ECHO_STOP_FILE  a path: once it exists the EA stops as on SIGTERM (OnDeinit, then exit 0); the way a test
 //                stops an EA under Wine, where SIGTERM ends a Windows process without OnDeinit (Ctrl-C,
 //                which Wine makes of SIGINT, is handled too: SetConsoleCtrlHandler)
@@ -196,8 +198,8 @@ inline bool ShimLotsOk(const ShimSymbol &s, double lots) {
     double steps = lots / s.lot_step;
     return lots >= s.min_lot - 1e-9 && lots <= s.max_lot + 1e-9 && std::fabs(steps - std::round(steps)) < 1e-6;
 }
-inline int OrderSend(const string &symbol, int cmd, double volume, double price, int slippage, double sl,
-                     double tp, const string &comment, int magic, datetime expiration, color arrow) {
+inline int ShimOrderSend(const string &symbol, int cmd, double volume, double price, int slippage, double sl,
+                         double tp, const string &comment, int magic, datetime expiration, color arrow) {
     (void)price, (void)slippage, (void)expiration, (void)arrow;
     ShimSymbol *s = ShimFind(symbol);
     if (!s) return Shim().last_error = ERR_UNKNOWN_SYMBOL, -1;
@@ -255,7 +257,7 @@ inline double OrderClosePrice() { return ShimSelected().close_price; }
 inline double OrderProfit() { return ShimSelected().profit; }
 inline datetime OrderOpenTime() { return ShimSelected().open_time; }
 inline datetime OrderCloseTime() { return ShimSelected().close_time; }
-inline bool OrderClose(int ticket, double lots, double price, int slippage, color arrow = clrNONE) {
+inline bool ShimOrderClose(int ticket, double lots, double price, int slippage, color arrow) {
     (void)price, (void)slippage, (void)arrow;
     auto &open = Shim().open;
     for (size_t i = 0; i < open.size(); i++) {
@@ -284,7 +286,7 @@ inline bool OrderClose(int ticket, double lots, double price, int slippage, colo
     Shim().last_error = ERR_INVALID_TICKET;
     return false;
 }
-inline bool OrderModify(int ticket, double price, double sl, double tp, datetime expiration, color arrow = clrNONE) {
+inline bool ShimOrderModify(int ticket, double price, double sl, double tp, datetime expiration, color arrow) {
     (void)price, (void)expiration, (void)arrow;
     for (auto &o : Shim().open) {
         if (o.ticket != ticket) continue;
@@ -296,6 +298,27 @@ inline bool OrderModify(int ticket, double price, double sl, double tp, datetime
     }
     Shim().last_error = ERR_INVALID_TICKET;
     return false;
+}
+
+// The trade calls, each noted in ECHO_EVENTS (when set) with the time it was made.
+inline int OrderSend(const string &symbol, int cmd, double volume, double price, int slippage, double sl,
+                     double tp, const string &comment, int magic, datetime expiration, color arrow) {
+    long long at = ShimNowNs();
+    int ticket = ShimOrderSend(symbol, cmd, volume, price, slippage, sl, tp, comment, magic, expiration, arrow);
+    ShimEvent(at, "order_send", ticket, comment.s);
+    return ticket;
+}
+inline bool OrderClose(int ticket, double lots, double price, int slippage, color arrow = clrNONE) {
+    long long at = ShimNowNs();
+    bool done = ShimOrderClose(ticket, lots, price, slippage, arrow);
+    ShimEvent(at, "order_close", done ? ticket : -1, "");
+    return done;
+}
+inline bool OrderModify(int ticket, double price, double sl, double tp, datetime expiration, color arrow = clrNONE) {
+    long long at = ShimNowNs();
+    bool done = ShimOrderModify(ticket, price, sl, tp, expiration, arrow);
+    ShimEvent(at, "order_modify", done ? ticket : -1, "");
+    return done;
 }
 
 // The trade server's own closes: stops reached by the price (comment gets "[sl]" / "[tp]", as MT4 shows
@@ -347,7 +370,10 @@ inline int CreateFileW(const string &name, uint access, uint share, int security
 inline bool WriteFile(int h, MqlArray<uchar> &buf, uint n, uint &written, int overlapped) {
     (void)overlapped;
     if (buf.v.size() < n) return false;
-    return EchoWinPipeWrite(h, buf.v.data(), n, &written);
+    long long at = ShimNowNs();
+    bool done = EchoWinPipeWrite(h, buf.v.data(), n, &written);
+    ShimEvent(at, "pipe_write", done ? static_cast<long long>(n) : -1LL, "");
+    return done;
 }
 inline bool PeekNamedPipe(int h, int buf, uint size, int read, uint &available, int left) {
     (void)buf, (void)size, (void)read, (void)left;
@@ -379,13 +405,15 @@ inline int CreateFileW(const string &name, uint access, uint share, int security
 }
 inline bool WriteFile(int h, MqlArray<uchar> &buf, uint n, uint &written, int overlapped) {
     (void)overlapped;
+    long long at = ShimNowNs();
     size_t done = 0;
     while (done < n) {
         ssize_t w = ::send(h, buf.v.data() + done, n - done, MSG_NOSIGNAL);
-        if (w <= 0) return false;
+        if (w <= 0) return ShimEvent(at, "pipe_write", -1, ""), false;
         done += static_cast<size_t>(w);
     }
     written = n;
+    ShimEvent(at, "pipe_write", n, "");
     return true;
 }
 inline bool PeekNamedPipe(int h, int buf, uint size, int read, uint &available, int left) {

@@ -471,7 +471,7 @@ inline bool Shim5Refuse(MqlTradeResult &result, uint retcode) {
     Shim5().last_error = 4756;  // ERR_TRADE_SEND_FAILED
     return false;
 }
-inline bool Shim5Send(MqlTradeRequest &request, MqlTradeResult &result, int reason) {
+inline bool Shim5Execute(MqlTradeRequest &request, MqlTradeResult &result, int reason) {
     ZeroMemory(result);
     if (!Shim5().hedging) {
         Print("mt5 shim: trading on a netting account is not modelled");
@@ -542,6 +542,20 @@ inline bool Shim5Send(MqlTradeRequest &request, MqlTradeResult &result, int reas
     result.retcode = TRADE_RETCODE_DONE;
     ShimSaveState();
     return true;
+}
+// A trade request (the EA's OrderSend, or a person's on the control channel), noted in ECHO_EVENTS (when set)
+// with the time it was made: an opening deal as order_send (the new position's ticket), a deal on a position as
+// order_close, TRADE_ACTION_SLTP as order_modify (the position's ticket); -1 when refused.
+inline bool Shim5Send(MqlTradeRequest &request, MqlTradeResult &result, int reason) {
+    long long at = ShimNowNs();
+    bool done = Shim5Execute(request, result, reason);
+    const char *event = request.action == TRADE_ACTION_SLTP ? "order_modify"
+                        : request.position != 0            ? "order_close"
+                                                           : "order_send";
+    long long ticket = request.position != 0 ? static_cast<long long>(request.position)
+                                             : static_cast<long long>(result.order);
+    ShimEvent(at, event, done ? ticket : -1, request.comment.s);
+    return done;
 }
 inline bool OrderSend(MqlTradeRequest &request, MqlTradeResult &result) {
     return Shim5Send(request, result, DEAL_REASON_EXPERT);

@@ -12,6 +12,7 @@
 #else
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -62,7 +63,26 @@ inline long long ShimNowMs() {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
+inline long long ShimNowNs() {
+    using namespace std::chrono;
+    return duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
+}
 inline datetime TimeCurrent() { return ShimNowMs() / 1000; }
+
+// ECHO_EVENTS: a file to which the terminal appends one line per trade call (the EA's, or a person's on the
+// control channel): "NS EVENT TICKET COMMENT", NS the wall clock in nanoseconds when the call was made,
+// EVENT order_send / order_close / order_modify, TICKET the order's (-1: refused), the comment last (it may
+// hold spaces); and one per write on the Agent's pipe (MT4): "NS pipe_write BYTES " (-1: failed). What a
+// benchmark reads to time a copy from the master's order to the slave's OrderSend.
+inline void ShimEvent(long long at_ns, const char *event, long long ticket, const std::string &comment) {
+    static FILE *out = [] {
+        const char *path = std::getenv("ECHO_EVENTS");
+        return path ? std::fopen(path, "a") : nullptr;
+    }();
+    if (!out) return;
+    std::fprintf(out, "%lld %s %lld %s\n", at_ns, event, ticket, comment.c_str());
+    std::fflush(out);
+}
 inline datetime TimeGMT() { return ShimNowMs() / 1000; }
 
 struct ShimLoopState {
@@ -227,10 +247,40 @@ inline void ShimControlPoll() {
     }
 }
 
-// ECHO_STOP_FILE exists: stop as on SIGTERM.
+// ECHO_STOP_FILE exists: stop as on SIGTERM. Looked for at most every 50 ms, so that a short timer's every tick
+// is the EA's work, not the harness's (what bench/bench_ea.py measures the CPU of).
 inline bool ShimStopFileExists() {
+    static long long next_look = 0;
+    long long now = ShimNowMs();
+    if (now < next_look) return false;
+    next_look = now + 50;
     const char *path = std::getenv("ECHO_STOP_FILE");
     return path && std::ifstream(path).good();
+}
+
+// Until the next timer event, `ms` from now. On POSIX the control channel is served as its commands arrive
+// meanwhile: a person's order is placed when they click, not on the EA's timer, so the time from an order
+// to the EA noticing it is the EA's own (the Windows build serves it on the timer ticks only).
+inline void ShimWaitForTick(int ms) {
+#ifdef _WIN32
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+#else
+    using namespace std::chrono;
+    auto due = steady_clock::now() + milliseconds(ms);
+    for (;;) {
+        auto left = due - steady_clock::now();
+        if (left <= nanoseconds(0) || ShimLoop().stop) return;  // SIGTERM interrupts the wait (EINTR)
+        ShimControl &c = Control();
+        if (c.listener < 0) {
+            std::this_thread::sleep_for(left);
+            return;
+        }
+        pollfd fd{static_cast<int>(c.client >= 0 ? c.client : c.listener), POLLIN, 0};
+        auto ns = duration_cast<nanoseconds>(left).count();
+        timespec wait{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        if (::ppoll(&fd, 1, &wait, nullptr) > 0) ShimControlPoll();
+    }
+#endif
 }
 
 inline int ShimRunEA() {
@@ -245,8 +295,10 @@ inline int ShimRunEA() {
     const char *run = std::getenv("ECHO_RUN_MS");
     long long until = run ? ShimNowMs() + std::atoll(run) : 0;
     while (!ShimLoop().stop && (!until || ShimNowMs() < until) && !ShimStopFileExists()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(ShimLoop().timer_ms ? ShimLoop().timer_ms : 50));
-        ShimControlPoll();
+        ShimWaitForTick(ShimLoop().timer_ms ? ShimLoop().timer_ms : 50);
+#ifdef _WIN32
+        ShimControlPoll();  // POSIX: served as its commands arrive, in ShimWaitForTick
+#endif
         ShimTerminalTick();
         if (ShimLoop().timer_ms) OnTimer();
         for (; Control().syncs > 0 && Control().client >= 0; Control().syncs--)
