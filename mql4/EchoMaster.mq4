@@ -205,11 +205,17 @@ void SendDue()
 
 //--- the trades followed ----------------------------------------------------------------------------------
 
-int FindTicket(const int ticket)
+int FindTicket(const int ticket, const int hint = 0)
 {
-   for(int i = 0; i < ArraySize(g_Tickets); i++)
+   // hint: where to look first (the trades are followed in the order MT4 lists its orders, so a scan that
+   // starts after the last one found finds the next at once); then the rest, wrapping around
+   int n = ArraySize(g_Tickets);
+   for(int k = 0; k < n; k++)
+   {
+      int i = (hint + k) % n;
       if(g_Tickets[i] == ticket)
          return i;
+   }
    return -1;
 }
 
@@ -368,37 +374,43 @@ void OnClosed(const int index)
 
 bool Scan()
 {
+   // one pass over the open orders, and each followed trade looked up from where the last one was found:
+   // linear in the orders on every tick, not quadratic (a grid master may hold hundreds)
    bool changed = false;
+   int followed = ArraySize(g_Tickets);
+   int seen[];  // 1: among the open orders
+   ArrayResize(seen, followed);
+   ArrayInitialize(seen, 0);
+   int next = 0;
    for(int i = 0; i < OrdersTotal(); i++)
    {
       if(!OrderSelect(i, SELECT_BY_POS, MODE_TRADES) || (OrderType() != OP_BUY && OrderType() != OP_SELL))
          continue;
-      int known = FindTicket(OrderTicket());
+      int known = FindTicket(OrderTicket(), next);
       if(known < 0)
       {
          if(StringFind(OrderComment(), "from #") == 0)
             continue;  // a remainder: reported with its partial close
-         OnNewOrder();
+         OnNewOrder();  // followed from now on, after the trades this scan started with
          changed = true;
+         continue;
       }
-      else if(OrderStopLoss() != g_StopLoss[known] || OrderTakeProfit() != g_TakeProfit[known])
+      next = known + 1;
+      if(known < followed)
+         seen[known] = 1;
+      if(OrderStopLoss() != g_StopLoss[known] || OrderTakeProfit() != g_TakeProfit[known])
       {
          OnModified(known);
          changed = true;
       }
    }
-   for(int k = ArraySize(g_Tickets) - 1; k >= 0; k--)
-   {
-      bool open = false;
-      for(int j = 0; j < OrdersTotal(); j++)
-         if(OrderSelect(j, SELECT_BY_POS, MODE_TRADES) && OrderTicket() == g_Tickets[k])
-            open = true;
-      if(!open)
+   // a followed trade not among the open orders has closed; from the last, as a full close unfollows it
+   for(int k = followed - 1; k >= 0; k--)
+      if(seen[k] == 0)
       {
          OnClosed(k);
          changed = true;
       }
-   }
    return changed;
 }
 

@@ -221,6 +221,67 @@ async def test_compiled_master_and_two_compiled_slaves_copy_through_the_agent(
             nursery.cancel_scope.cancel()
 
 
+async def test_compiled_master_follows_many_orders_closed_out_of_order(
+    master_exe: Path, slave_exe: Path, tmp_path: Path, wire: Wire
+) -> None:
+    """A master holding a dozen orders (its scan looks each followed trade up from the last one found):
+    a modification in the middle, a partial close, several closes at once out of order, then the rest;
+    every open, modification and close reaches the slave once."""
+    gold = {"gold_bid": 2398.40, "gold_ask": 2398.60}
+    config = Config(
+        core=CoreConfig(fixed_lot=0.1),
+        agent=wire.agent(agent_id="agent-mql4-many"),
+        store=StoreConfig(url="memory://"),
+    )
+    master = terminal(
+        master_exe, tmp_path / "master", wire, MASTER_BROKER.format(**gold), SymbolMappings="XAUUSD:XAUUSD.r"
+    )
+    slave = terminal(slave_exe, tmp_path / "slave", wire, BROKER.format(bid=2398.3, ask=2398.7))
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            copier: Copier = await nursery.start(run_all_in_one, config)
+            core = copier.core
+            try:
+                for t in (slave, master):
+                    await t.start()
+                await core.wait_for(
+                    lambda: all(a in core.accounts and core.accounts[a].online for a in ("9101", SLAVE))
+                )
+
+                def lots() -> list[float]:
+                    snap = core.accounts[SLAVE].snapshot
+                    return sorted(round(p.lots, 2) for p in snap.positions) if snap else []
+
+                tickets = [
+                    int((await master.order("open XAUUSD.r BUY 1.0 0 0")).split()[1]) for _ in range(12)
+                ]
+                await core.wait_for(lambda: core.stats.get("copied") == 12 and core.in_flight == 0)
+                await core.wait_for(lambda: lots() == [0.1] * 12)
+                await master.order(f"modify {tickets[4]} 2380.00 2420.00")
+                await core.wait_for(lambda: core.stats.get("modify_sent") == 1 and core.in_flight == 0)
+                await master.order(f"close {tickets[7]} 0.5")
+                await core.wait_for(lambda: lots() == [0.05] + [0.1] * 11)
+                for i in (9, 1, 2, 11):  # several closes before the master's next scan, out of order
+                    await master.order(f"close {tickets[i]} 1.0")
+                await core.wait_for(lambda: lots() == [0.05] + [0.1] * 7)
+                sl = {p.ticket: p.stop_loss for p in core.accounts[SLAVE].snapshot.positions}  # type: ignore[union-attr]
+                assert list(sl.values()).count(2380.0) == 1
+                for order in master.orders():
+                    if order.pool == "open":
+                        await master.order(f"close {order.ticket} {order.lots}")
+                await core.wait_for(lambda: not core.trades and core.in_flight == 0)
+                await core.wait_for(lambda: lots() == [])
+                trades = await copier.store.trades(limit=100)
+                assert len(trades) == 12 and {t.status for t in trades} == {"closed"}
+                # one order per trade on the slave (a partial close's remainder aside), nothing opened twice
+                assert sum(1 for o in slave.orders() if not o.comment.startswith("from #")) == 12
+                assert core.stats.get("copied") == 12
+            finally:
+                for t in (master, slave):
+                    await t.stop()
+            nursery.cancel_scope.cancel()
+
+
 async def test_compiled_eas_survive_an_agent_restart_and_a_master_restart_with_unacked_intents(
     master_exe: Path, slave_exe: Path, tmp_path: Path, wire: Wire
 ) -> None:
