@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak bench-codec bench-copy bench-split bench-load bench-ea proto clean
+.PHONY: setup test lint typecheck imports unit demo demo-big sweep soak bench-codec bench-engine bench-copy bench-split bench-load bench-ea proto clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,8 @@ soak: setup
 # (bench/floor.py: a Unix socket round trip between processes, a durable SQLite commit, a gRPC round trip).
 bench-codec: setup  ## one ExecuteOrder through the split-mode codec (seconds)
 	$(BIN)/python bench/bench_codec.py
+bench-engine: setup  ## Core's pure engine alone: its CPU per copy, per step and per slave (seconds)
+	$(BIN)/python bench/bench_engine.py --store FULL
 bench-copy: setup  ## idle all-in-one copy latency for 1, 5, 15, 30 and 60 slaves (minutes)
 	$(BIN)/python bench/bench_copy.py --slaves 1,5,15,30,60
 bench-split: setup  ## idle split-mode latency and CPU per process, all-in-one beside it (a minute)
