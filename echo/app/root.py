@@ -372,7 +372,7 @@ async def run_all_in_one(
         raise
     own_ledger = ledger is None
     try:
-        ledger = ledger or open_ledger(ledger_url(config))
+        ledger = ledger or open_ledger(ledger_url(config, all_in_one=True))
     except BaseException:
         _release(listener)
         if own_store:

@@ -55,11 +55,18 @@ async def open_store(
     return MemoryStore()
 
 
-def ledger_url(config: Config) -> str:
+def ledger_url(config: Config, *, all_in_one: bool = False) -> str:
     """The Agent's ack ledger: as configured, else next to an SQLite store, under ``var/`` with a
-    PostgreSQL one, in memory with a memory store."""
+    PostgreSQL one, in memory with a memory store.
+
+    ``all_in_one`` (Core and the Agent in one process): in memory unless configured. The two live and
+    die together, and at its start Core re-sends every command its journal holds without a result (same
+    command_id: the terminal answers a repeated one with its first result), so a ledger on disk would
+    hold nothing the journal does not; writing it cost a commit before each fan-out's first line left."""
     if config.agent.ledger_url:
         return config.agent.ledger_url
+    if all_in_one:
+        return "memory://"
     store = config.store.url
     if store.startswith("sqlite:///"):
         base = store.removeprefix("sqlite:///")

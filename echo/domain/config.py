@@ -65,7 +65,8 @@ class AgentConfig:
     stall_ms: int = 30_000
     """A terminal that reads nothing this long while lines wait for it is disconnected (1000..600000)."""
     ledger_url: str = ""
-    """Where the ack ledger lives (``sqlite:///PATH`` or ``memory://``); empty: next to the store
+    """Where the ack ledger lives (``sqlite:///PATH`` or ``memory://``); empty: in memory in the all-in-one
+    copier (Core's journal re-sends what has no result), else next to the store
     (``<store>-<agent_id>-ledger.db``, or in memory when the store is)."""
     ledger_hold_ms: int = 15 * 60_000
     """How long the ledger keeps a command Core has not sent again (at load and at each retry): a stale

@@ -172,6 +172,34 @@ async def test_a_result_proves_delivery_when_the_pipe_ack_is_lost(
         await term.nothing_more("execute_order", 10)
 
 
+async def test_an_ack_and_a_result_in_one_read_reach_core_in_order_after_the_ledger_let_go(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    listener = MemoryPipeListener()
+    path, cmd = tmp_path / "acks.db", execute(7)
+    async with agent(path, listener) as (_a, hub, _t):
+        term = await Terminal.connect(listener)
+        await term.next("delivery_config")
+        await core_sends(hub, m.ToAccount(SLAVE, cmd))
+        await term.next("execute_order")
+        result = m.ExecutionResult(cmd.command_id, cmd.trade_id, TRACE, True, m.ErrorCode.NO_ERROR, ticket=5)
+        ack_line = encode(m.PipeDeliveryAck(cmd.command_id, TRACE, m.DeliveryStatus.OK), 0)
+        await term.stream.send_all(ack_line + encode(result, 0))  # one write: one read at the Agent
+        seen: list[object] = []
+        while not seen or seen[-1] != result:
+            _, msg = await hub.receive()
+            if isinstance(msg, m.CommandAck):
+                seen.append((msg.stage, msg.result))
+            elif isinstance(msg, m.FromAccount) and msg.account_id == SLAVE:
+                seen.append(msg.message)
+                ledger = SqliteLedger.open(path)  # what a restart would find when Core has the result
+                try:
+                    assert ledger.load() == []
+                finally:
+                    ledger.close()
+        assert seen == [(m.AckStage.PIPE_DELIVERED, m.AckResult.OK), result]
+
+
 async def test_a_dropped_command_is_never_written(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

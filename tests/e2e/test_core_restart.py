@@ -33,10 +33,16 @@ from tests.e2e.world import (
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-async def test_copier_restarts_mid_traffic(seed: int, autojump_clock: trio.testing.MockClock) -> None:
-    # the store and the Agent's ack ledger are the "disk": they outlive the copier process
-    proc = CopierProcess(Config(agent=AgentConfig(agent_id="agent-1")))
+@pytest.mark.parametrize(
+    ("seed", "ledger_on_disk"),
+    [(1, True), (2, True), (3, True), (4, True), (5, False), (6, False), (7, False)],
+)
+async def test_copier_restarts_mid_traffic(
+    seed: int, ledger_on_disk: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    # the store and the Agent's ack ledger are the "disk": they outlive the copier process. Without the
+    # ledger on disk (the all-in-one default) the journal alone must bring every copy in exactly once.
+    proc = CopierProcess(Config(agent=AgentConfig(agent_id="agent-1")), ledger_on_disk=ledger_on_disk)
     store, listener, clock = proc.store, proc.listener, proc.clock
     rng = random.Random(seed)
     market = SimMarket(random.Random(seed))

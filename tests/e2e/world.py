@@ -269,13 +269,15 @@ async def start_world(
 class CopierProcess:
     """The all-in-one copier as a process that dies and starts again on the same store, socket and clock
     (``run`` in a nursery, then cancel the scope it returns); the store and the Agent's ack ledger are its
-    disk and outlive it."""
+    disk and outlive it (``ledger_on_disk=False``: the ledger dies with each process, as the all-in-one
+    copier's does by default)."""
 
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None, *, ledger_on_disk: bool = True) -> None:
         self.config = config
         self.store: Store = store or MemoryStore()
         self.listener, self.clock = MemoryPipeListener(), TrioClock()
         self.ledger = MemoryLedger()
+        self.ledger_on_disk = ledger_on_disk
         self.copiers: list[Copier] = []
 
     @property
@@ -284,6 +286,8 @@ class CopierProcess:
         return self.copiers[-1].core
 
     async def run(self, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        if not self.ledger_on_disk:
+            self.ledger = MemoryLedger()
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as n:
                 self.copiers.append(

@@ -14,6 +14,7 @@ from echo.domain import messages as m
 from echo.domain.errors import ProtocolError
 from echo.domain.ids import uuid7
 from echo.domain.types import Role, Side
+from echo.pipe.codec import encode
 from echo.services.agent import admission
 from echo.services.agent.book import CommandBook
 
@@ -152,7 +153,9 @@ def book(
     """A book on a real in-memory ledger; its terminal writes land in ``writes`` (failing with ``fail``)."""
     ledger, timers = ledger or MemoryLedger(), Timers()
 
-    def write(account: str, message: m.ToEA, now_ms: int) -> str | None:
+    def write(account: str, message: m.ToEA, now_ms: int, line: bytes | None) -> str | None:
+        # a line encoded beforehand must be the message's line of now
+        assert line is None or line == encode(message, now_ms), (line, message)
         writes.append((account, message))
         return fail
 

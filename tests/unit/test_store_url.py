@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from echo.app.stores import parse_store_url
-from echo.domain.config import ConfigError
+from echo.app.stores import ledger_url, parse_store_url
+from echo.domain.config import AgentConfig, Config, ConfigError, StoreConfig
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,18 @@ def test_any_text_is_one_form_or_a_config_error(url: str) -> None:
     assert (where.path is not None) == (where.kind == "sqlite")
     if where.path is not None:
         assert where.path == Path(url.removeprefix("sqlite:///"))
+
+
+@pytest.mark.parametrize("store", ["memory://", "sqlite:///var/echo.db", "postgresql://echo@db/echo"])
+def test_the_all_in_one_ledger_is_in_memory_unless_configured(store: str) -> None:
+    config = Config(store=StoreConfig(url=store), agent=AgentConfig(agent_id="a1"))
+    assert ledger_url(config, all_in_one=True) == "memory://"
+    configured = Config(
+        store=StoreConfig(url=store), agent=AgentConfig(agent_id="a1", ledger_url="sqlite:///l.db")
+    )
+    assert ledger_url(configured, all_in_one=True) == "sqlite:///l.db"
+
+
+def test_an_agent_alone_keeps_its_ledger_on_disk_beside_an_sqlite_store() -> None:
+    config = Config(store=StoreConfig(url="sqlite:///var/echo.db"), agent=AgentConfig(agent_id="a1"))
+    assert ledger_url(config) == "sqlite:///var/echo-a1-ledger.db"

@@ -30,6 +30,9 @@ class Held:
     command: Command
     line: bytes
     state: relay.Relay
+    line_ms: int = -1
+    """When ``line`` was encoded from ``command`` as it is now (-1: not since): a write then and with the
+    same attempt is that line, not a second encoding."""
 
 
 class Timers(Protocol):
@@ -40,9 +43,9 @@ class Timers(Protocol):
     def discard(self, key: str) -> None: ...
 
 
-Write = Callable[[str, m.ToEA, int], str | None]
-"""Queue a message on an account's connection; returns why it could not be (``BUSY``: no room yet), or
-None."""
+Write = Callable[[str, m.ToEA, int, bytes | None], str | None]
+"""Queue a message (already encoded, or None) on an account's connection; returns why it could not be
+(``BUSY``: no room yet), or None."""
 
 BUSY = "terminal busy"
 """Why a command was not queued: the terminal's outbox has no room for commands (it still reads)."""
@@ -164,9 +167,10 @@ class CommandBook:
                         attempt=effect.attempt,
                     )
                 command = held.command
+                line = held.line if held.line_ms == now_ms else None
                 if command.attempt != effect.attempt:  # a copy only when the number changes (15 us each)
-                    command = replace(command, attempt=effect.attempt)
-                reason = self._write(held.account_id, command, now_ms)
+                    command, line = replace(command, attempt=effect.attempt), None
+                reason = self._write(held.account_id, command, now_ms, line)
                 if reason == BUSY:
                     self.relay(command_id, relay.Busy(), now_ms)
                     return
@@ -178,7 +182,7 @@ class CommandBook:
         """Core sent a command (again): hold it if it is new, then let the rules decide what to write."""
         held = self.find(command.command_id)
         if held is None:
-            held = Held(account_id, command, encode(command, now_ms), relay.Relay(now_ms))
+            held = Held(account_id, command, encode(command, now_ms), relay.Relay(now_ms), now_ms)
             self.held[command.command_id] = held
         elif held.account_id != account_id:
             log.error(
@@ -188,7 +192,8 @@ class CommandBook:
                 sent_for=account_id,
             )
             return
-        held.command = command
+        if held.command is not command:
+            held.command, held.line_ms = command, -1
         self.relay(command.command_id, relay.Arrived(connected, command.attempt), now_ms)
 
     def flush_ledger(self) -> None:

@@ -7,6 +7,7 @@ import math
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 import trio
@@ -42,6 +43,9 @@ class Connection:
     """A command found its outbox full and is held: commands wait (in order) until it has room again."""
     stalled: bool = False
     """It read nothing for ``agent.stall_ms`` while lines waited for it: cut off."""
+    log: Any = field(default_factory=lambda: log)
+    """Its logger, bound once when it opens (a bound logger's filtered-out levels cost nothing per
+    line, where the module's logger binds again at every call)."""
 
 
 def describe(exc: BaseException) -> dict[str, str]:
@@ -74,8 +78,7 @@ async def write_lines(
     scope = trio.CancelScope()
     try:
         with scope:
-            while True:
-                scope.deadline = math.inf  # an empty outbox is no stall
+            while True:  # the deadline is infinite here: an empty outbox is no stall
                 try:
                     batch = [await recv.receive()]
                 except trio.EndOfChannel:
@@ -125,8 +128,10 @@ async def read_lines(
     now_ms: Callable[[], int],
     on_failure: Callable[[Connection, DecodeFailure], None],
     on_message: Callable[[Connection, Decoded], Awaitable[None]],
+    on_read: Callable[[], Awaitable[None]],
 ) -> None:
-    """The connection's reader: until the peer closes, sends only garbage, or is refused."""
+    """The connection's reader: until the peer closes, sends only garbage, or is refused. ``on_read``
+    follows the lines of each read (one flush for all of them)."""
     decoder = LineDecoder(EA_TO_AGENT, max_line_bytes)
     consecutive_errors = 0
     while True:
@@ -145,9 +150,12 @@ async def read_lines(
                     log.error(
                         "agent_peer_sends_only_garbage", conn_id=conn.conn_id, account_id=conn.account_id
                     )
+                    await on_read()
                     return
                 continue
             consecutive_errors = 0
             await on_message(conn, event)
             if conn.refused:
+                await on_read()
                 return
+        await on_read()

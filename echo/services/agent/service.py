@@ -92,6 +92,11 @@ class Agent:
         self.delivery = m.DeliveryConfig(
             d.ack_timeout_ms, d.retry_backoff_ms, d.max_retries, d.heartbeat_interval_ms
         )
+        self._settings_of: tuple[m.DeliveryConfig, AgentConfig, relay.RelaySettings] = (
+            self.delivery,
+            config,
+            relay.RelaySettings(Settings.of(self.delivery), config.ledger_hold_ms),
+        )
         self.connections: dict[str, Connection] = {}
         """account_id -> its current (handshaken) connection."""
         self._next_conn = 0
@@ -105,6 +110,8 @@ class Agent:
         """command_id -> the traceparent of Core's send (traces on only)."""
         self._trace_writes: dict[str, tracing.Deferred] = {}
         """command_id -> the span of the Agent's last write of it, open until its result (traces on only)."""
+        self._for_core: list[m.AgentToCore] = []
+        """Acks and terminals' messages for Core, in order, until the next flush."""
         instruments.observe(self, instruments.agent_gauges)
 
     @property
@@ -137,14 +144,31 @@ class Agent:
     # ------------------------------------------------------------------------------------------- ledger
 
     def _relay_settings(self) -> relay.RelaySettings:
-        d = self.delivery
-        return relay.RelaySettings(Settings.of(d), self.config.ledger_hold_ms)
+        """The rules' settings, built again only when the delivery settings or the config changed (the
+        book asks at every relay input)."""
+        d, config = self.delivery, self.config
+        if d is not self._settings_of[0] or config is not self._settings_of[1]:
+            self._settings_of = (d, config, relay.RelaySettings(Settings.of(d), config.ledger_hold_ms))
+        return self._settings_of[2]
 
     async def _flush(self) -> None:
-        """Ledger changes in one transaction, then the acks to Core."""
+        """Ledger changes in one transaction, then what waits for Core (the acks and the terminals'
+        messages, in the order they came about)."""
         self.book.flush_ledger()
-        for ack in self.book.take_acks():
-            await self._to_core(ack)
+        queue, self._for_core = self._for_core, []
+        queue += self.book.take_acks()
+        for i, msg in enumerate(queue):
+            try:
+                await self._to_core(msg)
+            except BaseException:  # cancelled (the connection that flushed is closing): the next flush
+                self._for_core[:0] = queue[i:]  # sends what is left, in order
+                raise
+
+    def _for_core_later(self, msg: m.AgentToCore) -> None:
+        """Queue a terminal's message for Core: sent at the next flush (at the latest when the read it came
+        in is handled), after the acks that came about before it."""
+        self._for_core += self.book.take_acks()
+        self._for_core.append(msg)
 
     async def _retry_loop(self) -> None:
         """Keeps the clock for held commands whose pipe ack is overdue."""
@@ -161,14 +185,18 @@ class Agent:
     async def _from_core(self) -> None:
         while True:
             try:
-                # A fan-out arrives as a burst: queue all of it to the terminals before yielding, so every
-                # slave's writer starts at once instead of one per scheduler turn.
+                # A fan-out arrives as a burst: taken at once, so the writers start without a scheduler
+                # turn per command.
                 batch = await self._link.receive_many(256)
             except LinkClosed:
                 log.error("agent_core_link_closed", agent_id=self.agent_id)
                 return
             now = self._clock.now_ms()
-            for msg in batch:
+            for n, msg in enumerate(batch, 1):
+                if n == 2:
+                    # The first line leaves (its writer runs) while the rest of the burst is queued: the
+                    # first slave does not wait for the other slaves' commands (~20 us each).
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 if isinstance(msg, m.DeliveryHeartbeat):
                     self._apply_delivery(msg.config, now)
                 elif isinstance(msg, m.DropCommand):
@@ -193,6 +221,10 @@ class Agent:
                         account_id=msg.account_id,
                         message=type(msg.message).__name__,
                     )
+            if len(batch) > 1:
+                # The writers send what is queued before the ledger's commit (a command written and not
+                # yet in the ledger is one Core's journal still holds: a restart re-sends it).
+                await trio.lowlevel.cancel_shielded_checkpoint()
             await self._flush()
 
     def _arrived(self, account_id: str, command: Command, now_ms: int) -> None:
@@ -234,7 +266,7 @@ class Agent:
         for conn in self.connections.values():
             reply(conn, line)
 
-    def _write(self, account_id: str, message: m.ToEA, now_ms: int) -> str | None:
+    def _write(self, account_id: str, message: m.ToEA, now_ms: int, line: bytes | None = None) -> str | None:
         """Queue a message on its account's connection; returns why it could not be, or None. A command
         finds no room (``BUSY``) while the terminal has not read what is queued before it."""
         conn = self.connections.get(account_id)
@@ -252,7 +284,7 @@ class Agent:
         if tracing.ON and isinstance(message, Command):
             self._trace_write(account_id, message)
         try:
-            conn.outbox.send_nowait((encode(message, now_ms), command_id))
+            conn.outbox.send_nowait((line or encode(message, now_ms), command_id))
         except trio.WouldBlock:
             log.error("agent_ea_too_slow", account_id=account_id, queued=self.config.outbox_lines)
             conn.cancel.cancel()
@@ -318,7 +350,7 @@ class Agent:
         self._next_conn += 1
         send, recv = trio.open_memory_channel[tuple[bytes, str]](self.config.outbox_lines)
         conn = Connection(self._next_conn, stream, send, last_seen_ms=self._clock.now_ms())
-        clog = log.bind(conn_id=conn.conn_id)
+        clog = conn.log = log.bind(conn_id=conn.conn_id)
         clog.debug("agent_connection_opened")
         try:
             with conn.cancel:
@@ -332,6 +364,7 @@ class Agent:
                         self._clock.now_ms,
                         self._protocol_error,
                         self._on_message,
+                        self._flush,
                     )
                     if conn.refused:  # the writer sends what is queued (the refusal), then ends
                         conn.outbox.close()
@@ -383,15 +416,14 @@ class Agent:
                 attrs = {"status": payload.status.value}
                 self._trace_slave("slave.delivery_ack", payload.command_id, ev.timestamp_ms, attrs)
             self._on_pipe_ack(conn, payload)
-            await self._flush()
             return
         if isinstance(payload, m.ExecutionResult | m.CloseResult | m.ModifyResult):
             held = self.book.find(payload.command_id)
             if held is not None and held.account_id == conn.account_id:
+                # the ledger lets go of it at the flush that sends the result on, before the result
                 self.book.relay(payload.command_id, relay.ResultSeen(), self._clock.now_ms())
-                self.book.flush_ledger()
         if ev.type not in _CHATTY_TYPES:
-            log.debug(
+            conn.log.debug(
                 "agent_forward",
                 account_id=conn.account_id,
                 type=ev.type,
@@ -401,12 +433,13 @@ class Agent:
             )
         if tracing.ON:
             if isinstance(payload, _TRACED):
+                await self._flush()  # what came before it goes first
                 await self._forward_traced(account_id, payload, ev.timestamp_ms)
                 return
             if isinstance(payload, _RESULTS):
                 result: dict[str, Any] = {"success": payload.success, "error_code": payload.error_code.value}
                 self._trace_slave("slave.result", payload.command_id, ev.timestamp_ms, result)
-        await self._to_core(m.FromAccount(account_id, payload, self._clock.now_ms()))
+        self._for_core_later(m.FromAccount(account_id, payload, self._clock.now_ms()))
 
     async def _forward_traced(
         self, account_id: str, payload: m.TradeIntent | m.TradeClose | m.TradeModify, ea_ms: int
@@ -447,6 +480,7 @@ class Agent:
             log.error("agent_core_unreachable", message=type(msg).__name__)
 
     async def _on_handshake(self, conn: Connection, hs: m.Handshake) -> None:
+        await self._flush()  # what came before it goes first
         old = self.connections.get(hs.account_id)
         verdict = admission.judge_handshake(
             conn, hs, self.config.token, old, self._clock.now_ms(), self.delivery.heartbeat_interval_ms
@@ -518,4 +552,5 @@ class Agent:
         if self.registration.get(account) is m.RegistrationStatus.REJECTED:
             del self.registration[account]  # an invented account leaves nothing behind here either
         log.info("agent_account_disconnected", account_id=account, conn_id=conn.conn_id)
-        await self._to_core(m.AccountOffline(self.agent_id, account, self._clock.now_ms()))
+        self._for_core_later(m.AccountOffline(self.agent_id, account, self._clock.now_ms()))
+        await self._flush()
