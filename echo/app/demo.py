@@ -108,10 +108,8 @@ async def _run_demo(
 ) -> dict[str, Any]:
     config = dataclasses.replace(
         base,
-        # the Agent's ack ledger in the workdir too, whatever the store (never in a shared folder)
-        agent=dataclasses.replace(
-            base.agent, socket_path=str(socket_path), ledger_url=f"sqlite:///{workdir / 'ledger.db'}"
-        ),
+        # the Agent's ack ledger in memory, as all-in-one keeps it by default (Core's journal re-sends)
+        agent=dataclasses.replace(base.agent, socket_path=str(socket_path)),
         store=StoreConfig(
             url=opts.store_url or f"sqlite:///{workdir / 'echo.db'}", synchronous=opts.synchronous
         ),

@@ -185,7 +185,7 @@ async def test_demo_on_real_sockets_and_sqlite(tmp_path: Path) -> None:
     assert demo_ok(summary)
     assert summary["copy_latency_ms"]["n"] == 36
     assert (tmp_path / "seed-5" / "echo.db").exists()
-    assert (tmp_path / "seed-5" / "ledger.db").exists(), "the Agent's ledger stays in the workdir"
+    assert not list(tmp_path.rglob("*ledger*")), "all-in-one keeps the Agent's ledger in memory"
     # "closed" counts copies, "close_fills" close orders (each closes one slave ticket; partials too)
     assert summary["closed"] == summary["copied"]
     store = SqliteStore.open(tmp_path / "seed-5" / "echo.db")
