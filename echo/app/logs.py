@@ -34,12 +34,17 @@ def configure(
     *,
     clock: Literal["wall", "virtual"] = "wall",
     stdlib: Sequence[str] = (),
+    cache: bool = False,
 ) -> None:
     """Where and how log lines go. ``stream`` defaults to stderr; ``level="off"`` writes nothing at all.
 
     ``clock="virtual"`` stamps each line with trio's current time in seconds (``t``, for runs on a
     ``MockClock``) instead of an ISO ``timestamp``. ``stdlib`` names standard-library loggers (the
-    simulated terminals' ``echo.sim``) whose records go to the same stream in the same JSON shape."""
+    simulated terminals' ``echo.sim``) whose records go to the same stream in the same JSON shape.
+
+    ``cache``: each module's logger is built once, on its first line, for the rest of the process (a
+    process that configures its logs once, before it logs: ``run``); otherwise every
+    call builds it again under the configuration in force, which tests change at will."""
     off = level == "off"
     out = io.StringIO() if off else stream if stream is not None else sys.stderr
     stamp: structlog.typing.Processor = (
@@ -61,7 +66,7 @@ def configure(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     for name in stdlib:
         std = logging.getLogger(name)

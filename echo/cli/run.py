@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.log.file:
         parent_folder(config.log.file, "log.file")
         log_file = open(config.log.file, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
-    configure(args.log_format or config.log.format, config.log.level, stream=log_file)
+    configure(args.log_format or config.log.format, config.log.level, stream=log_file, cache=True)
 
     async def main() -> None:
         watched = (*_STOP_SIGNALS, _RELOAD_SIGNAL) if _RELOAD_SIGNAL is not None else _STOP_SIGNALS
