@@ -170,6 +170,10 @@ async def test_duplicate_intent_is_acked_as_duplicate_and_not_copied_twice(
         nursery.cancel_scope.cancel()
 
 
+def _ledger_files(folder: Path) -> list[Path]:
+    return list(folder.rglob("*ledger*"))
+
+
 async def test_demo_on_real_sockets_and_sqlite(tmp_path: Path) -> None:
     from rich.console import Console
 
@@ -185,7 +189,7 @@ async def test_demo_on_real_sockets_and_sqlite(tmp_path: Path) -> None:
     assert demo_ok(summary)
     assert summary["copy_latency_ms"]["n"] == 36
     assert (tmp_path / "seed-5" / "echo.db").exists()
-    assert not list(tmp_path.rglob("*ledger*")), "all-in-one keeps the Agent's ledger in memory"
+    assert not _ledger_files(tmp_path), "all-in-one keeps the Agent's ledger in memory"
     # "closed" counts copies, "close_fills" close orders (each closes one slave ticket; partials too)
     assert summary["closed"] == summary["copied"]
     store = SqliteStore.open(tmp_path / "seed-5" / "echo.db")
