@@ -27,6 +27,8 @@ from echo.adapters.transport.grpc import (
     _to_trio,
     keepalive,
     log,
+    send_many,
+    take_batch,
 )
 from echo.adapters.transport.pb.echo.v1 import agent_pb2 as pb
 from echo.domain import messages as m
@@ -149,11 +151,15 @@ class GrpcAgentLink:
 
     async def _send_loop(self, stream: Any) -> None:
         while True:
-            item = await self._outbox.get()
+            # what queued meanwhile (a burst of acks and results) goes out in one write
+            batch = take_batch(self._outbox, await self._outbox.get())
             try:
-                await stream.send_message(item)
+                await send_many(stream, batch)
             except Exception:
-                self._outbox.put_nowait(item)  # the stream broke: it goes out on the next one
+                # the stream broke: they go out on the next one, in order, before anything queued since
+                rest = [self._outbox.get_nowait() for _ in range(self._outbox.qsize())]
+                for item in batch + rest:
+                    self._outbox.put_nowait(item)
                 raise
 
     async def send(self, msg: m.AgentToCore) -> None:

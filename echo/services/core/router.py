@@ -9,7 +9,9 @@ master's handshake is in force before its first intent is looked at.
 Admission: a new trade (an open) is turned away at once with ERR_BROKER_BUSY when its worker holds
 ``queue_depth_max`` master events, when Core has ``max_in_flight`` commands to connected slaves not yet
 answered, or when the oldest message waiting for a worker has waited ``max_behind_ms`` (the bounds past
-which it would accept work faster than it delivers it); a modification only by the first bound. The
+which it would accept work faster than it delivers it); a modification only by the first bound. In split
+mode the last bound also counts what waits in the gRPC hub: answers that arrived and were not read yet,
+and messages to an Agent not written to its stream yet (``GrpcCoreHub.behind_s``). The
 event is recorded and the master is told RETRY, so it sends it again after its backoff and nothing is
 lost. Closes are never turned away (they end work, and they are bounded by the
 trades admitted), nor are results and acks from slaves.
@@ -134,6 +136,9 @@ class Router(Generic[Tx]):
         self._wakeups = [trio.Event() for _ in range(n)]
         self._control_send, self._control_recv = trio.open_memory_channel[Tx](float("inf"))
         self.stats = RouterStats(per_worker=[0] * n)
+        self._hub_behind: Callable[[str | None], float] | None = None
+        """The hub's own backlog, when it keeps one (``GrpcCoreHub.behind_s``): what waits in it to be read
+        by Core or written to an Agent."""
 
     async def run(
         self, hub: CoreHub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -144,6 +149,7 @@ class Router(Generic[Tx]):
             queue_depth_max=self.config.queue_depth_max,
             worker_timeout_ms=self.config.worker_timeout_ms,
         )
+        self._hub_behind = getattr(hub, "behind_s", None)
         async with trio.open_nursery() as nursery:
             for worker_id in range(self.config.worker_pool_size):
                 labels = {"worker_id": str(worker_id), "reason": "queue_full", "component": _COMPONENT}
@@ -220,11 +226,16 @@ class Router(Generic[Tx]):
         log.debug("core.router.enqueue", worker_id=worker_id, queue_depth=total, trade_id=trade_id)
         self._wakeups[worker_id].set()
 
-    def behind_s(self) -> float:
+    def behind_s(self, agent_id: str | None = None) -> float:
         """How long the oldest message waiting for a worker has waited (0.0: none waits): how far Core is
-        behind what arrived."""
+        behind what arrived. With a hub that queues on its own (split mode), also how long the oldest
+        message waiting in it has waited: an answer not read yet, or a message to ``agent_id`` (to any
+        Agent when None) not written yet."""
         oldest = min((q[0].at for q in self._queues if q), default=None)
-        return 0.0 if oldest is None else trio.current_time() - oldest
+        own = 0.0 if oldest is None else trio.current_time() - oldest
+        if self._hub_behind is None:
+            return own
+        return max(own, self._hub_behind(agent_id))
 
     def _refusal(self, msg: m.AgentToCore, master: bool, depth: int) -> str | None:
         """Why a message is turned away (``queue_full``, ``in_flight``, ``behind``), or None to admit
