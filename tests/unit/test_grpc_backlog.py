@@ -21,9 +21,11 @@ from echo.adapters.transport.grpc_hub import GrpcCoreHub
 from echo.adapters.transport.grpc_service import _Conn
 from echo.adapters.transport.inproc import InProcTransport
 from echo.domain import messages as m
-from echo.domain.config import CoreConfig
+from echo.domain.config import CoreConfig, RouterConfig
+from echo.domain.ids import uuid7
+from echo.domain.types import Side
+from echo.services.core.router import Router
 from echo.services.core.service import Core
-from tests.unit.test_routing import Recorder, close_event, intent, router
 
 
 def _near(seconds: float) -> Any:
@@ -102,25 +104,90 @@ class _BehindHub:
         raise AssertionError
 
 
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def _open(trade_id: str) -> m.AgentToCore:
+    return m.FromAccount("9001", m.TradeIntent(trade_id, TRACE, "EURUSD", Side.BUY, 0.1, 1.1, 1, 7001), 1)
+
+
+def _close(trade_id: str) -> m.AgentToCore:
+    close = m.TradeClose(
+        str(uuid7(1764063000500, bytes(10))), trade_id, TRACE, 7001, "EURUSD", 0.1, 0.0, 1.1, 1,
+    )  # fmt: skip
+    return m.FromAccount("9001", close, 1)
+
+
 async def test_opens_are_turned_away_while_the_hub_is_max_behind_ms_behind_and_closes_never(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    rec = Recorder()
-    r = router(rec, {}, worker_pool_size=2, queue_depth_max=128, max_behind_ms=250)
+    rejected: list[str] = []
+
+    def reject(agent_id: str, msg: m.AgentToCore, worker_id: int, depth: int) -> list[str]:
+        assert isinstance(msg, m.FromAccount)
+        rejected.append(type(msg.message).__name__)
+        return []
+
+    async def finish(tx: list[str]) -> None:
+        await trio.sleep_forever()  # a journal that never writes: nothing leaves the queues
+
+    r: Router[list[str]] = Router(
+        RouterConfig(worker_pool_size=2, queue_depth_max=128, max_behind_ms=250),
+        apply=lambda items: [],
+        finish=finish,
+        reject_busy=reject,
+        trade_of_command={}.get,
+    )
     hub = _BehindHub()
-    ids = [f"0199b6a0-0000-7000-8000-00000000000{i}" for i in range(4)]
+    ids = [str(uuid7(1764063000000 + i, i.to_bytes(10, "big"))) for i in range(4)]
     async with trio.open_nursery() as nursery:
         await nursery.start(r.run, hub)
         hub.behind = 0.2
-        r.dispatch([("a", intent(ids[0]))])
-        assert not rec.rejected and r.behind_s() == _near(0.2)
+        r.dispatch([("a", _open(ids[0]))])
+        await trio.testing.wait_all_tasks_blocked()
+        assert not rejected and r.behind_s() == _near(0.2)
         hub.behind = 0.25
-        r.dispatch([("a", intent(ids[1])), ("a", close_event(ids[2]))])
-        assert [x[0] for x in rec.rejected] == [f"TradeIntent:{ids[1]}"]
-        assert r.stats.rejected_behind == 1
+        r.dispatch([("a", _open(ids[1])), ("a", _close(ids[2]))])
+        assert rejected == ["TradeIntent"] and r.stats.rejected_behind == 1
         hub.behind = 0.0
-        r.dispatch([("a", intent(ids[3]))])
-        assert len(rec.rejected) == 1
+        r.dispatch([("a", _open(ids[3]))])
+        assert rejected == ["TradeIntent"]
+        nursery.cancel_scope.cancel()
+
+
+async def _written(tx: list[str]) -> None:
+    await trio.lowlevel.checkpoint()
+
+
+async def test_a_burst_in_one_group_is_not_admitted_past_max_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Opens admitted and not yet applied count as in flight: a burst that reaches the router as one group
+    is cut at the bound even though none of it has sent a command yet."""
+    rejected: list[str] = []
+
+    def reject(agent_id: str, msg: m.AgentToCore, worker_id: int, depth: int) -> list[str]:
+        rejected.append(type(msg).__name__)
+        return []
+
+    r: Router[list[str]] = Router(
+        RouterConfig(worker_pool_size=2, queue_depth_max=128, max_in_flight=10),
+        apply=lambda items: [],
+        finish=_written,
+        reject_busy=reject,
+        trade_of_command={}.get,
+        in_flight=lambda: 4,
+    )
+    ids = [str(uuid7(1764063000000 + i, i.to_bytes(10, "big"))) for i in range(12)]
+    r.dispatch([("a", _open(t)) for t in ids])
+    assert len(rejected) == 6 and r.stats.rejected_in_flight == 6  # 4 in flight + 6 waiting = 10
+    async with trio.open_nursery() as nursery:
+        for worker_id in range(2):
+            nursery.start_soon(r._worker, worker_id)
+        await trio.testing.wait_all_tasks_blocked()
+        # applied: they are Core's in-flight count's now (still 4 here), no longer waiting
+        r.dispatch([("a", _open(str(uuid7(1764063000100, bytes(10)))))])
+        assert len(rejected) == 6
         nursery.cancel_scope.cancel()
 
 
@@ -131,21 +198,25 @@ async def test_a_due_resend_waits_while_its_agents_link_is_behind(
     behind = {"agent-1": 0.5, "agent-2": 0.0}
     core.router._hub_behind = lambda agent_id: behind.get(agent_id or "", 0.0)
     state: Any = core.ctx.state
-    state.accounts.update(
-        {"51001": SimpleNamespace(agent_id="agent-1"), "51002": SimpleNamespace(agent_id="agent-2")}
-    )
-    state.pending.update(
-        {"c1": SimpleNamespace(account_id="51001"), "c2": SimpleNamespace(account_id="51002")}
-    )
-    assert core._not_behind(1_000, ["c1", "c2", "gone"]) == ["c2", "gone"]
-    assert core.stats["resends_deferred"] == 1
-    # c1 comes due again once its Agent's link has had the time it was behind
-    behind["agent-1"] = 0.0
-    now, due = await core._timers.next_due()
-    assert due == ["c1"] and now >= 1_500
-    assert core._not_behind(now, due) == ["c1"]
-    # a short backlog still puts a timer off by at least RESEND_DEFER_MIN_MS
-    behind["agent-2"] = 0.06
-    assert core._not_behind(now, ["c2"]) == []
-    later, due = await core._timers.next_due()
-    assert due == ["c2"] and later - now >= Core.RESEND_DEFER_MIN_MS
+    try:
+        state.accounts.update(
+            {"51001": SimpleNamespace(agent_id="agent-1"), "51002": SimpleNamespace(agent_id="agent-2")}
+        )
+        state.pending.update(
+            {"c1": SimpleNamespace(account_id="51001"), "c2": SimpleNamespace(account_id="51002")}
+        )
+        assert core._not_behind(1_000, ["c1", "c2", "gone"]) == ["c2", "gone"]
+        assert core.stats["resends_deferred"] == 1
+        # c1 comes due again once its Agent's link has had the time it was behind
+        behind["agent-1"] = 0.0
+        now, due = await core._timers.next_due()
+        assert due == ["c1"] and now >= 1_500
+        assert core._not_behind(now, due) == ["c1"]
+        # a short backlog still puts a timer off by at least RESEND_DEFER_MIN_MS
+        behind["agent-2"] = 0.06
+        assert core._not_behind(now, ["c2"]) == []
+        later, due = await core._timers.next_due()
+        assert due == ["c2"] and later - now >= Core.RESEND_DEFER_MIN_MS
+    finally:  # the Core's gauges are read by every later scrape in this process: leave it empty
+        state.accounts.clear()
+        state.pending.clear()
