@@ -2,7 +2,8 @@
 of ``protos/echo/v1/agent.proto``), grpclib on the trio-asyncio loop.
 
 The caller runs everything inside one ``trio_asyncio.open_loop()``. gRPC lives on the asyncio side; each
-direction crosses into trio once per message through a channel or queue, not per field (STACK.md). The
+direction crosses into trio once per message through a channel or queue, not per field (STACK.md), and
+each side writes whatever queued meanwhile in one HTTP/2 data send (``send_many``). The
 stream opens with AgentHello (agent id, protocol version, token) and CoreHello; an Agent whose token does
 not prove its id (``grpc_guard.Credentials``) is refused with PERMISSION_DENIED, a second stream for a
 connected id with ALREADY_EXISTS, each with one log line naming the peer. Core serves the raw grpclib

@@ -321,7 +321,7 @@ class _Service:
                 # whatever queued meanwhile goes out in one write: a fan-out or a burst of answers costs a
                 # few writes and task switches, not one of each per message
                 batch = take_batch(conn.outbox, await conn.outbox.get())
-                if _CLOSED in batch:
+                if any(item is _CLOSED for item in batch):  # the stream is ending
                     break
                 conn.taken(len(batch))
                 await asyncio.wait_for(send_many(stream, batch), limits.write_timeout_s)
