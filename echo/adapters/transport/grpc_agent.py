@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import grpclib
@@ -27,10 +28,19 @@ from echo.adapters.transport.grpc import (
     _to_trio,
     keepalive,
     log,
+    send_many,
+    take_batch,
 )
 from echo.adapters.transport.pb.echo.v1 import agent_pb2 as pb
 from echo.domain import messages as m
 from echo.ports.transport import LinkClosed
+
+INBOX = 256
+"""Messages from Core the Agent holds before its reader stops reading the stream (one ``receive_many``)."""
+WINDOW_BYTES = 64 << 10
+"""What Core may have in flight to this Agent before the Agent reads it (HTTP/2's least window; ~400
+commands). Together with ``INBOX`` it bounds what waits in the Agent unseen by Core: past it, Core's own
+queue for this Agent grows, and Core counts that as being behind (admission, re-send timers)."""
 
 
 class GrpcAgentLink:
@@ -54,7 +64,7 @@ class GrpcAgentLink:
         self._outbox: asyncio.Queue[Any] = asyncio.Queue()
         self._online: dict[str, m.AccountOnline] = {}
         """The accounts this Agent announced, replayed after a reconnect."""
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[m.CoreToAgent](4096)
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[m.CoreToAgent](INBOX)
         self.connected = trio.Event()
         self.failed = trio.Event()
         """Set when a stream attempt failed (``last_error`` says why)."""
@@ -93,7 +103,11 @@ class GrpcAgentLink:
             self.host,
             self.port,
             ssl=self.tls,
-            config=keepalive(self.heartbeat_interval_ms),
+            config=replace(
+                keepalive(self.heartbeat_interval_ms),
+                http2_stream_window_size=WINDOW_BYTES,
+                http2_connection_window_size=WINDOW_BYTES,
+            ),
             codec=_CheckedCodec(),
         )
         try:
@@ -149,11 +163,15 @@ class GrpcAgentLink:
 
     async def _send_loop(self, stream: Any) -> None:
         while True:
-            item = await self._outbox.get()
+            # what queued meanwhile (a burst of acks and results) goes out in one write
+            batch = take_batch(self._outbox, await self._outbox.get())
             try:
-                await stream.send_message(item)
+                await send_many(stream, batch)
             except Exception:
-                self._outbox.put_nowait(item)  # the stream broke: it goes out on the next one
+                # the stream broke: they go out on the next one, in order, before anything queued since
+                rest = [self._outbox.get_nowait() for _ in range(self._outbox.qsize())]
+                for item in batch + rest:
+                    self._outbox.put_nowait(item)
                 raise
 
     async def send(self, msg: m.AgentToCore) -> None:

@@ -4,7 +4,7 @@ Agent's send queue, its announced accounts, AccountOffline when its stream ends)
 from __future__ import annotations
 
 import ssl
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -60,11 +60,30 @@ class GrpcCoreHub:
         self.flood_per_s = int(4 * max(self.limits.control_per_s, self.limits.reports_per_s))
         """Messages shed in one second past which a stream is ended as flooding."""
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[str, m.AgentToCore]](4096)
+        self._inbox_at: deque[float] = deque()
+        """When each message in Core's inbox (or waiting for room in it) arrived, oldest first."""
         self._server: Server | None = None
 
     async def deliver(self, agent_id: str, msg: m.AgentToCore) -> None:
         """From the asyncio side: hand a message to Core (waits when Core's inbox is full)."""
+        self._inbox_at.append(trio.current_time())
         await _to_trio(self._inbox_send, (agent_id, msg))
+
+    def _taken(self, n: int) -> None:
+        inbox_at = self._inbox_at
+        for _ in range(min(n, len(inbox_at))):
+            inbox_at.popleft()
+
+    def behind_s(self, agent_id: str | None = None) -> float:
+        """How long the oldest message this hub holds has waited (0.0: none waits): an answer that arrived
+        and that Core has not taken from its inbox yet, or a message to ``agent_id``'s stream (to any
+        Agent's when None) not written yet. Core is that far behind what it must read or send."""
+        now = trio.current_time()
+        oldest = self._inbox_at[0] if self._inbox_at else now
+        conns = self.outboxes.values() if agent_id is None else filter(None, [self.outboxes.get(agent_id)])
+        for conn in conns:
+            oldest = min(oldest, conn.oldest(now))
+        return now - oldest
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = replace(
@@ -95,7 +114,9 @@ class GrpcCoreHub:
                 await aio_as_trio(server.wait_closed)()
 
     async def receive(self) -> tuple[str, m.AgentToCore]:
-        return await self._inbox_recv.receive()
+        item = await self._inbox_recv.receive()
+        self._taken(1)
+        return item
 
     async def receive_many(self, limit: int) -> list[tuple[str, m.AgentToCore]]:
         batch = [await self._inbox_recv.receive()]
@@ -104,6 +125,7 @@ class GrpcCoreHub:
                 batch.append(self._inbox_recv.receive_nowait())
             except trio.WouldBlock:
                 break
+        self._taken(len(batch))
         return batch
 
     def disconnect(self, agent_id: str) -> bool:
@@ -128,3 +150,4 @@ class GrpcCoreHub:
             conn.transport.abort()
             raise AgentUnavailable(f"agent {agent_id!r} stopped reading")
         conn.outbox.put_nowait(conv.core_message(msg))
+        conn.queued_at.append(trio.current_time())

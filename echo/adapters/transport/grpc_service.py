@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ from echo.adapters.transport.grpc import (
     StreamTerminatedError,
     _CheckedCodec,
     log,
+    send_many,
+    take_batch,
 )
 from echo.adapters.transport.grpc_guard import (
     ACCOUNT_ONLINE,
@@ -85,6 +88,10 @@ class _Conn:
     def __init__(self, agent_id: str, peer: str, transport: Any, limits: Limits, now: float) -> None:
         self.agent_id, self.peer, self.transport = agent_id, peer, transport
         self.outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.queued_at: deque[float] = deque()
+        """When each message waiting in ``outbox`` was queued (trio's clock), oldest first."""
+        self.writing_since: float | None = None
+        """When the oldest message of the write under way was queued (None: no write under way)."""
         self.accounts: set[str] = set()
         self.control = Bucket(limits.control_per_s, 2 * limits.control_per_s, now)
         self.reports = Bucket(limits.reports_per_s, 10 * limits.reports_per_s, now)
@@ -95,6 +102,18 @@ class _Conn:
         """Why the stream is ending ("" while it runs)."""
         self.refusal: Refused | None = None
         self.stalled = self.flooding = False
+
+    def oldest(self, now: float) -> float:
+        """When the oldest message not yet written to this stream was queued (``now`` when none waits)."""
+        oldest = now if self.writing_since is None else self.writing_since
+        return min(oldest, self.queued_at[0]) if self.queued_at else oldest
+
+    def taken(self, n: int) -> None:
+        """The writer took ``n`` messages from the outbox: they are being written."""
+        queued_at = self.queued_at
+        self.writing_since = queued_at[0] if queued_at else None
+        for _ in range(min(n, len(queued_at))):
+            queued_at.popleft()
 
     @property
     def alive(self) -> bool:
@@ -107,6 +126,8 @@ class _Conn:
         self.ended = reason
         while not self.outbox.empty():
             self.outbox.get_nowait()
+        self.queued_at.clear()
+        self.writing_since = None
         self.outbox.put_nowait(_CLOSED)
 
 
@@ -295,9 +316,16 @@ class _Service:
                     delivery=None if beat is None else beat.config,
                 )
             )
-            while item is not _CLOSED:
-                await asyncio.wait_for(stream.send_message(item), limits.write_timeout_s)
-                item = await conn.outbox.get()
+            await asyncio.wait_for(stream.send_message(item), limits.write_timeout_s)
+            while True:
+                # whatever queued meanwhile goes out in one write: a fan-out or a burst of answers costs a
+                # few writes and task switches, not one of each per message
+                batch = take_batch(conn.outbox, await conn.outbox.get())
+                if any(item is _CLOSED for item in batch):  # the stream is ending
+                    break
+                conn.taken(len(batch))
+                await asyncio.wait_for(send_many(stream, batch), limits.write_timeout_s)
+                conn.writing_since = None
         except TimeoutError:
             conn.stalled = True
             conn.end(f"no write for {limits.write_timeout_s:g} s: the Agent stopped reading")

@@ -8,11 +8,13 @@ master's handshake is in force before its first intent is looked at.
 
 Admission: a new trade (an open) is turned away at once with ERR_BROKER_BUSY when its worker holds
 ``queue_depth_max`` master events, when Core has ``max_in_flight`` commands to connected slaves not yet
-answered, or when the oldest message waiting for a worker has waited ``max_behind_ms`` (the bounds past
-which it would accept work faster than it delivers it); a modification only by the first bound. The
-event is recorded and the master is told RETRY, so it sends it again after its backoff and nothing is
-lost. Closes are never turned away (they end work, and they are bounded by the
-trades admitted), nor are results and acks from slaves.
+answered (an open admitted and not yet applied counts as one), or when the oldest message waiting for a
+worker has waited ``max_behind_ms`` (the bounds past which it would accept work faster than it delivers
+it); a modification only by the first bound. In split mode the last bound also counts what waits in the
+gRPC hub: answers that arrived and were not read yet, and messages to an Agent not written to its stream
+yet (``GrpcCoreHub.behind_s``). The event is recorded and the master is told RETRY, so it sends it again
+after its backoff and nothing is lost. Closes are never turned away (they end work, and they are bounded
+by the trades admitted), nor are results and acks from slaves.
 
 The Core's state changes only in synchronous code (trio switches tasks only at ``await``), and the journal
 writes transactions in the order they were applied, so workers interleave without locks."""
@@ -74,6 +76,10 @@ def _traced_group(items: list[_Queued]) -> tracing.Group | None:
     return group if group.spans else None
 
 
+def _is_open(msg: m.AgentToCore) -> bool:
+    return isinstance(msg, m.FromAccount) and isinstance(msg.message, m.TradeIntent)
+
+
 Tx = TypeVar("Tx")
 Item = tuple[str, m.AgentToCore]
 
@@ -128,12 +134,18 @@ class Router(Generic[Tx]):
         self._in_flight = in_flight
         self._in_flight_now: int | None = None
         """Core's in-flight count, computed once per dispatched group (only when an open asks)."""
+        self._opens_waiting = 0
+        """Opens admitted and not yet applied by their worker: each will send at least one command, so
+        each counts as one in flight (a burst that arrives as one group is not admitted whole)."""
         n = config.worker_pool_size
         self._queues: list[list[_Queued]] = [[] for _ in range(n)]
         self._masters_waiting = [0] * n
         self._wakeups = [trio.Event() for _ in range(n)]
         self._control_send, self._control_recv = trio.open_memory_channel[Tx](float("inf"))
         self.stats = RouterStats(per_worker=[0] * n)
+        self._hub_behind: Callable[[str | None], float] | None = None
+        """The hub's own backlog, when it keeps one (``GrpcCoreHub.behind_s``): what waits in it to be read
+        by Core or written to an Agent."""
 
     async def run(
         self, hub: CoreHub, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -144,6 +156,7 @@ class Router(Generic[Tx]):
             queue_depth_max=self.config.queue_depth_max,
             worker_timeout_ms=self.config.worker_timeout_ms,
         )
+        self._hub_behind = getattr(hub, "behind_s", None)
         async with trio.open_nursery() as nursery:
             for worker_id in range(self.config.worker_pool_size):
                 labels = {"worker_id": str(worker_id), "reason": "queue_full", "component": _COMPONENT}
@@ -214,17 +227,24 @@ class Router(Generic[Tx]):
         self._queues[worker_id].append(_Queued(agent_id, msg, trade_id, master, now, span, span_ns))
         if master:
             self._masters_waiting[worker_id] = depth + 1
+            if _is_open(msg):
+                self._opens_waiting += 1
         QUEUE_DEPTH.add(1, {"worker_id": str(worker_id), "component": _COMPONENT})
         total = len(self._queues[worker_id])
         self.stats.max_depth = max(self.stats.max_depth, total)
         log.debug("core.router.enqueue", worker_id=worker_id, queue_depth=total, trade_id=trade_id)
         self._wakeups[worker_id].set()
 
-    def behind_s(self) -> float:
+    def behind_s(self, agent_id: str | None = None) -> float:
         """How long the oldest message waiting for a worker has waited (0.0: none waits): how far Core is
-        behind what arrived."""
+        behind what arrived. With a hub that queues on its own (split mode), also how long the oldest
+        message waiting in it has waited: an answer not read yet, or a message to ``agent_id`` (to any
+        Agent when None) not written yet."""
         oldest = min((q[0].at for q in self._queues if q), default=None)
-        return 0.0 if oldest is None else trio.current_time() - oldest
+        own = 0.0 if oldest is None else trio.current_time() - oldest
+        if self._hub_behind is None:
+            return own
+        return max(own, self._hub_behind(agent_id))
 
     def _refusal(self, msg: m.AgentToCore, master: bool, depth: int) -> str | None:
         """Why a message is turned away (``queue_full``, ``in_flight``, ``behind``), or None to admit
@@ -236,7 +256,7 @@ class Router(Generic[Tx]):
         if isinstance(msg.message, m.TradeIntent):
             if self._in_flight_now is None:
                 self._in_flight_now = self._in_flight()
-            if self._in_flight_now >= self.config.max_in_flight:
+            if self._in_flight_now + self._opens_waiting >= self.config.max_in_flight:
                 return "in_flight"
             if self.behind_s() * 1000.0 >= self.config.max_behind_ms:
                 return "behind"
@@ -255,6 +275,7 @@ class Router(Generic[Tx]):
                 self._wakeups[worker_id] = trio.Event()
             items, self._queues[worker_id] = self._queues[worker_id], []
             self._masters_waiting[worker_id] = 0
+            self._opens_waiting -= sum(1 for q in items if _is_open(q.msg))
             now = trio.current_time()
             QUEUE_DEPTH.add(-len(items), labels)
             for q in items:

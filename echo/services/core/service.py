@@ -207,8 +207,10 @@ class Core:
         engine.rollback(self.ctx, tx)
 
     RESEND_BEHIND_MS = 50
-    """A due timer waits while the oldest message waiting for a router worker has waited longer than this:
-    the answer it waits for may be among them."""
+    """A due timer waits while the oldest message waiting for a router worker (or, in split mode, in the
+    hub for its Agent's link) has waited longer than this: the answer it waits for may be among them."""
+    RESEND_DEFER_MIN_MS = 200
+    """A timer that waits, waits at least this long: a long backlog is not looked at again per message."""
 
     async def _reconciler(self) -> None:
         """Re-sends commands whose result did not come back in time (same command_id), and gives up after
@@ -217,15 +219,33 @@ class Core:
         queued in Core itself, and a re-send would only add to the work."""
         while True:
             now, due = await self._timers.next_due()
-            behind_ms = int(self.router.behind_s() * 1000)
-            if behind_ms > self.RESEND_BEHIND_MS:
-                for command_id in due:
-                    self._timers.at(now + behind_ms, command_id)
-                self.ctx.count("resends_deferred", len(due))
+            due = self._not_behind(now, due)
+            if not due:
                 continue
             tx = engine.timers_due(self.ctx, due)
             self._journal.enqueue(tx)
             await self._finish(tx)
+
+    def _not_behind(self, now: int, due: list[str]) -> list[str]:
+        """The due commands whose timers may fire now; the others wait as long again as Core is behind on
+        their Agent's link (answers not read yet, or messages to that Agent not written yet: the command
+        itself may not have left), and at least ``RESEND_DEFER_MIN_MS``."""
+        behind: dict[str | None, int] = {}
+        pending, accounts = self.ctx.state.pending, self.accounts
+        ready: list[str] = []
+        for command_id in due:
+            pend = pending.get(command_id)
+            acc = accounts.get(pend.account_id) if pend is not None else None
+            agent_id = acc.agent_id if acc is not None else None
+            if agent_id not in behind:
+                behind[agent_id] = int(self.router.behind_s(agent_id) * 1000)
+            wait_ms = behind[agent_id]
+            if wait_ms > self.RESEND_BEHIND_MS:
+                self._timers.at(now + max(wait_ms, self.RESEND_DEFER_MIN_MS), command_id)
+                self.ctx.count("resends_deferred")
+            else:
+                ready.append(command_id)
+        return ready
 
     EVALUATION_RETENTION_MS = 30 * 86_400_000
     """Handshake evaluations are kept this long (RFC-005a: 30 days)."""
