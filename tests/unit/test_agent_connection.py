@@ -7,7 +7,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from echo.services.agent.connection import Connection, write_lines
+from echo.services.agent.connection import Connection, drain, reply, write_lines
 
 
 async def _run_writer(
@@ -77,3 +77,45 @@ async def test_an_empty_outbox_is_no_stall(autojump_clock: trio.testing.MockCloc
         assert await client.receive_some(5) == b"late\n"
         nursery.cancel_scope.cancel()
     assert not conn.stalled
+
+
+async def test_answers_past_a_full_outbox_wait_and_go_out_in_order_as_the_terminal_reads(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """40 answers at once into an outbox of 16 (a master's burst answered together): the rest wait in the
+    connection and follow in order as the writer drains the outbox (``drain`` on each line written); the
+    terminal is never cut off."""
+    client, server = trio.testing.lockstep_stream_pair()
+    send, recv = trio.open_memory_channel[tuple[bytes, str]](16)
+    conn = Connection(1, server, send, overflow_max=64)
+    lines = [f"ack {i}\n".encode() for i in range(40)]
+    assert all(reply(conn, line) for line in lines)
+    assert len(conn.overflow) == 24 and not conn.cancel.cancel_called
+    got = bytearray()
+
+    async def on_written(c: Connection, _command_id: str) -> None:
+        drain(c)
+        if not c.overflow and recv.statistics().current_buffer_used == 0:
+            send.close()
+
+    async def reader() -> None:
+        while chunk := await client.receive_some(4096):
+            got.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        with conn.cancel:
+            await write_lines(conn, recv, 5.0, on_written)
+        nursery.cancel_scope.cancel()
+    assert bytes(got) == b"".join(lines)
+    assert not conn.cancel.cancel_called and conn.stats["replies_waiting"] == 1
+
+
+async def test_a_terminal_with_a_full_outbox_and_as_many_answers_waiting_is_cut_off() -> None:
+    _, server = trio.testing.lockstep_stream_pair()
+    send, _recv = trio.open_memory_channel[tuple[bytes, str]](16)
+    conn = Connection(1, server, send, overflow_max=8)
+    assert all(reply(conn, b"ack\n") for _ in range(16 + 8))
+    assert not conn.cancel.cancel_called
+    assert reply(conn, b"one too many\n") is False
+    assert conn.cancel.cancel_called

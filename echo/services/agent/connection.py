@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,11 @@ class Connection:
     """A command found its outbox full and is held: commands wait (in order) until it has room again."""
     stalled: bool = False
     """It read nothing for ``agent.stall_ms`` while lines waited for it: cut off."""
+    overflow: deque[bytes] = field(default_factory=deque)
+    """Lines that are not commands (answers to a master, errors, settings) that found the outbox full: they
+    go out in order as it drains (``drain``), after it."""
+    overflow_max: int = 4096
+    """A terminal with a full outbox and this many lines waiting besides is cut off (it reconnects)."""
     log: Any = field(default_factory=lambda: log)
     """Its logger, bound once when it opens (a bound logger's filtered-out levels cost nothing per
     line, where the module's logger binds again at every call)."""
@@ -111,15 +117,47 @@ async def write_lines(
         conn.cancel.cancel()
 
 
-def reply(conn: Connection, line: bytes) -> None:
-    """Queue a line that is not a command; a terminal whose outbox is full even of the room kept for such
-    lines is disconnected (it reconnects and re-handshakes)."""
+def reply(conn: Connection, line: bytes) -> bool:
+    """Queue a line that is not a command. A terminal that reads is never cut off for answers coming
+    faster than its outbox holds (a burst of a master's trades is answered together): a line that finds the
+    outbox full, and every line after it, waits in the connection's overflow and goes out in order as the
+    outbox drains. Only with ``overflow_max`` lines waiting besides a full outbox is the terminal cut off
+    (False; it reconnects and re-handshakes). One that reads nothing is cut off by its writer's stall
+    deadline."""
+    if conn.overflow:
+        return _wait(conn, line)
     try:
         conn.outbox.send_nowait((line, ""))
     except trio.WouldBlock:
+        return _wait(conn, line)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # a refused or broken connection, closing
+    return True
+
+
+def _wait(conn: Connection, line: bytes) -> bool:
+    if len(conn.overflow) >= conn.overflow_max:
+        conn.log.error("agent_ea_too_slow", account_id=conn.account_id, waiting=len(conn.overflow))
         conn.cancel.cancel()
-    except trio.ClosedResourceError:
-        pass  # a refused connection, closing
+        return False
+    if not conn.overflow:
+        conn.stats["replies_waiting"] = conn.stats.get("replies_waiting", 0) + 1
+        conn.log.info("agent_ea_answers_waiting", account_id=conn.account_id)
+    conn.overflow.append(line)
+    return True
+
+
+def drain(conn: Connection) -> None:
+    """Move the lines waiting in the overflow to the outbox, in order, while it has room."""
+    while conn.overflow:
+        try:
+            conn.outbox.send_nowait((conn.overflow[0], ""))
+        except trio.WouldBlock:
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.overflow.clear()
+            return
+        conn.overflow.popleft()
 
 
 async def read_lines(

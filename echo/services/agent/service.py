@@ -36,7 +36,7 @@ from echo.ports.transport import AgentLink, LinkClosed
 from echo.services import instruments, tracing
 from echo.services.agent import admission
 from echo.services.agent.book import BUSY, Command, CommandBook, Held, count
-from echo.services.agent.connection import Connection, describe, read_lines, reply, write_lines
+from echo.services.agent.connection import Connection, describe, drain, read_lines, reply, write_lines
 from echo.services.timers import DueTimers
 
 log = structlog.get_logger("echo.agent")
@@ -281,6 +281,10 @@ class Agent:
                     log.info("agent_ea_busy", account_id=account_id, queued=room)
                 conn.waiting = True
                 return BUSY
+        if not command_id:
+            if not reply(conn, line or encode(message, now_ms)):
+                return "terminal too slow"
+            return None
         if tracing.ON and isinstance(message, Command):
             self._trace_write(account_id, message)
         try:
@@ -327,6 +331,8 @@ class Agent:
         now = self._clock.now_ms()
         if command_id:
             self.book.relay(command_id, relay.Written(), now)
+        if conn.overflow:
+            drain(conn)
         if not conn.waiting or conn.account_id is None or self.connections.get(conn.account_id) is not conn:
             return
         if conn.outbox.statistics().current_buffer_used > int(self.config.outbox_lines * COMMAND_ROOM) // 2:
@@ -349,7 +355,13 @@ class Agent:
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         self._next_conn += 1
         send, recv = trio.open_memory_channel[tuple[bytes, str]](self.config.outbox_lines)
-        conn = Connection(self._next_conn, stream, send, last_seen_ms=self._clock.now_ms())
+        conn = Connection(
+            self._next_conn,
+            stream,
+            send,
+            last_seen_ms=self._clock.now_ms(),
+            overflow_max=self.config.outbox_lines,
+        )
         clog = conn.log = log.bind(conn_id=conn.conn_id)
         clog.debug("agent_connection_opened")
         try:
