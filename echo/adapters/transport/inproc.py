@@ -28,7 +28,14 @@ class _AgentLink:
 
     async def send(self, msg: AgentToCore) -> None:
         try:
-            await self._to_core.send((self._agent_id, msg))
+            # No scheduler turn while there is room: what one read of a terminal brought reaches Core as one
+            # burst (one group for its router), and the Agent goes on with the read without a task switch.
+            self._to_core.send_nowait((self._agent_id, msg))
+        except trio.WouldBlock:
+            try:
+                await self._to_core.send((self._agent_id, msg))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise LinkClosed("core is gone") from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise LinkClosed("core is gone") from exc
 
