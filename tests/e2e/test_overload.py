@@ -73,21 +73,7 @@ async def test_a_burst_far_past_capacity_arrives_exactly_once_and_no_terminal_is
         "[delivery]\nretry_backoff_ms = 100\n"
         f'[log]\nformat = "json"\nlevel = "info"\nfile = "{logfile}"\n'
     )
-    market = SimMarket(random.Random(1))
-    rng = random.Random(2)
-
-    async def connect() -> trio.abc.Stream:
-        return await connect_unix(str(sock))
-
-    slaves = [
-        SimSlaveEA(f"5300{i}", slave_broker(i, market, random.Random(rng.random())), connect, _now_ms)
-        for i in range(SLAVES)
-    ]
-    masters = [
-        SimMasterEA(f"930{i}", master_broker(market, random.Random(rng.random())), connect, _now_ms, rng)
-        for i in range(MASTERS)
-    ]
-    opened: list[str] = []
+    market, slaves, masters = terminals(sock, "5300", "930")
     with trio.fail_after(120):
         copier = await trio.lowlevel.open_process(
             [*CLI, "run", "--role", "all", "--config", str(config)], stderr=subprocess.PIPE
@@ -96,44 +82,84 @@ async def test_a_burst_far_past_capacity_arrives_exactly_once_and_no_terminal_is
             await read_until(copier, b"copying")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_drain, copier)
-                nursery.start_soon(market.run)
-                for terminal in [*slaves, *masters]:
-                    await nursery.start(terminal.run)
-                await _until(
-                    lambda: all(t.feedback_ms for t in [*slaves, *masters]), "every handshake evaluated"
-                )
-
-                async def burst(master: SimMasterEA) -> None:
-                    for n in range(OPENS):
-                        opened.append(await master.open("XAUUSD", Side.BUY if n % 2 else Side.SELL, 0.01))
-
-                async with trio.open_nursery() as openers:
-                    for ms in masters:
-                        openers.start_soon(burst, ms)
-                for ms in masters:
-                    await ms.wait_all_acked()  # every intent admitted at last (RETRY / BUSY until then)
-                await _until(
-                    lambda: all(len(fills(s)) == len(opened) for s in slaves), "every open on every slave"
-                )
-                for ms in masters:  # then every master closes everything at once
-                    for trade_id in list(ms.trades):
-                        nursery.start_soon(ms.close, trade_id)
-                await _until(lambda: all(ms.pending == 0 for ms in masters), "every close acknowledged")
-                await _until(lambda: all(not s.broker.open_orders() for s in slaves), "every copy closed")
+                opened = await burst_then_close(nursery, market, slaves, masters)
                 nursery.cancel_scope.cancel()
         finally:
             copier.terminate()
             await copier.wait()
 
+    events = log_events(logfile)
+    turned_away = events["busy_in_flight"] + events["busy_behind"]
+    assert turned_away > 0, "the burst was admitted whole; it proves nothing"
+    assert events["agent_ea_too_slow"] == events["agent_ea_stalled"] == 0
+    await each_once(db, slaves, masters, opened)
+
+
+def terminals(
+    sock: Path, slave_prefix: str, master_prefix: str
+) -> tuple[SimMarket, list[SimSlaveEA], list[SimMasterEA]]:
+    """SLAVES simulated slaves and MASTERS masters on the Agent's socket ``sock`` (not running yet)."""
+    market = SimMarket(random.Random(1))
+    rng = random.Random(2)
+
+    async def connect() -> trio.abc.Stream:
+        return await connect_unix(str(sock))
+
+    slaves = [
+        SimSlaveEA(
+            f"{slave_prefix}{i}", slave_broker(i, market, random.Random(rng.random())), connect, _now_ms
+        )
+        for i in range(SLAVES)
+    ]
+    masters = [
+        SimMasterEA(
+            f"{master_prefix}{i}", master_broker(market, random.Random(rng.random())), connect, _now_ms, rng
+        )
+        for i in range(MASTERS)
+    ]
+    return market, slaves, masters
+
+
+async def burst_then_close(
+    nursery: trio.Nursery, market: SimMarket, slaves: list[SimSlaveEA], masters: list[SimMasterEA]
+) -> list[str]:
+    """Run the terminals in ``nursery``; once every handshake is evaluated, each master opens OPENS trades at
+    once, then (every open on every slave) closes them all at once; returns once every copy is closed, with
+    the trades opened."""
+    opened: list[str] = []
+    nursery.start_soon(market.run)
+    for terminal in [*slaves, *masters]:
+        await nursery.start(terminal.run)
+    await _until(lambda: all(t.feedback_ms for t in [*slaves, *masters]), "every handshake evaluated")
+
+    async def burst(master: SimMasterEA) -> None:
+        for n in range(OPENS):
+            opened.append(await master.open("XAUUSD", Side.BUY if n % 2 else Side.SELL, 0.01))
+
+    async with trio.open_nursery() as openers:
+        for ms in masters:
+            openers.start_soon(burst, ms)
+    for ms in masters:
+        await ms.wait_all_acked()  # every intent admitted at last (RETRY / BUSY until then)
+    await _until(lambda: all(len(fills(s)) == len(opened) for s in slaves), "every open on every slave")
+    for ms in masters:  # then every master closes everything at once
+        for trade_id in list(ms.trades):
+            nursery.start_soon(ms.close, trade_id)
+    await _until(lambda: all(ms.pending == 0 for ms in masters), "every close acknowledged")
+    await _until(lambda: all(not s.broker.open_orders() for s in slaves), "every copy closed")
+    return opened
+
+
+async def each_once(
+    db: Path, slaves: list[SimSlaveEA], masters: list[SimMasterEA], opened: list[str]
+) -> None:
+    """Every open and close exactly once on every slave and in the store at ``db``; no terminal
+    reconnected."""
     assert len(opened) == MASTERS * OPENS
     for s in slaves:
         assert fills(s) == Counter({t: 1 for t in opened}), s.account_id
         assert closes(s) == Counter({t: 1 for t in opened}), s.account_id
     assert all(t.connections == 1 for t in [*slaves, *masters]), "a terminal was disconnected"
-    events = log_events(logfile)
-    turned_away = events["busy_in_flight"] + events["busy_behind"]
-    assert turned_away > 0, "the burst was admitted whole; it proves nothing"
-    assert events["agent_ea_too_slow"] == events["agent_ea_stalled"] == 0
     store = SqliteStore.open(db)
     try:
         trades = await store.trades(limit=10_000)

@@ -4,37 +4,24 @@ agent``) are processes of their own joined by gRPC, bounded small on purpose (``
 process over its Unix socket. Not timed: it checks that every open and every close arrives afterwards
 exactly once on each slave and in the store, that no terminal was cut off and that the gRPC link never
 dropped (what Core queued for the Agent and the answers it had not read yet were waited for, not
-re-sent into a collapse)."""
+re-sent into a collapse). The burst is ``test_overload``'s (3 masters x 24 opens at once to 4 slaves);
+Core admits 40 unanswered commands and 50 ms of backlog, and the terminals queue 16 lines: Core answers a
+master's 24 intents in one write to the Agent, more than the outbox holds, and the answers that find it
+full wait in the connection instead of the master being cut off."""
 
 from __future__ import annotations
 
-import random
 import subprocess
-import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import trio
 
-from echo.adapters.pipe.unix import connect_unix
-from echo.adapters.store.sqlite import SqliteStore
-from echo.domain.types import Side
-from echo.sim.market import SimMarket
-from echo.sim.master import SimMasterEA
-from echo.sim.profiles import master_broker, slave_broker
-from echo.sim.slave import SimSlaveEA
 from tests.backends import free_port
-from tests.e2e.test_overload import _until, closes, log_events
-from tests.e2e.world import CLI, fills, read_until
+from tests.e2e.test_overload import _drain, burst_then_close, each_once, log_events, terminals
+from tests.e2e.world import CLI, read_until
 
 pytestmark = pytest.mark.e2e
-
-MASTERS, SLAVES, OPENS = 3, 4, 24
-"""Each master opens OPENS positions at once (a grid strategy's burst): 288 slave orders, then as many
-closes, against a Core that admits 40 unanswered commands and 50 ms of backlog. The terminals queue 16
-lines: Core answers a master's 24 intents in one write to the Agent, more than the outbox holds, and the
-answers that find it full wait in the connection instead of the master being cut off."""
 
 
 async def test_a_burst_far_past_capacity_in_split_mode_arrives_exactly_once_over_one_grpc_link(
@@ -57,21 +44,7 @@ async def test_a_burst_far_past_capacity_in_split_mode_arrives_exactly_once_over
         f'[split]\ncore = "{where}"\n'
         f'[log]\nformat = "json"\nlevel = "info"\nfile = "{agent_log}"\n'
     )
-    market = SimMarket(random.Random(1))
-    rng = random.Random(2)
-
-    async def connect() -> trio.abc.Stream:
-        return await connect_unix(str(sock))
-
-    slaves = [
-        SimSlaveEA(f"5400{i}", slave_broker(i, market, random.Random(rng.random())), connect, _now_ms)
-        for i in range(SLAVES)
-    ]
-    masters = [
-        SimMasterEA(f"940{i}", master_broker(market, random.Random(rng.random())), connect, _now_ms, rng)
-        for i in range(MASTERS)
-    ]
-    opened: list[str] = []
+    market, slaves, masters = terminals(sock, "5400", "940")
     processes: list[trio.Process] = []
     with trio.fail_after(120):
         try:
@@ -88,30 +61,7 @@ async def test_a_burst_far_past_capacity_in_split_mode_arrives_exactly_once_over
             async with trio.open_nursery() as nursery:
                 for proc in processes:
                     nursery.start_soon(_drain, proc)
-                nursery.start_soon(market.run)
-                for terminal in [*slaves, *masters]:
-                    await nursery.start(terminal.run)
-                await _until(
-                    lambda: all(t.feedback_ms for t in [*slaves, *masters]), "every handshake evaluated"
-                )
-
-                async def burst(master: SimMasterEA) -> None:
-                    for n in range(OPENS):
-                        opened.append(await master.open("XAUUSD", Side.BUY if n % 2 else Side.SELL, 0.01))
-
-                async with trio.open_nursery() as openers:
-                    for ms in masters:
-                        openers.start_soon(burst, ms)
-                for ms in masters:
-                    await ms.wait_all_acked()  # every intent admitted at last (RETRY / BUSY until then)
-                await _until(
-                    lambda: all(len(fills(s)) == len(opened) for s in slaves), "every open on every slave"
-                )
-                for ms in masters:  # then every master closes everything at once
-                    for trade_id in list(ms.trades):
-                        nursery.start_soon(ms.close, trade_id)
-                await _until(lambda: all(ms.pending == 0 for ms in masters), "every close acknowledged")
-                await _until(lambda: all(not s.broker.open_orders() for s in slaves), "every copy closed")
+                opened = await burst_then_close(nursery, market, slaves, masters)
                 # read before the processes stop (stopping ends the link, which is logged)
                 core_events, agent_events = log_events(core_log), log_events(agent_log)
                 nursery.cancel_scope.cancel()
@@ -120,34 +70,9 @@ async def test_a_burst_far_past_capacity_in_split_mode_arrives_exactly_once_over
                 proc.terminate()
                 await proc.wait()
 
-    assert len(opened) == MASTERS * OPENS
-    for s in slaves:
-        assert fills(s) == Counter({t: 1 for t in opened}), s.account_id
-        assert closes(s) == Counter({t: 1 for t in opened}), s.account_id
-    assert all(t.connections == 1 for t in [*slaves, *masters]), "a terminal was disconnected"
     turned_away = sum(n for event, n in core_events.items() if event.startswith("busy_"))
     assert turned_away > 0, "the burst was admitted whole; it proves nothing"
     assert agent_events["agent_ea_too_slow"] == agent_events["agent_ea_stalled"] == 0
     assert core_events["grpc_agent_connected"] == 1
     assert core_events["grpc_agent_disconnected"] == agent_events["grpc_link_down"] == 0
-    store = SqliteStore.open(db)
-    try:
-        trades = await store.trades(limit=10_000)
-        assert sorted(t.trade_id for t in trades) == sorted(opened)
-        assert all(t.status == "closed" for t in trades)
-        decisions = Counter(
-            (d.trade_id, d.account_id, d.decision) for d in await store.decisions(limit=10_000)
-        )
-        assert decisions == Counter({(t, s.account_id, "copy"): 1 for t in opened for s in slaves})
-    finally:
-        await store.aclose()
-
-
-async def _drain(proc: trio.Process) -> None:
-    assert proc.stderr is not None
-    while await proc.stderr.receive_some():
-        pass
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    await each_once(db, slaves, masters, opened)

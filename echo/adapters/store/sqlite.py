@@ -91,6 +91,13 @@ class _Rejected(Exception):
         self.cause = cause
 
 
+def _not_written(exc: BaseException) -> StoreError:
+    """What a write that failed with ``exc`` raises: StoreUnavailable for an error of the database file."""
+    if _unavailable(exc):
+        return StoreUnavailable(f"batch not written: {exc}")
+    return StoreError(f"batch rejected: {exc}")
+
+
 def _unavailable(exc: BaseException) -> bool:
     """An error of the database file, not of the batch (disk full, I/O error, locked, read-only): the same
     batch may be written later. A bad value or a key that exists is an IntegrityError or a bind error."""
@@ -247,9 +254,7 @@ class SqliteStore(SqlReads):
             raise StoreError(self._explain(conn, rejected)) from rejected.cause
         except (sqlite3.Error, OverflowError) as exc:
             self._rollback(conn)
-            if _unavailable(exc):
-                raise StoreUnavailable(f"batch not written: {exc}") from exc
-            raise StoreError(f"batch rejected: {exc}") from exc
+            raise _not_written(exc) from exc
         except BaseException:
             self._rollback(conn)
             raise
@@ -262,9 +267,7 @@ class SqliteStore(SqlReads):
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(conn)
-            if _unavailable(exc):
-                raise StoreUnavailable(f"batch not written: {exc}") from exc
-            raise StoreError(f"batch rejected: {exc}") from exc
+            raise _not_written(exc) from exc
         except BaseException:
             self._rollback(conn)
             raise
