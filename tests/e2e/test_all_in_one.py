@@ -452,8 +452,12 @@ async def test_slave_positions_closed_by_the_broker_are_recorded_and_never_reope
             (order,) = stop_hit.broker.open_orders()
             order.stop_loss = stop_hit.broker.quote(order.symbol)[0] + 1.0  # the price is through it
             stop_hit.broker.auto_stops = True
-            await core.wait_for(
-                lambda: core.stats.get("slave_stop_out") == 1 and core.stats.get("slave_sl") == 1
+            await core.wait_for(  # applied, and written (a batch that sends nothing may lag its count)
+                lambda: (
+                    core.stats.get("slave_stop_out") == 1
+                    and core.stats.get("slave_sl") == 1
+                    and core.recorded
+                )
             )
         alerts = [e for e in logs if e["event"] == "core_slave_closed_by_broker"]
         assert {(e["slave"], e["reason"], e["log_level"]) for e in alerts} == {
