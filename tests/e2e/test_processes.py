@@ -95,12 +95,7 @@ async def test_the_copier_serves_its_metrics_for_prometheus(tmp_path: Path) -> N
                 capture_stderr=True,
             )
             assert b"3 trades done" in master.stderr
-            assert copier.stderr is not None
-            said = b""
-            while said.count(b"core_trade_complete") < 3:  # every slave fill and close is in
-                chunk = await copier.stderr.receive_some()
-                assert chunk, said.decode(errors="replace")
-                said += chunk
+            await read_until(copier, b"core_trade_complete", 3)  # every slave fill and close is in
             url = f"http://127.0.0.1:{port}/metrics"
             text = await trio.to_thread.run_sync(
                 lambda: urllib.request.urlopen(url, timeout=5).read().decode()

@@ -87,12 +87,7 @@ async def test_split_core_and_agent_processes_send_one_trace_per_trade(tmp_path:
                 await split.start()
                 assert b"3 trades done" in await split.master("--trades", "3", "--pace", "0.05")
                 core = split.procs[0]
-                assert core.stderr is not None
-                said = b""
-                while said.count(b"core_trade_complete") < 3:
-                    chunk = await core.stderr.receive_some()
-                    assert chunk, said.decode(errors="replace")
-                    said += chunk
+                await read_until(core, b"core_trade_complete", 3)
             finally:
                 codes = await split.stop()  # the exporters flush at shutdown
         assert codes[:2] == [0, 0]
@@ -150,12 +145,7 @@ async def _copy_two_trades(config: Path, sock: Path, env: dict[str, str] | None 
                 sim_ea(sock, "master", "9001", "--trades", "2", "--pace", "0.05"), capture_stderr=True
             )
             assert b"2 trades done" in master.stderr
-            assert copier.stderr is not None
-            said = b""
-            while said.count(b"core_trade_complete") < 2:
-                chunk = await copier.stderr.receive_some()
-                assert chunk, said.decode(errors="replace")
-                said += chunk
+            await read_until(copier, b"core_trade_complete", 2)
         finally:
             for proc in (slave, copier):
                 if proc is not None:

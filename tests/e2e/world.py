@@ -306,11 +306,12 @@ class CopierProcess:
 # ----------------------------------------------------------------------------------------- processes
 
 
-async def read_until(proc: trio.Process, marker: bytes) -> bytes:
-    """Read a process's stderr until ``marker`` appears (the process says it is ready)."""
+async def read_until(proc: trio.Process, marker: bytes, times: int = 1) -> bytes:
+    """Read a process's stderr until ``marker`` has appeared ``times`` times (the process says it is ready,
+    or has done that much)."""
     assert proc.stderr is not None
     seen = b""
-    while marker not in seen:
+    while seen.count(marker) < times:
         chunk = await proc.stderr.receive_some()
         assert chunk, f"process ended before saying {marker!r}: {seen.decode(errors='replace')}"
         seen += chunk

@@ -196,8 +196,9 @@ class SqliteStore(SqlReads):
         if batch:
             async with self._busy:
                 self._write(batch, commit=False)
+                virtual = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
                 try:
-                    if self._aside(batch):
+                    if not virtual and self._aside(batch):
                         # it ends, committed or rolled back, whatever is cancelled meanwhile
                         with trio.CancelScope(shield=True):
                             await trio.to_thread.run_sync(self._commit, self._live())
@@ -205,7 +206,7 @@ class SqliteStore(SqlReads):
                         self._commit(self._live())
                 finally:
                     self._written_at = time.monotonic()
-                if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+                if not virtual:
                     self._checkpoint_soon()
         # once committed, a cancellation must not make the caller believe the write failed
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -216,8 +217,6 @@ class SqliteStore(SqlReads):
         idle copier commits inline: waking the worker costs 50 us on a quiet machine and several hundred
         on a busy one, with nothing for the loop to do meanwhile."""
         if self._synced is None or not batch.sync:
-            return False
-        if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
             return False
         return (
             time.monotonic() - self._written_at < _BUSY_WITHIN_S
